@@ -1,0 +1,47 @@
+# make run   : set up .venv (pinned) and train on the embedded generated data through `mlflow run`
+# make test  : set up and run the test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# `mlflow run --env-manager local` runs the entry point with whatever `python` is first on PATH:
+# make it the project's environment.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+# Extra arguments for `make run`, e.g. make run ARGS="-P num_trees=200 -P max_depth=8"
+ARGS ?=
+ENTRY ?= main
+PYTEST_ARGS ?=
+UI_PORT ?= 5000
+
+.PHONY: setup run test ui pins bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else "make setup needs Python 3.10 to 3.13 (3.11 preferred), found %d.%d: set PYTHON=/path/to/python3.11" % v)'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: setup
+	mlflow run . -e $(ENTRY) --env-manager local $(ARGS)
+	@echo "Runs are in $$(python -c 'import mlflow; print(mlflow.get_tracking_uri())'). Open the UI with: make ui  (then http://127.0.0.1:$(UI_PORT))"
+
+test: setup
+	python -m pytest tests $(PYTEST_ARGS)
+
+ui: setup
+	mlflow ui --host 127.0.0.1 --port $(UI_PORT)
+
+# Copy requirements.txt's pins into conda.yaml (tests fail while they differ).
+pins: setup
+	python -m sparkmlops.environment sync-conda-pins
+
+bench: setup
+	python bench/bench_train.py
+
+clean:
+	rm -rf $(VENV) data/generated spark-warehouse .pytest_cache

@@ -1,0 +1,48 @@
+"""Running an entry point's click command: every failure ends as one clear line and a non-zero exit.
+
+Exit codes: 0 success, 1 unexpected error (traceback above the last line), 2 bad input.
+MLflow passes each ``-P name=value`` as ``--name value``; names the script does not declare reach
+click as unknown options and are refused, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from sparkmlops.errors import UserInputError
+
+
+def _parameter_names(command: click.Command) -> list[str]:
+    return [p.name for p in command.params if isinstance(p, click.Option)]
+
+
+def fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run(command: click.Command, args: list[str] | None = None) -> None:
+    """Invoke ``command`` (a script's ``main``) with clean error reporting."""
+    try:
+        command.main(args=args, standalone_mode=False)
+    except click.NoSuchOption as exc:
+        name = exc.option_name.lstrip("-")
+        fail(f"unknown parameter '{name}' for {command.name}: valid parameters are "
+             f"{', '.join(_parameter_names(command))}.", 2)
+    except click.UsageError as exc:
+        fail(f"{exc.format_message()} (entry point {command.name}).", 2)
+    except click.ClickException as exc:
+        fail(exc.format_message(), 2)
+    except click.exceptions.Abort:
+        fail("aborted.", 130)
+    except UserInputError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted.", 130)
+    except Exception as exc:  # a bug or an environment failure: keep the traceback, end with one line
+        traceback.print_exc()
+        text = " ".join(str(exc).split())[:500] or type(exc).__name__
+        fail(f"{command.name} failed: {type(exc).__name__}: {text}", 1)

@@ -1,0 +1,378 @@
+"""Data: the SF Airbnb schema contract, the deterministic generator, and the one loader/validator.
+
+The real listings data (CC0, 7,146 rows, 34 columns) cannot ship with the project, so
+``generate_airbnb`` builds rows with exactly its schema, realistic categories and ranges, and a price
+that depends on the features plus noise. Every random draw is a hash of (seed, row id, draw number),
+so a row depends only on its id and the seed: the output is the same whatever the number of files,
+partitions or executors, and the first N rows of a larger dataset equal the N-row dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sparkmlops.environment import PROJECT_ROOT
+from sparkmlops.errors import UserInputError
+
+# Bump when the generator's output changes, so cached default data is regenerated.
+GENERATOR_VERSION = 1
+DEFAULT_N_ROWS = 7146
+DEFAULT_SEED = 42
+DEFAULT_LABEL = "price"
+
+# (name, Spark type, nullable) of sf-airbnb-clean.parquet, in its order.
+_NA_FLAGS = ["bedrooms_na", "bathrooms_na", "beds_na", "review_scores_rating_na",
+             "review_scores_accuracy_na", "review_scores_cleanliness_na", "review_scores_checkin_na",
+             "review_scores_communication_na", "review_scores_location_na", "review_scores_value_na"]
+AIRBNB_COLUMNS: list[tuple[str, str, bool]] = [
+    ("host_is_superhost", "string", True),
+    ("cancellation_policy", "string", True),
+    ("instant_bookable", "string", True),
+    ("host_total_listings_count", "double", True),
+    ("neighbourhood_cleansed", "string", True),
+    ("latitude", "double", True),
+    ("longitude", "double", True),
+    ("property_type", "string", True),
+    ("room_type", "string", True),
+    ("accommodates", "double", True),
+    ("bathrooms", "double", True),
+    ("bedrooms", "double", True),
+    ("beds", "double", True),
+    ("bed_type", "string", True),
+    ("minimum_nights", "double", True),
+    ("number_of_reviews", "double", True),
+    ("review_scores_rating", "double", True),
+    ("review_scores_accuracy", "double", True),
+    ("review_scores_cleanliness", "double", True),
+    ("review_scores_checkin", "double", True),
+    ("review_scores_communication", "double", True),
+    ("review_scores_location", "double", True),
+    ("review_scores_value", "double", True),
+    ("price", "double", True),
+] + [(name, "double", False) for name in _NA_FLAGS]
+
+# Aggregates of the real data (counts, centroids, log-price offset from $150), not its rows.
+NEIGHBOURHOODS = [
+    ("Mission", 691, 37.7581, -122.4170, +0.06), ("Western Addition", 599, 37.7781, -122.4340, +0.10),
+    ("South of Market", 599, 37.7779, -122.4031, +0.14), ("Downtown/Civic Center", 538, 37.7863, -122.4130, -0.07),
+    ("Castro/Upper Market", 405, 37.7623, -122.4346, +0.18), ("Bernal Heights", 373, 37.7415, -122.4159, -0.03),
+    ("Haight Ashbury", 351, 37.7693, -122.4462, +0.00), ("Noe Valley", 317, 37.7500, -122.4329, +0.15),
+    ("Outer Sunset", 269, 37.7567, -122.4939, -0.25), ("Nob Hill", 215, 37.7929, -122.4148, +0.00),
+    ("Potrero Hill", 214, 37.7592, -122.3978, +0.07), ("Inner Richmond", 186, 37.7796, -122.4652, +0.00),
+    ("Marina", 186, 37.8009, -122.4355, +0.29), ("Excelsior", 162, 37.7250, -122.4248, -0.41),
+    ("Russian Hill", 159, 37.8013, -122.4185, +0.34), ("Bayview", 157, 37.7300, -122.3901, -0.42),
+    ("Pacific Heights", 155, 37.7925, -122.4329, +0.28), ("Inner Sunset", 154, 37.7602, -122.4651, -0.11),
+    ("Outer Mission", 150, 37.7251, -122.4429, -0.37), ("North Beach", 149, 37.8017, -122.4070, +0.15),
+    ("Outer Richmond", 147, 37.7774, -122.4944, -0.15), ("Financial District", 134, 37.7910, -122.4002, +0.29),
+    ("Parkside", 127, 37.7424, -122.4874, -0.42), ("Chinatown", 118, 37.7923, -122.4073, -0.06),
+    ("West of Twin Peaks", 116, 37.7358, -122.4588, -0.14), ("Ocean View", 103, 37.7183, -122.4602, -0.42),
+    ("Glen Park", 70, 37.7379, -122.4308, +0.00), ("Twin Peaks", 63, 37.7528, -122.4476, +0.23),
+    ("Visitacion Valley", 60, 37.7173, -122.4045, -0.31), ("Lakeshore", 54, 37.7313, -122.4839, -0.44),
+    ("Crocker Amazon", 52, 37.7103, -122.4429, -0.66), ("Presidio Heights", 28, 37.7853, -122.4533, -0.05),
+    ("Seacliff", 20, 37.7821, -122.5009, -0.11), ("Diamond Heights", 19, 37.7426, -122.4418, +0.13),
+    ("Golden Gate Park", 5, 37.7691, -122.4813, +0.21), ("Presidio", 1, 37.8103, -122.4764, -0.36),
+]
+# (room type, share, log-price offset, mean and sd of accommodates)
+ROOM_TYPES = [("Entire home/apt", 4364, 0.26, 3.8, 2.0), ("Private room", 2603, -0.41, 2.2, 1.1),
+              ("Shared room", 179, -1.32, 2.4, 1.7)]
+# (property type, count, log-price offset)
+PROPERTY_TYPES = [
+    ("Apartment", 3010, 0.0), ("House", 1990, 0.0), ("Condominium", 760, 0.05), ("Guest suite", 496, -0.1),
+    ("Boutique hotel", 183, 0.25), ("Townhouse", 140, 0.05), ("Serviced apartment", 116, 0.2),
+    ("Hotel", 100, 0.2), ("Loft", 93, 0.1), ("Hostel", 87, -0.8), ("Guesthouse", 44, -0.1),
+    ("Bed and breakfast", 29, 0.05), ("Other", 22, 0.0), ("Aparthotel", 20, 0.2), ("Bungalow", 17, 0.0),
+    ("Villa", 10, 0.5), ("Cottage", 8, 0.0), ("Resort", 8, 0.3), ("Cabin", 3, 0.0), ("Tiny house", 3, -0.2),
+    ("Boat", 2, 0.3), ("Timeshare", 1, 0.3), ("In-law", 1, -0.2), ("Treehouse", 1, 0.3), ("Castle", 1, 0.8),
+    ("Earth house", 1, 0.0),
+]
+CANCELLATION_POLICIES = [("strict_14_with_grace_period", 3086), ("moderate", 2518), ("flexible", 1424),
+                         ("super_strict_30", 66), ("strict", 43), ("super_strict_60", 9)]
+BED_TYPES = [("Real Bed", 7073), ("Futon", 32), ("Pull-out Sofa", 23), ("Airbed", 11), ("Couch", 7)]
+# (minimum nights, count); the remaining share draws from a log-uniform 1..365
+MINIMUM_NIGHTS = [(30.0, 2757), (2.0, 1455), (1.0, 1251), (3.0, 822), (4.0, 270), (5.0, 176), (31.0, 133),
+                  (7.0, 72), (60.0, 32), (32.0, 31), (6.0, 31), (180.0, 28)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths and inputs (checked before Spark starts)
+
+def is_local_path(path: str) -> bool:
+    scheme = urlparse(path).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def local_path(path: str) -> str:
+    return urlparse(path).path if path.startswith("file:") else path
+
+
+def check_input_path(path: str, what: str = "data_path") -> str:
+    """Fail fast on a local input that does not exist or cannot be read; return it absolute.
+
+    Remote URIs (s3a://, hdfs://, abfss://, ...) are left to Spark, whose error is reworded later.
+    """
+    if not path:
+        raise UserInputError(f"{what} is empty: pass -P {what}=<parquet file or folder>.")
+    if not is_local_path(path):
+        return path
+    resolved = os.path.abspath(os.path.expanduser(local_path(path)))
+    if not os.path.exists(resolved):
+        raise UserInputError(f"{what} '{path}' does not exist: pass an existing parquet file or folder "
+                             "(absolute paths are safest with mlflow run).")
+    if not os.access(resolved, os.R_OK) or (os.path.isdir(resolved) and not os.access(resolved, os.X_OK)):
+        raise UserInputError(f"{what} '{path}' is not readable by this user: fix its permissions.")
+    if os.path.isdir(resolved) and not any(not n.startswith((".", "_")) for n in os.listdir(resolved)):
+        raise UserInputError(f"{what} '{path}' is an empty folder: point it at a folder with parquet files.")
+    return resolved
+
+
+def data_format(path: str) -> str:
+    return "csv" if path.rstrip("/").lower().endswith(".csv") else "parquet"
+
+
+def read_dataset(spark, path: str):
+    """Read a parquet (default) or CSV (``*.csv``) file or folder; bad files become one clear line."""
+    from pyspark.errors import PySparkException
+
+    fmt = data_format(path)
+    try:
+        if fmt == "csv":
+            df = spark.read.csv(path, header=True, inferSchema=True)
+        else:
+            df = spark.read.parquet(path)
+        df.schema  # forces schema resolution, where unreadable files fail
+    except (PySparkException, Exception) as exc:  # Py4J errors are not PySparkExceptions
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"could not read '{path}' as {fmt}: {first_line[:300]}") from exc
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# The generator
+
+def _uniform(seed: int, draw: int):
+    """A uniform in (0, 1) from (seed, row id, draw): independent of partitioning."""
+    from pyspark.sql import functions as F
+
+    bits = 2 ** 52
+    h = F.xxhash64(F.col("id"), F.lit(int(seed)), F.lit(int(draw)))
+    return (F.pmod(h, F.lit(bits)).cast("double") + 0.5) / float(bits)
+
+
+def _normal(seed: int, draw: int):
+    """A standard normal (Box-Muller over two hashed uniforms)."""
+    from pyspark.sql import functions as F
+
+    return F.sqrt(-2.0 * F.log(_uniform(seed, draw))) * F.cos(2.0 * math.pi * _uniform(seed, draw + 1))
+
+
+def _categorical(u, choices: list[tuple]):
+    """Pick choices[i][0] with probability proportional to choices[i][1], from uniform column u."""
+    from pyspark.sql import functions as F
+
+    total = float(sum(c[1] for c in choices))
+    cumulative, expr = 0.0, None
+    for value, weight, *_ in choices[:-1]:
+        cumulative += weight / total
+        expr = (F.when(u < cumulative, F.lit(value)) if expr is None
+                else expr.when(u < cumulative, F.lit(value)))
+    return expr.otherwise(F.lit(choices[-1][0]))
+
+
+def _lookup(key_col, choices: list[tuple], index: int):
+    """Map a categorical column to choices[i][index] (for example a price offset)."""
+    from pyspark.sql import functions as F
+
+    expr = None
+    for choice in choices:
+        cond = key_col == F.lit(choice[0])
+        expr = F.when(cond, F.lit(choice[index])) if expr is None else expr.when(cond, F.lit(choice[index]))
+    return expr.otherwise(F.lit(0.0))
+
+
+def _clip(col, low: float, high: float):
+    from pyspark.sql import functions as F
+
+    return F.least(F.greatest(col, F.lit(float(low))), F.lit(float(high)))
+
+
+def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED, n_partitions: int | None = None):
+    """A DataFrame with the real SF Airbnb schema, ``n_rows`` rows, deterministic in ``seed``."""
+    from pyspark.sql import functions as F
+
+    if n_rows < 1:
+        raise UserInputError(f"n_rows must be >= 1, got {n_rows}.")
+    parts = n_partitions or max(1, min(n_rows // 200_000 + 1, 1000))
+    u, z = (lambda d: _uniform(seed, d)), (lambda d: _normal(seed, d))
+
+    df = spark.range(0, n_rows, 1, parts)
+    df = df.select(
+        "id",
+        _categorical(u(1), NEIGHBOURHOODS).alias("neighbourhood_cleansed"),
+        _categorical(u(2), ROOM_TYPES).alias("room_type"),
+        _categorical(u(3), PROPERTY_TYPES).alias("property_type"),
+        _categorical(u(4), CANCELLATION_POLICIES).alias("cancellation_policy"),
+        _categorical(u(5), BED_TYPES).alias("bed_type"),
+        F.when(u(6) < 0.41, "t").otherwise("f").alias("host_is_superhost"),
+        F.when(u(7) < 0.38, "t").otherwise("f").alias("instant_bookable"),
+    )
+    nb, room = F.col("neighbourhood_cleansed"), F.col("room_type")
+    accommodates = F.round(_clip(_lookup(room, ROOM_TYPES, 3) + _lookup(room, ROOM_TYPES, 4) * z(10), 1, 16))
+    df = df.withColumns({
+        "latitude": _clip(_lookup(nb, NEIGHBOURHOODS, 2) + 0.006 * z(12), 37.7074, 37.8103),
+        "longitude": _clip(_lookup(nb, NEIGHBOURHOODS, 3) + 0.007 * z(14), -122.5131, -122.3698),
+        "accommodates": accommodates,
+    })
+    acc = F.col("accommodates")
+    bedrooms = F.when(room == "Entire home/apt", F.round(_clip(acc / 2.0 - 0.3 + 0.6 * z(16), 0, 14))) \
+        .otherwise(F.when(u(18) < 0.9, 1.0).otherwise(F.round(_clip(acc / 2.0 + 0.5 * z(16), 0, 14))))
+    df = df.withColumn("bedrooms_raw", bedrooms)
+    beds = F.round(_clip(F.col("bedrooms_raw") * 0.9 + acc * 0.2 + 0.5 * z(20), 0, 14))
+    bathrooms = F.round(2.0 * _clip(1.0 + F.greatest(F.col("bedrooms_raw") - 2.0, F.lit(0.0)) * 0.5
+                                    + 0.35 * z(22), 0, 14)) / 2.0
+    host_listings = F.when(u(24) < 0.1, F.round(F.exp(4.0 + 3.0 * u(25))))\
+        .otherwise(F.floor(F.exp(1.5 * F.abs(z(26)))))
+    min_nights = _categorical(u(28), MINIMUM_NIGHTS + [(-1.0, 420)])
+    min_nights = F.when(min_nights < 0, F.floor(F.exp(u(29) * math.log(365.0))) + 1.0).otherwise(min_nights)
+    reviews = F.when(u(30) < 0.193, 0.0).otherwise(F.greatest(F.floor(_clip(F.exp(3.0 + 1.47 * z(32)), 0, 700)),
+                                                              F.lit(1.0)))
+    df = df.withColumns({
+        "beds_raw": beds, "bathrooms_raw": bathrooms, "host_total_listings_count": host_listings,
+        "minimum_nights": _clip(min_nights, 1, 365), "number_of_reviews": reviews,
+        "bedrooms_na": F.when(u(34) < 0.0003, 1.0).otherwise(0.0),
+        "bathrooms_na": F.when(u(35) < 0.003, 1.0).otherwise(0.0),
+        "beds_na": F.when(u(36) < 0.001, 1.0).otherwise(0.0),
+    })
+    # The real data is cleaned: a missing value is imputed with the median and flagged in *_na.
+    no_reviews = F.col("number_of_reviews") == 0
+    rating = F.round(_clip(100.0 - F.exp(1.2 + 0.9 * z(38)), 20, 100))
+    df = df.withColumns({
+        "bedrooms": F.when(F.col("bedrooms_na") == 1.0, 1.0).otherwise(F.col("bedrooms_raw")),
+        "bathrooms": F.when(F.col("bathrooms_na") == 1.0, 1.0).otherwise(F.col("bathrooms_raw")),
+        "beds": F.when(F.col("beds_na") == 1.0, 1.0).otherwise(F.col("beds_raw")),
+        "review_scores_rating": F.when(no_reviews, 98.0).otherwise(rating),
+    })
+    rating_gap = (100.0 - F.col("review_scores_rating")) / 15.0
+    sub_scores = {}
+    for i, name in enumerate(["accuracy", "cleanliness", "checkin", "communication", "location", "value"]):
+        score = F.round(_clip(10.0 - F.exp(-1.5 + 0.9 * z(40 + 2 * i)) - rating_gap, 2, 10))
+        sub_scores[f"review_scores_{name}"] = F.when(no_reviews, 10.0).otherwise(score)
+    na_reviews = F.when(no_reviews, 1.0).otherwise(0.0)
+    sub_scores.update({flag: na_reviews for flag in _NA_FLAGS if flag.startswith("review_scores")})
+    df = df.withColumns(sub_scores)
+
+    log_price = (
+        math.log(150.0)
+        + _lookup(nb, NEIGHBOURHOODS, 4) * 1.5
+        + _lookup(room, ROOM_TYPES, 2)
+        + _lookup(F.col("property_type"), PROPERTY_TYPES, 2)
+        + 0.14 * (acc - 3.0) + 0.10 * (F.col("bedrooms") - 1.0) + 0.08 * (F.col("bathrooms") - 1.0)
+        + F.when(F.col("host_is_superhost") == "t", 0.05).otherwise(0.0)
+        + 0.006 * (F.col("review_scores_rating") - 96.0)
+        - F.when(F.col("minimum_nights") >= 30, 0.12).otherwise(0.0)
+        + 0.30 * z(60)
+        # a few luxury listings and data-entry outliers, as in the real data's long tail
+        + F.when(u(62) < 0.004, 0.8 + 1.2 * u(63)).otherwise(0.0)
+    )
+    df = df.withColumn("price", F.round(_clip(F.exp(log_price), 10, 10000)))
+    return df.select(*[F.col(name).cast(dtype).alias(name) for name, dtype, _ in AIRBNB_COLUMNS])
+
+
+def data_cache_dir() -> Path:
+    """Where generated default data is cached: data/generated (git-ignored) or $SPARKMLOPS_DATA_CACHE."""
+    return Path(os.environ.get("SPARKMLOPS_DATA_CACHE") or PROJECT_ROOT / "data" / "generated")
+
+
+def default_data_path(n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) -> Path:
+    return data_cache_dir() / f"sf-airbnb-synthetic-v{GENERATOR_VERSION}-n{n_rows}-seed{seed}.parquet"
+
+
+def ensure_default_data(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) -> str:
+    """Path of the embedded default dataset, generated on first use and cached (git-ignored)."""
+    from sparkmlops.io import write_parquet_atomically
+
+    path = default_data_path(n_rows, seed)
+    if not (path / "_SUCCESS").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomically(generate_airbnb(spark, n_rows, seed, n_partitions=1), str(path),
+                                 mode="keep_existing")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation of a training frame
+
+NUMERIC_TYPES = ("double", "float", "int", "bigint", "smallint", "tinyint")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which columns feed the model: strings are indexed, numerics assembled as they are."""
+
+    label_col: str
+    categorical_cols: list[str]
+    numeric_cols: list[str]
+    ignored_cols: list[str]
+
+    @property
+    def feature_cols(self) -> list[str]:
+        return self.categorical_cols + self.numeric_cols
+
+
+def infer_feature_spec(df, label_col: str) -> FeatureSpec:
+    """Check the label and find the features from the schema alone (no Spark job)."""
+    dtypes = dict(df.dtypes)
+    if label_col not in dtypes:
+        raise UserInputError(f"label column '{label_col}' is not in the data (columns: "
+                             f"{', '.join(list(dtypes)[:40])}): pass -P label_col=<numeric column>.")
+    if not (dtypes[label_col] in NUMERIC_TYPES or dtypes[label_col].startswith("decimal")):
+        raise UserInputError(f"label column '{label_col}' is {dtypes[label_col]}, not numeric: "
+                             "pass -P label_col=<numeric column> or cast it in the data.")
+    categorical = [c for c, t in df.dtypes if t == "string" and c != label_col]
+    numeric = [c for c, t in df.dtypes if c != label_col and (t in NUMERIC_TYPES or t.startswith("decimal"))]
+    ignored = [c for c, _ in df.dtypes if c != label_col and c not in categorical and c not in numeric]
+    if not categorical and not numeric:
+        raise UserInputError(f"no feature columns: besides the label '{label_col}' the data needs string or "
+                             f"numeric columns (ignored: {', '.join(ignored) or 'none'}).")
+    return FeatureSpec(label_col, categorical, numeric, ignored)
+
+
+def profile_for_training(df, spec: FeatureSpec) -> dict:
+    """One pass over the data: row count, null counts, distinct categories (for the maxBins check)."""
+    from pyspark.sql import functions as F
+
+    aggregates = [F.count(F.lit(1)).alias("__rows"),
+                  F.count(F.col(spec.label_col)).alias("__label_non_null")]
+    aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in spec.numeric_cols]
+    aggregates += [F.countDistinct(F.col(c)).alias(f"distinct::{c}") for c in spec.categorical_cols]
+    row = df.agg(*aggregates).first().asDict()
+    return {
+        "rows": row["__rows"],
+        "null_labels": row["__rows"] - row["__label_non_null"],
+        "numeric_nulls": {c: row[f"null::{c}"] or 0 for c in spec.numeric_cols if row[f"null::{c}"]},
+        "categories": {c: row[f"distinct::{c}"] for c in spec.categorical_cols},
+    }
+
+
+def content_digest(df) -> str:
+    """Order-independent digest of a DataFrame's schema and rows, computed by Spark in one pass.
+
+    MLflow's own SparkDataset digest hashes the query plan, so it does not change when the files under
+    a path change; this one does.
+    """
+    import hashlib
+
+    from pyspark.sql import functions as F
+
+    row_hash = F.xxhash64(*[F.col(c) for c in df.columns])
+    # Two independent 64-bit sums: a wrapped sum of hashes is order-free but weak alone.
+    stats = df.select(row_hash.alias("h")).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.col("h").cast("decimal(38,0)")).alias("s1"),
+        F.sum(F.xxhash64(F.col("h"), F.lit(7)).cast("decimal(38,0)")).alias("s2"),
+    ).first()
+    payload = f"{df.schema.simpleString()}|{stats['n']}|{stats['s1']}|{stats['s2']}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,53 @@
+"""The `generate_data` job: parameters, checks and the atomic write of generated data."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from sparkmlops import data as data_lib
+from sparkmlops import io, tracking
+from sparkmlops.errors import UserInputError
+
+MAX_FILES = 100_000
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    output_path: str = ""
+    n_rows: int = data_lib.DEFAULT_N_ROWS
+    n_files: int = 1
+    seed: int = data_lib.DEFAULT_SEED
+    mode: str = "error"
+
+    def validate(self) -> "GenerateParams":
+        if not self.output_path:
+            raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
+        if self.n_rows < 1:
+            raise UserInputError(f"n_rows must be >= 1, got {self.n_rows}.")
+        if not 1 <= self.n_files <= min(self.n_rows, MAX_FILES):
+            raise UserInputError(f"n_files must be between 1 and min(n_rows, {MAX_FILES}), got {self.n_files}.")
+        if self.mode not in ("error", "overwrite"):
+            raise UserInputError(f"mode must be 'error' or 'overwrite', got '{self.mode}'.")
+        if self.mode == "error" and data_lib.is_local_path(self.output_path):
+            import os
+
+            if os.path.exists(data_lib.local_path(self.output_path)):
+                raise UserInputError(f"output '{self.output_path}' already exists: choose a new path or pass "
+                                     "-P mode=overwrite.")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def generate_and_write(spark, params: GenerateParams) -> dict:
+    """Generate ``params.n_rows`` rows into ``params.n_files`` files; log rows, files and seconds."""
+    started = time.perf_counter()
+    df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files)
+    io.write_parquet_atomically(df, params.output_path, mode=params.mode)
+    seconds = time.perf_counter() - started
+    summary = {"rows": params.n_rows, "files": params.n_files, "seconds": seconds}
+    tracking.log_metrics({"rows_written": params.n_rows, "seconds": seconds,
+                          "rows_per_second": params.n_rows / seconds if seconds else 0.0})
+    return summary

@@ -1,0 +1,40 @@
+"""Figures logged with runs (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def feature_importance_figure(importances, top: int = 30):
+    """Horizontal bar chart of a (feature, importance) pandas frame sorted descending."""
+    shown = importances.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(shown) + 1)))
+    ax.barh(shown["feature"], shown["importance"], color="#3b75af")
+    ax.set_xlabel("importance (mean decrease in impurity, normalised)")
+    ax.set_title(f"Feature importance (top {len(shown)} of {len(importances)})")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_actual_figure(actual, predicted, label: str):
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(actual, predicted, s=6, alpha=0.35, color="#3b75af")
+    low = max(min(actual.min(), predicted.min()), 1e-3)
+    high = max(actual.max(), predicted.max())
+    ax.plot([low, high], [low, high], color="#c44e52", lw=1, label="perfect prediction")
+    if low > 0:  # prices span orders of magnitude
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"actual {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_title(f"Predicted vs actual {label} (test split, {len(actual)} rows)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def close(fig) -> None:
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""The project's one SparkSession factory.
+
+The master and configuration come from where Spark users put them: ``spark-submit --master``,
+``PYSPARK_SUBMIT_ARGS``, ``$SPARK_CONF_DIR/spark-defaults.conf`` or ``SPARK_REMOTE``. The factory only
+adds what the caller passes explicitly (the ``spark_master`` entry-point parameter, test settings);
+with nothing set anywhere, spark-submit's own default applies: ``local[*]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sparkmlops.environment import check_java
+
+
+def _launches_local_jvm() -> bool:
+    # Under spark-submit the JVM already runs (it passed us its gateway); over Spark Connect none is needed.
+    return not (os.environ.get("PYSPARK_GATEWAY_PORT") or os.environ.get("SPARK_REMOTE")
+                or os.environ.get("SPARK_CONNECT_MODE_ENABLED"))
+
+
+def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | None = None):
+    """Return the active SparkSession or create one.
+
+    ``master``: overrides the environment's master only when given (non-empty).
+    ``conf``: explicit settings (for tests and benchmarks), applied on top of the environment's.
+    """
+    if _launches_local_jvm():
+        check_java()  # one clear line instead of "Java gateway process exited"
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    if not is_connect(spark):
+        spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (no JVM on this side)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def spark_master(spark) -> str:
+    if is_connect(spark):
+        return os.environ.get("SPARK_REMOTE", "spark-connect")
+    return spark.sparkContext.master

@@ -1,0 +1,97 @@
+"""The one place that talks to MLflow: runs, environment tags, datasets, models, figures and tables.
+
+Tracking goes wherever MLFLOW_TRACKING_URI points (MLflow's own default otherwise). Under
+``mlflow run`` the run already exists (MLFLOW_RUN_ID) and ``tracked_run`` continues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from sparkmlops import environment
+
+MODEL_ARTIFACT_PATH = "model"
+
+
+@contextlib.contextmanager
+def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None):
+    """Start (or continue) a run; end it FAILED on any exception, FINISHED otherwise."""
+    run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else run_name)
+    try:
+        if tags:
+            mlflow.set_tags(tags)
+        yield run
+    except BaseException as exc:
+        # Ctrl-C is a stop asked for by the user: KILLED, as MLflow marks it.
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", str(exc)[:5000] or type(exc).__name__)
+        mlflow.end_run(status=status)
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def environment_tags(spark_master: str | None = None) -> dict[str, str]:
+    """Library versions, git state and Spark master, so a run says what produced it."""
+    tags = {**environment.library_versions(), **environment.git_state()}
+    if spark_master:
+        tags["spark_master"] = spark_master
+    return tags
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+def log_params(params: dict) -> None:
+    mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics(metrics, step=step)
+
+
+def log_spark_dataset(df, source: str, name: str, context: str, digest: str, label_col: str | None = None):
+    """Record ``df`` as a dataset input of the run (the UI's Dataset column), with a content digest."""
+    dataset = mlflow.data.from_spark(df, path=source, name=name, digest=digest, targets=label_col)
+    mlflow.log_input(dataset, context=context)
+    return dataset
+
+
+def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5):
+    """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(input_sample_df, output_sample_df)
+    input_example = input_sample_df.limit(input_example_rows).toPandas()
+    return mlflow.spark.log_model(
+        model,
+        MODEL_ARTIFACT_PATH,
+        signature=signature,
+        input_example=input_example,
+        # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
+        pip_requirements=environment.model_pip_requirements(),
+    )
+
+
+def log_figure(figure, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_dataframe_csv(pandas_df, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        pandas_df.to_csv(path, index=False)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), None if parent == "." else parent)
+
+
+def active_run_id() -> str:
+    run = mlflow.active_run()
+    return run.info.run_id if run else ""

@@ -1,0 +1,128 @@
+"""Shared fixtures: one local Spark session, one real MLflow SQLite store, and helpers to run entry points.
+
+Subprocesses (``python train.py``, ``mlflow run``) get the same store and a small Spark configuration
+through environment variables, as a user would set them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "sf-airbnb"
+REAL_DATA = REAL_DATA_DIR / "sf-airbnb-clean.parquet"
+REAL_DATA_100P = REAL_DATA_DIR / "sf-airbnb-clean-100p.parquet"
+EXPERIMENT = "sparkmlops-tests"
+# Small, quiet Spark for every process a test starts: 2 cores, few shuffle partitions, no UI.
+SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "2g",
+}
+PYSPARK_SUBMIT_ARGS = " ".join(
+    ["--master local[2]"] + [f"--conf {k}={v}" for k, v in SPARK_CONF.items()] + ["pyspark-shell"]
+)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sparkmlops")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_environment(workdir):
+    """Point MLflow at a real SQLite store in a temp dir and the data cache at a temp dir, for all."""
+    import mlflow
+
+    store = workdir / "mlflow.db"
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+        "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+        "SPARKMLOPS_DATA_CACHE": str(workdir / "data-cache"),
+        "PYSPARK_SUBMIT_ARGS": PYSPARK_SUBMIT_ARGS,
+        "PYTHONUNBUFFERED": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(workdir / "artifacts").as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def spark(test_environment):
+    from sparkmlops.spark import get_spark
+
+    session = get_spark("sparkmlops-tests", master="local[2]", conf=SPARK_CONF)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def default_data(spark) -> str:
+    """The embedded generated dataset, created once in the session's cache for every test."""
+    from sparkmlops.data import ensure_default_data
+
+    return ensure_default_data(spark)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> str:
+    if not REAL_DATA.exists():
+        pytest.skip(f"real SF Airbnb data not found at {REAL_DATA}")
+    return str(REAL_DATA)
+
+
+@pytest.fixture
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None, timeout: int = 900):
+    """Run a command of the project (``python train.py ...``, ``mlflow run ...``); return the result."""
+    full_env = {**os.environ, **(env or {})}
+    bin_dir = str(Path(sys.executable).parent)
+    full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")  # `python` = this environment
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def python_script(script: str, *options: str, **kw):
+    return run_entry([sys.executable, str(PROJECT_ROOT / script), *options], **kw)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def runs_of(client, **filters):
+    """Runs of the test experiment, newest first."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], **filters)
+
+
+def newest_run(client):
+    runs = runs_of(client, max_results=1)
+    return runs[0] if runs else None
