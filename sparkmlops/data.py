@@ -278,7 +278,13 @@ def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEE
         + F.when(u(62) < 0.004, 0.8 + 1.2 * u(63)).otherwise(0.0)
     )
     df = df.withColumn("price", F.round(_clip(F.exp(log_price), 10, 10000)))
-    return df.select(*[F.col(name).cast(dtype).alias(name) for name, dtype, _ in AIRBNB_COLUMNS])
+
+    def typed(name, dtype, nullable):
+        col = F.col(name).cast(dtype)
+        # A CASE without ELSE is nullable, like the real file's columns (the condition is always true).
+        return (F.when(F.col("id") >= 0, col) if nullable else col).alias(name)
+
+    return df.select(*[typed(*column) for column in AIRBNB_COLUMNS])
 
 
 def data_cache_dir() -> Path:

@@ -1,0 +1,116 @@
+"""The schema contract, the generator's determinism and realism, and the loader/validator."""
+
+import pytest
+from pyspark.sql import functions as F
+
+from sparkmlops import data
+from sparkmlops.errors import UserInputError
+
+
+def _schema_triples(df):
+    return [(f.name, f.dataType.simpleString(), f.nullable) for f in df.schema.fields]
+
+
+def test_generated_schema_is_the_contract(spark):
+    df = data.generate_airbnb(spark, 100, seed=1)
+    assert _schema_triples(df) == data.AIRBNB_COLUMNS
+    assert len(df.columns) == 34
+
+
+def test_contract_is_the_real_data_schema(spark, real_data):
+    real = spark.read.parquet(real_data)
+    assert [(n, t) for n, t, _ in _schema_triples(real)] == [(n, t) for n, t, _ in data.AIRBNB_COLUMNS]
+
+
+def test_written_default_data_reads_back_with_the_real_schema(spark, default_data):
+    df = spark.read.parquet(default_data)
+    assert df.count() == data.DEFAULT_N_ROWS
+    assert [(n, t) for n, t, _ in _schema_triples(df)] == [(n, t) for n, t, _ in data.AIRBNB_COLUMNS]
+
+
+def test_same_seed_same_rows_whatever_the_partitioning(spark):
+    one = data.generate_airbnb(spark, 3000, seed=7, n_partitions=1)
+    many = data.generate_airbnb(spark, 3000, seed=7, n_partitions=6)
+    assert data.content_digest(one) == data.content_digest(many)
+    assert one.collect() == many.orderBy(F.monotonically_increasing_id()).collect()
+
+
+def test_prefix_stable_and_seed_sensitive(spark):
+    small = data.generate_airbnb(spark, 500, seed=3)
+    large = data.generate_airbnb(spark, 2000, seed=3, n_partitions=3)
+    assert small.collect() == large.limit(500).collect()
+    other_seed = data.generate_airbnb(spark, 500, seed=4)
+    assert data.content_digest(small) != data.content_digest(other_seed)
+
+
+def test_generated_values_are_realistic(spark):
+    pdf = data.generate_airbnb(spark, 20000, seed=42, n_partitions=2).toPandas()
+    assert set(pdf.neighbourhood_cleansed) <= {n[0] for n in data.NEIGHBOURHOODS}
+    assert len(set(pdf.neighbourhood_cleansed)) >= 30
+    assert set(pdf.room_type) == {r[0] for r in data.ROOM_TYPES}
+    assert set(pdf.host_is_superhost) == {"t", "f"}
+    assert pdf.latitude.between(37.70, 37.82).all() and pdf.longitude.between(-122.52, -122.36).all()
+    assert pdf.price.between(10, 10000).all() and 120 < pdf.price.median() < 200
+    assert pdf.accommodates.between(1, 16).all()
+    assert pdf.isna().sum().sum() == 0
+    # the cleaned data imputes missing review scores and flags them
+    no_reviews = pdf.number_of_reviews == 0
+    assert 0.15 < no_reviews.mean() < 0.25
+    assert (pdf.loc[no_reviews, "review_scores_rating_na"] == 1.0).all()
+    assert (pdf.loc[~no_reviews, "review_scores_rating_na"] == 0.0).all()
+    # price depends on the features: entire homes cost more than shared rooms
+    by_room = pdf.groupby("room_type").price.median()
+    assert by_room["Entire home/apt"] > by_room["Private room"] > by_room["Shared room"]
+
+
+def test_check_input_path(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        data.check_input_path(str(tmp_path / "missing.parquet"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="empty folder"):
+        data.check_input_path(str(tmp_path / "empty"))
+    assert data.check_input_path("s3a://bucket/key") == "s3a://bucket/key"  # left to Spark
+    (tmp_path / "x.parquet").write_text("x")
+    assert data.check_input_path(f"file://{tmp_path}/x.parquet") == str(tmp_path / "x.parquet")
+
+
+def test_unreadable_file_is_one_line(spark, tmp_path):
+    bad = tmp_path / "not-parquet.parquet"
+    bad.write_text("this is not parquet\n")
+    with pytest.raises(UserInputError) as info:
+        data.read_dataset(spark, str(bad))
+    assert "could not read" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_csv_is_read_with_header_and_types(spark, tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_text("room_type,accommodates,price\nPrivate room,2,100\nEntire home/apt,4,250\n")
+    df = data.read_dataset(spark, str(path))
+    assert dict(df.dtypes) == {"room_type": "string", "accommodates": "int", "price": "int"}
+
+
+def test_feature_spec_from_schema(spark):
+    df = data.generate_airbnb(spark, 10, seed=1)
+    spec = data.infer_feature_spec(df, "price")
+    assert spec.categorical_cols == [c for c, t, _ in data.AIRBNB_COLUMNS if t == "string"]
+    assert "price" not in spec.numeric_cols and len(spec.numeric_cols) == 26
+    assert spec.ignored_cols == []
+
+
+def test_feature_spec_errors(spark):
+    df = spark.createDataFrame([("a", 1.0, True)], "cat string, price double, flag boolean")
+    with pytest.raises(UserInputError, match="label column 'nope' is not in the data"):
+        data.infer_feature_spec(df, "nope")
+    with pytest.raises(UserInputError, match="label column 'cat' is string, not numeric"):
+        data.infer_feature_spec(df, "cat")
+    with pytest.raises(UserInputError, match="no feature columns"):
+        data.infer_feature_spec(df.select("price", "flag"), "price")
+    assert data.infer_feature_spec(df, "price").ignored_cols == ["flag"]
+
+
+def test_content_digest_sees_a_changed_value(spark):
+    df = data.generate_airbnb(spark, 200, seed=5)
+    changed = df.withColumn("price", F.when(F.monotonically_increasing_id() == 17, F.lit(1.0))
+                            .otherwise(F.col("price")))
+    assert data.content_digest(df) == data.content_digest(df.orderBy(F.rand(1)))  # order-free
+    assert data.content_digest(df) != data.content_digest(changed)

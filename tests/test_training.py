@@ -1,0 +1,134 @@
+"""Training in-process against a real SQLite MLflow store: what is logged, determinism, data checks."""
+
+import mlflow
+import pytest
+from pyspark.sql import functions as F
+
+from sparkmlops import data, tracking
+from sparkmlops.errors import UserInputError
+from sparkmlops.training import TrainParams, build_pipeline, check_against_data, train_and_log
+
+
+def _train(spark, params):
+    with tracking.tracked_run("test-train") as run:
+        result = train_and_log(spark, params)
+    return run.info.run_id, result
+
+
+@pytest.fixture(scope="module")
+def trained(spark, default_data):
+    params = TrainParams(data_path=default_data, num_trees=20, max_depth=5, seed=42)
+    return _train(spark, params)
+
+
+def test_metrics_and_params_logged(client, trained):
+    run_id, result = trained
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    for name in ("rmse", "r2", "mae"):
+        assert run.data.metrics[name] == pytest.approx(result.metrics[name])
+    assert run.data.metrics["r2"] > 0.3, "the generated price must be learnable"
+    assert run.data.metrics["train_rows"] + run.data.metrics["test_rows"] == data.DEFAULT_N_ROWS
+    assert run.data.params["data_path_resolved"] == result.data_path
+    assert run.data.params["n_categorical_features"] == "7"
+    assert run.data.tags["data_digest"] == result.digests["full"]
+
+
+def test_artifacts_and_model(client, trained, spark, default_data):
+    run_id, result = trained
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png", "model"} <= names
+    importance = mlflow.artifacts.load_text(f"runs:/{run_id}/feature_importance.csv").splitlines()
+    assert importance[0] == "feature,importance"
+    assert {line.split(",")[0] for line in importance[1:]} == set(result.spec.feature_cols)
+    model_names = {a.path for a in client.list_artifacts(run_id, "model")}
+    assert {"model/MLmodel", "model/requirements.txt", "model/input_example.json"} <= model_names
+
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    assert [c.name for c in info.signature.inputs.inputs] == result.spec.feature_cols
+    requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt")
+    assert "pyspark==4.1.1" in requirements and "mlflow==" in requirements
+
+    loaded = mlflow.spark.load_model(f"runs:/{run_id}/model")
+    rows = spark.read.parquet(default_data).limit(50)
+    expected = [r.prediction for r in result.model.transform(rows).collect()]
+    assert [r.prediction for r in loaded.transform(rows).collect()] == expected
+
+
+def test_dataset_inputs(client, trained):
+    run_id, result = trained
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    by_context = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs}
+    assert set(by_context) == {"training", "testing"}
+    assert by_context["training"].digest == result.digests["train"]
+    assert by_context["testing"].digest == result.digests["test"]
+    assert result.data_path in by_context["training"].source
+
+
+def test_same_params_same_metrics(spark, default_data, trained):
+    _, first = trained
+    _, again = _train(spark, TrainParams(data_path=default_data, num_trees=20, max_depth=5, seed=42))
+    assert again.metrics == first.metrics
+    _, other = _train(spark, TrainParams(data_path=default_data, num_trees=20, max_depth=5, seed=7))
+    assert other.metrics != first.metrics
+
+
+def test_unseen_categories_are_scored_not_dropped(spark, trained, default_data):
+    _, result = trained
+    rows = spark.read.parquet(default_data).limit(20).withColumn("neighbourhood_cleansed", F.lit("Atlantis"))
+    rows = rows.withColumn("room_type", F.lit(None).cast("string"))
+    assert result.model.transform(rows).filter(F.col("prediction").isNotNull()).count() == 20
+
+
+def test_feature_importance_uses_column_names(trained):
+    _, result = trained
+    table = result.feature_importance
+    assert list(table.columns) == ["feature", "importance"]
+    assert table.importance.sum() == pytest.approx(1.0)
+    assert table.feature.iloc[0] in ("accommodates", "room_type", "bedrooms", "neighbourhood_cleansed",
+                                     "beds", "bathrooms", "longitude", "latitude")
+
+
+@pytest.mark.parametrize("params, message", [
+    (TrainParams(num_trees=0), "num_trees must be >= 1"),
+    (TrainParams(max_depth=-1), "max_depth must be between 0 and 30"),
+    (TrainParams(max_depth=31), "max_depth must be between 0 and 30"),
+    (TrainParams(max_bins=1), "max_bins must be >= 2"),
+    (TrainParams(train_fraction=0.0), "train_fraction must be strictly between 0 and 1"),
+    (TrainParams(train_fraction=1.0), "train_fraction must be strictly between 0 and 1"),
+    (TrainParams(label_col=""), "label_col is empty"),
+    (TrainParams(data_path="/no/such/path.parquet"), "does not exist"),
+])
+def test_parameter_checks(params, message):
+    with pytest.raises(UserInputError, match=message):
+        params.validate()
+
+
+def test_max_bins_below_category_count_is_refused_before_fitting(spark, default_data):
+    df = spark.read.parquet(default_data)
+    spec = data.infer_feature_spec(df, "price")
+    profile = data.profile_for_training(df, spec)
+    with pytest.raises(UserInputError, match=r"max_bins=20 .* neighbourhood_cleansed \(36 categories\).*max_bins=37"):
+        check_against_data(profile, spec, TrainParams(max_bins=20))
+    check_against_data(profile, spec, TrainParams(max_bins=37))
+    # and Spark agrees that 37 bins are enough for 36 categories plus the unseen bucket
+    build_pipeline(spec, TrainParams(num_trees=1, max_depth=2, max_bins=37)).fit(df.limit(500))
+
+
+def test_nulls_in_numeric_features_are_refused(spark):
+    df = spark.createDataFrame([(float(i), None if i == 3 else 1.0, "a") for i in range(20)],
+                               "price double, beds double, kind string")
+    spec = data.infer_feature_spec(df, "price")
+    with pytest.raises(UserInputError, match=r"nulls: beds \(1\)"):
+        check_against_data(data.profile_for_training(df, spec), spec, TrainParams())
+
+
+def test_failed_run_is_marked_failed(client, spark, tmp_path):
+    bad = tmp_path / "strings.parquet"
+    spark.createDataFrame([("a", "b")], "price string, x string").write.parquet(str(bad))
+    with pytest.raises(UserInputError):
+        _train(spark, TrainParams(data_path=str(bad)))
+    failed = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert failed.info.status == "FAILED"
+    assert "not numeric" in failed.data.tags["error"]
