@@ -50,7 +50,12 @@ def set_tags(tags: dict[str, str]) -> None:
 
 
 def log_params(params: dict) -> None:
-    mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+    """Log params the run does not have yet (`mlflow run` logs the -P values itself, quoted)."""
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    new = {k: ("" if v is None else v) for k, v in params.items() if k not in existing}
+    if new:
+        mlflow.log_params(new)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -88,8 +88,8 @@ def real_data() -> str:
     return str(REAL_DATA)
 
 
-@pytest.fixture
-def client():
+@pytest.fixture(scope="session")
+def client(test_environment):
     from mlflow import MlflowClient
 
     return MlflowClient()
@@ -98,6 +98,8 @@ def client():
 def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None, timeout: int = 900):
     """Run a command of the project (``python train.py ...``, ``mlflow run ...``); return the result."""
     full_env = {**os.environ, **(env or {})}
+    full_env.pop("MLFLOW_EXPERIMENT_ID", None)  # set by mlflow.set_experiment; MLFLOW_EXPERIMENT_NAME rules
+    full_env.pop("MLFLOW_RUN_ID", None)
     bin_dir = str(Path(sys.executable).parent)
     full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")  # `python` = this environment
     started = time.perf_counter()

@@ -1,0 +1,143 @@
+"""End to end through `mlflow run`: local project, real data, a git URL over smart HTTP, uv environments."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, last_line, newest_run, run_entry
+
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+BOOK_RMSE = 211.5
+SMALL = ["-P", "num_trees=10", "-P", "max_depth=4"]
+
+
+def mlflow_run(*args, cwd=PROJECT_ROOT, env=None, timeout=900):
+    return run_entry([MLFLOW, "run", *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def run_id_of(result) -> str:
+    match = re.search(r"Run \(ID '([0-9a-f]+)'\) succeeded", result.stderr + result.stdout)
+    assert match, (result.stdout[-2000:], result.stderr[-4000:])
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def local_run(client, default_data):
+    result = mlflow_run(".", "--env-manager", "local", *SMALL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return client.get_run(run_id_of(result))
+
+
+def test_local_run_logs_params_metrics_and_tags(local_run, default_data):
+    run = local_run
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert {k: params[k] for k in ("num_trees", "max_depth", "max_bins", "seed", "train_fraction", "label_col")} == {
+        "num_trees": "10", "max_depth": "4", "max_bins": "40", "seed": "42", "train_fraction": "0.8",
+        "label_col": "price"}
+    assert params["data_path"] in ("", "''") and params["data_path_resolved"] == default_data
+    assert set(run.data.metrics) >= {"rmse", "r2", "mae", "fit_seconds", "train_rows", "test_rows"}
+    assert run.data.metrics["r2"] > 0.3
+    tags = run.data.tags
+    assert tags["spark_master"] == "local[2]"  # from PYSPARK_SUBMIT_ARGS, not hard-coded
+    assert tags["pyspark_version"] == "4.1.1" and tags["python_version"].startswith("3.")
+    assert tags["mlflow_version"] and tags["java_version"].split(".")[0] in ("17", "21")
+    assert tags["git_dirty"] in ("true", "false")
+    assert tags["mlflow.project.entryPoint"] == "main"
+    assert tags["data_source"].startswith("generated")
+
+
+def test_local_run_logs_datasets_and_artifacts(client, local_run):
+    run_id = local_run.info.run_id
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"model", "feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png"} <= names
+    contexts = sorted(next(t.value for t in i.tags if t.key == "mlflow.data.context")
+                      for i in local_run.inputs.dataset_inputs)
+    assert contexts == ["testing", "training"]
+    assert all(len(i.dataset.digest) == 16 for i in local_run.inputs.dataset_inputs)
+
+
+def test_unknown_parameter_is_refused(client):
+    result = mlflow_run(".", "--env-manager", "local", "-P", "num_tress=5")
+    assert result.returncode != 0
+    assert "error: unknown parameter 'num_tress' for train" in result.stderr
+    assert newest_run(client).info.status == "FAILED"
+
+
+def test_bad_parameter_fails_the_run(client):
+    result = mlflow_run(".", "--env-manager", "local", "-P", "max_depth=40")
+    assert result.returncode != 0
+    assert "error: max_depth must be between 0 and 30 (Spark's limit), got 40." in result.stderr
+    run = newest_run(client)
+    assert run.info.status == "FAILED" and run.data.params["max_depth"] == "40"
+
+
+def test_real_data_matches_the_book(client, real_data):
+    result = mlflow_run(".", "--env-manager", "local", "-P", f"data_path={real_data}",
+                        "-P", "num_trees=100", "-P", "max_depth=5", "-P", "max_bins=40", "-P", "seed=42")
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = client.get_run(run_id_of(result)).data.metrics
+    assert abs(metrics["rmse"] - BOOK_RMSE) / BOOK_RMSE <= 0.05, metrics
+    assert metrics["train_rows"] + metrics["test_rows"] == 7146
+
+
+@pytest.fixture
+def git_server(tmp_path):
+    """The project committed into a bare repo (under subdirectory `project/`), served on 127.0.0.1."""
+    listed = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    work = tmp_path / "work"
+    for name in listed:
+        if (PROJECT_ROOT / name).is_file():
+            (work / "project" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, work / "project" / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-C", str(work)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "project"], check=True)
+    sha = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    served = tmp_path / "served"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "sparkmlops.git")], check=True)
+    subprocess.run(["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"],
+                   check=True)
+    port_file = tmp_path / "port"
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("git_http_server.py")), str(served),
+                               str(port_file)])
+    try:
+        deadline = time.time() + 30
+        while not port_file.exists():
+            assert server.poll() is None and time.time() < deadline, "git server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port_file.read_text()}/sparkmlops.git", sha
+    finally:
+        server.terminate()  # by PID
+        server.wait(timeout=10)
+
+
+def test_run_from_git_url_with_subdirectory_version_and_overrides(client, git_server, local_run, tmp_path):
+    url, sha = git_server
+    result = mlflow_run(f"{url}#project", "--version", sha, "--env-manager", "local", *SMALL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = client.get_run(run_id_of(result))
+    assert run.data.tags["mlflow.source.git.commit"] == sha
+    assert run.data.tags["git_commit"] == sha and run.data.tags["git_dirty"] == "false"
+    assert run.data.params["num_trees"] == "10" and run.data.params["max_depth"] == "4"
+    # same code, parameters and data as the local run: identical metrics
+    for name in ("rmse", "r2", "mae"):
+        assert run.data.metrics[name] == local_run.data.metrics[name], name
+
+
+@pytest.mark.skipif(shutil.which("uv", path=str(Path(sys.executable).parent)) is None
+                    and shutil.which("uv") is None, reason="uv is installed by make setup")
+def test_run_with_uv_environment(client, local_run):
+    env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    result = mlflow_run(".", "--env-manager", "uv", *SMALL, env=env, timeout=1800)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = client.get_run(run_id_of(result))
+    assert run.data.metrics["rmse"] == local_run.data.metrics["rmse"]
