@@ -347,20 +347,35 @@ def infer_feature_spec(df, label_col: str) -> FeatureSpec:
 
 
 def profile_for_training(df, spec: FeatureSpec) -> dict:
-    """One pass over the data: row count, null counts, distinct categories (for the maxBins check)."""
+    """One pass over the data: row count, null labels, nulls per numeric feature, content digest."""
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.lit(1)).alias("__rows"),
-                  F.count(F.col(spec.label_col)).alias("__label_non_null")]
+    aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null")]
     aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in spec.numeric_cols]
-    aggregates += [F.countDistinct(F.col(c)).alias(f"distinct::{c}") for c in spec.categorical_cols]
-    row = df.agg(*aggregates).first().asDict()
+    row = df.agg(*_digest_aggregates(df), *aggregates).first().asDict()
     return {
-        "rows": row["__rows"],
-        "null_labels": row["__rows"] - row["__label_non_null"],
-        "numeric_nulls": {c: row[f"null::{c}"] or 0 for c in spec.numeric_cols if row[f"null::{c}"]},
-        "categories": {c: row[f"distinct::{c}"] for c in spec.categorical_cols},
+        "rows": row["__n"],
+        "null_labels": row["__n"] - row["__label_non_null"],
+        "numeric_nulls": {c: row[f"null::{c}"] for c in spec.numeric_cols if row[f"null::{c}"]},
+        "digest": _digest_from(df, row),
     }
+
+
+def _digest_aggregates(df) -> list:
+    from pyspark.sql import functions as F
+
+    row_hash = F.xxhash64(*[F.col(c) for c in df.columns])
+    # Two independent 64-bit sums: a wrapped sum of hashes is order-free but weak alone.
+    return [F.count(F.lit(1)).alias("__n"),
+            F.sum(row_hash.cast("decimal(38,0)")).alias("__s1"),
+            F.sum(F.xxhash64(row_hash, F.lit(7)).cast("decimal(38,0)")).alias("__s2")]
+
+
+def _digest_from(df, row) -> str:
+    import hashlib
+
+    payload = f"{df.schema.simpleString()}|{row['__n']}|{row['__s1']}|{row['__s2']}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def content_digest(df) -> str:
@@ -369,16 +384,4 @@ def content_digest(df) -> str:
     MLflow's own SparkDataset digest hashes the query plan, so it does not change when the files under
     a path change; this one does.
     """
-    import hashlib
-
-    from pyspark.sql import functions as F
-
-    row_hash = F.xxhash64(*[F.col(c) for c in df.columns])
-    # Two independent 64-bit sums: a wrapped sum of hashes is order-free but weak alone.
-    stats = df.select(row_hash.alias("h")).agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.col("h").cast("decimal(38,0)")).alias("s1"),
-        F.sum(F.xxhash64(F.col("h"), F.lit(7)).cast("decimal(38,0)")).alias("s2"),
-    ).first()
-    payload = f"{df.schema.simpleString()}|{stats['n']}|{stats['s1']}|{stats['s2']}"
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return _digest_from(df, df.agg(*_digest_aggregates(df)).first())

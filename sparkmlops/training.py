@@ -76,7 +76,7 @@ def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
     return Pipeline(stages=stages)
 
 
-def check_against_data(profile: dict, spec: data_lib.FeatureSpec, params: TrainParams) -> None:
+def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
     """Checks that need one pass over the data; Spark would fail cryptically later otherwise."""
     if profile["numeric_nulls"]:
         listed = ", ".join(f"{c} ({n})" for c, n in sorted(profile["numeric_nulls"].items()))
@@ -86,14 +86,32 @@ def check_against_data(profile: dict, spec: data_lib.FeatureSpec, params: TrainP
     if usable < MIN_TRAIN_ROWS:
         raise UserInputError(f"only {usable} rows with a non-null '{spec.label_col}': need at least "
                              f"{MIN_TRAIN_ROWS} to split into train and test.")
+
+
+def check_category_bins(category_counts: dict[str, int], params: TrainParams) -> None:
+    """maxBins must cover every categorical feature, or Spark fails deep inside the forest's fit."""
     # With handleInvalid="keep" a column with k categories becomes a feature with k + 1 values.
-    too_many = {c: k + 1 for c, k in profile["categories"].items() if k + 1 > params.max_bins}
+    too_many = {c: k + 1 for c, k in category_counts.items() if k + 1 > params.max_bins}
     if too_many:
         worst = max(too_many.values())
         listed = ", ".join(f"{c} ({k - 1} categories)" for c, k in sorted(too_many.items()))
         raise UserInputError(f"max_bins={params.max_bins} is smaller than the number of categories of {listed}: "
                              f"pass -P max_bins={worst} or more (one bin per category plus one for unseen "
                              "values), or drop the column.")
+
+
+def fit_pipeline(train_df, spec: data_lib.FeatureSpec, params: TrainParams):
+    """Fit ``build_pipeline`` stage by stage (as Pipeline.fit does), checking maxBins once the
+    StringIndexer has counted the categories, before the forest is fitted."""
+    from pyspark.ml import Pipeline, PipelineModel
+
+    stages = build_pipeline(spec, params).getStages()
+    if not spec.categorical_cols:
+        return Pipeline(stages=stages).fit(train_df)
+    indexer = stages[0].fit(train_df)
+    check_category_bins(dict(zip(spec.categorical_cols, map(len, indexer.labelsArray))), params)
+    rest = Pipeline(stages=stages[1:]).fit(indexer.transform(train_df))
+    return PipelineModel(stages=[indexer, *rest.stages])
 
 
 def regression_metrics(predictions, label_col: str) -> dict[str, float]:
@@ -141,7 +159,7 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
     spec = data_lib.infer_feature_spec(raw, params.label_col)
     cached = raw.withColumn(params.label_col, F.col(params.label_col).cast("double")).cache()
     profile = data_lib.profile_for_training(cached, spec)
-    check_against_data(profile, spec, params)
+    check_against_data(profile, spec)
     df = cached.filter(F.col(params.label_col).isNotNull()) if profile["null_labels"] else cached
     tracking.log_params({"n_categorical_features": len(spec.categorical_cols),
                          "n_numeric_features": len(spec.numeric_cols)})
@@ -150,14 +168,14 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
 
     train_df, test_df = df.randomSplit([params.train_fraction, 1.0 - params.train_fraction], seed=params.seed)
     train_df, test_df = train_df.cache(), test_df.cache()
-    digests = {"full": data_lib.content_digest(df), "train": data_lib.content_digest(train_df),
-               "test": data_lib.content_digest(test_df)}
+    digests = {"full": profile["digest"] if df is cached else data_lib.content_digest(df),
+               "train": data_lib.content_digest(train_df), "test": data_lib.content_digest(test_df)}
     tracking.log_spark_dataset(train_df, data_path, "train", "training", digests["train"], params.label_col)
     tracking.log_spark_dataset(test_df, data_path, "test", "testing", digests["test"], params.label_col)
     tracking.set_tags({"data_digest": digests["full"]})
 
     started = time.perf_counter()
-    model = build_pipeline(spec, params).fit(train_df)
+    model = fit_pipeline(train_df, spec, params)
     fit_seconds = time.perf_counter() - started
 
     predictions = model.transform(test_df).select(params.label_col, "prediction").cache()

@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 
 from sparkmlops import data, tracking
 from sparkmlops.errors import UserInputError
-from sparkmlops.training import TrainParams, build_pipeline, check_against_data, train_and_log
+from sparkmlops.training import TrainParams, build_pipeline, check_against_data, fit_pipeline, train_and_log
 
 
 def _train(spark, params):
@@ -104,15 +104,25 @@ def test_parameter_checks(params, message):
         params.validate()
 
 
-def test_max_bins_below_category_count_is_refused_before_fitting(spark, default_data):
-    df = spark.read.parquet(default_data)
+def test_max_bins_below_category_count_is_refused_before_the_forest(spark, default_data):
+    df = spark.read.parquet(default_data).limit(2000).cache()
     spec = data.infer_feature_spec(df, "price")
-    profile = data.profile_for_training(df, spec)
-    with pytest.raises(UserInputError, match=r"max_bins=20 .* neighbourhood_cleansed \(36 categories\).*max_bins=37"):
-        check_against_data(profile, spec, TrainParams(max_bins=20))
-    check_against_data(profile, spec, TrainParams(max_bins=37))
-    # and Spark agrees that 37 bins are enough for 36 categories plus the unseen bucket
-    build_pipeline(spec, TrainParams(num_trees=1, max_depth=2, max_bins=37)).fit(df.limit(500))
+    categories = df.select("neighbourhood_cleansed").distinct().count()
+    with pytest.raises(UserInputError, match=rf"max_bins=20 .* neighbourhood_cleansed \({categories} categories\)"
+                                             rf".*max_bins={categories + 1} or more"):
+        fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=20))
+    # and Spark agrees that categories + 1 bins are enough
+    model = fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=categories + 1))
+    assert model.stages[-1].numFeatures == len(spec.feature_cols)
+
+
+def test_stagewise_fit_equals_pipeline_fit(spark, default_data):
+    df = spark.read.parquet(default_data).limit(1500)
+    spec = data.infer_feature_spec(df, "price")
+    params = TrainParams(num_trees=5, max_depth=4)
+    staged = fit_pipeline(df, spec, params).transform(df).select("prediction").collect()
+    whole = build_pipeline(spec, params).fit(df).transform(df).select("prediction").collect()
+    assert staged == whole
 
 
 def test_nulls_in_numeric_features_are_refused(spark):
@@ -120,7 +130,7 @@ def test_nulls_in_numeric_features_are_refused(spark):
                                "price double, beds double, kind string")
     spec = data.infer_feature_spec(df, "price")
     with pytest.raises(UserInputError, match=r"nulls: beds \(1\)"):
-        check_against_data(data.profile_for_training(df, spec), spec, TrainParams())
+        check_against_data(data.profile_for_training(df, spec), spec)
 
 
 def test_failed_run_is_marked_failed(client, spark, tmp_path):
