@@ -128,3 +128,38 @@ def runs_of(client, **filters):
 def newest_run(client):
     runs = runs_of(client, max_results=1)
     return runs[0] if runs else None
+
+
+@pytest.fixture(scope="session")
+def trained_model(spark, default_data):
+    """A small model trained once on the generated data: (model URI, fitted PipelineModel)."""
+    from sparkmlops import tracking
+    from sparkmlops.training import TrainParams, train_and_log
+
+    with tracking.tracked_run("fixture-train") as run:
+        result = train_and_log(spark, TrainParams(data_path=default_data, num_trees=10, max_depth=4))
+    return f"runs:/{run.info.run_id}/model", result.model
+
+
+@pytest.fixture(scope="session")
+def other_trained_model(spark, default_data):
+    from sparkmlops import tracking
+    from sparkmlops.training import TrainParams, train_and_log
+
+    with tracking.tracked_run("fixture-train-other") as run:
+        train_and_log(spark, TrainParams(data_path=default_data, num_trees=3, max_depth=3, seed=1))
+    return f"runs:/{run.info.run_id}/model"
+
+
+@pytest.fixture(scope="session")
+def pyfunc_model_uri(test_environment):
+    """A model without the Spark flavor."""
+    import mlflow
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return [1.0] * len(model_input)
+
+    with mlflow.start_run(run_name="fixture-pyfunc"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
+    return info.model_uri

@@ -111,7 +111,9 @@ def test_mlproject_entry_points_match_the_scripts_options():
 
     project = _mlproject()
     assert project["conda_env"] == "conda.yaml"
-    scripts = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py"}
+    scripts = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
+               "score_batch": "score_batch.py", "score_stream": "score_stream.py"}
+    assert set(project["entry_points"]) == set(scripts)
     for entry, script in scripts.items():
         spec = importlib.util.spec_from_file_location(f"script_{entry}", PROJECT_ROOT / script)
         module = importlib.util.module_from_spec(spec)

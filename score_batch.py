@@ -1,0 +1,38 @@
+"""Entry point `score_batch`: score a parquet (or CSV) file or folder with a logged or registered Spark model.
+
+    mlflow run . -e score_batch -P model_uri=runs:/<run_id>/model -P input_path=/data/in.parquet \
+        -P output_path=/data/scored.parquet
+
+The output (the input's columns plus `prediction`) appears at output_path only when complete.
+"""
+
+import click
+
+from sparkmlops import cli, tracking
+from sparkmlops.scoring import BatchParams, predict_batch
+from sparkmlops.spark import get_spark, spark_master
+
+
+@click.command(name="score_batch")
+@click.option("--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, a path.")
+@click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
+@click.option("--output_path", default="", help="Parquet folder to write.")
+@click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
+@click.option("--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+def main(**options):
+    """Score a dataset in batch."""
+    master = options.pop("spark_master")
+    params = BatchParams(**options)
+    with tracking.tracked_run(run_name="score_batch"):
+        tracking.log_params(params.as_dict())
+        model = params.validate()  # paths, mode and model URI are checked before a JVM starts
+        tracking.set_tags(tracking.environment_tags())
+        spark = get_spark("score_batch", master=master)
+        tracking.set_tags({"spark_master": spark_master(spark)})
+        summary = predict_batch(spark, params, model)
+        print(f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
+              f"({summary['rows_per_second']:.0f} rows/s), model {model.identity}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

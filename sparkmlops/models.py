@@ -1,0 +1,135 @@
+"""Finding a logged or registered model from its URI, and checking data against its signature.
+
+Everything here reads only the MLmodel file and the registry, so a wrong URI, a model of another
+flavor or data of the wrong shape fail before Spark starts (or before any Spark job runs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from sparkmlops.errors import UserInputError
+
+_URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "
+             "or a local model folder")
+
+# MLflow signature type -> Spark types accepted for it (cast to the first one before scoring).
+_ACCEPTED = {
+    "string": ("string",),
+    "double": ("double", "float", "int", "bigint", "smallint", "tinyint"),
+    "float": ("float", "int", "smallint", "tinyint"),
+    "long": ("bigint", "int", "smallint", "tinyint"),
+    "integer": ("int", "smallint", "tinyint"),
+    "boolean": ("boolean",),
+    "binary": ("binary",),
+    "datetime": ("timestamp", "timestamp_ntz", "date"),
+}
+_SPARK_TYPE = {"string": "string", "double": "double", "float": "float", "long": "bigint",
+               "integer": "int", "boolean": "boolean", "binary": "binary", "datetime": "timestamp"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What a model URI points at: for the run's tags and for checkpoint identity."""
+
+    uri: str
+    run_id: str
+    registered_name: str
+    version: str
+    flavors: tuple[str, ...]
+    signature: object  # mlflow.models.ModelSignature or None
+
+    @property
+    def identity(self) -> str:
+        if self.registered_name:
+            return f"models:/{self.registered_name}/{self.version}"
+        return f"runs:/{self.run_id}" if self.run_id else self.uri
+
+    def tags(self) -> dict[str, str]:
+        return {"model_uri": self.uri, "model_run_id": self.run_id or "",
+                "model_registered_name": self.registered_name or "", "model_version": self.version or ""}
+
+    def input_columns(self) -> list[tuple[str, str]]:
+        """(column, MLflow type) of the signature's inputs."""
+        if self.signature is None or self.signature.inputs is None:
+            raise UserInputError(f"model '{self.uri}' has no input signature: log it with one (train does) "
+                                 "so its input can be checked.")
+        return [(spec.name, spec.type.name) for spec in self.signature.inputs.inputs]
+
+
+def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedModel:
+    """Resolve ``model_uri`` through MLflow without Spark; one clear line when it is wrong."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri:
+        raise UserInputError(f"model_uri is empty: {_URI_HELP}.")
+    scheme = model_uri.split(":", 1)[0] if re.match(r"^[a-z][a-z0-9+.-]*:", model_uri) else ""
+    if not scheme and not os.path.exists(model_uri):
+        raise UserInputError(f"model '{model_uri}' is neither a model URI nor an existing folder: {_URI_HELP}.")
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+    except (MlflowException, OSError, ValueError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
+    flavors = tuple(sorted(info.flavors))
+    if require_flavor and require_flavor not in flavors:
+        raise UserInputError(f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "
+                             "score it with the entry point made for its flavor, or pass a model logged by train.")
+    name, version, run_id = "", "", info.run_id or ""
+    if scheme == "models":
+        name, version, run_id = _registry_version(model_uri, run_id)
+    elif scheme == "runs":
+        run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else run_id
+    return ResolvedModel(model_uri, run_id, name, version, flavors, info.signature)
+
+
+def _registry_version(model_uri: str, run_id: str) -> tuple[str, str, str]:
+    from mlflow import MlflowClient
+
+    body = model_uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, ref = body.partition("/")
+        mv = client.get_model_version(name, ref) if ref.isdigit() else None
+        if mv is None:  # "latest" or a legacy stage: take MLflow's own resolution
+            return name, "", run_id
+    return name, str(mv.version), mv.run_id or run_id
+
+
+def spark_schema_for(model: ResolvedModel):
+    """The Spark schema of the model's inputs (for streams, which must not infer theirs)."""
+    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+    return StructType([StructField(name, _parse_datatype_string(_SPARK_TYPE.get(kind, "string")), True)
+                       for name, kind in model.input_columns()])
+
+
+def check_input_against_signature(df, model: ResolvedModel, what: str = "input"):
+    """Return ``df`` with the model's columns cast to the signature's types; refuse missing or mistyped ones."""
+    from pyspark.sql import functions as F
+
+    dtypes = dict(df.dtypes)
+    missing, wrong = [], []
+    for name, kind in model.input_columns():
+        if name not in dtypes:
+            missing.append(name)
+        elif dtypes[name] not in _ACCEPTED.get(kind, (kind,)) and not dtypes[name].startswith(
+                "decimal" if kind in ("double", "float") else "\0"):
+            wrong.append(f"{name} is {dtypes[name]}, model expects {kind}")
+    problems = []
+    if missing:
+        problems.append(f"missing columns {', '.join(missing)}")
+    if wrong:
+        problems.append("wrong types: " + "; ".join(wrong))
+    if problems:
+        raise UserInputError(f"{what} does not match the model's signature: {' and '.join(problems)}. "
+                             "Give data with the columns the model was trained on.")
+    casts = {name: F.col(name).cast(_SPARK_TYPE[kind]) for name, kind in model.input_columns()
+             if kind in _SPARK_TYPE and dtypes[name] != _SPARK_TYPE[kind]}
+    return df.withColumns(casts) if casts else df

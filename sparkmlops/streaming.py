@@ -1,0 +1,191 @@
+"""Streaming scoring: a folder of parquet files in, a parquet file sink out, exactly once.
+
+The stream's schema is the model's signature (never inferred from the files), so extra columns in the
+files are ignored. The file sink and the checkpoint give exactly-once output: after a crash, the same
+command resumes from the checkpoint. Spark's sink metadata log (``<output>/_spark_metadata``) says
+which files are committed; a kill can leave an uncommitted, possibly 0-byte part file in the folder,
+so read the output with Spark (``spark.read.parquet(output)``), never by listing files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+from sparkmlops import data as data_lib
+from sparkmlops import models, scoring, tracking
+from sparkmlops.errors import UserInputError
+
+IDENTITY_FILE = "sparkmlops-stream.json"
+_INTERVAL = re.compile(r"^\s*(\d+(\.\d+)?)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$")
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    model_uri: str = ""
+    input_path: str = ""
+    output_path: str = ""
+    checkpoint_path: str = ""
+    max_files_per_trigger: int = 1
+    trigger: str = "available_now"
+
+    def validate(self) -> models.ResolvedModel:
+        for name in ("input_path", "output_path", "checkpoint_path"):
+            if not getattr(self, name):
+                raise UserInputError(f"{name} is empty: pass -P {name}=<folder>.")
+        if self.max_files_per_trigger < 1:
+            raise UserInputError(f"max_files_per_trigger must be >= 1, got {self.max_files_per_trigger}.")
+        trigger_kwargs(self.trigger)
+        data_lib.check_input_path(self.input_path, "input_path")
+        if data_lib.is_local_path(self.input_path) and not os.path.isdir(data_lib.local_path(self.input_path)):
+            raise UserInputError(f"input_path '{self.input_path}' is a file: a stream reads a folder that "
+                                 "receives parquet files.")
+        model = models.resolve_model(self.model_uri)
+        model.input_columns()  # a stream needs the signature for its schema
+        check_checkpoint(self, model)
+        return model
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trigger_kwargs(trigger: str) -> dict:
+    """``available_now`` or a processing-time interval such as ``10 seconds``."""
+    if trigger == "available_now":
+        return {"availableNow": True}
+    if _INTERVAL.match(trigger or ""):
+        return {"processingTime": trigger.strip()}
+    raise UserInputError(f"trigger must be 'available_now' or an interval such as '10 seconds', got '{trigger}'.")
+
+
+def _identity(params: StreamParams, model: models.ResolvedModel) -> dict:
+    def norm(path):
+        return os.path.abspath(data_lib.local_path(path)) if data_lib.is_local_path(path) else path
+
+    return {"model": model.identity, "output_path": norm(params.output_path), "input_path": norm(params.input_path)}
+
+
+def check_checkpoint(params: StreamParams, model: models.ResolvedModel) -> None:
+    """Refuse a checkpoint made for another model, input or output, and an output without its checkpoint."""
+    if not data_lib.is_local_path(params.checkpoint_path):
+        return  # remote checkpoints: identity is checked by Spark's own offsets only
+    checkpoint = data_lib.local_path(params.checkpoint_path)
+    identity_file = os.path.join(checkpoint, IDENTITY_FILE)
+    expected = _identity(params, model)
+    if os.path.exists(identity_file):
+        with open(identity_file) as f:
+            recorded = json.load(f)
+        differences = [f"{key} {recorded.get(key)!r} (now {value!r})" for key, value in expected.items()
+                       if recorded.get(key) != value]
+        if differences:
+            raise UserInputError(f"checkpoint '{params.checkpoint_path}' belongs to another stream: it was made "
+                                 f"for {'; '.join(differences)}. Use a new checkpoint_path (and output_path) "
+                                 "for a different model or output.")
+    elif os.path.isdir(checkpoint) and os.listdir(checkpoint):
+        raise UserInputError(f"checkpoint '{params.checkpoint_path}' is not empty and was not made by score_stream: "
+                             "use a new checkpoint_path.")
+    elif data_lib.is_local_path(params.output_path):
+        output = data_lib.local_path(params.output_path)
+        if os.path.exists(output) and os.listdir(output):
+            raise UserInputError(f"output '{params.output_path}' already holds data but checkpoint "
+                                 f"'{params.checkpoint_path}' is new: resuming needs the output's own checkpoint; "
+                                 "use a new output_path.")
+
+
+def _record_identity(params: StreamParams, model: models.ResolvedModel) -> None:
+    if not data_lib.is_local_path(params.checkpoint_path):
+        return
+    checkpoint = data_lib.local_path(params.checkpoint_path)
+    os.makedirs(checkpoint, exist_ok=True)
+    path = os.path.join(checkpoint, IDENTITY_FILE)
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(_identity(params, model), f, indent=1)
+        os.replace(tmp, path)
+
+
+def check_stream_input(spark, params: StreamParams, model: models.ResolvedModel) -> None:
+    """The files already there must carry the model's columns; an empty folder is refused."""
+    df = data_lib.read_dataset(spark, params.input_path)
+    models.check_input_against_signature(df, model, what=f"input '{params.input_path}'")
+
+
+class ProgressReporter:
+    """One line and MLflow metrics (step = batch id) per micro-batch, read from the query's progress."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.seen: set[int] = set()
+        self.latencies_ms: list[float] = []
+        self.rows = 0
+
+    def report(self, query) -> None:
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+
+        for progress in query.recentProgress:
+            batch_id, rows = progress["batchId"], progress["numInputRows"]
+            if batch_id in self.seen or rows == 0:
+                continue  # a trigger with no new files repeats the last batch id with 0 rows
+            self.seen.add(batch_id)
+            latency = float(progress["durationMs"].get("triggerExecution", 0))
+            self.latencies_ms.append(latency)
+            self.rows += rows
+            print(f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
+                  f"({rows / latency * 1000 if latency else 0:.0f} rows/s)", flush=True)
+            now = int(time.time() * 1000)
+            MlflowClient().log_batch(self.run_id, metrics=[
+                Metric("batch_rows", rows, now, batch_id), Metric("batch_latency_ms", latency, now, batch_id)])
+
+
+def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_seconds: float = 0.5) -> dict:
+    """Start the query and run it until the input is drained (available_now) or a SIGINT/SIGTERM."""
+    check_stream_input(spark, params, model)
+    spark_model = scoring.load_spark_model(model)
+    _record_identity(params, model)
+    source = (spark.readStream.schema(models.spark_schema_for(model))
+              .option("maxFilesPerTrigger", params.max_files_per_trigger).parquet(params.input_path))
+    scored = scoring.score_frame(spark_model, source, model)
+    query = (scored.writeStream.format("parquet").option("path", params.output_path)
+             .option("checkpointLocation", params.checkpoint_path).outputMode("append")
+             .trigger(**trigger_kwargs(params.trigger)).queryName("score_stream").start())
+    tracking.set_tags({**model.tags(), "input_path": params.input_path, "output_path": params.output_path,
+                       "checkpoint_path": params.checkpoint_path, "stream_query_id": str(query.id)})
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum, _frame):
+        print(f"score_stream: {signal.Signals(signum).name} received, stopping after the current micro-batch "
+              "state is safe (uncommitted work is redone on restart)", flush=True)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reporter = ProgressReporter(tracking.active_run_id())
+    started = time.perf_counter()
+    try:
+        while query.isActive and not stop_requested.is_set():
+            query.awaitTermination(poll_seconds)
+            reporter.report(query)
+        if stop_requested.is_set() and query.isActive:
+            query.stop()
+        reporter.report(query)
+        if query.exception() is not None and not stop_requested.is_set():
+            raise RuntimeError(f"streaming query failed: {str(query.exception()).splitlines()[0]}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    seconds = time.perf_counter() - started
+    summary = {"batches": len(reporter.seen), "rows_scored": reporter.rows, "seconds": seconds,
+               "stopped_by_signal": int(stop_requested.is_set())}
+    lat = sorted(reporter.latencies_ms)
+    if lat:
+        summary.update({"latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[min(len(lat) - 1,
+                                                                                         int(len(lat) * 0.95))]})
+    tracking.log_metrics(summary)
+    return summary

@@ -1,0 +1,92 @@
+"""score_batch as users run it: bad inputs end in one line and a FAILED run; a kill leaves no output."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparkmlops import data
+
+from conftest import PROJECT_ROOT, last_line, newest_run, python_script
+
+
+def _refused(result, client, message, before_spark=True):
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result.stderr).startswith("error: ") and message in last_line(result.stderr), \
+        result.stderr[-3000:]
+    if before_spark:
+        assert "log4j" not in result.stderr
+    assert newest_run(client).info.status == "FAILED"
+
+
+def _score(uri, inp, out, *extra):
+    return python_script("score_batch.py", "--model_uri", uri, "--input_path", inp, "--output_path", out, *extra)
+
+
+def test_score_batch_script_end_to_end(client, trained_model, default_data, tmp_path, spark):
+    uri, _ = trained_model
+    result = _score(uri, default_data, str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert spark.read.parquet(str(tmp_path / "out")).count() == data.DEFAULT_N_ROWS
+    run = newest_run(client)
+    assert run.info.status == "FINISHED" and run.data.metrics["rows_scored"] == data.DEFAULT_N_ROWS
+    assert run.data.params["model_uri"] == uri
+
+
+def test_bad_inputs(client, trained_model, pyfunc_model_uri, default_data, tmp_path):
+    uri, _ = trained_model
+    out = str(tmp_path / "out")
+    _refused(_score("runs:/0123456789abcdef0123456789abcdef/model", default_data, out), client, "not found")
+    _refused(_score(pyfunc_model_uri, default_data, out), client, "is not a Spark model")
+    _refused(_score(uri, str(tmp_path / "missing.parquet"), out), client, "does not exist")
+    (tmp_path / "empty").mkdir()
+    _refused(_score(uri, str(tmp_path / "empty"), out), client, "is an empty folder")
+    _refused(_score(uri, default_data, out, "--mode", "append"), client, "mode must be 'error' or 'overwrite'")
+    (tmp_path / "exists").mkdir()
+    _refused(_score(uri, default_data, str(tmp_path / "exists")), client, "already exists")
+    assert not os.path.exists(out)
+
+
+def test_schema_mismatch(client, spark, trained_model, default_data, tmp_path):
+    uri, _ = trained_model
+    spark.read.parquet(default_data).limit(5).drop("latitude").write.parquet(str(tmp_path / "in"))
+    result = _score(uri, str(tmp_path / "in"), str(tmp_path / "out"))
+    _refused(result, client, "missing columns latitude", before_spark=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def large_input(spark, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("large") / "in.parquet"
+    data.generate_airbnb(spark, 1_500_000, seed=3, n_partitions=6).write.parquet(str(folder))
+    return str(folder)
+
+
+def test_kill_mid_write_leaves_no_output(trained_model, large_input, tmp_path):
+    uri, _ = trained_model
+    out = tmp_path / "scored"
+    env = {**os.environ}
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "score_batch.py"), "--model_uri", uri,
+                             "--input_path", large_input, "--output_path", str(out)],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        staging = []
+        while time.time() < deadline and proc.poll() is None:
+            staging = [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+            # wait until Spark has started writing part files into the staging folder
+            if staging and any(staging[0].rglob("*.parquet")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "scoring finished before it could be killed: use a larger input"
+        assert staging, "no staging folder appeared"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()

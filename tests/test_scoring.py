@@ -1,0 +1,112 @@
+"""Batch scoring in-process: predictions equal transform, signature checks, model URIs, registry."""
+
+import mlflow
+import pytest
+from pyspark.sql import functions as F
+
+from sparkmlops import data, models, tracking
+from sparkmlops.errors import UserInputError
+from sparkmlops.scoring import BatchParams, predict_batch
+
+
+def _score(spark, params):
+    model = params.validate()
+    with tracking.tracked_run("test-score") as run:
+        summary = predict_batch(spark, params, model)
+    return run.info.run_id, summary
+
+
+def test_predictions_equal_transform(spark, client, trained_model, default_data, tmp_path):
+    uri, pipeline = trained_model
+    out = str(tmp_path / "scored")
+    run_id, summary = _score(spark, BatchParams(uri, default_data, out))
+    source = spark.read.parquet(default_data)
+    scored = spark.read.parquet(out)
+    assert scored.columns == source.columns + ["prediction"]
+    assert summary["rows_scored"] == scored.count() == source.count()
+    expected = pipeline.transform(source).select(*source.columns, "prediction")
+    assert data.content_digest(scored) == data.content_digest(expected)
+    run = client.get_run(run_id)
+    assert run.data.metrics["rows_scored"] == source.count() and run.data.metrics["rows_per_second"] > 0
+    assert run.data.tags["model_run_id"] == uri.split("/")[1]
+    assert run.data.tags["input_digest"] and run.data.tags["input_path"] == default_data
+
+
+def test_mode_semantics(spark, trained_model, default_data, tmp_path):
+    uri, _ = trained_model
+    out = str(tmp_path / "scored")
+    small = tmp_path / "small.parquet"
+    spark.read.parquet(default_data).limit(30).write.parquet(str(small))
+    _score(spark, BatchParams(uri, default_data, out))
+    with pytest.raises(UserInputError, match="already exists: choose a new path or pass -P mode=overwrite"):
+        BatchParams(uri, str(small), out).validate()
+    assert spark.read.parquet(out).count() == data.DEFAULT_N_ROWS
+    _score(spark, BatchParams(uri, str(small), out, mode="overwrite"))
+    assert spark.read.parquet(out).count() == 30
+
+
+def test_extra_columns_pass_through_and_types_are_cast(spark, trained_model, default_data, tmp_path):
+    uri, pipeline = trained_model
+    source = spark.read.parquet(default_data).limit(40)
+    varied = source.withColumn("zipcode", F.lit("94110")).withColumn("accommodates",
+                                                                       F.col("accommodates").cast("int"))
+    inp = tmp_path / "in.parquet"
+    varied.write.parquet(str(inp))
+    _score(spark, BatchParams(uri, str(inp), str(tmp_path / "out")))
+    scored = spark.read.parquet(str(tmp_path / "out"))
+    assert "zipcode" in scored.columns and dict(scored.dtypes)["accommodates"] == "int"
+    expected = [r.prediction for r in pipeline.transform(source).collect()]
+    assert [r.prediction for r in scored.collect()] == expected
+
+
+def test_schema_mismatch_names_the_columns(spark, trained_model, default_data, tmp_path):
+    uri, _ = trained_model
+    bad = spark.read.parquet(default_data).limit(5).drop("bedrooms", "room_type") \
+        .withColumn("beds", F.lit("two"))
+    inp = tmp_path / "bad.parquet"
+    bad.write.parquet(str(inp))
+    params = BatchParams(uri, str(inp), str(tmp_path / "out"))
+    with pytest.raises(UserInputError, match=r"missing columns room_type, bedrooms and wrong types: "
+                                             r"beds is string, model expects double"):
+        _score(spark, params)
+    assert not (tmp_path / "out").exists()
+
+
+def test_registered_model_uris(spark, client, trained_model, default_data, tmp_path):
+    uri, _ = trained_model
+    version = mlflow.register_model(uri, "scoring-test-price")
+    client.set_registered_model_alias("scoring-test-price", "champion", version.version)
+    for model_uri in (f"models:/scoring-test-price/{version.version}", "models:/scoring-test-price@champion"):
+        resolved = models.resolve_model(model_uri)
+        assert resolved.registered_name == "scoring-test-price" and resolved.version == str(version.version)
+        assert resolved.run_id == uri.split("/")[1]
+    run_id, summary = _score(spark, BatchParams("models:/scoring-test-price@champion", default_data,
+                                                str(tmp_path / "by-alias")))
+    assert summary["rows_scored"] == data.DEFAULT_N_ROWS
+    assert client.get_run(run_id).data.tags["model_version"] == str(version.version)
+
+
+def test_local_model_folder(spark, trained_model, tmp_path, default_data):
+    uri, _ = trained_model
+    folder = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m"))
+    resolved = models.resolve_model(folder)
+    assert "spark" in resolved.flavors
+    _, summary = _score(spark, BatchParams(folder, default_data, str(tmp_path / "out")))
+    assert summary["rows_scored"] == data.DEFAULT_N_ROWS
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("", "model_uri is empty"),
+    ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
+    ("models:/no-such-model/1", "not found"),
+    ("models:/scoring-test-price@no-such-alias", "not found"),
+    ("/no/such/model/folder", "neither a model URI nor an existing folder"),
+])
+def test_bad_model_uris(uri, message):
+    with pytest.raises(UserInputError, match=message):
+        models.resolve_model(uri)
+
+
+def test_non_spark_model_is_refused(pyfunc_model_uri):
+    with pytest.raises(UserInputError, match="is not a Spark model"):
+        models.resolve_model(pyfunc_model_uri)

@@ -1,0 +1,197 @@
+"""Streaming scoring: exactly once over 100-file inputs, crash and restart, graceful stop, checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sparkmlops import data, tracking
+from sparkmlops.errors import UserInputError
+from sparkmlops.streaming import StreamParams, run_stream
+
+from conftest import PROJECT_ROOT, REAL_DATA_100P, last_line, newest_run, python_script, run_entry
+
+
+def _expected_digest(spark, pipeline, input_path, columns):
+    source = spark.read.parquet(input_path)
+    return data.content_digest(pipeline.transform(source).select(*columns, "prediction"))
+
+
+def _sink_digest(spark, output_path, columns):
+    return data.content_digest(spark.read.parquet(output_path).select(*columns, "prediction"))
+
+
+@pytest.fixture(scope="module")
+def generated_100_files(spark, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream-in") / "files"
+    data.generate_airbnb(spark, 3000, seed=11, n_partitions=100).write.parquet(str(folder))
+    return str(folder)
+
+
+def _stream(spark, params):
+    model = params.validate()
+    with tracking.tracked_run("test-stream") as run:
+        summary = run_stream(spark, params, model)
+    return run.info.run_id, summary
+
+
+def test_generated_100_files_exactly_once(spark, client, trained_model, generated_100_files, tmp_path):
+    uri, pipeline = trained_model
+    params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
+                          max_files_per_trigger=25)
+    run_id, summary = _stream(spark, params)
+    columns = [c for c, _ in __import__("sparkmlops.models", fromlist=["x"]).resolve_model(uri).input_columns()]
+    assert spark.read.parquet(str(tmp_path / "out")).count() == 3000
+    assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
+        spark, pipeline, generated_100_files, columns)
+    assert summary["batches"] == 4 and summary["rows_scored"] == 3000
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run_id, "batch_rows")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3] and sum(m.value for m in history) == 3000
+    # a second run of the same command finds nothing new: still exactly once
+    _, again = _stream(spark, params)
+    assert again["rows_scored"] == 0 and spark.read.parquet(str(tmp_path / "out")).count() == 3000
+
+
+def test_real_100_files_with_extra_zipcode(spark, trained_model, tmp_path):
+    if not REAL_DATA_100P.exists():
+        pytest.skip("real 100-file data not present")
+    uri, pipeline = trained_model
+    from sparkmlops.models import resolve_model
+
+    columns = [c for c, _ in resolve_model(uri).input_columns()]
+    params = StreamParams(uri, str(REAL_DATA_100P), str(tmp_path / "out"), str(tmp_path / "ckpt"),
+                          max_files_per_trigger=20)
+    _, summary = _stream(spark, params)
+    sink = spark.read.parquet(str(tmp_path / "out"))
+    assert "zipcode" not in sink.columns
+    assert sink.count() == 7146 == summary["rows_scored"]
+    assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
+        spark, pipeline, str(REAL_DATA_100P), columns)
+
+
+def test_checkpoint_of_another_model_is_refused(trained_model, other_trained_model, generated_100_files,
+                                                spark, tmp_path):
+    uri, _ = trained_model
+    params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
+                          max_files_per_trigger=50)
+    _stream(spark, params)
+    other = StreamParams(other_trained_model, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"))
+    with pytest.raises(UserInputError, match="belongs to another stream: it was made for model"):
+        other.validate()
+    moved = StreamParams(uri, generated_100_files, str(tmp_path / "out2"), str(tmp_path / "ckpt"))
+    with pytest.raises(UserInputError, match="belongs to another stream: it was made for output_path"):
+        moved.validate()
+    fresh_ckpt = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "new-ckpt"))
+    with pytest.raises(UserInputError, match="already holds data but checkpoint"):
+        fresh_ckpt.validate()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"max_files_per_trigger": 0}, "max_files_per_trigger must be >= 1"),
+    ({"trigger": "sometimes"}, "trigger must be 'available_now' or an interval"),
+    ({"input_path": "/no/such/folder"}, "does not exist"),
+    ({"checkpoint_path": ""}, "checkpoint_path is empty"),
+    ({"model_uri": "runs:/0123456789abcdef0123456789abcdef/model"}, "not found"),
+])
+def test_bad_stream_parameters(trained_model, generated_100_files, tmp_path, change, message):
+    uri, _ = trained_model
+    values = dict(model_uri=uri, input_path=generated_100_files, output_path=str(tmp_path / "o"),
+                  checkpoint_path=str(tmp_path / "c"))
+    values.update(change)
+    with pytest.raises(UserInputError, match=message):
+        StreamParams(**values).validate()
+
+
+def test_empty_input_folder_and_schema_mismatch(spark, trained_model, tmp_path):
+    uri, _ = trained_model
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="empty folder"):
+        StreamParams(uri, str(tmp_path / "empty"), str(tmp_path / "o"), str(tmp_path / "c")).validate()
+    spark.createDataFrame([(1.0,)], "bedrooms double").write.parquet(str(tmp_path / "narrow"))
+    params = StreamParams(uri, str(tmp_path / "narrow"), str(tmp_path / "o"), str(tmp_path / "c"))
+    with pytest.raises(UserInputError, match="does not match the model's signature: missing columns"):
+        _stream(spark, params)
+    assert not (tmp_path / "o").exists()
+
+
+def _stream_command(uri, inp, out, ckpt, *extra):
+    return [sys.executable, str(PROJECT_ROOT / "score_stream.py"), "--model_uri", uri, "--input_path", inp,
+            "--output_path", out, "--checkpoint_path", ckpt, *extra]
+
+
+def _popen(cmd):
+    env = {**os.environ}
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_batches(proc, count, timeout=240):
+    """Read stdout until `count` 'batch N' lines were printed; return them."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("score_stream: batch "):
+            lines.append(line)
+            if len(lines) >= count:
+                return lines
+    raise AssertionError(f"only {len(lines)} batches before timeout; stderr: {proc.stderr.read()[-3000:]}")
+
+
+def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, generated_100_files, tmp_path):
+    uri, pipeline = trained_model
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    cmd = _stream_command(uri, generated_100_files, out, ckpt, "--max_files_per_trigger", "4")
+    proc = _popen(cmd)
+    try:
+        _wait_for_batches(proc, 3)
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up: mid-batch or between batches
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the JVM child dies with its parent's pipe; give it a moment to go
+    time.sleep(2)
+    committed = spark.read.parquet(out).count()
+    assert 0 < committed < 3000
+    result = run_entry(cmd + ["--max_files_per_trigger", "50"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    from sparkmlops.models import resolve_model
+
+    columns = [c for c, _ in resolve_model(uri).input_columns()]
+    assert spark.read.parquet(out).count() == 3000
+    assert _sink_digest(spark, out, columns) == _expected_digest(spark, pipeline, generated_100_files, columns)
+
+
+def test_sigterm_stops_gracefully(client, trained_model, generated_100_files, tmp_path):
+    uri, _ = trained_model
+    cmd = _stream_command(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
+                          "--trigger", "1 second")
+    proc = _popen(cmd)
+    try:
+        _wait_for_batches(proc, 2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "SIGTERM received" in stdout and "(stopped by signal)" in stdout
+    run = newest_run(client)
+    assert run.info.status == "FINISHED" and run.data.metrics["stopped_by_signal"] == 1
+
+
+def test_score_stream_script_bad_model_is_one_line(client, generated_100_files, pyfunc_model_uri, tmp_path):
+    result = python_script("score_stream.py", "--model_uri", pyfunc_model_uri, "--input_path", generated_100_files,
+                           "--output_path", str(tmp_path / "o"), "--checkpoint_path", str(tmp_path / "c"))
+    assert result.returncode == 2 and "is not a Spark model" in last_line(result.stderr)
+    assert "log4j" not in result.stderr  # refused before Spark started
+    assert newest_run(client).info.status == "FAILED"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
