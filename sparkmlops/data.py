@@ -378,10 +378,15 @@ def _digest_from(df, row) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def content_digest(df) -> str:
-    """Order-independent digest of a DataFrame's schema and rows, computed by Spark in one pass.
+def digest_and_count(df) -> tuple[str, int]:
+    """Order-independent digest of a DataFrame's schema and rows, and its row count, in one Spark pass.
 
     MLflow's own SparkDataset digest hashes the query plan, so it does not change when the files under
     a path change; this one does.
     """
-    return _digest_from(df, df.agg(*_digest_aggregates(df)).first())
+    row = df.agg(*_digest_aggregates(df)).first()
+    return _digest_from(df, row), row["__n"]
+
+
+def content_digest(df) -> str:
+    return digest_and_count(df)[0]

@@ -84,5 +84,5 @@ def predict_batch(spark, params: BatchParams, model: models.ResolvedModel) -> di
     tracking.set_tags({**model.tags(), "input_path": params.input_path, "input_digest": digest,
                        "output_path": params.output_path})
     tracking.log_metrics(summary)
-    tracking.log_spark_dataset(input_df, params.input_path, "scoring_input", "scoring", digest)
+    tracking.log_spark_dataset(input_df, params.input_path, "scoring_input", "scoring", digest, num_rows=rows)
     return summary

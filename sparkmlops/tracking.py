@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import mlflow.data.spark_dataset
 
 from sparkmlops import environment
 
@@ -62,11 +63,29 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics(metrics, step=step)
 
 
-def log_spark_dataset(df, source: str, name: str, context: str, digest: str, label_col: str | None = None):
-    """Record ``df`` as a dataset input of the run (the UI's Dataset column), with a content digest."""
+def log_spark_dataset(df, source: str, name: str, context: str, digest: str, label_col: str | None = None,
+                      num_rows: int | None = None):
+    """Record ``df`` as a dataset input of the run (the UI's Dataset column), with a content digest.
+
+    With ``num_rows`` known, the dataset's profile says so: MLflow would otherwise run an approximate
+    count through Python workers (seconds, and a job that keeps running on large data).
+    """
     dataset = mlflow.data.from_spark(df, path=source, name=name, digest=digest, targets=label_col)
+    if num_rows is not None:
+        dataset = _CountedSparkDataset(df=df, source=dataset.source, targets=label_col, name=name, digest=digest,
+                                       num_rows=num_rows)
     mlflow.log_input(dataset, context=context)
     return dataset
+
+
+class _CountedSparkDataset(mlflow.data.spark_dataset.SparkDataset):
+    def __init__(self, *args, num_rows: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._num_rows = num_rows
+
+    @property
+    def profile(self):
+        return {"num_rows": self._num_rows}
 
 
 def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5):

@@ -168,10 +168,11 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
 
     train_df, test_df = df.randomSplit([params.train_fraction, 1.0 - params.train_fraction], seed=params.seed)
     train_df, test_df = train_df.cache(), test_df.cache()
+    (train_digest, train_rows), (test_digest, test_rows) = map(data_lib.digest_and_count, (train_df, test_df))
     digests = {"full": profile["digest"] if df is cached else data_lib.content_digest(df),
-               "train": data_lib.content_digest(train_df), "test": data_lib.content_digest(test_df)}
-    tracking.log_spark_dataset(train_df, data_path, "train", "training", digests["train"], params.label_col)
-    tracking.log_spark_dataset(test_df, data_path, "test", "testing", digests["test"], params.label_col)
+               "train": train_digest, "test": test_digest}
+    tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, params.label_col, train_rows)
+    tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, params.label_col, test_rows)
     tracking.set_tags({"data_digest": digests["full"]})
 
     started = time.perf_counter()
@@ -181,14 +182,14 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
     predictions = model.transform(test_df).select(params.label_col, "prediction").cache()
     metrics = regression_metrics(predictions, params.label_col)
     tracking.log_metrics({**metrics, "fit_seconds": fit_seconds, "rows_null_label_dropped": profile["null_labels"],
-                          "train_rows": train_df.count(), "test_rows": test_df.count()})
+                          "train_rows": train_rows, "test_rows": test_rows})
 
     importance = feature_importance_table(model, spec)
     tracking.log_dataframe_csv(importance, "feature_importance.csv")
     fig = plots.feature_importance_figure(importance)
     tracking.log_figure(fig, "feature_importance.png")
     plots.close(fig)
-    sample = _plot_sample(predictions)
+    sample = _plot_sample(predictions, test_rows)
     fig = plots.predicted_vs_actual_figure(sample[params.label_col], sample["prediction"], params.label_col)
     tracking.log_figure(fig, "predicted_vs_actual.png")
     plots.close(fig)
@@ -200,8 +201,7 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
                        feature_importance=importance, digests=digests)
 
 
-def _plot_sample(predictions):
-    total = predictions.count()
+def _plot_sample(predictions, total: int):
     fraction = min(1.0, PLOT_SAMPLE_ROWS / total) if total else 1.0
     sampled = predictions if fraction >= 1.0 else predictions.sample(fraction=fraction, seed=0)
     return sampled.toPandas()

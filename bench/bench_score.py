@@ -1,0 +1,108 @@
+"""Benchmarks of score_batch and score_stream, each against a baseline measured in the same run.
+
+Batch: score_batch end to end (read, signature check, transform, atomic write) on N generated rows
+(default 10 million) vs a Spark job that only reads the same rows and writes them back with a constant
+column (the I/O floor). Target: <= 1.5x. Also mlflow.pyfunc.spark_udf of the same model on a slice.
+Stream: micro-batch latency p50/p95 over a 100-file set (the real one when ../shared is present),
+one file per trigger, and the extra wall time a SIGKILL + restart costs over an uninterrupted run.
+
+    python bench/bench_score.py [--rows 10000000] [--udf-rows 100000]
+"""
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_100P = ROOT.parent / "shared" / "data" / "sf-airbnb" / "sf-airbnb-clean-100p.parquet"
+
+
+def run(cmd, env, check=True):
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if check and result.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{result.stderr[-3000:]}")
+    return seconds, result
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def stream_latencies(stdout):
+    return [float(m.group(1)) for m in re.finditer(r"batch \d+: \d+ rows in (\d+) ms", stdout)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--udf-rows", type=int, default=100_000)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+               "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"), "PATH": f"{Path(py).parent}:{os.environ['PATH']}"}
+        env.pop("MLFLOW_RUN_ID", None)
+        _, trained = run([py, "train.py"], env)
+        model_uri = f"runs:/{re.search(r'run_id=([0-9a-f]+)', trained.stdout).group(1)}/model"
+        rows_path = tmp / "rows.parquet"
+        gen_s, _ = run([py, "generate_data.py", "--output_path", rows_path, "--n_rows", str(args.rows),
+                        "--n_files", str(args.files)], env)
+
+        floor_s, _ = run([py, "bench/io_floor.py", rows_path, tmp / "floor.parquet"], env)
+        score_s, _ = run([py, "score_batch.py", "--model_uri", model_uri, "--input_path", rows_path,
+                          "--output_path", tmp / "scored.parquet"], env)
+        udf_s, udf = run([py, "bench/spark_udf_score.py", model_uri, rows_path, tmp / "udf.parquet",
+                          str(args.udf_rows)], env, check=False)
+        udf_line = (f"{args.udf_rows / udf_s:,.0f} rows/s end to end on {args.udf_rows:,} rows"
+                    if udf.returncode == 0 else "failed: " + (udf.stderr.strip().splitlines() or ["?"])[-1][:200])
+
+        if REAL_100P.exists():
+            stream_in = str(REAL_100P)
+        else:
+            stream_in = str(tmp / "stream-in")
+            run([py, "generate_data.py", "--output_path", stream_in, "--n_rows", "7146", "--n_files", "100"], env)
+        stream = [py, "score_stream.py", "--model_uri", model_uri, "--input_path", stream_in]
+        full_s, full = run(stream + ["--output_path", tmp / "s1", "--checkpoint_path", tmp / "c1"], env)
+        latencies = stream_latencies(full.stdout)
+
+        # interrupted: SIGKILL after half the batches, then the same command again
+        cmd = stream + ["--output_path", str(tmp / "s2"), "--checkpoint_path", str(tmp / "c2")]
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        seen = 0
+        for line in proc.stdout:
+            seen += line.startswith("score_stream: batch ")
+            if seen >= 50:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+        first_s = time.perf_counter() - started
+        second_s, _ = run(cmd, env)
+        time.sleep(1)
+
+    print(f"batch: {args.rows:,} generated rows in {args.files} files (generation {gen_s:.0f} s, not timed)")
+    print(f"  I/O floor (read + constant column + write): {floor_s:7.1f} s  {args.rows / floor_s:>12,.0f} rows/s")
+    print(f"  score_batch end to end:                      {score_s:7.1f} s  {args.rows / score_s:>12,.0f} rows/s")
+    print(f"  ratio score_batch / floor: {score_s / floor_s:.2f}x (target <= 1.5x)")
+    print(f"  mlflow.pyfunc.spark_udf of the same model: {udf_line}")
+    print(f"stream: {stream_in}, 1 file per trigger, {len(latencies)} micro-batches in {full_s:.1f} s")
+    if latencies:
+        print(f"  micro-batch latency p50 {statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms")
+    print(f"  SIGKILL after 50 batches + restart: {first_s:.1f} s + {second_s:.1f} s = {first_s + second_s:.1f} s; "
+          f"extra over uninterrupted: {first_s + second_s - full_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
