@@ -7,9 +7,9 @@ Deterministic in `seed`: the same seed gives the same rows, whatever n_files or 
 
 import click
 
-from sparkmlops import cli, tracking
+from sparkmlops import cli
 from sparkmlops.generation import GenerateParams, generate_and_write
-from sparkmlops.spark import get_spark, spark_master
+from sparkmlops.jobs import run_entry_point
 
 
 @click.command(name="generate_data")
@@ -23,14 +23,9 @@ def main(**options):
     """Generate the synthetic dataset."""
     master = options.pop("spark_master")
     params = GenerateParams(**options)
-    with tracking.tracked_run(run_name="generate_data"):
-        tracking.log_params(params.as_dict())
-        params.validate()
-        spark = get_spark("generate_data", master=master)
-        tracking.set_tags({"spark_master": spark_master(spark)})
-        summary = generate_and_write(spark, params)
-        print(f"generate_data: wrote {summary['rows']} rows in {summary['files']} files to {params.output_path} "
-              f"({summary['seconds']:.1f} s)")
+    summary = run_entry_point("generate_data", params, master, generate_and_write)
+    print(f"generate_data: wrote {summary['rows']} rows in {summary['files']} files to {params.output_path} "
+          f"({summary['seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ The output (the input's columns plus `prediction`) appears at output_path only w
 
 import click
 
-from sparkmlops import cli, tracking
+from sparkmlops import cli
+from sparkmlops.jobs import run_entry_point
 from sparkmlops.scoring import BatchParams, predict_batch
-from sparkmlops.spark import get_spark, spark_master
 
 
 @click.command(name="score_batch")
@@ -23,15 +23,9 @@ def main(**options):
     """Score a dataset in batch."""
     master = options.pop("spark_master")
     params = BatchParams(**options)
-    with tracking.tracked_run(run_name="score_batch"):
-        tracking.log_params(params.as_dict())
-        model = params.validate()  # paths, mode and model URI are checked before a JVM starts
-        tracking.set_tags(tracking.environment_tags())
-        spark = get_spark("score_batch", master=master)
-        tracking.set_tags({"spark_master": spark_master(spark)})
-        summary = predict_batch(spark, params, model)
-        print(f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
-              f"({summary['rows_per_second']:.0f} rows/s), model {model.identity}")
+    summary = run_entry_point("score_batch", params, master, lambda spark, model: predict_batch(spark, params, model))
+    print(f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
+          f"({summary['rows_per_second']:.0f} rows/s), model {summary['model']}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ Read the output with Spark (spark.read.parquet), which skips part files of uncom
 
 import click
 
-from sparkmlops import cli, tracking
-from sparkmlops.spark import get_spark, spark_master
+from sparkmlops import cli
+from sparkmlops.jobs import run_entry_point
 from sparkmlops.streaming import StreamParams, run_stream
 
 
@@ -28,15 +28,9 @@ def main(**options):
     """Score a stream of parquet files."""
     master = options.pop("spark_master")
     params = StreamParams(**options)
-    with tracking.tracked_run(run_name="score_stream"):
-        tracking.log_params(params.as_dict())
-        model = params.validate()
-        tracking.set_tags(tracking.environment_tags())
-        spark = get_spark("score_stream", master=master)
-        tracking.set_tags({"spark_master": spark_master(spark)})
-        summary = run_stream(spark, params, model)
-        print(f"score_stream: {summary['rows_scored']} rows in {summary['batches']} micro-batches, "
-              f"{summary['seconds']:.1f} s{' (stopped by signal)' if summary['stopped_by_signal'] else ''}")
+    summary = run_entry_point("score_stream", params, master, lambda spark, model: run_stream(spark, params, model))
+    print(f"score_stream: {summary['rows_scored']} rows in {summary['batches']} micro-batches, "
+          f"{summary['seconds']:.1f} s{' (stopped by signal)' if summary['stopped_by_signal'] else ''}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ With no data_path, the embedded generated SF Airbnb dataset is used (created on 
 
 import click
 
-from sparkmlops import cli, tracking
-from sparkmlops.spark import get_spark, spark_master
-from sparkmlops.training import TrainParams, params_dict, train_and_log
+from sparkmlops import cli
+from sparkmlops.jobs import run_entry_point
+from sparkmlops.training import TrainParams, train_and_log
 
 
 @click.command(name="train")
@@ -25,16 +25,9 @@ from sparkmlops.training import TrainParams, params_dict, train_and_log
 def main(**options):
     """Train and log the random-forest price model."""
     master = options.pop("spark_master")
-    params = TrainParams(**options)
-    with tracking.tracked_run(run_name="train"):
-        tracking.log_params(params_dict(params))
-        tracking.set_tags(tracking.environment_tags())
-        params.validate()  # bad parameters and paths fail here, before a JVM starts
-        spark = get_spark("train", master=master)
-        tracking.set_tags({"spark_master": spark_master(spark)})
-        result = train_and_log(spark, params)
-        print(f"train: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
-              f"mae={result.metrics['mae']:.2f} run_id={tracking.active_run_id()}")
+    result = run_entry_point("train", TrainParams(**options), master, train_and_log)
+    print(f"train: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
+          f"mae={result.metrics['mae']:.2f} run_id={result.run_id}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ one file per trigger, and the extra wall time a SIGKILL + restart costs over an 
 """
 
 import argparse
-import os
 import re
 import signal
 import statistics
@@ -20,17 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL_100P = ROOT.parent / "shared" / "data" / "sf-airbnb" / "sf-airbnb-clean-100p.parquet"
+from common import REAL_DIR, ROOT, isolated_env, timed as run
 
-
-def run(cmd, env, check=True):
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if check and result.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{result.stderr[-3000:]}")
-    return seconds, result
+REAL_100P = REAL_DIR / "sf-airbnb-clean-100p.parquet"
 
 
 def percentile(values, q):
@@ -51,9 +42,7 @@ def main():
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
-               "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"), "PATH": f"{Path(py).parent}:{os.environ['PATH']}"}
-        env.pop("MLFLOW_RUN_ID", None)
+        env = isolated_env(tmp)
         _, trained = run([py, "train.py"], env)
         model_uri = f"runs:/{re.search(r'run_id=([0-9a-f]+)', trained.stdout).group(1)}/model"
         rows_path = tmp / "rows.parquet"

@@ -11,25 +11,21 @@ default dataset.
 """
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT.parent / "shared" / "data" / "sf-airbnb" / "sf-airbnb-clean.parquet"
+from common import REAL_DIR, ROOT, isolated_env, timed as run_checked
+
+REAL = REAL_DIR / "sf-airbnb-clean.parquet"
 
 
-def timed(cmd, env, cwd=ROOT):
-    started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{result.stderr[-3000:]}")
+def timed(cmd, env):
+    """(seconds, rmse printed by the command)."""
+    seconds, result = run_checked(cmd, env)
     rmse = re.search(r"rmse=([0-9.]+)", result.stdout + result.stderr)
     return seconds, float(rmse.group(1)) if rmse else float("nan")
 
@@ -43,15 +39,12 @@ def main():
 
     bin_dir = str(Path(sys.executable).parent)
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-        env.pop("MLFLOW_RUN_ID", None)
+        env = isolated_env(Path(tmp))
         if not data:  # generate the default data once, outside the timings
             subprocess.run([sys.executable, "-c", "from sparkmlops.spark import get_spark; "
                             "from sparkmlops.data import ensure_default_data as e; print(e(get_spark('gen')))"],
                            cwd=ROOT, env=env, check=True, capture_output=True)
-            from sparkmlops.data import default_data_path
-            data = str(default_data_path())
+            data = next((Path(tmp) / "cache").glob("*.parquet")).as_posix()
         # warm-up: create the store's tables and page in the libraries, outside the timings
         subprocess.run([sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True,
                        capture_output=True)

@@ -129,6 +129,12 @@ def check_input_path(path: str, what: str = "data_path") -> str:
     return resolved
 
 
+def check_output_path(output_path: str, mode: str) -> None:
+    """With mode=error, refuse a local output that exists already (before any work is done)."""
+    if mode == "error" and is_local_path(output_path) and os.path.exists(local_path(output_path)):
+        raise UserInputError(f"output '{output_path}' already exists: choose a new path or pass -P mode=overwrite.")
+
+
 def data_format(path: str) -> str:
     return "csv" if path.rstrip("/").lower().endswith(".csv") else "parquet"
 

@@ -29,12 +29,7 @@ class GenerateParams:
             raise UserInputError(f"n_files must be between 1 and min(n_rows, {MAX_FILES}), got {self.n_files}.")
         if self.mode not in ("error", "overwrite"):
             raise UserInputError(f"mode must be 'error' or 'overwrite', got '{self.mode}'.")
-        if self.mode == "error" and data_lib.is_local_path(self.output_path):
-            import os
-
-            if os.path.exists(data_lib.local_path(self.output_path)):
-                raise UserInputError(f"output '{self.output_path}' already exists: choose a new path or pass "
-                                     "-P mode=overwrite.")
+        data_lib.check_output_path(self.output_path, self.mode)
         return self
 
     def as_dict(self) -> dict:

@@ -32,7 +32,7 @@ class BatchParams:
         if not self.output_path:
             raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
         data_lib.check_input_path(self.input_path, "input_path")
-        check_output_path(self.output_path, self.mode)
+        data_lib.check_output_path(self.output_path, self.mode)
         if data_lib.is_local_path(self.output_path) and data_lib.is_local_path(self.input_path):
             if os.path.abspath(data_lib.local_path(self.output_path)) == os.path.abspath(
                     data_lib.local_path(self.input_path)):
@@ -41,12 +41,6 @@ class BatchParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def check_output_path(output_path: str, mode: str) -> None:
-    if mode == "error" and data_lib.is_local_path(output_path) and os.path.exists(
-            data_lib.local_path(output_path)):
-        raise UserInputError(f"output '{output_path}' already exists: choose a new path or pass -P mode=overwrite.")
 
 
 def load_spark_model(model: models.ResolvedModel):
@@ -85,4 +79,4 @@ def predict_batch(spark, params: BatchParams, model: models.ResolvedModel) -> di
                        "output_path": params.output_path})
     tracking.log_metrics(summary)
     tracking.log_spark_dataset(input_df, params.input_path, "scoring_input", "scoring", digest, num_rows=rows)
-    return summary
+    return {**summary, "model": model.identity}

@@ -48,6 +48,9 @@ class TrainParams:
             data_lib.check_input_path(self.data_path)
         return self
 
+    def as_dict(self) -> dict:
+        return asdict(self)
+
 
 @dataclass
 class TrainResult:
@@ -57,6 +60,7 @@ class TrainResult:
     data_path: str
     feature_importance: object = None  # pandas frame (feature, importance)
     digests: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
 
 
 def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
@@ -198,14 +202,10 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
     for frame in (predictions, test_df, train_df, cached):
         frame.unpersist()
     return TrainResult(model=model, metrics=metrics, spec=spec, data_path=data_path,
-                       feature_importance=importance, digests=digests)
+                       feature_importance=importance, digests=digests, run_id=tracking.active_run_id())
 
 
 def _plot_sample(predictions, total: int):
     fraction = min(1.0, PLOT_SAMPLE_ROWS / total) if total else 1.0
     sampled = predictions if fraction >= 1.0 else predictions.sample(fraction=fraction, seed=0)
     return sampled.toPandas()
-
-
-def params_dict(params: TrainParams) -> dict:
-    return asdict(params)

@@ -163,3 +163,13 @@ def pyfunc_model_uri(test_environment):
     with mlflow.start_run(run_name="fixture-pyfunc"):
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=["mlflow"])
     return info.model_uri
+
+
+def in_tracked_run(params, job):
+    """Validate ``params`` then run ``job(checked)`` in a tracked run, as the scripts do: (run id, result)."""
+    from sparkmlops import tracking
+
+    checked = params.validate()
+    with tracking.tracked_run("test") as run:
+        result = job(checked)
+    return run.info.run_id, result

@@ -4,16 +4,15 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from sparkmlops import data, models, tracking
+from sparkmlops import data, models
 from sparkmlops.errors import UserInputError
 from sparkmlops.scoring import BatchParams, predict_batch
 
+from conftest import in_tracked_run
+
 
 def _score(spark, params):
-    model = params.validate()
-    with tracking.tracked_run("test-score") as run:
-        summary = predict_batch(spark, params, model)
-    return run.info.run_id, summary
+    return in_tracked_run(params, lambda model: predict_batch(spark, params, model))
 
 
 def test_predictions_equal_transform(spark, client, trained_model, default_data, tmp_path):

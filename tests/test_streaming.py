@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from sparkmlops import data, tracking
+from sparkmlops import data
 from sparkmlops.errors import UserInputError
 from sparkmlops.streaming import StreamParams, run_stream
 
-from conftest import PROJECT_ROOT, REAL_DATA_100P, last_line, newest_run, python_script, run_entry
+from conftest import PROJECT_ROOT, in_tracked_run, REAL_DATA_100P, last_line, newest_run, python_script, run_entry
 
 
 def _expected_digest(spark, pipeline, input_path, columns):
@@ -32,10 +32,7 @@ def generated_100_files(spark, tmp_path_factory):
 
 
 def _stream(spark, params):
-    model = params.validate()
-    with tracking.tracked_run("test-stream") as run:
-        summary = run_stream(spark, params, model)
-    return run.info.run_id, summary
+    return in_tracked_run(params, lambda model: run_stream(spark, params, model))
 
 
 def test_generated_100_files_exactly_once(spark, client, trained_model, generated_100_files, tmp_path):

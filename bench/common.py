@@ -1,0 +1,30 @@
+"""Helpers shared by the benchmark scripts: paths, an isolated tracking store, timed commands."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DIR = ROOT.parent / "shared" / "data" / "sf-airbnb"
+
+
+def isolated_env(tmp: Path) -> dict:
+    """This Python's environment first on PATH, a fresh SQLite store and data cache under ``tmp``."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+           "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(name, None)
+    return env
+
+
+def timed(cmd, env, check=True):
+    """(seconds, CompletedProcess) of ``cmd`` run from the project root; exit on failure when ``check``."""
+    started = time.perf_counter()
+    result = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if check and result.returncode != 0:
+        sys.exit(f"benchmark command failed: {' '.join(map(str, cmd))}\n{result.stderr[-3000:]}")
+    return seconds, result
