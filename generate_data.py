@@ -18,7 +18,7 @@ from sparkmlops.jobs import run_entry_point
 @click.option("--n_files", type=int, default=1, show_default=True, help="Number of parquet part files.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
-@click.option("--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+@cli.spark_master_option
 def main(**options):
     """Generate the synthetic dataset."""
     master = options.pop("spark_master")

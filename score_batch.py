@@ -14,11 +14,11 @@ from sparkmlops.scoring import BatchParams, predict_batch
 
 
 @click.command(name="score_batch")
-@click.option("--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, a path.")
+@cli.model_uri_option
 @click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
 @click.option("--output_path", default="", help="Parquet folder to write.")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
-@click.option("--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+@cli.spark_master_option
 def main(**options):
     """Score a dataset in batch."""
     master = options.pop("spark_master")

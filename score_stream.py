@@ -16,14 +16,14 @@ from sparkmlops.streaming import StreamParams, run_stream
 
 
 @click.command(name="score_stream")
-@click.option("--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, a path.")
+@cli.model_uri_option
 @click.option("--input_path", default="", help="Folder that receives parquet files.")
 @click.option("--output_path", default="", help="Parquet folder the file sink writes.")
 @click.option("--checkpoint_path", default="", help="Checkpoint folder of this stream (one per model and output).")
 @click.option("--max_files_per_trigger", type=int, default=1, show_default=True)
 @click.option("--trigger", default="available_now", show_default=True,
               help="available_now, or an interval such as '10 seconds' (runs until stopped).")
-@click.option("--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+@cli.spark_master_option
 def main(**options):
     """Score a stream of parquet files."""
     master = options.pop("spark_master")

@@ -21,7 +21,7 @@ from sparkmlops.training import TrainParams, train_and_log
 @click.option("--max_bins", type=int, default=40, show_default=True, help=">= categories of any string column + 1.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the forest.")
 @click.option("--train_fraction", type=float, default=0.8, show_default=True, help="Share of rows for training.")
-@click.option("--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+@cli.spark_master_option
 def main(**options):
     """Train and log the random-forest price model."""
     master = options.pop("spark_master")

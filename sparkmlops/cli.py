@@ -46,3 +46,10 @@ def run(command: click.Command, args: list[str] | None = None) -> None:
         traceback.print_exc()
         text = " ".join(str(exc).split())[:500] or type(exc).__name__
         fail(f"{command.name} failed: {type(exc).__name__}: {text}", 1)
+
+
+# Options several entry points share (same name, default and help everywhere).
+spark_master_option = click.option(
+    "--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+model_uri_option = click.option(
+    "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path.")
