@@ -9,6 +9,8 @@ with nothing set anywhere, spark-submit's own default applies: ``local[*]``.
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 from sparkmlops.environment import check_java
 
@@ -19,6 +21,14 @@ def _launches_local_jvm() -> bool:
                 or os.environ.get("SPARK_CONNECT_MODE_ENABLED"))
 
 
+def _runs_locally(master: str | None) -> bool:
+    if master:
+        return master.startswith("local")
+    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    match = re.search(r"--master[ =](\S+)", submit_args)
+    return match is None or match.group(1).startswith("local")
+
+
 def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | None = None):
     """Return the active SparkSession or create one.
 
@@ -27,6 +37,10 @@ def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | N
     """
     if _launches_local_jvm():
         check_java()  # one clear line instead of "Java gateway process exited"
+    if _launches_local_jvm() and _runs_locally(master):
+        # Python workers (UDFs, SparkTrials, joblib-spark) otherwise run `python3` from PATH, which may be
+        # another environment without the project's packages. On a cluster, set PYSPARK_PYTHON yourself.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

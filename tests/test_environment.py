@@ -134,3 +134,21 @@ def test_train_contract_defaults():
         "seed": 42, "train_fraction": 0.8, "spark_master": "",
     }
     assert _mlproject()["entry_points"]["main"] == _mlproject()["entry_points"]["train"]
+
+
+def test_python_workers_use_the_drivers_interpreter(tmp_path):
+    """Without PYSPARK_PYTHON, Spark would start `python3` from PATH for its workers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pyspark.sql import functions as F, types as T; "
+            "from sparkmlops.spark import get_spark; "
+            "s = get_spark('t', conf={'spark.ui.enabled': 'false'}); "
+            "f = F.udf(lambda _: sys.prefix, T.StringType()); "
+            "print('WORKER', s.range(1).select(f('id')).first()[0])")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"  # a python3 of another environment, or none, first on PATH
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"WORKER {sys.prefix}" in result.stdout
