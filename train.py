@@ -14,13 +14,18 @@ from sparkmlops.training import TrainParams, train_and_log
 
 
 @click.command(name="train")
-@click.option("--data_path", default="", help="Parquet (or .csv) file or folder; empty = generated data.")
-@click.option("--label_col", default="price", show_default=True, help="Numeric column to predict.")
+@cli.data_path_option
+@cli.label_col_option
 @click.option("--num_trees", type=int, default=100, show_default=True)
 @click.option("--max_depth", type=int, default=5, show_default=True, help="0 to 30.")
 @click.option("--max_bins", type=int, default=40, show_default=True, help=">= categories of any string column + 1.")
+@click.option("--min_instances_per_node", type=int, default=1, show_default=True)
+@click.option("--feature_subset_strategy", default="auto", show_default=True,
+              help="auto, all, onethird, sqrt, log2, a fraction such as 0.5, or a number of features.")
+@click.option("--log_label", type=bool, default=False, show_default=True,
+              help="Fit log1p(label); the model still predicts the label (expm1 inside the pipeline).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the forest.")
-@click.option("--train_fraction", type=float, default=0.8, show_default=True, help="Share of rows for training.")
+@cli.train_fraction_option
 @cli.spark_master_option
 def main(**options):
     """Train and log the random-forest price model."""

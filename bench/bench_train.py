@@ -13,12 +13,11 @@ default dataset.
 import argparse
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import REAL_DIR, ROOT, isolated_env, timed as run_checked
+from common import REAL_DIR, ROOT, bench_setup, timed as run_checked
 
 REAL = REAL_DIR / "sf-airbnb-clean.parquet"
 
@@ -35,19 +34,10 @@ def main():
     parser.add_argument("--data", default="")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    data = args.data or (str(REAL) if REAL.exists() else "")
 
     bin_dir = str(Path(sys.executable).parent)
     with tempfile.TemporaryDirectory() as tmp:
-        env = isolated_env(Path(tmp))
-        if not data:  # generate the default data once, outside the timings
-            subprocess.run([sys.executable, "-c", "from sparkmlops.spark import get_spark; "
-                            "from sparkmlops.data import ensure_default_data as e; print(e(get_spark('gen')))"],
-                           cwd=ROOT, env=env, check=True, capture_output=True)
-            data = next((Path(tmp) / "cache").glob("*.parquet")).as_posix()
-        # warm-up: create the store's tables and page in the libraries, outside the timings
-        subprocess.run([sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True,
-                       capture_output=True)
+        env, data = bench_setup(Path(tmp), args.data, REAL)
         project_cmd = [str(Path(bin_dir) / "mlflow"), "run", ".", "--env-manager", "local",
                        "-P", f"data_path={data}", "-P", "num_trees=100", "-P", "max_depth=5"]
         book_cmd = [sys.executable, str(ROOT / "bench" / "book_train.py"), data]

@@ -28,3 +28,18 @@ def timed(cmd, env, check=True):
     if check and result.returncode != 0:
         sys.exit(f"benchmark command failed: {' '.join(map(str, cmd))}\n{result.stderr[-3000:]}")
     return seconds, result
+
+
+def bench_setup(tmp: Path, data: str, real: Path) -> tuple[dict, str]:
+    """(environment, data path) for a benchmark: ``data``, else the real data if present, else the
+    generated default dataset (created here, outside the timings). Also warms up the store and libraries."""
+    env = isolated_env(tmp)
+    data = data or (str(real) if real.exists() else "")
+    if not data:
+        subprocess.run([sys.executable, "-c", "from sparkmlops.spark import get_spark; "
+                        "from sparkmlops.data import ensure_default_data as e; print(e(get_spark('gen')))"],
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+        data = next((tmp / "cache").glob("*.parquet")).as_posix()
+    subprocess.run([sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True,
+                   capture_output=True)
+    return env, data

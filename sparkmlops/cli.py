@@ -53,3 +53,12 @@ spark_master_option = click.option(
     "--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
 model_uri_option = click.option(
     "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path.")
+data_path_option = click.option(
+    "--data_path", default="", help="Parquet (or .csv) file or folder; empty = generated data.")
+label_col_option = click.option(
+    "--label_col", default="price", show_default=True, help="Numeric column to predict.")
+train_fraction_option = click.option(
+    "--train_fraction", type=float, default=0.8, show_default=True, help="Share of rows for training; the rest "
+    "is the test split.")
+metric_option = click.option(
+    "--metric", default="rmse", show_default=True, help="rmse | mae | r2: what the search optimises.")

@@ -353,15 +353,17 @@ def infer_feature_spec(df, label_col: str) -> FeatureSpec:
 
 
 def profile_for_training(df, spec: FeatureSpec) -> dict:
-    """One pass over the data: row count, null labels, nulls per numeric feature, content digest."""
+    """One pass over the data: row count, null labels, label minimum, nulls per numeric feature, digest."""
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null")]
+    aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null"),
+                  F.min(F.col(spec.label_col)).alias("__label_min")]
     aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in spec.numeric_cols]
     row = df.agg(*_digest_aggregates(df), *aggregates).first().asDict()
     return {
         "rows": row["__n"],
         "null_labels": row["__n"] - row["__label_non_null"],
+        "label_min": row["__label_min"],
         "numeric_nulls": {c: row[f"null::{c}"] for c in spec.numeric_cols if row[f"null::{c}"]},
         "digest": _digest_from(df, row),
     }

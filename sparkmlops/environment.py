@@ -38,10 +38,10 @@ def read_pins(path: Path = REQUIREMENTS_FILE) -> dict[str, str]:
     return pins
 
 
-def model_pip_requirements() -> list[str]:
+def model_pip_requirements(packages: tuple[str, ...] = MODEL_RUNTIME_PACKAGES) -> list[str]:
     """Explicit pip requirements for logged models: skips MLflow's slow requirement inference."""
     pins = read_pins()
-    return [pins[name] for name in MODEL_RUNTIME_PACKAGES]
+    return [pins[name] for name in packages]
 
 
 def _java_version(java: str) -> tuple[int, str]:

@@ -36,5 +36,30 @@ def predicted_vs_actual_figure(actual, predicted, label: str):
     return fig
 
 
+def loss_per_trial_figure(trials: list[int], losses: list, metric: str, negated: bool):
+    """Loss of every trial (failed ones marked on the axis) and the best so far."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sign = -1.0 if negated else 1.0
+    ok = [(t, sign * loss) for t, loss in zip(trials, losses) if loss is not None]
+    failed = [t for t, loss in zip(trials, losses) if loss is None]
+    if ok:
+        xs, ys = zip(*ok)
+        ax.scatter(xs, ys, color="#3b75af", s=24, label=f"trial validation {metric}", zorder=3)
+        best, best_line = None, []
+        for y in ys:
+            best = y if best is None else (max(best, y) if negated else min(best, y))
+            best_line.append(best)
+        ax.step(xs, best_line, where="post", color="#c44e52", label="best so far")
+    if failed:
+        bottom = min(y for _, y in ok) if ok else 0.0
+        ax.scatter(failed, [bottom] * len(failed), marker="x", color="#555555", s=40, label="failed trial")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"Validation {metric} per trial ({len(trials)} trials, {len(failed)} failed)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def close(fig) -> None:
     plt.close(fig)

@@ -63,3 +63,35 @@ def spark_master(spark) -> str:
     if is_connect(spark):
         return os.environ.get("SPARK_REMOTE", "spark-connect")
     return spark.sparkContext.master
+
+
+_SHIPPED: set[str] = set()
+
+
+def ship_package(spark) -> None:
+    """Make ``sparkmlops`` importable in the Python workers (functions they run refer to it), once per
+    application: local workers may start in another directory, cluster executors have no copy at all."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    app_id = spark.sparkContext.applicationId
+    if app_id in _SHIPPED:
+        return
+    package = Path(__file__).resolve().parent
+    archive = Path(tempfile.mkdtemp(prefix="sparkmlops-pkg-")) / "sparkmlops.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(package.rglob("*.py")):
+            zf.write(path, str(path.relative_to(package.parent)))
+    spark.sparkContext.addPyFile(str(archive))
+    _SHIPPED.add(app_id)
+
+
+def quiet_python_task_warnings() -> None:
+    """Hide two warnings that SparkTrials and joblibspark print on every search and that need no action:
+    pyspark's InheritableThread has no session to copy job tags from, and local mode has no stage-level
+    scheduling."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Spark session is not provided")
+    warnings.filterwarnings("ignore", message="Spark local mode doesn't support stage-level scheduling")

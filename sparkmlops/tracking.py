@@ -108,6 +108,10 @@ def log_figure(figure, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
+def log_dict(dictionary: dict, artifact_file: str) -> None:
+    mlflow.log_dict(dictionary, artifact_file)
+
+
 def log_dataframe_csv(pandas_df, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
@@ -119,3 +123,96 @@ def log_dataframe_csv(pandas_df, artifact_file: str) -> None:
 def active_run_id() -> str:
     run = mlflow.active_run()
     return run.info.run_id if run else ""
+
+
+def portable_tracking_uri() -> str:
+    """The tracking URI with relative local paths made absolute, for processes with another cwd
+    (Spark's Python workers). On a cluster, point MLFLOW_TRACKING_URI at a server the executors reach."""
+    uri = mlflow.get_tracking_uri()
+    for prefix in ("sqlite:///", "file://"):
+        if uri.startswith(prefix):
+            path = uri[len(prefix):]
+            return uri if path.startswith("/") else prefix + str(Path(path).resolve())
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+class ChildRun:
+    """A nested run written through the client: works in a Spark worker, where no run is active."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        import time as _time
+
+        from mlflow.entities import Metric
+
+        now = int(_time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@contextlib.contextmanager
+def child_run(parent_run_id: str, experiment_id: str, run_name: str, tags: dict[str, str] | None = None,
+              tracking_uri: str | None = None):
+    """Create a run nested under ``parent_run_id``; FINISHED on success, FAILED (tag ``error``) on error."""
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **(tags or {})})
+    child = ChildRun(client, run.info.run_id)
+    try:
+        yield child
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client.set_tag(child.run_id, "error", str(exc)[:5000] or type(exc).__name__)
+        client.set_terminated(child.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    else:
+        client.set_terminated(child.run_id, "FINISHED")
+
+
+def child_runs(parent_run_id: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              max_results=10000)
+
+
+def fail_unfinished_children(parent_run_id: str) -> int:
+    """Children a crashed worker left RUNNING end as FAILED, so the UI never shows ghosts."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    stuck = [r for r in child_runs(parent_run_id) if r.info.status == "RUNNING"]
+    for run in stuck:
+        client.set_tag(run.info.run_id, "error", "the trial's worker ended before the trial did")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return len(stuck)
+
+
+def experiment_id() -> str:
+    return mlflow.active_run().info.experiment_id
+
+
+def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)

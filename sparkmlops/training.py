@@ -1,13 +1,16 @@
 """The book's random-forest price model as a Spark ML pipeline, trained, evaluated and logged in one run.
 
 string columns -> StringIndexer(handleInvalid="keep") -> VectorAssembler(indexed + numeric columns)
--> RandomForestRegressor(numTrees, maxDepth, maxBins, seed), split with randomSplit([f, 1 - f], seed).
+-> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed),
+split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest learns log1p(label) and a last
+SQLTransformer stage maps its output back with expm1, so the logged model still predicts the label itself.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from sparkmlops import data as data_lib
 from sparkmlops import plots, tracking
@@ -16,6 +19,22 @@ from sparkmlops.errors import UserInputError
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 MIN_TRAIN_ROWS = 10
 PLOT_SAMPLE_ROWS = 5000
+FEATURE_SUBSET_STRATEGIES = ("auto", "all", "onethird", "sqrt", "log2")
+LOG_LABEL_COL = "__log_label"
+LOG_PREDICTION_COL = "__log_prediction"
+
+
+def check_feature_subset_strategy(value: str) -> str:
+    """Spark's featureSubsetStrategy: a name, a fraction in (0, 1] or a number of features >= 1."""
+    if value in FEATURE_SUBSET_STRATEGIES:
+        return value
+    if re.fullmatch(r"[1-9][0-9]*", value):
+        return value
+    if re.fullmatch(r"0?\.[0-9]+|1\.0*", value) and 0.0 < float(value) <= 1.0:
+        return value
+    raise UserInputError(f"feature_subset_strategy '{value}' is not valid: use one of "
+                         f"{', '.join(FEATURE_SUBSET_STRATEGIES)}, a fraction in (0, 1] such as 0.5, "
+                         "or a number of features such as 8.")
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,9 @@ class TrainParams:
     num_trees: int = 100
     max_depth: int = 5
     max_bins: int = 40
+    min_instances_per_node: int = 1
+    feature_subset_strategy: str = "auto"
+    log_label: bool = False
     seed: int = 42
     train_fraction: float = 0.8
 
@@ -41,15 +63,25 @@ class TrainParams:
                                  f"got {self.max_depth}.")
         if self.max_bins < 2:
             raise UserInputError(f"max_bins must be >= 2, got {self.max_bins}.")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise UserInputError(f"train_fraction must be strictly between 0 and 1 (the rest is the test "
-                                 f"split), got {self.train_fraction}.")
+        if self.min_instances_per_node < 1:
+            raise UserInputError(f"min_instances_per_node must be >= 1, got {self.min_instances_per_node}.")
+        check_feature_subset_strategy(self.feature_subset_strategy)
+        check_train_fraction(self.train_fraction)
         if self.data_path:
             data_lib.check_input_path(self.data_path)
         return self
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def with_model_params(self, **model_params) -> "TrainParams":
+        return replace(self, **model_params)
+
+
+def check_train_fraction(train_fraction: float) -> None:
+    if not 0.0 < train_fraction < 1.0:
+        raise UserInputError(f"train_fraction must be strictly between 0 and 1 (the rest is the test "
+                             f"split), got {train_fraction}.")
 
 
 @dataclass
@@ -65,7 +97,7 @@ class TrainResult:
 
 def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
     from pyspark.ml import Pipeline
-    from pyspark.ml.feature import StringIndexer, VectorAssembler
+    from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
     from pyspark.ml.regression import RandomForestRegressor
 
     stages = []
@@ -74,9 +106,18 @@ def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
         # "keep": categories unseen in training (and nulls) get their own index instead of failing.
         stages.append(StringIndexer(inputCols=spec.categorical_cols, outputCols=index_cols, handleInvalid="keep"))
     stages.append(VectorAssembler(inputCols=index_cols + spec.numeric_cols, outputCol="features"))
-    stages.append(RandomForestRegressor(featuresCol="features", labelCol=spec.label_col, predictionCol="prediction",
-                                        numTrees=params.num_trees, maxDepth=params.max_depth,
-                                        maxBins=params.max_bins, seed=params.seed))
+    label_col, prediction_col = ((LOG_LABEL_COL, LOG_PREDICTION_COL) if params.log_label
+                                 else (spec.label_col, "prediction"))
+    stages.append(RandomForestRegressor(
+        featuresCol="features", labelCol=label_col, predictionCol=prediction_col, numTrees=params.num_trees,
+        maxDepth=params.max_depth, maxBins=params.max_bins, minInstancesPerNode=params.min_instances_per_node,
+        featureSubsetStrategy=params.feature_subset_strategy, seed=params.seed,
+        # Same trees, but instances keep their node ids instead of re-sending the growing forest to the
+        # executors at every level: a depth-14 forest on the real data fits in 19 s instead of 50 s.
+        cacheNodeIds=True))
+    if params.log_label:
+        # Part of the model, so scoring it anywhere (score_batch, pyfunc) gives the label's own scale.
+        stages.append(SQLTransformer(statement=f"SELECT *, expm1({LOG_PREDICTION_COL}) AS prediction FROM __THIS__"))
     return Pipeline(stages=stages)
 
 
@@ -92,9 +133,14 @@ def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
                              f"{MIN_TRAIN_ROWS} to split into train and test.")
 
 
+def check_log_label(profile: dict, spec: data_lib.FeatureSpec) -> None:
+    if profile["label_min"] is not None and profile["label_min"] <= -1.0:
+        raise UserInputError(f"log_label=true needs '{spec.label_col}' > -1 (log1p), but its minimum is "
+                             f"{profile['label_min']}: pass -P log_label=false.")
+
+
 def check_category_bins(category_counts: dict[str, int], params: TrainParams) -> None:
     """maxBins must cover every categorical feature, or Spark fails deep inside the forest's fit."""
-    # With handleInvalid="keep" a column with k categories becomes a feature with k + 1 values.
     too_many = {c: k + 1 for c, k in category_counts.items() if k + 1 > params.max_bins}
     if too_many:
         worst = max(too_many.values())
@@ -104,11 +150,19 @@ def check_category_bins(category_counts: dict[str, int], params: TrainParams) ->
                              "values), or drop the column.")
 
 
+def min_bins(category_counts: dict[str, int]) -> int:
+    """The smallest maxBins the data allows: with handleInvalid="keep" k categories make k + 1 values."""
+    return max([k + 1 for k in category_counts.values()] + [2])
+
+
 def fit_pipeline(train_df, spec: data_lib.FeatureSpec, params: TrainParams):
     """Fit ``build_pipeline`` stage by stage (as Pipeline.fit does), checking maxBins once the
     StringIndexer has counted the categories, before the forest is fitted."""
     from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.sql import functions as F
 
+    if params.log_label:
+        train_df = train_df.withColumn(LOG_LABEL_COL, F.log1p(F.col(spec.label_col)))
     stages = build_pipeline(spec, params).getStages()
     if not spec.categorical_cols:
         return Pipeline(stages=stages).fit(train_df)
@@ -135,23 +189,45 @@ def regression_metrics(predictions, label_col: str) -> dict[str, float]:
     return {"rmse": mse ** 0.5, "mae": row["sae"] / n, "r2": r2}
 
 
+def forest_of(model):
+    return next(stage for stage in reversed(model.stages) if hasattr(stage, "featureImportances"))
+
+
 def feature_importance_table(model, spec: data_lib.FeatureSpec):
     """(feature, importance) with the original column names, most important first."""
     import pandas as pd
 
-    forest = model.stages[-1]
     names = spec.categorical_cols + spec.numeric_cols  # order of the VectorAssembler inputs
-    values = forest.featureImportances.toArray()
+    values = forest_of(model).featureImportances.toArray()
     table = pd.DataFrame({"feature": names, "importance": values})
     return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
 
 
-def train_and_log(spark, params: TrainParams) -> TrainResult:
-    """Train the pipeline and log everything to the active MLflow run. Returns what was logged."""
+@dataclass
+class PreparedData:
+    """The data of one training or tuning run, read once, checked, split and cached."""
+
+    data_path: str
+    spec: data_lib.FeatureSpec
+    profile: dict
+    train_df: object
+    test_df: object
+    train_rows: int
+    test_rows: int
+    digests: dict[str, str]
+    cached: object
+
+    def unpersist(self) -> None:
+        for frame in (self.test_df, self.train_df, self.cached):
+            frame.unpersist()
+
+
+def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
+    """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
     from pyspark.sql import functions as F
 
-    if params.data_path:
-        data_path, source_note = data_lib.check_input_path(params.data_path), "user"
+    if data_path:
+        data_path, source_note = data_lib.check_input_path(data_path), "user"
     else:
         data_path = data_lib.ensure_default_data(spark)
         source_note = (f"generated (sparkmlops generator v{data_lib.GENERATOR_VERSION}, "
@@ -160,49 +236,65 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
     tracking.set_tags({"data_source": source_note})
 
     raw = data_lib.read_dataset(spark, data_path)
-    spec = data_lib.infer_feature_spec(raw, params.label_col)
-    cached = raw.withColumn(params.label_col, F.col(params.label_col).cast("double")).cache()
+    spec = data_lib.infer_feature_spec(raw, label_col)
+    cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
     profile = data_lib.profile_for_training(cached, spec)
     check_against_data(profile, spec)
-    df = cached.filter(F.col(params.label_col).isNotNull()) if profile["null_labels"] else cached
+    df = cached.filter(F.col(label_col).isNotNull()) if profile["null_labels"] else cached
     tracking.log_params({"n_categorical_features": len(spec.categorical_cols),
                          "n_numeric_features": len(spec.numeric_cols)})
     if spec.ignored_cols:
         tracking.set_tags({"ignored_columns": ", ".join(spec.ignored_cols)})
 
-    train_df, test_df = df.randomSplit([params.train_fraction, 1.0 - params.train_fraction], seed=params.seed)
+    train_df, test_df = df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
     train_df, test_df = train_df.cache(), test_df.cache()
     (train_digest, train_rows), (test_digest, test_rows) = map(data_lib.digest_and_count, (train_df, test_df))
     digests = {"full": profile["digest"] if df is cached else data_lib.content_digest(df),
                "train": train_digest, "test": test_digest}
-    tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, params.label_col, train_rows)
-    tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, params.label_col, test_rows)
+    tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col, train_rows)
+    tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col, test_rows)
     tracking.set_tags({"data_digest": digests["full"]})
+    tracking.log_metrics({"rows_null_label_dropped": profile["null_labels"], "train_rows": train_rows,
+                          "test_rows": test_rows})
+    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, cached)
 
+
+def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult:
+    """Fit on the training split, evaluate on the test split, log metrics, figures and the model."""
+    spec = prepared.spec
+    if params.log_label:
+        check_log_label(prepared.profile, spec)
     started = time.perf_counter()
-    model = fit_pipeline(train_df, spec, params)
+    model = fit_pipeline(prepared.train_df, spec, params)
     fit_seconds = time.perf_counter() - started
 
-    predictions = model.transform(test_df).select(params.label_col, "prediction").cache()
-    metrics = regression_metrics(predictions, params.label_col)
-    tracking.log_metrics({**metrics, "fit_seconds": fit_seconds, "rows_null_label_dropped": profile["null_labels"],
-                          "train_rows": train_rows, "test_rows": test_rows})
+    predictions = model.transform(prepared.test_df).select(spec.label_col, "prediction").cache()
+    metrics = regression_metrics(predictions, spec.label_col)
+    tracking.log_metrics({**metrics, "fit_seconds": fit_seconds})
 
     importance = feature_importance_table(model, spec)
     tracking.log_dataframe_csv(importance, "feature_importance.csv")
     fig = plots.feature_importance_figure(importance)
     tracking.log_figure(fig, "feature_importance.png")
     plots.close(fig)
-    sample = _plot_sample(predictions, test_rows)
-    fig = plots.predicted_vs_actual_figure(sample[params.label_col], sample["prediction"], params.label_col)
+    sample = _plot_sample(predictions, prepared.test_rows)
+    fig = plots.predicted_vs_actual_figure(sample[spec.label_col], sample["prediction"], spec.label_col)
     tracking.log_figure(fig, "predicted_vs_actual.png")
     plots.close(fig)
 
-    tracking.log_spark_model(model, test_df.select(*spec.feature_cols), predictions.select("prediction"))
-    for frame in (predictions, test_df, train_df, cached):
-        frame.unpersist()
-    return TrainResult(model=model, metrics=metrics, spec=spec, data_path=data_path,
-                       feature_importance=importance, digests=digests, run_id=tracking.active_run_id())
+    tracking.log_spark_model(model, prepared.test_df.select(*spec.feature_cols), predictions.select("prediction"))
+    predictions.unpersist()
+    return TrainResult(model=model, metrics=metrics, spec=spec, data_path=prepared.data_path,
+                       feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id())
+
+
+def train_and_log(spark, params: TrainParams) -> TrainResult:
+    """Train the pipeline and log everything to the active MLflow run. Returns what was logged."""
+    prepared = prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    try:
+        return fit_evaluate_log(prepared, params)
+    finally:
+        prepared.unpersist()
 
 
 def _plot_sample(predictions, total: int):

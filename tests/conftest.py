@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# get_spark sets PYSPARK_PYTHON in this process; commands the tests start must see the user's own value.
+_USER_PYSPARK_PYTHON = os.environ.get("PYSPARK_PYTHON")
 REAL_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "sf-airbnb"
 REAL_DATA = REAL_DATA_DIR / "sf-airbnb-clean.parquet"
 REAL_DATA_100P = REAL_DATA_DIR / "sf-airbnb-clean-100p.parquet"
@@ -100,6 +102,8 @@ def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MLFLOW_EXPERIMENT_ID", None)  # set by mlflow.set_experiment; MLFLOW_EXPERIMENT_NAME rules
     full_env.pop("MLFLOW_RUN_ID", None)
+    if _USER_PYSPARK_PYTHON is None and "PYSPARK_PYTHON" not in (env or {}):
+        full_env.pop("PYSPARK_PYTHON", None)
     bin_dir = str(Path(sys.executable).parent)
     full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")  # `python` = this environment
     started = time.perf_counter()
@@ -123,6 +127,19 @@ def runs_of(client, **filters):
 
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], **filters)
+
+
+def assert_refused(result, client, message, before_spark=True):
+    """A script refused bad input: exit 2, one `error:` line naming the problem, the run FAILED."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = last_line(result.stderr)
+    assert line.startswith("error: ") and message in line, result.stderr[-3000:]
+    if before_spark:  # bad input must fail before a JVM starts
+        assert "log4j" not in result.stderr and "SparkContext" not in result.stderr
+    run = newest_run(client)
+    assert run.info.status == "FAILED"
+    assert message in run.data.tags["error"]
+    return run
 
 
 def newest_run(client):

@@ -4,18 +4,8 @@ import re
 
 import pytest
 
+from conftest import assert_refused as _assert_refused
 from conftest import last_line, newest_run, python_script
-
-
-def _assert_refused(result, client, message, before_spark=True):
-    assert result.returncode == 2, result.stderr[-3000:]
-    line = last_line(result.stderr)
-    assert line.startswith("error: ") and message in line, result.stderr[-3000:]
-    if before_spark:  # bad input must fail before a JVM starts
-        assert "log4j" not in result.stderr and "SparkContext" not in result.stderr
-    run = newest_run(client)
-    assert run.info.status == "FAILED"
-    assert message in run.data.tags["error"]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -25,6 +15,9 @@ def _assert_refused(result, client, message, before_spark=True):
     (["--max_bins", "1"], "max_bins must be >= 2"),
     (["--train_fraction", "0"], "train_fraction must be strictly between 0 and 1"),
     (["--train_fraction", "1.5"], "train_fraction must be strictly between 0 and 1"),
+    (["--min_instances_per_node", "0"], "min_instances_per_node must be >= 1"),
+    (["--feature_subset_strategy", "most"], "feature_subset_strategy 'most' is not valid"),
+    (["--feature_subset_strategy", "1.5"], "feature_subset_strategy '1.5' is not valid"),
     (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
 ])
 def test_bad_parameters_fail_before_spark(client, options, message):

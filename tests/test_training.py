@@ -4,7 +4,7 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from sparkmlops import data, tracking
+from sparkmlops import data, tracking, training
 from sparkmlops.errors import UserInputError
 from sparkmlops.training import TrainParams, build_pipeline, check_against_data, fit_pipeline, train_and_log
 
@@ -97,6 +97,9 @@ def test_feature_importance_uses_column_names(trained):
     (TrainParams(train_fraction=0.0), "train_fraction must be strictly between 0 and 1"),
     (TrainParams(train_fraction=1.0), "train_fraction must be strictly between 0 and 1"),
     (TrainParams(label_col=""), "label_col is empty"),
+    (TrainParams(min_instances_per_node=0), "min_instances_per_node must be >= 1"),
+    (TrainParams(feature_subset_strategy="half"), "feature_subset_strategy 'half' is not valid"),
+    (TrainParams(feature_subset_strategy="0"), "feature_subset_strategy '0' is not valid"),
     (TrainParams(data_path="/no/such/path.parquet"), "does not exist"),
 ])
 def test_parameter_checks(params, message):
@@ -142,3 +145,25 @@ def test_failed_run_is_marked_failed(client, spark, tmp_path):
                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert failed.info.status == "FAILED"
     assert "not numeric" in failed.data.tags["error"]
+
+
+@pytest.mark.parametrize("strategy", ["auto", "all", "onethird", "sqrt", "log2", "0.5", "1.0", "8"])
+def test_feature_subset_strategies_spark_accepts(strategy):
+    assert TrainParams(feature_subset_strategy=strategy).validate().feature_subset_strategy == strategy
+
+
+def test_log_label_model_predicts_the_label_itself(spark, default_data):
+    df = spark.read.parquet(default_data).limit(2000).cache()
+    spec = data.infer_feature_spec(df, "price")
+    params = TrainParams(num_trees=10, max_depth=5, log_label=True, min_instances_per_node=5,
+                         feature_subset_strategy="sqrt")
+    model = fit_pipeline(df, spec, params)
+    forest = training.forest_of(model)
+    assert forest.getMinInstancesPerNode() == 5 and forest.getFeatureSubsetStrategy() == "sqrt"
+    scored = model.transform(df)
+    # the forest works in log space; the pipeline's last stage brings its output back to price
+    row = scored.select(F.max(F.abs(F.expm1(training.LOG_PREDICTION_COL) - F.col("prediction"))).alias("d"),
+                        F.avg("prediction").alias("mean_prediction"), F.avg("price").alias("mean_price")).first()
+    assert row["d"] < 1e-9
+    assert 0.5 < row["mean_prediction"] / row["mean_price"] < 1.5
+    assert training.regression_metrics(scored, "price")["r2"] > 0.3

@@ -1,0 +1,191 @@
+"""scikit-learn GridSearchCV over a random forest, its fits spread over Spark with joblibspark.
+
+Every (candidate, fold) fit is a joblib task; the "spark" joblib backend runs them as Spark tasks,
+``parallelism`` at a time. The search uses the training split only (K folds); the refit best model is
+scored on the test split `train` holds out, and logged under `model`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+
+from sparkmlops import data as data_lib
+from sparkmlops import tracking, training
+from sparkmlops.errors import UserInputError
+from sparkmlops.tuning import METRIC_SIGN, SearchFailed, check_search_params, refit_sklearn
+
+# 2 x 2 x 2 x 2 = 16 candidates: 48 fits with cv=3.
+DEFAULT_GRID = {"num_trees": [50, 150], "max_depth": [8, 16], "min_samples_leaf": [1, 5],
+                "max_features": ["0.5", "1.0"]}
+SCORING = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
+MAX_CANDIDATES = 10_000
+
+
+def parse_grid(text: str) -> dict[str, list]:
+    """The param_grid parameter: a JSON object of ForestParams fields to lists of values."""
+    from sparkmlops.sklearn_models import ForestParams, _max_features
+
+    if not text.strip():
+        return dict(DEFAULT_GRID)
+    example = '-P param_grid=\'{"num_trees": [50, 100], "max_depth": [8, 0]}\''
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"param_grid is not valid JSON ({exc.msg} at character {exc.pos}): "
+                             f"pass an object of lists, e.g. {example}.") from None
+    if not isinstance(grid, dict) or not grid:
+        raise UserInputError(f"param_grid must be a non-empty JSON object of lists, e.g. {example}.")
+    known = [f.name for f in fields(ForestParams)]
+    for name, values in grid.items():
+        if name not in known:
+            raise UserInputError(f"param_grid has unknown parameter '{name}': use {', '.join(known)}.")
+        if not isinstance(values, list) or not values:
+            raise UserInputError(f"param_grid['{name}'] must be a non-empty list, got {json.dumps(values)}.")
+        for value in values:
+            _check_value(name, value, _max_features)
+    candidates = 1
+    for values in grid.values():
+        candidates *= len(values)
+    if candidates > MAX_CANDIDATES:
+        raise UserInputError(f"param_grid has {candidates} candidates (over {MAX_CANDIDATES}): shrink it or "
+                             "use tune_hyperopt for large spaces.")
+    return grid
+
+
+def _check_value(name: str, value, max_features_check) -> None:
+    if name in ("num_trees", "min_samples_leaf"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserInputError(f"param_grid['{name}'] values must be integers >= 1, got {json.dumps(value)}.")
+    elif name == "max_depth":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UserInputError(f"param_grid['max_depth'] values must be integers >= 0 (0 = unlimited), "
+                                 f"got {json.dumps(value)}.")
+    elif name == "log_label":
+        if not isinstance(value, bool):
+            raise UserInputError(f"param_grid['log_label'] values must be true or false, got {json.dumps(value)}.")
+    elif name == "max_features":
+        max_features_check(str(value))
+
+
+@dataclass(frozen=True)
+class GridParams:
+    """The `tune_grid` entry point's parameters (names match MLproject)."""
+
+    data_path: str = ""
+    label_col: str = data_lib.DEFAULT_LABEL
+    param_grid: str = ""
+    cv: int = 3
+    parallelism: int = 2
+    metric: str = "rmse"
+    seed: int = 42
+    train_fraction: float = 0.8
+
+    def validate(self) -> "GridParams":
+        parse_grid(self.param_grid)
+        if self.cv < 2:
+            raise UserInputError(f"cv must be >= 2 (number of folds), got {self.cv}.")
+        check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GridResult:
+    best_params: dict
+    best_run_id: str
+    cv_score: float
+    test_metrics: dict
+    candidates: int
+    run_id: str = ""
+
+
+def grid_search_and_log(spark, params: GridParams) -> GridResult:
+    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    try:
+        return _grid_search(spark, params, prepared)
+    finally:
+        prepared.unpersist()
+
+
+def _grid_search(spark, params: GridParams, prepared: training.PreparedData) -> GridResult:
+    from joblib import parallel_backend
+    from joblibspark import register_spark
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    from sparkmlops.sklearn_models import ForestEstimator, to_pandas
+    from sparkmlops.spark import quiet_python_task_warnings, ship_package
+
+    grid = parse_grid(params.param_grid)
+    candidates = len(list(itertools.product(*grid.values())))
+    tracking.log_dict(grid, "param_grid.json")
+    tracking.log_metrics({"candidates": candidates, "fits": candidates * params.cv})
+    x_train, y_train = to_pandas(prepared.train_df, prepared.spec)
+    if len(y_train) < params.cv:
+        raise UserInputError(f"the training split has {len(y_train)} rows, fewer than cv={params.cv} folds.")
+
+    search = GridSearchCV(ForestEstimator(spec=prepared.spec, seed=params.seed), grid, scoring=SCORING[params.metric],
+                          cv=KFold(params.cv, shuffle=True, random_state=params.seed), refit=True,
+                          n_jobs=params.parallelism, error_score=float("nan"))
+    ship_package(spark)  # the estimator's class lives in sparkmlops
+    register_spark()
+    quiet_python_task_warnings()
+    started = time.perf_counter()
+    with parallel_backend("spark", n_jobs=params.parallelism):
+        search.fit(x_train, y_train)
+    seconds = time.perf_counter() - started
+    tracking.log_metrics({"search_seconds": seconds})
+
+    best_run_id = log_cv_results(search.cv_results_, list(grid), params.metric, params.cv)
+    cv_score = float(_metric_value(search.best_score_, params.metric))
+    tracking.log_params({f"best_{k}": v for k, v in search.best_params_.items()})
+    tracking.log_metrics({f"cv_{params.metric}": cv_score})
+    tracking.set_tags({"best_run_id": best_run_id})
+    print(f"tune_grid: {candidates} candidates x {params.cv} folds in {seconds:.1f} s; best "
+          f"cv_{params.metric}={cv_score:.4f} {search.best_params_}", flush=True)
+    # GridSearchCV refit the best candidate on the whole training split; log its plain sklearn model.
+    test_metrics = refit_sklearn(prepared, {}, params.seed, model=search.best_estimator_.model_)
+    return GridResult(best_params=dict(search.best_params_), best_run_id=best_run_id, cv_score=cv_score,
+                      test_metrics=test_metrics, candidates=candidates, run_id=tracking.active_run_id())
+
+
+def _metric_value(score: float, metric: str) -> float:
+    """GridSearchCV maximises scores: rmse and mae come negated."""
+    return -score if metric in ("rmse", "mae") else score
+
+
+def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: int) -> str:
+    """cv_results.csv on the parent, one nested run per candidate, the best one tagged. Returns its run id."""
+    import math
+
+    import pandas as pd
+
+    table = pd.DataFrame({k: v for k, v in cv_results.items() if k != "params"})
+    for name in grid_names:
+        table[name] = [p[name] for p in cv_results["params"]]
+    tracking.log_dataframe_csv(table, "cv_results.csv")
+    parent, experiment = tracking.active_run_id(), tracking.experiment_id()
+    run_ids, scores = [], []
+    for i, candidate in enumerate(cv_results["params"]):
+        mean = _metric_value(cv_results["mean_test_score"][i], metric)
+        with tracking.child_run(parent, experiment, f"candidate-{i:03d}", {"engine": "sklearn-grid"}) as child:
+            child.log_params(candidate)
+            child.set_tags({"rank": str(cv_results["rank_test_score"][i])})
+            if math.isfinite(mean):
+                child.log_metrics({f"cv_{metric}": mean, f"cv_{metric}_std": cv_results["std_test_score"][i],
+                                   "mean_fit_seconds": cv_results["mean_fit_time"][i], "folds": folds})
+        run_ids.append(child.run_id)
+        scores.append(cv_results["mean_test_score"][i])
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    if not finite:
+        raise SearchFailed(f"every candidate failed on every fold ({len(scores)} candidates)")
+    best = max(finite, key=lambda i: (scores[i], -i))
+    tracking.set_run_tags(run_ids[best], {"best_trial": "true"})
+    failed = [run_ids[i] for i in range(len(scores)) if i not in finite]
+    for run_id in failed:
+        tracking.set_run_tags(run_id, {"error": "every fold failed (see the script's warnings)"})
+    return run_ids[best]

@@ -1,0 +1,184 @@
+"""Hyperparameter search in-process against the real SQLite store: nested runs, best-run tagging,
+failed trials, determinism by seed, both engines, the grid search, and the refit models."""
+
+import json
+
+import mlflow
+import pytest
+
+from sparkmlops import tracking, training
+from sparkmlops.grid_search import GridParams, grid_search_and_log
+from sparkmlops.tuning import SearchFailed, TuneParams, tune_and_log
+
+# Small spaces keep each trial to a second or two; the default spaces are exercised by the CLI tests.
+SMALL_MLLIB_SPACE = {
+    "num_trees": ("int", 5, 15, 5),
+    "max_depth": ("int", 2, 4, 1),
+    "max_bins": ("choice", [64, 128]),
+    "feature_subset_strategy": ("choice", ["onethird", "all"]),
+    "log_label": ("choice", [False, True]),
+}
+SMALL_SKLEARN_SPACE = {
+    "num_trees": ("int", 5, 15, 5),
+    "max_depth": ("int", 2, 6, 1),
+    "min_samples_leaf": ("int", 1, 5, 1),
+    "max_features": ("choice", ["1.0", "sqrt"]),
+    "log_label": ("choice", [False, True]),
+}
+
+
+def _tune(spark, params, space):
+    with tracking.tracked_run("test-tune") as run:
+        result = tune_and_log(spark, params.validate(), space)
+    return run.info.run_id, result
+
+
+def _children(client, parent_id):
+    runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return sorted(runs, key=lambda r: int(r.data.tags["trial_number"]))
+
+
+def _test_split(spark, data_path):
+    """The rows train and tune hold out (same read, cast and seed as training.prepare_data)."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.parquet(data_path).withColumn("price", F.col("price").cast("double"))
+    return df.randomSplit([0.8, 0.2], seed=42)[1]
+
+
+@pytest.fixture(scope="module")
+def mllib_search(spark, default_data):
+    return _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE)
+
+
+def test_mllib_nested_runs_and_best_tagging(client, mllib_search):
+    parent_id, result = mllib_search
+    parent = client.get_run(parent_id)
+    children = _children(client, parent_id)
+    assert parent.info.status == "FINISHED"
+    assert [c.data.tags["trial_number"] for c in children] == ["0", "1", "2", "3"]
+    assert [c.info.run_name for c in children] == ["trial-000", "trial-001", "trial-002", "trial-003"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    for child, trial in zip(children, result.trials):
+        assert child.info.run_id == trial["run_id"]
+        assert child.data.params["num_trees"] == str(trial["params"]["num_trees"])
+        assert child.data.metrics["val_rmse"] == pytest.approx(trial["metrics"]["rmse"])
+        assert child.data.metrics["loss"] == pytest.approx(trial["metrics"]["rmse"])
+    best = min(children, key=lambda c: c.data.metrics["val_rmse"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id == result.best_run_id
+    assert [c.info.run_id for c in children if c.data.tags.get("best_trial") == "true"] == [best.info.run_id]
+    assert parent.data.metrics["best_val_rmse"] == pytest.approx(best.data.metrics["val_rmse"])
+    for name, value in best.data.params.items():
+        assert parent.data.params[f"best_{name}"] == value
+    assert parent.data.metrics["trials_total"] == 4 and parent.data.metrics["trials_failed"] == 0
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"model", "trials.csv", "loss_per_trial.png", "search_space.json", "feature_importance.csv"} <= artifacts
+    trials_csv = mlflow.artifacts.load_text(f"runs:/{parent_id}/trials.csv").splitlines()
+    assert len(trials_csv) == 5 and trials_csv[0].startswith("trial,status,loss,run_id")
+
+
+def test_mllib_refit_model_is_the_best_and_scores_the_test_split(spark, client, mllib_search, default_data):
+    parent_id, result = mllib_search
+    parent = client.get_run(parent_id)
+    model = mlflow.spark.load_model(f"runs:/{parent_id}/model")
+    forest = training.forest_of(model)
+    assert forest.getNumTrees == result.best_params["num_trees"]
+    assert forest.getMaxDepth() == result.best_params["max_depth"]
+    assert (len(model.stages) == 4) == result.best_params["log_label"]  # the expm1 stage
+    metrics = training.regression_metrics(model.transform(_test_split(spark, default_data)), "price")
+    assert metrics["rmse"] == pytest.approx(parent.data.metrics["rmse"], rel=1e-9)
+    assert metrics["r2"] == pytest.approx(result.test_metrics["r2"], rel=1e-9)
+    info = mlflow.models.get_model_info(f"runs:/{parent_id}/model")
+    columns = spark.read.parquet(default_data).columns
+    assert {c.name for c in info.signature.inputs.inputs} == set(columns) - {"price"}
+
+
+def test_same_seed_same_trials_other_seed_other_trials(spark, default_data, mllib_search):
+    _, first = mllib_search
+    _, again = _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE)
+    assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
+    assert [t["loss"] for t in again.trials] == [t["loss"] for t in first.trials]
+    assert again.best_params == first.best_params and again.test_metrics == first.test_metrics
+    _, other = _tune(spark, TuneParams(data_path=default_data, max_evals=4, seed=7), SMALL_MLLIB_SPACE)
+    assert [t["params"] for t in other.trials] != [t["params"] for t in first.trials]
+
+
+def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_data):
+    # max_bins=4 cannot hold the 36 neighbourhoods: those trials fail inside the fit.
+    space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4, 64])}
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=6), space)
+    children = _children(client, parent_id)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    ok = [c for c in children if c.info.status == "FINISHED"]
+    assert failed and ok, "seed 42 draws both max_bins values"
+    assert all(c.data.params["max_bins"] == "4" for c in failed)
+    assert all("max_bins=4 is smaller than the number of categories" in c.data.tags["error"] for c in failed)
+    assert all("val_rmse" not in c.data.metrics for c in failed)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_failed"] == len(failed)
+    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in ok}
+    assert result.best_params["max_bins"] == 64
+
+
+def test_all_trials_failing_fails_the_run(spark, client, default_data):
+    space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4])}
+    with pytest.raises(SearchFailed, match="all 2 trials failed, nothing to refit; first error: UserInputError"):
+        _tune(spark, TuneParams(data_path=default_data, max_evals=2), space)
+    runs = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
+                              filter_string="attributes.run_name = 'test-tune'", order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    assert runs[0].info.status == "FAILED" and "all 2 trials failed" in runs[0].data.tags["error"]
+    assert {c.info.status for c in _children(client, runs[0].info.run_id)} == {"FAILED"}
+
+
+def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data):
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=4, engine="sklearn",
+                                                parallelism=2), SMALL_SKLEARN_SPACE)
+    children = _children(client, parent_id)
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["engine"] == "sklearn" for c in children)
+    best = min(children, key=lambda c: c.data.metrics["val_rmse"])
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert best.data.tags["best_trial"] == "true"
+
+    # The logged model is plain scikit-learn (skops), loads without Spark and reproduces the test metrics.
+    model = mlflow.sklearn.load_model(f"runs:/{parent_id}/model")
+    test = _test_split(spark, default_data).toPandas()
+    predicted = model.predict(test.drop(columns=["price"]))
+    rmse = float(((predicted - test["price"]) ** 2).mean() ** 0.5)
+    assert rmse == pytest.approx(parent.data.metrics["rmse"], rel=1e-9)
+    requirements = mlflow.artifacts.load_text(f"runs:/{parent_id}/model/requirements.txt")
+    assert "scikit-learn==1.9.1" in requirements and "skops==" in requirements
+    assert result.test_metrics["r2"] > 0.3
+
+
+def test_sklearn_engine_is_deterministic_with_one_worker(spark, default_data):
+    params = TuneParams(data_path=default_data, max_evals=3, engine="sklearn", parallelism=1)
+    _, first = _tune(spark, params, SMALL_SKLEARN_SPACE)
+    _, again = _tune(spark, params, SMALL_SKLEARN_SPACE)
+    assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
+    assert [t["loss"] for t in again.trials] == [t["loss"] for t in first.trials]
+
+
+def test_grid_search_nested_runs_cv_results_and_model(spark, client, default_data):
+    grid = {"num_trees": [5, 10], "max_depth": [4], "log_label": [False, True]}
+    params = GridParams(data_path=default_data, param_grid=json.dumps(grid), cv=2, parallelism=2).validate()
+    with tracking.tracked_run("test-grid") as run:
+        result = grid_search_and_log(spark, params)
+    parent = client.get_run(run.info.run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == result.candidates == 4
+    by_rank = sorted(children, key=lambda c: int(c.data.tags["rank"]))
+    assert by_rank[0].info.run_id == parent.data.tags["best_run_id"] == result.best_run_id
+    assert by_rank[0].data.tags["best_trial"] == "true"
+    assert by_rank[0].data.metrics["cv_rmse"] == pytest.approx(parent.data.metrics["cv_rmse"])
+    assert by_rank[0].data.metrics["cv_rmse"] == min(c.data.metrics["cv_rmse"] for c in children)
+    cv_results = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/cv_results.csv").splitlines()
+    assert len(cv_results) == 5 and "mean_test_score" in cv_results[0]
+    model = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+    test = _test_split(spark, default_data).toPandas()
+    rmse = float(((model.predict(test.drop(columns=["price"])) - test["price"]) ** 2).mean() ** 0.5)
+    assert rmse == pytest.approx(parent.data.metrics["rmse"], rel=1e-9)
