@@ -112,7 +112,8 @@ def test_mlproject_entry_points_match_the_scripts_options():
     project = _mlproject()
     assert project["conda_env"] == "conda.yaml"
     scripts = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
-               "score_batch": "score_batch.py", "score_stream": "score_stream.py"}
+               "score_batch": "score_batch.py", "score_stream": "score_stream.py",
+               "tune_hyperopt": "tune_hyperopt.py", "tune_grid": "tune_grid.py"}
     assert set(project["entry_points"]) == set(scripts)
     for entry, script in scripts.items():
         spec = importlib.util.spec_from_file_location(f"script_{entry}", PROJECT_ROOT / script)
@@ -123,7 +124,10 @@ def test_mlproject_entry_points_match_the_scripts_options():
         assert set(declared) == set(options), entry
         for name, decl in declared.items():
             if "default" in decl:
-                assert str(decl["default"]) == str(options[name]), (entry, name)
+                default = options[name]
+                # MLflow has no boolean type: booleans are declared as the strings click parses.
+                expected = str(default).lower() if isinstance(default, bool) else str(default)
+                assert str(decl["default"]) == expected, (entry, name)
             assert f"--{name} {{{name}}}" in project["entry_points"][entry]["command"], (entry, name)
 
 
@@ -131,6 +135,7 @@ def test_train_contract_defaults():
     params = _mlproject()["entry_points"]["train"]["parameters"]
     assert {k: v.get("default") for k, v in params.items()} == {
         "data_path": "", "label_col": "price", "num_trees": 100, "max_depth": 5, "max_bins": 40,
+        "min_instances_per_node": 1, "feature_subset_strategy": "auto", "log_label": "false",
         "seed": 42, "train_fraction": 0.8, "spark_master": "",
     }
     assert _mlproject()["entry_points"]["main"] == _mlproject()["entry_points"]["train"]
