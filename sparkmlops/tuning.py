@@ -306,9 +306,10 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
     fit_df, valid_df = prepared.train_df.randomSplit([1 - VALIDATION_FRACTION, VALIDATION_FRACTION],
                                                      seed=params.seed)
     parallelism = spark.sparkContext.defaultParallelism
-    if fit_df.rdd.getNumPartitions() < parallelism:  # a one-file dataset would fit every trial on one core
-        fit_df = fit_df.repartition(parallelism)
+    if params.engine == "mllib" and fit_df.rdd.getNumPartitions() < parallelism:
+        fit_df = fit_df.repartition(parallelism)  # a one-file dataset would fit every trial on one core
     fit_df, valid_df = fit_df.cache(), valid_df.cache()
+    data = None  # the sklearn engine's broadcast
     tracking.log_metrics({"fit_rows": fit_df.count(), "validation_rows": valid_df.count()})
     label_min = prepared.profile["label_min"]
     allow_log = label_min is not None and label_min > -1.0
@@ -339,8 +340,9 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
             objective = functools.partial(sklearn_trial, context, data, params.seed)
             rows, seconds = _search(objective, space, params, SparkTrials(parallelism=params.parallelism,
                                                                            spark_session=spark))
-            data.destroy()
     finally:
+        if data is not None:
+            data.destroy()
         fit_df.unpersist()
         valid_df.unpersist()
 
