@@ -26,6 +26,7 @@ from sparkmlops.training import TrainParams, train_and_log
               help="Fit log1p(label); the model still predicts the label (expm1 inside the pipeline).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the forest.")
 @cli.train_fraction_option
+@cli.register_as_option
 @cli.spark_master_option
 def main(**options):
     """Train and log the random-forest price model."""

@@ -28,6 +28,7 @@ from sparkmlops.tuning import ENGINES, TuneParams, summary_line, tune_and_log
 @click.option("--timeout_seconds", type=int, default=0, show_default=True,
               help="Stop starting trials after this many seconds; 0 = no limit.")
 @cli.train_fraction_option
+@cli.register_as_option
 @cli.spark_master_option
 def main(**options):
     """Tune the price model with Hyperopt and log the best one."""

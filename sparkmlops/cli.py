@@ -62,3 +62,6 @@ train_fraction_option = click.option(
     "is the test split.")
 metric_option = click.option(
     "--metric", default="rmse", show_default=True, help="rmse | mae | r2: what the search optimises.")
+register_as_option = click.option(
+    "--register_as", default="", help="Registered model name: the logged model becomes its newest version; "
+    "empty = do not register.")

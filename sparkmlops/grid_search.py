@@ -148,7 +148,7 @@ def _grid_search(spark, params: GridParams, prepared: training.PreparedData) -> 
     print(f"tune_grid: {candidates} candidates x {params.cv} folds in {seconds:.1f} s; best "
           f"cv_{params.metric}={cv_score:.4f} {search.best_params_}", flush=True)
     # GridSearchCV refit the best candidate on the whole training split; log its plain sklearn model.
-    test_metrics = refit_sklearn(prepared, {}, params.seed, model=search.best_estimator_.model_)
+    test_metrics, _ = refit_sklearn(prepared, {}, params.seed, model=search.best_estimator_.model_)
     return GridResult(best_params=dict(search.best_params_), best_run_id=best_run_id, cv_score=cv_score,
                       test_metrics=test_metrics, candidates=candidates, run_id=tracking.active_run_id())
 

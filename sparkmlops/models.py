@@ -43,9 +43,21 @@ class ResolvedModel:
 
     @property
     def identity(self) -> str:
+        """What a stream's checkpoint is bound to. An alias stays an alias: a stream on
+        models:/<name>@champion follows the champion when it is restarted after a promotion."""
+        if self.registered_name and "@" in self.uri:
+            return f"models:/{self.registered_name}@{self.uri.rsplit('@', 1)[1]}"
         if self.registered_name:
             return f"models:/{self.registered_name}/{self.version}"
         return f"runs:/{self.run_id}" if self.run_id else self.uri
+
+    @property
+    def load_uri(self) -> str:
+        """The URI to load: an alias is pinned to the version it resolved to, so a promotion running at
+        the same moment cannot make this job score with a version other than the one it logs."""
+        if self.registered_name and self.version:
+            return f"models:/{self.registered_name}/{self.version}"
+        return self.uri
 
     def tags(self) -> dict[str, str]:
         return {"model_uri": self.uri, "model_run_id": self.run_id or "",

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 from sparkmlops import data as data_lib
-from sparkmlops import plots, tracking
+from sparkmlops import plots, registry, tracking
 from sparkmlops.errors import UserInputError
 
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
@@ -51,6 +51,7 @@ class TrainParams:
     log_label: bool = False
     seed: int = 42
     train_fraction: float = 0.8
+    register_as: str = ""  # registered model name; empty = do not register
 
     def validate(self) -> "TrainParams":
         """Checks that need no data; raise one clear line per problem, before Spark starts."""
@@ -67,9 +68,15 @@ class TrainParams:
             raise UserInputError(f"min_instances_per_node must be >= 1, got {self.min_instances_per_node}.")
         check_feature_subset_strategy(self.feature_subset_strategy)
         check_train_fraction(self.train_fraction)
+        if self.register_as:
+            registry.check_model_name(self.register_as)
         if self.data_path:
             data_lib.check_input_path(self.data_path)
         return self
+
+    def model_params(self) -> dict:
+        """What defines the model (for registry tags): everything but where data and registration go."""
+        return {k: v for k, v in asdict(self).items() if k not in ("data_path", "register_as")}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +100,8 @@ class TrainResult:
     feature_importance: object = None  # pandas frame (feature, importance)
     digests: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
+    model_uri: str = ""  # the logged model (models:/m-...)
+    registered_version: str = ""
 
 
 def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
@@ -222,10 +231,39 @@ class PreparedData:
             frame.unpersist()
 
 
-def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
-    """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
+@dataclass
+class LabelledData:
+    """A dataset read, checked and ready to split: rows with a null label are dropped."""
+
+    spec: data_lib.FeatureSpec
+    profile: dict
+    df: object  # the rows used (labelled, label cast to double)
+    cached: object  # what to unpersist
+    digest: str  # content digest of ``df`` (the run's data_digest tag)
+
+
+def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
+    """Read ``data_path``, check it for training or evaluation and cache it; one Spark pass."""
     from pyspark.sql import functions as F
 
+    raw = data_lib.read_dataset(spark, data_path)
+    spec = data_lib.infer_feature_spec(raw, label_col)
+    cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
+    profile = data_lib.profile_for_training(cached, spec)
+    check_against_data(profile, spec)
+    if profile["null_labels"]:
+        df = cached.filter(F.col(label_col).isNotNull())
+        return LabelledData(spec, profile, df, cached, data_lib.content_digest(df))
+    return LabelledData(spec, profile, cached, cached, profile["digest"])
+
+
+def split_train_test(df, train_fraction: float, seed: int):
+    """The split every training entry point uses (and promote rebuilds to find held-out rows)."""
+    return df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
+
+
+def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
+    """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
     if data_path:
         data_path, source_note = data_lib.check_input_path(data_path), "user"
     else:
@@ -235,28 +273,23 @@ def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, s
     tracking.log_params({"data_path_resolved": data_path})
     tracking.set_tags({"data_source": source_note})
 
-    raw = data_lib.read_dataset(spark, data_path)
-    spec = data_lib.infer_feature_spec(raw, label_col)
-    cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
-    profile = data_lib.profile_for_training(cached, spec)
-    check_against_data(profile, spec)
-    df = cached.filter(F.col(label_col).isNotNull()) if profile["null_labels"] else cached
+    data = load_labelled(spark, data_path, label_col)
+    spec, profile = data.spec, data.profile
     tracking.log_params({"n_categorical_features": len(spec.categorical_cols),
                          "n_numeric_features": len(spec.numeric_cols)})
     if spec.ignored_cols:
         tracking.set_tags({"ignored_columns": ", ".join(spec.ignored_cols)})
 
-    train_df, test_df = df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
+    train_df, test_df = split_train_test(data.df, train_fraction, seed)
     train_df, test_df = train_df.cache(), test_df.cache()
     (train_digest, train_rows), (test_digest, test_rows) = map(data_lib.digest_and_count, (train_df, test_df))
-    digests = {"full": profile["digest"] if df is cached else data_lib.content_digest(df),
-               "train": train_digest, "test": test_digest}
+    digests = {"full": data.digest, "train": train_digest, "test": test_digest}
     tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col, train_rows)
     tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col, test_rows)
     tracking.set_tags({"data_digest": digests["full"]})
     tracking.log_metrics({"rows_null_label_dropped": profile["null_labels"], "train_rows": train_rows,
                           "test_rows": test_rows})
-    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, cached)
+    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, data.cached)
 
 
 def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult:
@@ -282,17 +315,35 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
     tracking.log_figure(fig, "predicted_vs_actual.png")
     plots.close(fig)
 
-    tracking.log_spark_model(model, prepared.test_df.select(*spec.feature_cols), predictions.select("prediction"))
+    info = tracking.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
+                                    predictions.select("prediction"))
     predictions.unpersist()
     return TrainResult(model=model, metrics=metrics, spec=spec, data_path=prepared.data_path,
-                       feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id())
+                       feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id(),
+                       model_uri=info.model_uri)
+
+
+def register_result(name: str, entry_point: str, model_uri: str, model_params: dict, metrics: dict,
+                    prepared: PreparedData) -> str:
+    """Register the run's logged model as a new version of ``name``; tag the run with it; return the version."""
+    run_id = tracking.active_run_id()
+    version = registry.register_model(model_uri, name, run_id=run_id, entry_point=entry_point, params=model_params,
+                                      metrics=metrics, digests=prepared.digests, data_path=prepared.data_path)
+    tracking.set_tags({"registered_model": name, "registered_model_version": str(version.version)})
+    print(f"{entry_point}: registered models:/{name}/{version.version}", flush=True)
+    return str(version.version)
 
 
 def train_and_log(spark, params: TrainParams) -> TrainResult:
-    """Train the pipeline and log everything to the active MLflow run. Returns what was logged."""
+    """Train the pipeline and log everything to the active MLflow run (and register the model when
+    ``params.register_as`` names a registered model). Returns what was logged."""
     prepared = prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
-        return fit_evaluate_log(prepared, params)
+        result = fit_evaluate_log(prepared, params)
+        if params.register_as:
+            result.registered_version = register_result(params.register_as, "train", result.model_uri,
+                                                        params.model_params(), result.metrics, prepared)
+        return result
     finally:
         prepared.unpersist()
 

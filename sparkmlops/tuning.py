@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from sparkmlops import data as data_lib
-from sparkmlops import plots, tracking, training
+from sparkmlops import plots, registry, tracking, training
 from sparkmlops.errors import UserInputError
 
 ENGINES = ("mllib", "sklearn")
@@ -69,6 +69,7 @@ class TuneParams:
     seed: int = 42
     timeout_seconds: int = 0
     train_fraction: float = 0.8
+    register_as: str = ""  # registered model name for the refit best model; empty = do not register
 
     def validate(self) -> "TuneParams":
         if self.max_evals < 1:
@@ -83,6 +84,8 @@ class TuneParams:
                                  "-P engine=sklearn.")
         if self.timeout_seconds < 0:
             raise UserInputError(f"timeout_seconds must be >= 0 (0 = no limit), got {self.timeout_seconds}.")
+        if self.register_as:
+            registry.check_model_name(self.register_as)
         return self
 
     def as_dict(self) -> dict:
@@ -209,6 +212,7 @@ class TuneResult:
     test_metrics: dict
     trials: list = field(default_factory=list)  # one dict per trial, in trial order
     run_id: str = ""
+    registered_version: str = ""
 
 
 def startup_trials(max_evals: int) -> int:
@@ -352,16 +356,22 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
           f"(val_{params.metric}={best['metrics'][params.metric]:.4f}) {best['params']}", flush=True)
     if params.engine == "mllib":
         refit = training.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
-        test_metrics = refit.metrics
+        test_metrics, model_uri = refit.metrics, refit.model_uri
     else:
-        test_metrics = refit_sklearn(prepared, best["params"], params.seed)
-    return TuneResult(best_params=best["params"], best_run_id=best["run_id"], best_val_metrics=best["metrics"],
-                      test_metrics=test_metrics, trials=rows, run_id=context.parent_run_id)
+        test_metrics, model_uri = refit_sklearn(prepared, best["params"], params.seed)
+    result = TuneResult(best_params=best["params"], best_run_id=best["run_id"], best_val_metrics=best["metrics"],
+                        test_metrics=test_metrics, trials=rows, run_id=context.parent_run_id)
+    if params.register_as:
+        model_params = {"engine": params.engine, "label_col": params.label_col, "seed": params.seed,
+                        "train_fraction": params.train_fraction, **best["params"]}
+        result.registered_version = training.register_result(params.register_as, "tune_hyperopt", model_uri,
+                                                             model_params, test_metrics, prepared)
+    return result
 
 
 def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int, model=None) -> dict:
     """Fit the chosen forest on the whole training split (unless ``model`` is already fitted on it),
-    score the test split, log metrics, the predicted-vs-actual plot and the model."""
+    score the test split, log metrics, the predicted-vs-actual plot and the model: (metrics, model URI)."""
     from sparkmlops import sklearn_models
 
     spec = prepared.spec
@@ -378,5 +388,5 @@ def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int
     fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
     tracking.log_figure(fig, "predicted_vs_actual.png")
     plots.close(fig)
-    sklearn_models.log_sklearn_model(model, x_test)
-    return metrics
+    info = sklearn_models.log_sklearn_model(model, x_test)
+    return metrics, info.model_uri

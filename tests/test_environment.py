@@ -113,7 +113,7 @@ def test_mlproject_entry_points_match_the_scripts_options():
     assert project["conda_env"] == "conda.yaml"
     scripts = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
                "score_batch": "score_batch.py", "score_stream": "score_stream.py",
-               "tune_hyperopt": "tune_hyperopt.py", "tune_grid": "tune_grid.py"}
+               "tune_hyperopt": "tune_hyperopt.py", "tune_grid": "tune_grid.py", "promote": "promote.py"}
     assert set(project["entry_points"]) == set(scripts)
     for entry, script in scripts.items():
         spec = importlib.util.spec_from_file_location(f"script_{entry}", PROJECT_ROOT / script)
@@ -136,7 +136,7 @@ def test_train_contract_defaults():
     assert {k: v.get("default") for k, v in params.items()} == {
         "data_path": "", "label_col": "price", "num_trees": 100, "max_depth": 5, "max_bins": 40,
         "min_instances_per_node": 1, "feature_subset_strategy": "auto", "log_label": "false",
-        "seed": 42, "train_fraction": 0.8, "spark_master": "",
+        "seed": 42, "train_fraction": 0.8, "register_as": "", "spark_master": "",
     }
     assert _mlproject()["entry_points"]["main"] == _mlproject()["entry_points"]["train"]
 

@@ -77,7 +77,8 @@ def small_data(spark, default_data, tmp_path_factory) -> str:
 
 
 def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small_data, tmp_path):
-    result = python_script("tune_hyperopt.py", "--data_path", small_data, "--max_evals", "2")
+    result = python_script("tune_hyperopt.py", "--data_path", small_data, "--max_evals", "2",
+                           "--register_as", "tune-test-price")
     assert result.returncode == 0, result.stderr[-3000:]
     line = last_line(result.stdout)
     assert line.startswith("tune_hyperopt: best {") and "best_run_id=" in line
@@ -87,6 +88,12 @@ def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small
     children = runs_of(client, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 2 and parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
     assert "search_space.json" in {a.path for a in client.list_artifacts(parent_id)}
+    # The refit best model is registered, tagged with the search's run and its best parameters.
+    version = client.get_model_version("tune-test-price", "1")
+    assert version.run_id == parent_id and version.tags["entry_point"] == "tune_hyperopt"
+    best = {k[len("best_"):]: v for k, v in parent.data.params.items() if k.startswith("best_")}
+    assert best and {f"param.{k}": v for k, v in best.items()}.items() <= version.tags.items()
+    assert float(version.tags["metric.rmse"]) == pytest.approx(parent.data.metrics["rmse"], rel=1e-5)
 
     # score_batch takes the parent run's model, as it takes train's.
     from sparkmlops.scoring import BatchParams, predict_batch

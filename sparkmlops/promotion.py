@@ -1,0 +1,284 @@
+"""The promotion gate: score a candidate version and the current ``@champion`` on the same held-out rows,
+move ``@champion`` only when the candidate is better, and roll back by forcing an older version.
+
+Held-out rows are rows neither model trained on. When the evaluation data is the data a version was
+trained on (same content digest as its run's ``data_digest``), that run's test split is rebuilt from its
+logged seed and train_fraction, checked against the run's logged test digest, and only rows in every
+such test split are scored. Data neither version saw is used whole.
+
+Aliases change last, after every check and the evaluation, so a failure leaves them as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from sparkmlops import data as data_lib
+from sparkmlops import models, registry, scoring, tracking, training
+from sparkmlops.errors import UserInputError
+
+METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
+MIN_HELDOUT_ROWS = 10
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    """The `promote` entry point's parameters (names match MLproject)."""
+
+    model_name: str = ""
+    version: str = ""  # '' = the newest version, a number, or an alias
+    data_path: str = ""
+    metric: str = "rmse"
+    min_improvement: float = 0.0
+    force: bool = False
+
+    def validate(self) -> "Plan":
+        """Every check that needs only the registry, before Spark starts; returns what to compare."""
+        if not self.model_name:
+            raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
+        registry.check_model_name(self.model_name, "model_name")
+        if self.metric not in METRICS:
+            raise UserInputError(f"unknown metric '{self.metric}': use one of {', '.join(METRICS)}.")
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise UserInputError(f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
+                                 f"@champion), got {self.min_improvement}.")
+        if self.force and not self.version.strip():
+            raise UserInputError("force=true moves @champion without the gate, so it needs the version: pass "
+                                 "-P version=<N> (for a rollback, the older version to restore).")
+        if self.data_path:
+            data_lib.check_input_path(self.data_path)
+        candidate = registry.find_version(self.model_name, self.version)
+        candidate_model = spark_model_of(self.model_name, candidate, "the candidate")
+        champion = registry.alias_version(self.model_name, registry.CHAMPION)
+        champion_model = None
+        if champion is not None and str(champion.version) != str(candidate.version) and not self.force:
+            champion_model = spark_model_of(self.model_name, champion, "the current @champion")
+        return Plan(self, candidate, candidate_model, champion, champion_model)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def spark_model_of(name: str, version, role: str) -> models.ResolvedModel:
+    """The version's model, refused (one line) unless it is a Spark model."""
+    resolved = models.resolve_model(f"models:/{name}/{version.version}", require_flavor="")
+    if "spark" not in resolved.flavors:
+        hint = ("point @champion at a Spark version first with -P version=<N> -P force=true"
+                if "champion" in role else "pass -P version=<N> of a model logged by train or tune_hyperopt "
+                "(engine=mllib)")
+        raise UserInputError(f"version {version.version} of '{name}' ({role}) is not a Spark model (flavors: "
+                             f"{', '.join(resolved.flavors)}): promote compares Spark pipelines; {hint}.")
+    return resolved
+
+
+@dataclass
+class Plan:
+    params: PromoteParams
+    candidate: object  # mlflow ModelVersion
+    candidate_model: models.ResolvedModel
+    champion: object | None
+    champion_model: models.ResolvedModel | None
+
+    @property
+    def needs_evaluation(self) -> bool:
+        return not self.params.force and not self.is_champion_already
+
+    @property
+    def is_champion_already(self) -> bool:
+        return self.champion is not None and str(self.champion.version) == str(self.candidate.version)
+
+
+@dataclass
+class PromotionResult:
+    decision: str  # promoted | promoted_first | rejected | unchanged | forced
+    model_name: str
+    candidate_version: str
+    previous_champion_version: str  # '' when there was none
+    champion_version: str  # after the decision
+    metrics: dict = field(default_factory=dict)  # candidate_<m>, champion_<m>, improvement, heldout_rows
+    run_id: str = ""
+
+    def line(self, metric: str) -> str:
+        name, m = self.model_name, self.metrics
+        head = f"promote: {name} v{self.candidate_version}"
+        if f"candidate_{metric}" in m:
+            head += f" {metric}={m[f'candidate_{metric}']:.4f}"
+        if f"champion_{metric}" in m:
+            head += (f" vs @champion v{self.previous_champion_version} {metric}={m[f'champion_{metric}']:.4f} "
+                     f"(improvement {m['improvement']:+.2%}, {int(m['heldout_rows'])} held-out rows)")
+        outcome = {
+            "promoted": f"promoted: @champion -> v{self.champion_version}",
+            "promoted_first": f"no champion yet: @champion -> v{self.champion_version}",
+            "rejected": f"rejected: @champion stays v{self.champion_version}, v{self.candidate_version} is @challenger",
+            "unchanged": f"v{self.candidate_version} is already @champion: nothing changed",
+            "forced": (f"forced: @champion -> v{self.champion_version}"
+                       + (f" (was v{self.previous_champion_version})" if self.previous_champion_version else "")),
+        }[self.decision]
+        return f"{head}: {outcome} (run {self.run_id})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The gate
+
+def relative_improvement(metric: str, candidate: float, champion: float) -> float:
+    """How much better the candidate is, relative to the champion (> 0 = better), for any metric."""
+    gain = (champion - candidate) if LOWER_IS_BETTER[metric] else (candidate - champion)
+    if champion == 0:
+        return 0.0 if gain == 0 else math.copysign(math.inf, gain)
+    return gain / abs(champion)
+
+
+def beats(improvement: float, min_improvement: float) -> bool:
+    """Strictly better and by at least ``min_improvement``: a tie keeps the champion (no churn)."""
+    return improvement > 0 and improvement >= min_improvement
+
+
+# ----------------------------------------------------------------------------------------------
+# Held-out rows
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    run_id: str
+    seed: int
+    train_fraction: float
+    label_col: str
+    data_digest: str
+    test_digest: str
+
+
+def training_split(version) -> TrainingSplit | None:
+    """How the version's training run split its data: from the tags ``register_model`` wrote, else from
+    the run (a version registered by hand); None when neither says (not produced by this project)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    tags = dict(version.tags or {})
+    known = {"seed": tags.get("param.seed"), "train_fraction": tags.get("param.train_fraction"),
+             "label_col": tags.get("param.label_col"), "data_digest": tags.get("data_digest"),
+             "test_digest": tags.get("test_digest")}
+    if None in (known["seed"], known["train_fraction"], known["data_digest"]) and version.run_id:
+        try:
+            run = MlflowClient().get_run(version.run_id)
+        except MlflowException:
+            return None
+        params = run.data.params
+        known.update({"seed": params.get("seed"), "train_fraction": params.get("train_fraction"),
+                      "label_col": params.get("label_col"), "data_digest": run.data.tags.get("data_digest")})
+        for dataset_input in (run.inputs.dataset_inputs if run.inputs else []):
+            if any(t.key == "mlflow.data.context" and t.value == "testing" for t in dataset_input.tags):
+                known["test_digest"] = dataset_input.dataset.digest
+    if None in (known["seed"], known["train_fraction"], known["data_digest"]):
+        return None
+    label_col = (known["label_col"] or "").strip("'\"") or data_lib.DEFAULT_LABEL
+    return TrainingSplit(version.run_id or "", int(known["seed"]), float(known["train_fraction"]), label_col,
+                         known["data_digest"], known["test_digest"] or "")
+
+
+def label_col_of(plan: Plan) -> str:
+    """The label both versions predict (their training runs say it; price otherwise)."""
+    labels = {}
+    for role, version in (("candidate", plan.candidate), ("@champion", plan.champion)):
+        if version is not None:
+            split = training_split(version)
+            labels[role] = split.label_col if split else data_lib.DEFAULT_LABEL
+    if len(set(labels.values())) > 1:
+        raise UserInputError(f"the candidate predicts '{labels['candidate']}' but @champion predicts "
+                             f"'{labels['@champion']}': versions of one registered model must predict the same label.")
+    return labels["candidate"]
+
+
+def heldout_rows(data: training.LabelledData, versions: list, data_path: str):
+    """Rows of ``data`` no version in ``versions`` ((role, ModelVersion)) trained on, and how they were found."""
+    heldout, notes, seen = data.df, [], set()
+    for role, version in versions:
+        split = training_split(version)
+        if split is None:
+            notes.append(f"{role} v{version.version}: no training run of this project, all rows kept")
+            continue
+        if split.data_digest != data.digest:
+            notes.append(f"{role} v{version.version}: trained on other data (digest {split.data_digest})")
+            continue
+        key = (split.seed, split.train_fraction)
+        if key not in seen:
+            _, test = training.split_train_test(data.df, split.train_fraction, split.seed)
+            if split.test_digest and data_lib.content_digest(test) != split.test_digest:
+                raise UserInputError(
+                    f"cannot rebuild the test split of {role} version {version.version} (run {split.run_id}) from "
+                    f"'{data_path}': Spark partitioned the files differently than when it trained, so its training "
+                    "rows cannot be excluded; pass labelled rows neither version trained on with -P data_path=...")
+            heldout = test if not seen else heldout.intersectAll(test)
+            seen.add(key)
+        notes.append(f"{role} v{version.version}: its test split (seed {split.seed}, "
+                     f"train_fraction {split.train_fraction})")
+    return heldout, notes
+
+
+def evaluate(spark, plan: Plan, data_path: str) -> dict:
+    """Score the candidate (and @champion) on the held-out rows: metrics prefixed by role, and row count."""
+    label_col = label_col_of(plan)
+    data = training.load_labelled(spark, data_path, label_col)
+    try:
+        versions = [("candidate", plan.candidate)]
+        if plan.champion_model is not None:
+            versions.append(("@champion", plan.champion))
+        heldout, notes = heldout_rows(data, versions, data_path)
+        heldout = heldout.cache()
+        digest, rows = data_lib.digest_and_count(heldout)
+        if rows < MIN_HELDOUT_ROWS:
+            raise UserInputError(f"only {rows} rows of '{data_path}' are held out from both versions' training: "
+                                 f"need {MIN_HELDOUT_ROWS}; pass more labelled data with -P data_path=...")
+        tracking.set_tags({"heldout": "; ".join(notes), "label_col": label_col})
+        tracking.log_spark_dataset(heldout, data_path, "heldout", "evaluation", digest, label_col, rows)
+        results = {"heldout_rows": float(rows)}
+        for role, resolved in (("candidate", plan.candidate_model), ("champion", plan.champion_model)):
+            if resolved is None:
+                continue
+            scored = scoring.score_frame(scoring.load_spark_model(resolved), heldout, resolved)
+            metrics = training.regression_metrics(scored, label_col)
+            results.update({f"{role}_{k}": v for k, v in metrics.items()})
+        heldout.unpersist()
+        return results
+    finally:
+        data.cached.unpersist()
+
+
+def promote_and_log(spark, plan: Plan) -> PromotionResult:
+    """Decide, log the decision and its numbers to the active run and the version, then move aliases."""
+    params, name = plan.params, plan.params.model_name
+    candidate, champion = str(plan.candidate.version), (str(plan.champion.version) if plan.champion else "")
+    result = PromotionResult("", name, candidate, champion, champion, run_id=tracking.active_run_id())
+    tracking.set_tags({"model_name": name, "candidate_version": candidate, "previous_champion_version": champion})
+    if plan.is_champion_already:
+        result.decision = "unchanged"
+    elif params.force:
+        result.decision, result.champion_version = "forced", candidate
+    else:
+        data_path = params.data_path or data_lib.ensure_default_data(spark)
+        result.metrics = evaluate(spark, plan, data_path)
+        if plan.champion is None:
+            result.decision, result.champion_version = "promoted_first", candidate
+        else:
+            improvement = relative_improvement(params.metric, result.metrics[f"candidate_{params.metric}"],
+                                               result.metrics[f"champion_{params.metric}"])
+            result.metrics["improvement"] = improvement
+            if beats(improvement, params.min_improvement):
+                result.decision, result.champion_version = "promoted", candidate
+            else:
+                result.decision = "rejected"
+        tracking.log_metrics({k: v for k, v in result.metrics.items() if math.isfinite(v)})
+
+    tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
+    if result.decision != "unchanged":
+        version_tags = {"promotion_decision": result.decision, "promotion_run_id": result.run_id,
+                        "promotion_metric": params.metric, "promotion_min_improvement": params.min_improvement,
+                        "promotion_previous_champion": champion or "none"}
+        version_tags.update({f"promotion_{k}": v for k, v in result.metrics.items()})
+        registry.set_version_tags(name, candidate, version_tags)
+        if not params.force:
+            registry.set_alias(name, registry.CHALLENGER, candidate)
+        if result.champion_version != champion:
+            registry.move_champion(name, candidate, plan.champion, result.run_id)
+    print(result.line(params.metric), flush=True)
+    return result
