@@ -7,6 +7,7 @@ filesystems with atomic directory renames (object stores such as s3a copy instea
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from sparkmlops.errors import UserInputError
@@ -62,9 +63,21 @@ def write_parquet_atomically(df, output_path: str, mode: str = "error") -> str:
                 return output_path
             raise RuntimeError(f"could not move the new output into '{output_path}'")
     finally:
+        _delete_staging(fs, staging)
+    return output_path
+
+
+def _delete_staging(fs, staging, checks: int = 8, pause_seconds: float = 0.25) -> None:
+    """Delete the staging folder left by a failed write, and again if it comes back: when a job fails,
+    Spark cancels its other running tasks asynchronously, and one may still write into the folder for a
+    moment after the first delete. After a successful write the folder was renamed away: no wait."""
+    if not fs.exists(staging):
+        return
+    fs.delete(staging, True)
+    for _ in range(checks):
+        time.sleep(pause_seconds)
         if fs.exists(staging):
             fs.delete(staging, True)
-    return output_path
 
 
 def files_digest(spark, path: str) -> tuple[str, int]:

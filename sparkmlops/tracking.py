@@ -88,7 +88,8 @@ class _CountedSparkDataset(mlflow.data.spark_dataset.SparkDataset):
         return {"num_rows": self._num_rows}
 
 
-def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5):
+def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5,
+                    extra_packages: tuple[str, ...] = ()):
     """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements."""
     from mlflow.models import infer_signature
 
@@ -100,8 +101,18 @@ def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows
         signature=signature,
         input_example=input_example,
         # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
-        pip_requirements=environment.model_pip_requirements(),
+        pip_requirements=environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages),
     )
+
+
+def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost") -> None:
+    """The booster as XGBoost's JSON model plus the feature order it expects."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        booster.save_model(str(Path(tmp) / "booster.json"))
+        (Path(tmp) / "feature_names.json").write_text(json.dumps(names, indent=1))
+        mlflow.log_artifacts(tmp, artifact_dir)
 
 
 def log_figure(figure, artifact_file: str) -> None:
@@ -110,6 +121,10 @@ def log_figure(figure, artifact_file: str) -> None:
 
 def log_dict(dictionary: dict, artifact_file: str) -> None:
     mlflow.log_dict(dictionary, artifact_file)
+
+
+def log_artifact_file(local_path: str, artifact_dir: str | None = None) -> None:
+    mlflow.log_artifact(local_path, artifact_dir)
 
 
 def log_dataframe_csv(pandas_df, artifact_file: str) -> None:

@@ -1,8 +1,10 @@
 """The book's random-forest price model as a Spark ML pipeline, trained, evaluated and logged in one run.
 
 string columns -> StringIndexer(handleInvalid="keep") -> VectorAssembler(indexed + numeric columns)
--> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed),
-split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest learns log1p(label) and a last
+-> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
+(or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with
+model_type=xgboost, xgboost.spark.SparkXGBRegressor with n_estimators=num_trees, max_depth, max_bin=maxBins,
+min_child_weight=minInstancesPerNode), split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest learns log1p(label) and a last
 SQLTransformer stage maps its output back with expm1, so the logged model still predicts the label itself.
 """
 
@@ -20,6 +22,7 @@ MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 MIN_TRAIN_ROWS = 10
 PLOT_SAMPLE_ROWS = 5000
 FEATURE_SUBSET_STRATEGIES = ("auto", "all", "onethird", "sqrt", "log2")
+MODEL_TYPES = ("rf", "gbt", "xgboost")
 LOG_LABEL_COL = "__log_label"
 LOG_PREDICTION_COL = "__log_prediction"
 
@@ -43,6 +46,7 @@ class TrainParams:
 
     data_path: str = ""
     label_col: str = data_lib.DEFAULT_LABEL
+    model_type: str = "rf"  # rf = random forest, gbt = gradient-boosted trees
     num_trees: int = 100
     max_depth: int = 5
     max_bins: int = 40
@@ -57,6 +61,12 @@ class TrainParams:
         """Checks that need no data; raise one clear line per problem, before Spark starts."""
         if not self.label_col:
             raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+        if self.model_type not in MODEL_TYPES:
+            raise UserInputError(f"unknown model_type '{self.model_type}': use rf (random forest, the book's), "
+                                 "gbt (Spark's gradient-boosted trees) or xgboost (xgboost.spark).")
+        if self.model_type == "xgboost" and self.feature_subset_strategy not in ("auto", "all"):
+            raise UserInputError("feature_subset_strategy applies to rf and gbt: XGBoost uses every feature here; "
+                                 "pass -P feature_subset_strategy=auto with model_type=xgboost.")
         if self.num_trees < 1:
             raise UserInputError(f"num_trees must be >= 1, got {self.num_trees}.")
         if not 0 <= self.max_depth <= MAX_DEPTH_LIMIT:
@@ -107,7 +117,7 @@ class TrainResult:
 def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
-    from pyspark.ml.regression import RandomForestRegressor
+    from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
 
     stages = []
     index_cols = [f"{c}_index" for c in spec.categorical_cols]
@@ -117,13 +127,25 @@ def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
     stages.append(VectorAssembler(inputCols=index_cols + spec.numeric_cols, outputCol="features"))
     label_col, prediction_col = ((LOG_LABEL_COL, LOG_PREDICTION_COL) if params.log_label
                                  else (spec.label_col, "prediction"))
-    stages.append(RandomForestRegressor(
-        featuresCol="features", labelCol=label_col, predictionCol=prediction_col, numTrees=params.num_trees,
-        maxDepth=params.max_depth, maxBins=params.max_bins, minInstancesPerNode=params.min_instances_per_node,
+    tree_params = dict(
+        featuresCol="features", labelCol=label_col, predictionCol=prediction_col, maxDepth=params.max_depth,
+        maxBins=params.max_bins, minInstancesPerNode=params.min_instances_per_node,
         featureSubsetStrategy=params.feature_subset_strategy, seed=params.seed,
         # Same trees, but instances keep their node ids instead of re-sending the growing forest to the
         # executors at every level: a depth-14 forest on the real data fits in 19 s instead of 50 s.
-        cacheNodeIds=True))
+        cacheNodeIds=True)
+    if params.model_type == "xgboost":
+        from xgboost.spark import SparkXGBRegressor
+
+        # One worker: the same trees whatever the cluster (XGBoost's distributed sketch depends on it).
+        stages.append(SparkXGBRegressor(
+            features_col="features", label_col=label_col, prediction_col=prediction_col, n_estimators=params.num_trees,
+            max_depth=params.max_depth, max_bin=params.max_bins, min_child_weight=float(params.min_instances_per_node),
+            random_state=params.seed, num_workers=1, verbosity=0))
+    elif params.model_type == "gbt":
+        stages.append(GBTRegressor(maxIter=params.num_trees, **tree_params))
+    else:
+        stages.append(RandomForestRegressor(numTrees=params.num_trees, **tree_params))
     if params.log_label:
         # Part of the model, so scoring it anywhere (score_batch, pyfunc) gives the label's own scale.
         stages.append(SQLTransformer(statement=f"SELECT *, expm1({LOG_PREDICTION_COL}) AS prediction FROM __THIS__"))
@@ -199,7 +221,9 @@ def regression_metrics(predictions, label_col: str) -> dict[str, float]:
 
 
 def forest_of(model):
-    return next(stage for stage in reversed(model.stages) if hasattr(stage, "featureImportances"))
+    """The pipeline's tree model stage (Spark forest/GBT, or the XGBoost model)."""
+    return next(stage for stage in reversed(model.stages)
+                if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster"))
 
 
 def feature_importance_table(model, spec: data_lib.FeatureSpec):
@@ -207,7 +231,13 @@ def feature_importance_table(model, spec: data_lib.FeatureSpec):
     import pandas as pd
 
     names = spec.categorical_cols + spec.numeric_cols  # order of the VectorAssembler inputs
-    values = forest_of(model).featureImportances.toArray()
+    stage = forest_of(model)
+    if hasattr(stage, "featureImportances"):
+        values = stage.featureImportances.toArray()
+    else:  # XGBoost: total gain per feature, normalised to sum to 1 as Spark's importances do
+        gain = stage.get_booster().get_score(importance_type="total_gain")
+        raw = [gain.get(f"f{i}", 0.0) for i in range(len(names))]
+        values = [v / sum(raw) if sum(raw) else 0.0 for v in raw]
     table = pd.DataFrame({"feature": names, "importance": values})
     return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
 
@@ -315,8 +345,13 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
     tracking.log_figure(fig, "predicted_vs_actual.png")
     plots.close(fig)
 
+    extra_packages = ("xgboost-cpu",) if params.model_type == "xgboost" else ()
     info = tracking.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
-                                    predictions.select("prediction"))
+                                    predictions.select("prediction"), extra_packages=extra_packages)
+    if params.model_type == "xgboost":
+        # The native booster, loadable with xgboost.Booster(model_file=...) in plain Python (features in
+        # the order of feature_names.json, categories as train's StringIndexer indices).
+        tracking.log_xgboost_booster(forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols)
     predictions.unpersist()
     return TrainResult(model=model, metrics=metrics, spec=spec, data_path=prepared.data_path,
                        feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id(),

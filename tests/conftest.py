@@ -116,6 +116,29 @@ def python_script(script: str, *options: str, **kw):
     return run_entry([sys.executable, str(PROJECT_ROOT / script), *options], **kw)
 
 
+def script_in_process(script: str, *options: str):
+    """Run a script's click command inside the test process, sharing the session's Spark: the same code
+    path as ``python <script>`` (options, validation, tracked run, one-line error, exit code) without a
+    new JVM. Use ``python_script`` where the separate process matters (before-Spark checks, signals)."""
+    import contextlib
+    import importlib.util
+    import io
+    from types import SimpleNamespace
+
+    from sparkmlops import cli
+
+    spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", PROJECT_ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.run(module.main, list(options))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

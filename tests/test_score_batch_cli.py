@@ -10,7 +10,7 @@ import pytest
 
 from sparkmlops import data
 
-from conftest import PROJECT_ROOT, last_line, newest_run, python_script
+from conftest import PROJECT_ROOT, last_line, newest_run, python_script, script_in_process
 
 
 def _refused(result, client, message, before_spark=True):
@@ -22,8 +22,9 @@ def _refused(result, client, message, before_spark=True):
     assert newest_run(client).info.status == "FAILED"
 
 
-def _score(uri, inp, out, *extra):
-    return python_script("score_batch.py", "--model_uri", uri, "--input_path", inp, "--output_path", out, *extra)
+def _score(uri, inp, out, *extra, in_process=False):
+    run = script_in_process if in_process else python_script
+    return run("score_batch.py", "--model_uri", uri, "--input_path", inp, "--output_path", out, *extra)
 
 
 def test_score_batch_script_end_to_end(client, trained_model, default_data, tmp_path, spark):
@@ -40,20 +41,22 @@ def test_bad_inputs(client, trained_model, pyfunc_model_uri, default_data, tmp_p
     uri, _ = trained_model
     out = str(tmp_path / "out")
     _refused(_score("runs:/0123456789abcdef0123456789abcdef/model", default_data, out), client, "not found")
-    _refused(_score(pyfunc_model_uri, default_data, out), client, "is not a Spark model")
-    _refused(_score(uri, str(tmp_path / "missing.parquet"), out), client, "does not exist")
+    # The same checks in-process (same code path, no new interpreter each time).
+    _refused(_score(pyfunc_model_uri, default_data, out, in_process=True), client, "is not a Spark model", False)
+    _refused(_score(uri, str(tmp_path / "missing.parquet"), out, in_process=True), client, "does not exist", False)
     (tmp_path / "empty").mkdir()
-    _refused(_score(uri, str(tmp_path / "empty"), out), client, "is an empty folder")
-    _refused(_score(uri, default_data, out, "--mode", "append"), client, "mode must be 'error' or 'overwrite'")
+    _refused(_score(uri, str(tmp_path / "empty"), out, in_process=True), client, "is an empty folder", False)
+    _refused(_score(uri, default_data, out, "--mode", "append", in_process=True), client,
+             "mode must be 'error' or 'overwrite'", False)
     (tmp_path / "exists").mkdir()
-    _refused(_score(uri, default_data, str(tmp_path / "exists")), client, "already exists")
+    _refused(_score(uri, default_data, str(tmp_path / "exists"), in_process=True), client, "already exists", False)
     assert not os.path.exists(out)
 
 
 def test_schema_mismatch(client, spark, trained_model, default_data, tmp_path):
     uri, _ = trained_model
     spark.read.parquet(default_data).limit(5).drop("latitude").write.parquet(str(tmp_path / "in"))
-    result = _score(uri, str(tmp_path / "in"), str(tmp_path / "out"))
+    result = _score(uri, str(tmp_path / "in"), str(tmp_path / "out"), in_process=True)
     _refused(result, client, "missing columns latitude", before_spark=False)
     assert not (tmp_path / "out").exists()
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import assert_refused as _assert_refused
-from conftest import last_line, newest_run, python_script
+from conftest import last_line, newest_run, python_script, script_in_process
 
 
 @pytest.mark.parametrize("options, message", [
@@ -18,6 +18,15 @@ from conftest import last_line, newest_run, python_script
     (["--min_instances_per_node", "0"], "min_instances_per_node must be >= 1"),
     (["--feature_subset_strategy", "most"], "feature_subset_strategy 'most' is not valid"),
     (["--feature_subset_strategy", "1.5"], "feature_subset_strategy '1.5' is not valid"),
+    (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
+    (["--model_type", "lightgbm"], "unknown model_type 'lightgbm'"),
+])
+def test_bad_parameters(client, options, message):
+    _assert_refused(script_in_process("train.py", *options), client, message, before_spark=False)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--num_trees", "0"], "num_trees must be >= 1"),
     (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
 ])
 def test_bad_parameters_fail_before_spark(client, options, message):
@@ -46,12 +55,12 @@ def bad_datasets(spark, tmp_path_factory):
     ("nofeat.parquet", "no feature columns"),
 ])
 def test_bad_data(client, bad_datasets, file, message):
-    result = python_script("train.py", "--data_path", str(bad_datasets / file))
+    result = script_in_process("train.py", "--data_path", str(bad_datasets / file))
     _assert_refused(result, client, message, before_spark=False)
 
 
 def test_max_bins_smaller_than_categories(client, default_data):
-    result = python_script("train.py", "--data_path", default_data, "--max_bins", "30")
+    result = script_in_process("train.py", "--data_path", default_data, "--max_bins", "30")
     _assert_refused(result, client, "max_bins=30 is smaller than the number of categories", before_spark=False)
     assert re.search(r"neighbourhood_cleansed \((\d+) categories\).*pass -P max_bins=(\d+) or more", last_line(result.stderr))
 
@@ -66,8 +75,8 @@ def test_generate_data_writes_files_deterministically(spark, tmp_path, client):
     from sparkmlops.data import content_digest, generate_airbnb
 
     out = tmp_path / "gen.parquet"
-    result = python_script("generate_data.py", "--output_path", str(out), "--n_rows", "2000", "--n_files", "4",
-                           "--seed", "9")
+    result = script_in_process("generate_data.py", "--output_path", str(out), "--n_rows", "2000", "--n_files", "4",
+                               "--seed", "9")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(out.glob("part-*.parquet"))) == 4
     written = spark.read.parquet(str(out))
@@ -75,6 +84,6 @@ def test_generate_data_writes_files_deterministically(spark, tmp_path, client):
     assert content_digest(written) == content_digest(generate_airbnb(spark, 2000, seed=9))
     run = newest_run(client)
     assert run.info.status == "FINISHED" and run.data.metrics["rows_written"] == 2000
-    again = python_script("generate_data.py", "--output_path", str(out), "--n_rows", "10")
+    again = script_in_process("generate_data.py", "--output_path", str(out), "--n_rows", "10")
     assert again.returncode == 2 and "already exists" in last_line(again.stderr)
     assert spark.read.parquet(str(out)).count() == 2000

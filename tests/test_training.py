@@ -101,6 +101,9 @@ def test_feature_importance_uses_column_names(trained):
     (TrainParams(feature_subset_strategy="half"), "feature_subset_strategy 'half' is not valid"),
     (TrainParams(feature_subset_strategy="0"), "feature_subset_strategy '0' is not valid"),
     (TrainParams(data_path="/no/such/path.parquet"), "does not exist"),
+    (TrainParams(model_type="lightgbm"), "unknown model_type 'lightgbm'"),
+    (TrainParams(model_type="xgboost", feature_subset_strategy="sqrt"), "feature_subset_strategy applies to rf and gbt"),
+    (TrainParams(register_as="a/b"), "cannot contain '/', ':' or '@'"),
 ])
 def test_parameter_checks(params, message):
     with pytest.raises(UserInputError, match=message):

@@ -10,7 +10,7 @@ from sparkmlops.errors import UserInputError
 from sparkmlops.grid_search import GridParams
 from sparkmlops.tuning import TuneParams
 
-from conftest import assert_refused, last_line, python_script, runs_of
+from conftest import assert_refused, last_line, python_script, runs_of, script_in_process
 
 
 @pytest.mark.parametrize("params, message", [
@@ -64,7 +64,7 @@ def test_unknown_parameter_is_refused():
 def test_bad_data_fails_the_run(client, tmp_path):
     bad = tmp_path / "garbage.parquet"
     bad.write_text("not parquet\n")
-    result = python_script("tune_hyperopt.py", "--data_path", str(bad), "--max_evals", "1")
+    result = script_in_process("tune_hyperopt.py", "--data_path", str(bad), "--max_evals", "1")
     assert_refused(result, client, "could not read", before_spark=False)
 
 

@@ -155,7 +155,7 @@ def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data):
 
 
 def test_sklearn_engine_is_deterministic_with_one_worker(spark, default_data):
-    params = TuneParams(data_path=default_data, max_evals=3, engine="sklearn", parallelism=1)
+    params = TuneParams(data_path=default_data, max_evals=2, engine="sklearn", parallelism=1)
     _, first = _tune(spark, params, SMALL_SKLEARN_SPACE)
     _, again = _tune(spark, params, SMALL_SKLEARN_SPACE)
     assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]

@@ -1,0 +1,182 @@
+"""Real-time serving benchmark: the ONNX export vs the Spark model, both behind `mlflow models serve`.
+
+In one run: train the book's forest (`mlflow run`-equivalent script, real data when ../shared is present),
+export it with export_onnx, serve both models on 127.0.0.1 (--env-manager local), then send single-record
+JSON requests at concurrency 1, 4 and 16 and report latency p50/p99, throughput and errors. Targets:
+export p99 <= 10 ms at concurrency 1, >= 50x the Spark model's throughput, 10,000 requests at
+concurrency 16 without errors. Also in-process batch scoring: the export's pyfunc code vs Spark's
+transform on the same rows.
+
+    python bench/bench_serve.py [--requests 10000] [--spark-requests 60] [--batch-rows 200000]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import REAL_DIR, ROOT, bench_setup, timed
+
+REAL = REAL_DIR / "sf-airbnb-clean.parquet"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(model_uri: str, env: dict, log: Path):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                               cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    started = time.perf_counter()
+    while time.perf_counter() - started < 300:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                return process, port, time.perf_counter() - started
+        except OSError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.25)
+    stop(process)
+    sys.exit(f"model server for {model_uri} did not start; see {log}")
+
+
+def stop(process) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def load(port: int, bodies: list[bytes], concurrency: int, total: int) -> dict:
+    """``total`` single-record requests from ``concurrency`` keep-alive clients; latencies in ms."""
+    latencies, errors, lock, counter = [], [], threading.Lock(), iter(range(total))
+
+    def client():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            began = time.perf_counter()
+            try:
+                connection.request("POST", "/invocations", body=bodies[i % len(bodies)],
+                                   headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except OSError as exc:
+                ok, connection = False, http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                errors.append(str(exc))
+            elapsed = (time.perf_counter() - began) * 1000
+            with lock:
+                latencies.append(elapsed)
+                if not ok:
+                    errors.append("status")
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / seconds,
+            "p50": statistics.median(ordered), "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def batch_rates(data: str, spark_uri: str, onnx_uri: str, rows: int, env: dict) -> dict:
+    """rows/s of the export's pyfunc code and of Spark's transform on the same rows, in one process."""
+    code = f"""
+import json, time, mlflow, pandas as pd
+from sparkmlops.spark import get_spark
+spark = get_spark("bench-serve", master="local[2]", conf={{"spark.ui.enabled": "false"}})
+base = spark.read.parquet({data!r}).drop("price")
+frame = base.toPandas()
+frame = pd.concat([frame] * (({rows} + len(frame) - 1) // len(frame)), ignore_index=True).iloc[:{rows}]
+df = spark.createDataFrame(frame, schema=base.schema).cache(); df.count()
+model = mlflow.spark.load_model({spark_uri!r})
+model.transform(df.limit(1000)).agg({{"prediction": "sum"}}).collect()
+t = time.perf_counter(); model.transform(df).agg({{"prediction": "sum"}}).collect(); spark_s = time.perf_counter() - t
+onnx = mlflow.pyfunc.load_model({onnx_uri!r})
+onnx.predict(frame.iloc[:1000])
+t = time.perf_counter(); onnx.predict(frame); onnx_s = time.perf_counter() - t
+print(json.dumps({{"spark": {rows} / spark_s, "onnx": {rows} / onnx_s}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="")
+    parser.add_argument("--requests", type=int, default=10_000, help="export requests per concurrency level")
+    parser.add_argument("--spark-requests", type=int, default=60, help="Spark model requests per level")
+    parser.add_argument("--batch-rows", type=int, default=200_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    env, data = bench_setup(tmp, args.data, REAL)
+
+    _, trained = timed([sys.executable, "train.py", "--data_path", data, "--max_bins", "40"], env)
+    run_id = trained.stdout.strip().splitlines()[-1].split("run_id=")[1].split()[0]
+    spark_uri = f"runs:/{run_id}/model"
+    export_s, exported = timed([sys.executable, "export_onnx.py", "--model_uri", spark_uri], env)
+    line = exported.stdout.strip().splitlines()[-1]
+    onnx_uri = line.split(" model ")[1].split()[0]
+    print(line)
+
+    import pandas as pd
+
+    records = pd.read_parquet(data).drop(columns=["price"]).head(500).to_dict(orient="records")
+    bodies = [json.dumps({"dataframe_records": [r]}).encode() for r in records]
+    results = {}
+    for name, uri, total in (("onnx", onnx_uri, args.requests), ("spark", spark_uri, args.spark_requests)):
+        process, port, startup = serve(uri, env, tmp / f"serve-{name}.log")
+        try:
+            load(port, bodies, 4, min(200, total))  # warm-up
+            results[name] = {"startup_s": startup,
+                             **{c: load(port, bodies, c, total) for c in (1, 4, 16)}}
+        finally:
+            stop(process)
+
+    print(f"\nserving, single-record requests (data: {data}); export took {export_s:.1f} s")
+    print("| model | concurrency | requests | errors | p50 ms | p99 ms | requests/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("onnx", "spark"):
+        for c in (1, 4, 16):
+            r = results[name][c]
+            print(f"| {name} | {c} | {r['requests']} | {r['errors']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['rps']:.1f} |")
+    print(f"server start: onnx {results['onnx']['startup_s']:.1f} s, spark {results['spark']['startup_s']:.1f} s")
+    for c in (1, 4, 16):
+        print(f"throughput ratio at concurrency {c}: {results['onnx'][c]['rps'] / results['spark'][c]['rps']:.0f}x "
+              "(target >= 50x)")
+    print(f"export p99 at concurrency 1: {results['onnx'][1]['p99']:.2f} ms (target <= 10 ms); "
+          f"errors at concurrency 16: {results['onnx'][16]['errors']} of {results['onnx'][16]['requests']}")
+    rates = batch_rates(data, spark_uri, onnx_uri, args.batch_rows, env)
+    print(f"in-process batch, {args.batch_rows} rows: export {rates['onnx']:.0f} rows/s (1 thread), Spark transform "
+          f"{rates['spark']:.0f} rows/s (local[2]) = {rates['onnx'] / rates['spark']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

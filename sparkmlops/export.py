@@ -1,0 +1,203 @@
+"""The `export_onnx` job: convert a logged Spark pipeline to ONNX, prove it predicts what Spark predicts,
+and log it as an MLflow pyfunc model that serves without Spark.
+
+The conversion reads the saved model files only (sparkmlops.onnx_export), so an unsupported stage is
+refused before Spark starts. Parity is then measured on real rows: the model's training data (or the
+generated data, or ``parity_data_path``) plus copies with unseen and null categories, scored by Spark's
+``transform`` and by the exported model's own pyfunc code; the export fails if any prediction differs
+by more than ``PARITY_TOLERANCE`` (relative).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from sparkmlops import data as data_lib
+from sparkmlops import environment, models, onnx_export, registry, tracking
+from sparkmlops.errors import UserInputError
+
+PARITY_TOLERANCE = 1e-6
+PARITY_SAMPLE_ROWS = 20000
+EDGE_ROWS = 50  # rows per edge case (unseen category, null category)
+UNSEEN_CATEGORY = "__sparkmlops_unseen__"
+ONNX_RUNTIME_PACKAGES = ("mlflow", "onnxruntime", "pandas", "numpy")
+
+
+class ParityError(Exception):
+    """The exported graph does not reproduce Spark's predictions: a converter bug, never exported."""
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    model_uri: str = ""
+    register_as: str = ""
+    parity_data_path: str = ""  # '' = the data the model was trained on, else the generated data
+
+    def validate(self) -> "ExportPlan":
+        """Resolve the model, download it and convert it: all before Spark starts."""
+        import mlflow
+
+        if self.register_as:
+            registry.check_model_name(self.register_as)
+        if self.parity_data_path:
+            data_lib.check_input_path(self.parity_data_path, "parity_data_path")
+        source = models.resolve_model(self.model_uri)
+        workdir = tempfile.mkdtemp(prefix="sparkmlops-export-")
+        try:
+            local = mlflow.artifacts.download_artifacts(source.load_uri, dst_path=workdir)
+            onnx_model, plan = onnx_export.convert_saved_pipeline(local)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return ExportPlan(self, source, local, onnx_model, plan, workdir)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExportPlan:
+    params: ExportParams
+    source: models.ResolvedModel
+    spark_model_dir: str
+    onnx_model: object
+    plan: onnx_export.PipelinePlan
+    workdir: str
+
+    def metadata(self) -> dict:
+        return {
+            "string_columns": {c: (labels if handle == "error" else None)
+                               for c, (_, labels, handle) in self.plan.string_columns.items()},
+            "numeric_columns": list(self.plan.numeric_inputs),
+            "tree_model": self.plan.trees.kind, "n_trees": self.plan.trees.n_trees,
+            "source_model_uri": self.source.uri,
+        }
+
+
+def _training_data_path(source: models.ResolvedModel) -> str:
+    """The data the source model was trained on, when its run says so and the path still exists."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not source.run_id:
+        return ""
+    try:
+        path = MlflowClient().get_run(source.run_id).data.params.get("data_path_resolved", "")
+    except MlflowException:
+        return ""
+    return path if path and (not data_lib.is_local_path(path) or os.path.exists(data_lib.local_path(path))) else ""
+
+
+def parity_frame(spark, data_path: str, string_columns: list[str], feature_columns: list[str]):
+    """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null."""
+    from pyspark.sql import functions as F
+
+    source = data_lib.read_dataset(spark, data_path).select(*feature_columns)
+    total = source.count()
+    sample = source if total <= PARITY_SAMPLE_ROWS else source.sample(fraction=PARITY_SAMPLE_ROWS / total, seed=0)
+    head = source.limit(EDGE_ROWS)
+    parts = [sample]
+    if string_columns:
+        parts.append(head.withColumns({c: F.lit(UNSEEN_CATEGORY) for c in string_columns}))
+        parts.append(head.withColumns({c: F.lit(None).cast("string") for c in string_columns}))
+        for i, column in enumerate(string_columns):  # one column unseen or null at a time
+            value = F.lit(UNSEEN_CATEGORY) if i % 2 == 0 else F.lit(None).cast("string")
+            parts.append(head.limit(5).withColumn(column, value))
+    frame = parts[0]
+    for part in parts[1:]:
+        frame = frame.unionByName(part)
+    return frame
+
+
+def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
+    """Score the parity rows with Spark and with the exported model's pyfunc code; return the differences."""
+    from sparkmlops import scoring
+    from sparkmlops.onnx_pyfunc import OnnxPipeline
+
+    columns = [c for c, _ in plan.source.input_columns()]
+    frame = parity_frame(spark, data_path, list(plan.plan.string_columns), columns)
+    checked = models.check_input_against_signature(frame, plan.source, what="parity data")
+    spark_model = scoring.load_spark_model(plan.source)
+    scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()
+    onnx_path = os.path.join(plan.workdir, "model.onnx")
+    with open(onnx_path, "wb") as f:
+        f.write(plan.onnx_model.SerializeToString())
+    # One thread, as served: with several, onnxruntime splits the trees and float32 sums round differently.
+    exported = OnnxPipeline(onnx_path, plan.metadata(), intra_op_threads=1).predict(scored[columns])
+    expected = scored["prediction"].to_numpy(dtype=np.float64)
+    absolute = np.abs(exported - expected)
+    relative = absolute / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    worst = int(np.argmax(relative)) if len(relative) else 0
+    return {"parity_rows": float(len(expected)), "parity_max_rel_diff": float(relative.max(initial=0.0)),
+            "parity_max_abs_diff": float(absolute.max(initial=0.0)),
+            "worst": {"row": worst, "spark": float(expected[worst]) if len(expected) else 0.0,
+                      "onnx": float(exported[worst]) if len(expected) else 0.0}}
+
+
+def log_onnx_model(plan: ExportPlan, input_example):
+    """Log the pyfunc (onnxruntime) model with the Spark model's signature and the graph itself."""
+    import mlflow
+
+    from sparkmlops.onnx_pyfunc import OnnxPipelineModel
+
+    onnx_path = os.path.join(plan.workdir, "model.onnx")
+    metadata_path = os.path.join(plan.workdir, "onnx_metadata.json")
+    with open(metadata_path, "w") as f:
+        json.dump(plan.metadata(), f, indent=1)
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    return mlflow.pyfunc.log_model(
+        name=tracking.MODEL_ARTIFACT_PATH,
+        python_model=OnnxPipelineModel(),
+        artifacts={"onnx_model": onnx_path, "metadata": metadata_path},
+        code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.onnx_pyfunc
+        signature=plan.source.signature,
+        input_example=input_example,
+        pip_requirements=environment.model_pip_requirements(ONNX_RUNTIME_PACKAGES),
+    )
+
+
+def export_and_log(spark, plan: ExportPlan) -> dict:
+    """Measure parity, then log (and register) the exported model; the run's summary."""
+    try:
+        return _export_and_log(spark, plan)
+    finally:
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+
+
+def _export_and_log(spark, plan: ExportPlan) -> dict:
+    started = time.perf_counter()
+    data_path = (plan.params.parity_data_path or _training_data_path(plan.source)
+                 or data_lib.ensure_default_data(spark))
+    source_tags = {f"source_{k}": v for k, v in plan.source.tags().items()}
+    tracking.set_tags({**source_tags, "parity_data_path": data_path, "tree_model": plan.plan.trees.kind,
+                       "onnx_opsets": f"ai.onnx {onnx_export.ONNX_OPSET}, ai.onnx.ml {onnx_export.ML_OPSET}"})
+    parity = measure_parity(spark, plan, data_path)
+    worst = parity.pop("worst")
+    tracking.log_metrics({**parity, "n_trees": plan.plan.trees.n_trees})
+    if not parity["parity_max_rel_diff"] <= PARITY_TOLERANCE:
+        raise ParityError(f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
+                          f"(relative) on {int(parity['parity_rows'])} rows (row {worst['row']}: Spark "
+                          f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported.")
+    example = data_lib.read_dataset(spark, data_path).select(
+        *[c for c, _ in plan.source.input_columns()]).limit(5).toPandas()
+    info = log_onnx_model(plan, example)
+    tracking.log_artifact_file(os.path.join(plan.workdir, "model.onnx"), "onnx")
+    summary = {**parity, "export_seconds": time.perf_counter() - started, "model_uri": info.model_uri,
+               "run_id": tracking.active_run_id(), "registered_version": ""}
+    tracking.log_metrics({"export_seconds": summary["export_seconds"]})
+    if plan.params.register_as:
+        version = registry.register_model(
+            info.model_uri, plan.params.register_as, run_id=summary["run_id"], entry_point="export_onnx",
+            params={"source_model_uri": plan.source.uri, "tree_model": plan.plan.trees.kind},
+            metrics={k: v for k, v in parity.items()}, digests={}, data_path=data_path)
+        summary["registered_version"] = str(version.version)
+        tracking.set_tags({"registered_model": plan.params.register_as,
+                           "registered_model_version": summary["registered_version"]})
+    return summary

@@ -1,0 +1,90 @@
+"""The MLflow pyfunc that serves an exported pipeline with onnxruntime: no Spark, no JVM.
+
+Shipped inside the logged model (``code_paths``), so it imports nothing from the rest of the package:
+numpy, pandas, onnxruntime and mlflow only. Input rules follow the Spark pipeline it came from:
+
+- string columns: any value; a null or a category unseen in training gets Spark's "keep" index (a
+  prediction, never an error), unless the pipeline's StringIndexer used handleInvalid='error';
+- numeric columns: numbers only; a null or NaN is refused, as Spark's VectorAssembler refuses it.
+
+Problems with the request raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which ``mlflow models
+serve`` answers with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # must equal onnx_export.NULL_SENTINEL
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class OnnxPipeline:
+    """An exported pipeline: the ONNX graph plus what its inputs must be. Usable without MLflow serving."""
+
+    def __init__(self, onnx_path: str, metadata: dict, intra_op_threads: int = 1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One request is a few rows: a thread pool per call costs more than the trees do.
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.string_columns = metadata["string_columns"]  # column -> labels if handleInvalid=error, else None
+        self.numeric_columns = metadata["numeric_columns"]
+
+    def feeds(self, frame: pd.DataFrame) -> dict:
+        missing = [c for c in [*self.string_columns, *self.numeric_columns] if c not in frame.columns]
+        if missing:
+            raise _bad_request(f"missing columns: {', '.join(missing)}; every record needs the model's input columns.")
+        feeds = {}
+        for column, strict_labels in self.string_columns.items():
+            values = frame[column]
+            nulls = values.isna().to_numpy()
+            text = values.astype(object).where(~nulls, NULL_SENTINEL).astype(str).to_numpy(dtype=object)
+            if strict_labels is not None:
+                unknown = sorted({v for v in text if v not in set(strict_labels)})
+                if unknown:
+                    raise _bad_request(f"column {column} has values the model does not know: {unknown[:5]}.")
+            feeds[column] = text
+        for column in self.numeric_columns:
+            values = frame[column]
+            if values.dtype == object or not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+                converted = pd.to_numeric(values, errors="coerce")
+                bad = converted.isna() & values.notna()
+                if bad.any():
+                    raise _bad_request(f"column {column} must be numeric, got {values[bad].iloc[0]!r}.")
+                values = converted
+            array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            if np.isnan(array).any():
+                raise _bad_request(f"column {column} has a null or NaN value: the Spark pipeline refuses them too; "
+                                   "send a number (impute missing values as the training data did).")
+            feeds[column] = array
+        return feeds
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self.session.run(["prediction"], self.feeds(frame))[0]
+
+
+class OnnxPipelineModel(PythonModel):
+    """pyfunc wrapper: artifacts ``onnx_model`` (the graph) and ``metadata`` (input rules, JSON)."""
+
+    def load_context(self, context):
+        with open(context.artifacts["metadata"]) as f:
+            metadata = json.load(f)
+        self.pipeline = OnnxPipeline(context.artifacts["onnx_model"], metadata)
+
+    def predict(self, context, model_input, params=None):
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return pd.DataFrame({"prediction": self.pipeline.predict(frame)})

@@ -1,0 +1,240 @@
+"""ONNX export: parity with Spark for the three tree models (categorical splits, unseen and null
+categories, train's expm1 stage) on generated and real rows, refusal of unsupported stages, the logged
+pyfunc, and serving through a real `mlflow models serve` process on 127.0.0.1."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import onnx
+import pytest
+
+from conftest import assert_refused, in_tracked_run, last_line, python_script
+from sparkmlops import onnx_export, tracking
+from sparkmlops.errors import UserInputError
+from sparkmlops.export import PARITY_TOLERANCE, UNSEEN_CATEGORY, ExportParams, export_and_log
+from sparkmlops.training import TrainParams, train_and_log
+
+
+def _train(spark, data_path, **params):
+    _, result = in_tracked_run(TrainParams(data_path=data_path, **params), lambda p: train_and_log(spark, p))
+    return result.model_uri
+
+
+def _log_pipeline(spark, data_path, regressor, extra_stages=()):
+    """Fit StringIndexer(keep) + VectorAssembler + ``regressor`` (+ extra stages) and log it as train does."""
+    from pyspark.ml import Pipeline
+
+    from sparkmlops import data
+
+    df = spark.read.parquet(data_path)
+    spec = data.infer_feature_spec(df, "price")
+    stages = __import__("sparkmlops.training", fromlist=["x"]).build_pipeline(spec, TrainParams()).getStages()[:2]
+    model = Pipeline(stages=[*stages, *extra_stages, regressor]).fit(df.withColumn("price", df["price"].cast("double")))
+    sample = df.select(*spec.feature_cols)
+    with tracking.tracked_run("export-test-pipeline"):
+        info = tracking.log_spark_model(model, sample, model.transform(sample).select("prediction"))
+    return info.model_uri
+
+
+@pytest.fixture(scope="module")
+def exported_models(spark, default_data):
+    """One model per supported tree type, all on the generated data."""
+    from pyspark.ml.regression import DecisionTreeRegressor
+
+    return {
+        "random_forest_log_label": _train(spark, default_data, num_trees=20, max_depth=6, max_bins=64, log_label=True),
+        "gbt": _train(spark, default_data, model_type="gbt", num_trees=15, max_depth=4, max_bins=64),
+        "xgboost": _train(spark, default_data, model_type="xgboost", num_trees=30, max_depth=6, max_bins=64),
+        "decision_tree": _log_pipeline(spark, default_data, DecisionTreeRegressor(
+            featuresCol="features", labelCol="price", maxDepth=10, maxBins=64)),
+    }
+
+
+def _export(spark, model_uri, **options):
+    params = ExportParams(model_uri=model_uri, **options)
+    return in_tracked_run(params, lambda plan: export_and_log(spark, plan))
+
+
+@pytest.fixture(scope="module")
+def exports(spark, exported_models):
+    """Each model exported once (parity measured on the generated data it was trained on)."""
+    return {kind: _export(spark, uri) for kind, uri in exported_models.items()}
+
+
+@pytest.mark.parametrize("kind", ["random_forest_log_label", "gbt", "decision_tree", "xgboost"])
+def test_parity_on_generated_data_with_unseen_and_null_categories(spark, client, exported_models, exports,
+                                                                    default_data, kind):
+    run_id, summary = exports[kind]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["parity_max_rel_diff"] <= PARITY_TOLERANCE
+    assert metrics["parity_rows"] == summary["parity_rows"] > 7146  # every row plus the edge cases
+    tags = client.get_run(run_id).data.tags
+    assert tags["source_model_uri"] == exported_models[kind]
+    assert tags["tree_model"] == kind.replace("_log_label", "").replace("gbt", "gbt")
+
+    # The logged pyfunc, loaded as a user would, predicts what Spark predicts, unseen categories included.
+    data = spark.read.parquet(default_data).limit(300)
+    rows = data.toPandas()
+    rows.loc[:100, "neighbourhood_cleansed"] = "Atlantis"
+    rows.loc[100:150, "room_type"] = None
+    expected = mlflow.spark.load_model(exported_models[kind]).transform(
+        spark.createDataFrame(rows, schema=data.schema)).toPandas()["prediction"].to_numpy()
+    exported = mlflow.pyfunc.load_model(summary["model_uri"])
+    predicted = exported.predict(rows.drop(columns=["price"]))["prediction"].to_numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=PARITY_TOLERANCE, atol=0)
+
+
+def test_parity_on_every_real_row(spark, exported_models, real_data):
+    """Every real row (with the real categories, many unseen by models of the generated data), plus a
+    model trained on the real data itself."""
+    from pyspark.ml.regression import DecisionTreeRegressor
+
+    from sparkmlops.export import measure_parity
+
+    real_model = _log_pipeline(spark, real_data, DecisionTreeRegressor(featuresCol="features", labelCol="price",
+                                                                       maxDepth=12, maxBins=40))
+    for model_uri in (real_model, *exported_models.values()):
+        plan = ExportParams(model_uri=model_uri).validate()
+        try:
+            parity = measure_parity(spark, plan, real_data)
+        finally:
+            shutil.rmtree(plan.workdir)
+        assert parity["parity_rows"] >= 7146 and parity["parity_max_rel_diff"] <= PARITY_TOLERANCE, model_uri
+
+
+def test_xgboost_booster_is_logged_for_plain_python(spark, client, exported_models, default_data):
+    import xgboost
+
+    model_uri = exported_models["xgboost"]
+    run_id = mlflow.models.get_model_info(model_uri).run_id
+    folder = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/xgboost")
+    booster = xgboost.Booster(model_file=os.path.join(folder, "booster.json"))
+    names = json.load(open(os.path.join(folder, "feature_names.json")))
+    pipeline = mlflow.spark.load_model(model_uri)
+    scored = pipeline.transform(spark.read.parquet(default_data).limit(500)).select("features", "prediction").toPandas()
+    features = np.stack([v.toArray() for v in scored["features"]])
+    assert features.shape[1] == len(names) == booster.num_features()
+    np.testing.assert_array_equal(booster.predict(xgboost.DMatrix(features)), scored["prediction"].to_numpy())
+    requirements = mlflow.artifacts.load_text(f"{model_uri}/requirements.txt")
+    assert "xgboost-cpu==3.2.0" in requirements
+
+
+def test_graph_passes_the_onnx_checker_and_has_categorical_splits(exported_models):
+    local = mlflow.artifacts.download_artifacts(exported_models["random_forest_log_label"])
+    model, plan = onnx_export.convert_saved_pipeline(local)
+    onnx.checker.check_model(model, full_check=True)
+    assert onnx_export.BRANCH_MEMBER in plan.trees.modes and plan.expm1 is not None
+    assert [i.name for i in model.graph.input] == [c for c, _ in plan.input_columns]
+
+
+def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_model_uri):
+    """The refusal reads only the saved files: the DT pipeline with another stage spliced in."""
+    folder = mlflow.artifacts.download_artifacts(exported_models["decision_tree"])
+    stages = onnx_export.read_stages(onnx_export.spark_model_dir(folder))
+    assert onnx_export.plan_pipeline(stages).trees.kind == "decision_tree"
+    for cls, params, message in (
+            ("org.apache.spark.ml.feature.StandardScalerModel", {}, r"stage 2 \(StandardScalerModel\) is not supported"),
+            ("org.apache.spark.ml.feature.SQLTransformer",
+             {"paramMap": {"statement": "SELECT * FROM __THIS__ WHERE bedrooms > 0"}}, "SQLTransformer .* is not supported"),
+            ("org.apache.spark.ml.feature.StringIndexerModel", {"paramMap": {"handleInvalid": "skip"}},
+             "handleInvalid='skip': the export supports 'keep' and 'error'")):
+        spliced = [*stages[:2], onnx_export.Stage(2, cls, "extra", params, ""), stages[2]]
+        with pytest.raises(UserInputError, match=message):
+            onnx_export.plan_pipeline(spliced)
+    with pytest.raises(UserInputError, match="is not a Spark model"):
+        ExportParams(model_uri=pyfunc_model_uri).validate()
+
+
+def test_export_script_refuses_bad_input(client):
+    assert_refused(python_script("export_onnx.py", "--model_uri", "runs:/0123456789abcdef0123456789abcdef/model"),
+                   client, "not found")
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(exports, test_environment):
+    """`mlflow models serve` of the exported RF on 127.0.0.1; stopped by PID (its process group)."""
+    _, summary = exports["random_forest_log_label"]
+    port = _free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", summary["model_uri"], "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the model server did not start: " + process.stdout.read().decode()[-3000:])
+            time.sleep(0.5)
+        yield url, summary
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _post(url: str, body: bytes):
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_served_export_answers_records_like_spark(spark, served, default_data, exported_models):
+    url, summary = served
+    data = spark.read.parquet(default_data).limit(20)
+    records = data.drop("price").toPandas()
+    records.loc[0, "neighbourhood_cleansed"] = UNSEEN_CATEGORY  # unseen: still a prediction
+    records.loc[1, "room_type"] = None
+    status, body = _post(url, json.dumps({"dataframe_records": records.to_dict(orient="records")}).encode())
+    assert status == 200, body
+    predicted = np.array([p["prediction"] if isinstance(p, dict) else p for p in body["predictions"]], dtype=float)
+    expected = mlflow.spark.load_model(exported_models["random_forest_log_label"]).transform(
+        spark.createDataFrame(records, schema=data.drop("price").schema)).toPandas()["prediction"].to_numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=PARITY_TOLERANCE, atol=0)
+
+
+def test_served_export_answers_bad_requests_with_4xx(spark, served, default_data):
+    url, _ = served
+    record = spark.read.parquet(default_data).drop("price").limit(1).toPandas().to_dict(orient="records")[0]
+    cases = {
+        "malformed JSON": b'{"dataframe_records": [',
+        "missing column": json.dumps({"dataframe_records": [{k: v for k, v in record.items() if k != "bedrooms"}]}),
+        "wrong type": json.dumps({"dataframe_records": [{**record, "bedrooms": "two"}]}),
+        "null number": json.dumps({"dataframe_records": [{**record, "bedrooms": None}]}),
+    }
+    for case, body in cases.items():
+        status, text = _post(url, body if isinstance(body, bytes) else body.encode())
+        assert 400 <= status < 500, (case, status, text)
+        assert "bedrooms" in text or case == "malformed JSON", (case, text)
