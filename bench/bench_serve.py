@@ -128,6 +128,32 @@ print(json.dumps({{"spark": {rows} / spark_s, "onnx": {rows} / onnx_s}}))
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def handler_breakdown(data: str, onnx_uri: str, env: dict, repeat: int = 300) -> dict:
+    """Where one single-record request's server time goes, in-process: MLflow's whole /invocations
+    handler (JSON parsing and casting to the signature, schema enforcement, predict, JSON out) vs the
+    exported model's own predict (feeds + onnxruntime)."""
+    code = f"""
+import json, time, mlflow, pandas as pd
+from mlflow.pyfunc import scoring_server as ss
+model = mlflow.pyfunc.load_model({onnx_uri!r})
+row = pd.read_parquet({data!r}).drop(columns=["price"]).head(1)
+body = json.dumps({{"dataframe_records": row.to_dict(orient="records")}})
+schema = model.metadata.get_input_schema()
+inner = model.unwrap_python_model().pipeline
+def per_call(f):
+    for _ in range(20): f()
+    t = time.perf_counter()
+    for _ in range({repeat}): f()
+    return (time.perf_counter() - t) / {repeat} * 1000
+print(json.dumps({{"handler_ms": per_call(lambda: ss.invocations(body, "application/json", model, schema)),
+                  "export_predict_ms": per_call(lambda: inner.predict(row))}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="")
@@ -173,6 +199,9 @@ def main():
               "(target >= 50x)")
     print(f"export p99 at concurrency 1: {results['onnx'][1]['p99']:.2f} ms (target <= 10 ms); "
           f"errors at concurrency 16: {results['onnx'][16]['errors']} of {results['onnx'][16]['requests']}")
+    parts = handler_breakdown(data, onnx_uri, env)
+    print(f"one request in-process: MLflow's /invocations handler {parts['handler_ms']:.2f} ms, of which the "
+          f"export's own predict {parts['export_predict_ms']:.2f} ms")
     rates = batch_rates(data, spark_uri, onnx_uri, args.batch_rows, env)
     print(f"in-process batch, {args.batch_rows} rows: export {rates['onnx']:.0f} rows/s (1 thread), Spark transform "
           f"{rates['spark']:.0f} rows/s (local[2]) = {rates['onnx'] / rates['spark']:.2f}x")
