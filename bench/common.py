@@ -11,12 +11,16 @@ REAL_DIR = ROOT.parent / "shared" / "data" / "sf-airbnb"
 
 
 def isolated_env(tmp: Path) -> dict:
-    """This Python's environment first on PATH, a fresh SQLite store and data cache under ``tmp``."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+    """This Python's environment first on PATH, a fresh SQLite store, its artifacts and the data cache
+    under ``tmp`` (an experiment with its own artifact location: MLflow's default is ./mlruns of the cwd)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench",
            "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"),
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
+    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.get_experiment_by_name('bench') or "
+                    f"mlflow.create_experiment('bench', artifact_location={(tmp / 'artifacts').as_uri()!r})"],
+                   env=env, check=True, capture_output=True)
     return env
 
 
