@@ -19,7 +19,7 @@ from sparkmlops.jobs import run_entry_point
 
 @click.command(name="export_onnx")
 @cli.model_uri_option
-@click.option("--register_as", default="", help="Registered model name for the exported model; empty = do not register.")
+@cli.register_as_option
 @click.option("--parity_data_path", default="",
               help="Rows to check parity on; empty = the data the model was trained on (else the generated data).")
 @cli.spark_master_option
