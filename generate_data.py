@@ -1,6 +1,8 @@
-"""Entry point `generate_data`: write a synthetic SF Airbnb dataset with the real data's exact schema.
+"""Entry point `generate_data`: write a synthetic SF Airbnb dataset with the real data's exact schema,
+or (dataset=iot) device sensor readings for the book's per-device models (label power, group device_id).
 
     mlflow run . -e generate_data -P output_path=/tmp/airbnb.parquet -P n_rows=10000000 -P n_files=100
+    mlflow run . -e generate_data -P dataset=iot -P output_path=/tmp/iot.parquet -P n_rows=100000
 
 Deterministic in `seed`: the same seed gives the same rows, whatever n_files or the cluster.
 """
@@ -8,7 +10,7 @@ Deterministic in `seed`: the same seed gives the same rows, whatever n_files or 
 import click
 
 from sparkmlops import cli
-from sparkmlops.generation import GenerateParams, generate_and_write
+from sparkmlops.generation import DATASETS, GenerateParams, generate_and_write
 from sparkmlops.jobs import run_entry_point
 
 
@@ -18,6 +20,9 @@ from sparkmlops.jobs import run_entry_point
 @click.option("--n_files", type=int, default=1, show_default=True, help="Number of parquet part files.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
+@click.option("--dataset", default="airbnb", show_default=True,
+              help=" or ".join(f"{name} ({what})" for name, what in DATASETS.items()))
+@click.option("--n_devices", type=int, default=36, show_default=True, help="Number of devices (dataset=iot only).")
 @cli.spark_master_option
 def main(**options):
     """Generate the synthetic dataset."""

@@ -5,6 +5,9 @@ The real listings data (CC0, 7,146 rows, 34 columns) cannot ship with the projec
 that depends on the features plus noise. Every random draw is a hash of (seed, row id, draw number),
 so a row depends only on its id and the seed: the output is the same whatever the number of files,
 partitions or executors, and the first N rows of a larger dataset equal the N-row dataset.
+``generate_iot`` builds the book's per-group example (Learning Spark ch. 11, one model per device with
+``groupBy("device_id").applyInPandas``) the same way: sensor readings whose power depends on the
+sensors through coefficients that differ per device.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ GENERATOR_VERSION = 1
 DEFAULT_N_ROWS = 7146
 DEFAULT_SEED = 42
 DEFAULT_LABEL = "price"
+IOT_LABEL = "power"
+IOT_GROUP_COL = "device_id"
+DEFAULT_N_DEVICES = 36
+MAX_DEVICES = 100_000
+IOT_COLUMNS: list[tuple[str, str]] = [
+    ("device_id", "string"), ("reading_time", "timestamp"), ("temperature", "double"), ("humidity", "double"),
+    ("pressure", "double"), ("vibration", "double"), ("power", "double"),
+]
 
 # (name, Spark type, nullable) of sf-airbnb-clean.parquet, in its order.
 _NA_FLAGS = ["bedrooms_na", "bathrooms_na", "beds_na", "review_scores_rating_na",
@@ -159,20 +170,25 @@ def read_dataset(spark, path: str):
 # ----------------------------------------------------------------------------------------------
 # The generator
 
-def _uniform(seed: int, draw: int):
-    """A uniform in (0, 1) from (seed, row id, draw): independent of partitioning."""
+def _uniform(seed: int, draw: int, key: str = "id"):
+    """A uniform in (0, 1) from (seed, key, draw): independent of partitioning.
+
+    The key is the row id for per-row draws, or a group column (a device index) for draws that every
+    row of the group shares; the two kinds use disjoint draw numbers so they never coincide.
+    """
     from pyspark.sql import functions as F
 
     bits = 2 ** 52
-    h = F.xxhash64(F.col("id"), F.lit(int(seed)), F.lit(int(draw)))
+    h = F.xxhash64(F.col(key), F.lit(int(seed)), F.lit(int(draw)))
     return (F.pmod(h, F.lit(bits)).cast("double") + 0.5) / float(bits)
 
 
-def _normal(seed: int, draw: int):
+def _normal(seed: int, draw: int, key: str = "id"):
     """A standard normal (Box-Muller over two hashed uniforms)."""
     from pyspark.sql import functions as F
 
-    return F.sqrt(-2.0 * F.log(_uniform(seed, draw))) * F.cos(2.0 * math.pi * _uniform(seed, draw + 1))
+    return (F.sqrt(-2.0 * F.log(_uniform(seed, draw, key)))
+            * F.cos(2.0 * math.pi * _uniform(seed, draw + 1, key)))
 
 
 def _categorical(u, choices: list[tuple]):
@@ -205,13 +221,27 @@ def _clip(col, low: float, high: float):
     return F.least(F.greatest(col, F.lit(float(low))), F.lit(float(high)))
 
 
+def _check_n_rows(n_rows: int) -> None:
+    if n_rows < 1:
+        raise UserInputError(f"n_rows must be >= 1, got {n_rows}.")
+
+
+def check_n_devices(n_devices: int) -> None:
+    if not 1 <= n_devices <= MAX_DEVICES:
+        raise UserInputError(f"n_devices must be between 1 and {MAX_DEVICES}, got {n_devices}.")
+
+
+def _default_partitions(n_rows: int) -> int:
+    """About 200,000 rows per partition, at most 1,000 partitions."""
+    return max(1, min(n_rows // 200_000 + 1, 1000))
+
+
 def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED, n_partitions: int | None = None):
     """A DataFrame with the real SF Airbnb schema, ``n_rows`` rows, deterministic in ``seed``."""
     from pyspark.sql import functions as F
 
-    if n_rows < 1:
-        raise UserInputError(f"n_rows must be >= 1, got {n_rows}.")
-    parts = n_partitions or max(1, min(n_rows // 200_000 + 1, 1000))
+    _check_n_rows(n_rows)
+    parts = n_partitions or _default_partitions(n_rows)
     u, z = (lambda d: _uniform(seed, d)), (lambda d: _normal(seed, d))
 
     df = spark.range(0, n_rows, 1, parts)
@@ -291,6 +321,65 @@ def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEE
         return (F.when(F.col("id") >= 0, col) if nullable else col).alias(name)
 
     return df.select(*[typed(*column) for column in AIRBNB_COLUMNS])
+
+
+# 2026-01-01T00:00:00Z: readings are instants, so the data does not depend on the session time zone.
+IOT_START_EPOCH_SECONDS = 1_767_225_600
+IOT_SECONDS_BETWEEN_READINGS = 10
+# Draw numbers of per-device values, apart from the per-row ones (see _uniform).
+_DEVICE_DRAWS = 1000
+
+
+def generate_iot(spark, n_rows: int, seed: int = DEFAULT_SEED, n_devices: int = DEFAULT_N_DEVICES,
+                 n_partitions: int | None = None):
+    """Device sensor readings, ``n_rows`` rows over ``n_devices`` devices, deterministic in ``seed``.
+
+    Columns (``IOT_COLUMNS``): device_id ("device-000" to "device-035" for 36 devices, each row's device
+    drawn uniformly), reading_time (2026-01-01 UTC plus 10 s per row id), temperature (deg C), humidity (%), pressure (hPa), vibration (mm/s) and the label power (kW)::
+
+        power = max(0, base_d + a_d * (temperature - 20) + b_d * vibration^2
+                       + 0.1 * (humidity - 50) + N(0, 2))
+
+    base_d in [50, 150], a_d in [-2, 4] (heaters draw less when it is warm, coolers more) and b_d in
+    [0.5, 4] are hashed from (seed, device index); sensor means differ per device too and pressure has
+    no effect. The slopes differ in sign and size per device, so a model per device (the book's
+    ``groupBy("device_id").applyInPandas``) beats one global model: with device_id as a category a
+    global model learns base_d but not the per-device slopes unless it learns every interaction.
+    """
+    from pyspark.sql import functions as F
+
+    _check_n_rows(n_rows)
+    check_n_devices(n_devices)
+    parts = n_partitions or _default_partitions(n_rows)
+    u, z = (lambda d: _uniform(seed, d)), (lambda d: _normal(seed, d))
+
+    def device_uniform(draw: int, low: float, high: float):
+        return low + (high - low) * _uniform(seed, _DEVICE_DRAWS + draw, key="device_index")
+
+    digits = max(3, len(str(n_devices - 1)))
+    seconds = F.col("id") * IOT_SECONDS_BETWEEN_READINGS
+    df = spark.range(0, n_rows, 1, parts).select(
+        "id",
+        F.floor(u(1) * n_devices).cast("long").alias("device_index"),
+        F.timestamp_seconds(F.lit(IOT_START_EPOCH_SECONDS) + seconds).alias("reading_time"),
+        F.sin(2.0 * math.pi * F.pmod(seconds, F.lit(86_400)) / 86_400.0).alias("daily_cycle"),
+    )
+    df = df.withColumns({
+        "device_id": F.format_string(f"device-%0{digits}d", F.col("device_index")),
+        "temperature": _clip(device_uniform(1, 10, 30) + 4.0 * F.col("daily_cycle") + 3.0 * z(2), -20, 60),
+        "humidity": _clip(device_uniform(2, 30, 70) - 5.0 * F.col("daily_cycle") + 8.0 * z(4), 5, 100),
+        "pressure": _clip(1013.0 + device_uniform(3, -10, 10) + 6.0 * z(6), 950, 1060),
+        # Positive and right-skewed like an RMS velocity, up to the end of a typical sensor's range.
+        "vibration": _clip(device_uniform(4, 0.5, 3.0) * F.exp(0.4 * z(8)), 0, 25),
+    })
+    power = (device_uniform(5, 50, 150)
+             + device_uniform(6, -2, 4) * (F.col("temperature") - 20.0)
+             + device_uniform(7, 0.5, 4) * F.pow(F.col("vibration"), 2)
+             + 0.1 * (F.col("humidity") - 50.0)
+             + 2.0 * z(10))
+    # Power cannot be negative; the floor is rarely reached with these ranges.
+    df = df.withColumn("power", F.greatest(power, F.lit(0.0)))
+    return df.select(*[F.col(name).cast(spark_type).alias(name) for name, spark_type in IOT_COLUMNS])
 
 
 def data_cache_dir() -> Path:

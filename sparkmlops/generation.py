@@ -10,6 +10,8 @@ from sparkmlops import io, tracking
 from sparkmlops.errors import UserInputError
 
 MAX_FILES = 100_000
+# dataset name -> what it is, for the error that lists the choices
+DATASETS = {"airbnb": "the SF listings schema", "iot": "device readings with device_id, the per-group example"}
 
 
 @dataclass(frozen=True)
@@ -19,10 +21,20 @@ class GenerateParams:
     n_files: int = 1
     seed: int = data_lib.DEFAULT_SEED
     mode: str = "error"
+    dataset: str = "airbnb"
+    n_devices: int = data_lib.DEFAULT_N_DEVICES  # dataset=iot only
 
     def validate(self) -> "GenerateParams":
         if not self.output_path:
             raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
+        if self.dataset not in DATASETS:
+            choices = ", ".join(f"{name} ({what})" for name, what in DATASETS.items())
+            raise UserInputError(f"unknown dataset '{self.dataset}': use {choices}.")
+        # A changed n_devices with airbnb is a mistake (probably a forgotten -P dataset=iot), not a no-op.
+        if self.dataset != "iot" and self.n_devices != data_lib.DEFAULT_N_DEVICES:
+            raise UserInputError(f"n_devices applies to dataset=iot only, got n_devices={self.n_devices} with "
+                                 f"dataset={self.dataset}: pass -P dataset=iot or drop n_devices.")
+        data_lib.check_n_devices(self.n_devices)
         if self.n_rows < 1:
             raise UserInputError(f"n_rows must be >= 1, got {self.n_rows}.")
         if not 1 <= self.n_files <= min(self.n_rows, MAX_FILES):
@@ -37,9 +49,14 @@ class GenerateParams:
 
 
 def generate_and_write(spark, params: GenerateParams) -> dict:
-    """Generate ``params.n_rows`` rows into ``params.n_files`` files; log rows, files and seconds."""
+    """Generate ``params.n_rows`` rows of ``params.dataset`` into ``params.n_files`` files; log rows, files
+    and seconds."""
     started = time.perf_counter()
-    df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files)
+    if params.dataset == "iot":
+        df = data_lib.generate_iot(spark, params.n_rows, params.seed, n_devices=params.n_devices,
+                                   n_partitions=params.n_files)
+    else:
+        df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files)
     io.write_parquet_atomically(df, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     summary = {"rows": params.n_rows, "files": params.n_files, "seconds": seconds}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sparkmlops.errors import UserInputError
 
+_LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "
              "or a local model folder")
 
@@ -87,11 +88,17 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
         first = " ".join(str(exc).split())[:300]
         raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
     flavors = tuple(sorted(info.flavors))
-    if require_flavor and require_flavor not in flavors:
+    if require_flavor == "spark" and "spark" not in flavors:
         raise UserInputError(f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "
-                             "score it with the entry point made for its flavor, or pass a model logged by train.")
+                             "score it with score_pandas_udf (any python_function model), or pass a model "
+                             "logged by train.")
+    if require_flavor and require_flavor not in flavors:
+        raise UserInputError(f"model '{model_uri}' has no {require_flavor} flavor (its flavors: "
+                             f"{', '.join(flavors)}): pass a model logged by train_sklearn or any pyfunc model.")
     name, version, run_id = "", "", info.run_id or ""
-    if scheme == "models":
+    if scheme == "models" and _LOGGED_MODEL_ID.match(model_uri[len("models:/"):]):
+        pass  # MLflow 3's logged-model URI (models:/m-<id>): a run's model, not a registered one
+    elif scheme == "models":
         name, version, run_id = _registry_version(model_uri, run_id)
     elif scheme == "runs":
         run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else run_id

@@ -18,6 +18,26 @@ from sparkmlops.errors import UserInputError
 OUTPUT_MODES = ("error", "overwrite")
 
 
+def check_batch_paths(input_path: str, output_path: str, mode: str) -> None:
+    """The checks every batch-scoring entry point makes on its paths, before Spark starts."""
+    if mode not in OUTPUT_MODES:
+        raise UserInputError(f"mode must be 'error' or 'overwrite', got '{mode}'.")
+    if not output_path:
+        raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
+    data_lib.check_input_path(input_path, "input_path")
+    data_lib.check_output_path(output_path, mode)
+    if data_lib.is_local_path(output_path) and data_lib.is_local_path(input_path):
+        if os.path.abspath(data_lib.local_path(output_path)) == os.path.abspath(data_lib.local_path(input_path)):
+            raise UserInputError("output_path is the input_path: write the scores somewhere else.")
+
+
+def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -> None:
+    taken = [c for c in columns if c in df.columns]
+    if taken:
+        raise UserInputError(f"the input already has a column named {', '.join(taken)}: rename or drop it, "
+                             "the scores are written there.")
+
+
 @dataclass(frozen=True)
 class BatchParams:
     model_uri: str = ""
@@ -27,16 +47,7 @@ class BatchParams:
 
     def validate(self) -> models.ResolvedModel:
         """Everything checkable without Spark; returns the resolved model."""
-        if self.mode not in OUTPUT_MODES:
-            raise UserInputError(f"mode must be 'error' or 'overwrite', got '{self.mode}'.")
-        if not self.output_path:
-            raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
-        data_lib.check_input_path(self.input_path, "input_path")
-        data_lib.check_output_path(self.output_path, self.mode)
-        if data_lib.is_local_path(self.output_path) and data_lib.is_local_path(self.input_path):
-            if os.path.abspath(data_lib.local_path(self.output_path)) == os.path.abspath(
-                    data_lib.local_path(self.input_path)):
-                raise UserInputError("output_path is the input_path: write the scores somewhere else.")
+        check_batch_paths(self.input_path, self.output_path, self.mode)
         return models.resolve_model(self.model_uri)
 
     def as_dict(self) -> dict:
@@ -65,18 +76,25 @@ def score_frame(spark_model, df, model: models.ResolvedModel):
 
 def predict_batch(spark, params: BatchParams, model: models.ResolvedModel) -> dict:
     """Score ``params.input_path`` into ``params.output_path``; log and return rows, seconds, rate."""
+    return score_input_to_output(spark, params, model, lambda input_df: score_frame(load_spark_model(model),
+                                                                                     input_df, model))
+
+
+def score_input_to_output(spark, params, model: models.ResolvedModel, score, tags: dict | None = None) -> dict:
+    """Read ``params.input_path``, score it with ``score(input_df) -> scored_df``, write the result
+    atomically to ``params.output_path`` and log what was scored: the steps every batch scorer shares."""
     started = time.perf_counter()
     input_df = data_lib.read_dataset(spark, params.input_path)
+    check_no_prediction_column(input_df)
     digest, n_files = io.files_digest(spark, params.input_path)
-    spark_model = load_spark_model(model)
-    scored = score_frame(spark_model, input_df, model)
+    scored = score(input_df)
     io.write_parquet_atomically(scored, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     rows = spark.read.parquet(params.output_path).count()  # from the parquet footers
     summary = {"rows_scored": rows, "seconds": seconds, "rows_per_second": rows / seconds if seconds else 0.0,
                "input_files": n_files}
     tracking.set_tags({**model.tags(), "input_path": params.input_path, "input_digest": digest,
-                       "output_path": params.output_path})
+                       "output_path": params.output_path, **(tags or {})})
     tracking.log_metrics(summary)
     tracking.log_spark_dataset(input_df, params.input_path, "scoring_input", "scoring", digest, num_rows=rows)
     return {**summary, "model": model.identity}

@@ -8,6 +8,7 @@ with nothing set anywhere, spark-submit's own default applies: ``local[*]``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -95,3 +96,19 @@ def quiet_python_task_warnings() -> None:
 
     warnings.filterwarnings("ignore", message="Spark session is not provided")
     warnings.filterwarnings("ignore", message="Spark local mode doesn't support stage-level scheduling")
+
+
+@contextlib.contextmanager
+def session_conf(spark, settings: dict[str, str]):
+    """Set runtime SQL settings for the jobs run inside the block, then restore the previous values."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

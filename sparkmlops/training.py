@@ -59,8 +59,7 @@ class TrainParams:
 
     def validate(self) -> "TrainParams":
         """Checks that need no data; raise one clear line per problem, before Spark starts."""
-        if not self.label_col:
-            raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+        check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
         if self.model_type not in MODEL_TYPES:
             raise UserInputError(f"unknown model_type '{self.model_type}': use rf (random forest, the book's), "
                                  "gbt (Spark's gradient-boosted trees) or xgboost (xgboost.spark).")
@@ -77,11 +76,6 @@ class TrainParams:
         if self.min_instances_per_node < 1:
             raise UserInputError(f"min_instances_per_node must be >= 1, got {self.min_instances_per_node}.")
         check_feature_subset_strategy(self.feature_subset_strategy)
-        check_train_fraction(self.train_fraction)
-        if self.register_as:
-            registry.check_model_name(self.register_as)
-        if self.data_path:
-            data_lib.check_input_path(self.data_path)
         return self
 
     def model_params(self) -> dict:
@@ -93,6 +87,17 @@ class TrainParams:
 
     def with_model_params(self, **model_params) -> "TrainParams":
         return replace(self, **model_params)
+
+
+def check_training_inputs(label_col: str, train_fraction: float, data_path: str, register_as: str = "") -> None:
+    """The checks every training entry point makes on its label, split, data path and registered name."""
+    if not label_col:
+        raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+    check_train_fraction(train_fraction)
+    if register_as:
+        registry.check_model_name(register_as)
+    if data_path:
+        data_lib.check_input_path(data_path)
 
 
 def check_train_fraction(train_fraction: float) -> None:

@@ -369,24 +369,13 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
     return result
 
 
-def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int, model=None) -> dict:
+def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int, model=None) -> tuple[dict, str]:
     """Fit the chosen forest on the whole training split (unless ``model`` is already fitted on it),
-    score the test split, log metrics, the predicted-vs-actual plot and the model: (metrics, model URI)."""
-    from sparkmlops import sklearn_models
+    score the test split and log metrics, figures and the model: (metrics, model URI)."""
+    from sparkmlops import sklearn_models, sklearn_training
 
-    spec = prepared.spec
-    x_train, y_train = sklearn_models.to_pandas(prepared.train_df, spec)
-    x_test, y_test = sklearn_models.to_pandas(prepared.test_df, spec)
-    started = time.perf_counter()
+    fitted = model is not None
     if model is None:
-        model = sklearn_models.build_forest(spec, sklearn_models.ForestParams(**model_params), seed, n_jobs=-1)
-        model.fit(x_train, y_train)
-    fit_seconds = time.perf_counter() - started
-    predicted = model.predict(x_test)
-    metrics = sklearn_models.regression_metrics(y_test, predicted)
-    tracking.log_metrics({**metrics, "fit_seconds": fit_seconds})
-    fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
-    tracking.log_figure(fig, "predicted_vs_actual.png")
-    plots.close(fig)
-    info = sklearn_models.log_sklearn_model(model, x_test)
-    return metrics, info.model_uri
+        model = sklearn_models.build_forest(prepared.spec, sklearn_models.ForestParams(**model_params), seed,
+                                            n_jobs=-1)
+    return sklearn_training.fit_evaluate_log(prepared, model, fitted=fitted)

@@ -1,0 +1,174 @@
+"""Benchmarks of single-node models on Spark (issue 7), each against a baseline measured in the same run.
+
+Inference: on N generated rows (default 1 million), a scikit-learn model from train_sklearn scored by
+plain pandas ``predict`` in one process (one thread: the per-core baseline), by score_pandas_udf's
+mapInPandas path and by mlflow.pyfunc.spark_udf, both on local[C] writing to Spark's noop sink (the
+model's work, not parquet encoding). Target: mapInPandas per core within 1.5x of pandas per core.
+Also score_pandas_udf end to end (parquet output) for reference.
+
+Per-group training: train_per_group's groupBy().applyInPandas job on generated IoT data with 36 devices
+vs the same per-group function (fit, evaluate, nested run, logged model) called group after group in
+this one process.
+
+    python bench/bench_pandas_udf.py [--rows 1000000] [--cores 2] [--iot-rows 360000]
+"""
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import isolated_env  # noqa: E402
+
+
+def best_of(repeats, fn):
+    """(median seconds, last result) of ``repeats`` calls."""
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth: int, repeats: int):
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from sparkmlops import data as data_lib
+    from sparkmlops import pandas_scoring, tracking
+    from sparkmlops.pandas_scoring import PandasUdfParams
+    from sparkmlops.sklearn_training import SklearnTrainParams, train_sklearn_and_log
+
+    default = data_lib.ensure_default_data(spark)
+    with tracking.tracked_run("bench-train-sklearn"):
+        trained = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default, num_trees=num_trees,
+                                                                  max_depth=max_depth))
+    path = str(tmp / "rows.parquet")
+    data_lib.generate_airbnb(spark, rows, seed=7, n_partitions=cores * 2).write.parquet(path)
+    model_info = pandas_scoring.resolve_pyfunc_model(trained.model_uri)
+    columns = [c for c, _ in model_info.input_columns()]
+
+    # Plain pandas in this process, one thread: read once, then the estimator's own predict (the
+    # strictest baseline; through pyfunc, with its schema enforcement, is also shown).
+    read_s, frame = best_of(1, lambda: pq.read_table(path).to_pandas())
+    pyfunc_model = mlflow.pyfunc.load_model(trained.model_uri)
+    estimator = pyfunc_model.get_raw_model()
+    pandas_s, _ = best_of(repeats, lambda: estimator.predict(frame[columns]))
+    pyfunc_s, _ = best_of(1, lambda: pyfunc_model.predict(frame[columns]))
+
+    df = spark.read.parquet(path)
+    spark.conf.set(pandas_scoring.ARROW_BATCH_CONF, "10000")
+
+    def noop(scored):
+        scored.write.format("noop").mode("overwrite").save()
+
+    # Warm up every Python worker (start, imports) outside the timings; each timed call still ships and
+    # loads the model, as a job does.
+    noop(pandas_scoring.score_map_in_pandas(spark, df, model_info))
+    noop(pandas_scoring.score_spark_udf(spark, df, model_info))
+    # The floor of any mapInPandas over these rows: the Arrow round trip JVM -> Python -> JVM, no model.
+    floor_s, _ = best_of(repeats, lambda: noop(df.mapInPandas(lambda frames: frames, df.schema)))
+    map_s, _ = best_of(repeats, lambda: noop(pandas_scoring.score_map_in_pandas(spark, df, model_info)))
+    udf_s, _ = best_of(repeats, lambda: noop(pandas_scoring.score_spark_udf(spark, df, model_info)))
+    params = PandasUdfParams(trained.model_uri, path, str(tmp / "scored.parquet"), mode="overwrite")
+    with tracking.tracked_run("bench-score-pandas-udf"):
+        end_to_end = pandas_scoring.score_with_pandas_udf(spark, params, params.validate())
+
+    pandas_rate, map_rate, udf_rate = rows / pandas_s, rows / map_s, rows / udf_s
+    print(f"\nInference, {rows:,} rows, sklearn RF {num_trees} trees depth {max_depth}, local[{cores}]:")
+    print(f"  plain pandas predict, 1 process, 1 thread: {pandas_rate:>10,.0f} rows/s   (+ parquet read "
+          f"{read_s:.1f} s; through pyfunc: {rows / pyfunc_s:,.0f} rows/s)")
+    print(f"  mapInPandas (score_pandas_udf):            {map_rate:>10,.0f} rows/s = {map_rate / cores:,.0f} per core")
+    print(f"  mlflow.pyfunc.spark_udf:                   {udf_rate:>10,.0f} rows/s = {udf_rate / cores:,.0f} per core")
+    print(f"  score_pandas_udf end to end (parquet out): {end_to_end['rows_per_second']:>10,.0f} rows/s")
+    print(f"  mapInPandas without a model (identity):    {rows / floor_s:>10,.0f} rows/s = "
+          f"{rows / floor_s / cores:,.0f} per core: the Arrow round trip of {len(df.columns)} columns costs "
+          f"{floor_s * cores / rows * 1e6:.1f} us/row/core, the model {1e6 / pandas_rate:.1f} us/row")
+    ratio = pandas_rate / (map_rate / cores)
+    print(f"  pandas per core / mapInPandas per core = {ratio:.2f}x (target <= 1.5x: "
+          f"{'met' if ratio <= 1.5 else 'NOT met'}); spark_udf per core: {pandas_rate / (udf_rate / cores):.2f}x; "
+          f"mapInPandas vs spark_udf: {map_rate / udf_rate:.2f}x")
+
+
+def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max_depth: int):
+    from sparkmlops import data as data_lib
+    from sparkmlops import tracking
+    from sparkmlops.per_group import GroupContext, PerGroupParams, group_spec, train_group, train_per_group_and_log
+
+    path = str(tmp / "iot.parquet")
+    data_lib.generate_iot(spark, iot_rows, n_devices=devices).write.parquet(path)
+    params = PerGroupParams(data_path=path, label_col=data_lib.IOT_LABEL, group_col=data_lib.IOT_GROUP_COL,
+                            min_rows=10, num_trees=num_trees, max_depth=max_depth)
+    started = time.perf_counter()
+    with tracking.tracked_run("bench-per-group-spark") as run:
+        result = train_per_group_and_log(spark, params.validate())
+    total_s = time.perf_counter() - started
+    import mlflow
+
+    groups_s = mlflow.get_run(run.info.run_id).data.metrics["groups_seconds"]
+
+    # The same per-group work, one group after the other in this process (same rows, split and logging).
+    from pyspark.sql import functions as F
+
+    from sparkmlops.per_group import SPLIT_COL
+    from sparkmlops.training import load_labelled, split_train_test
+
+    labelled = load_labelled(spark, path, params.label_col)
+    train_df, test_df = split_train_test(labelled.df, params.train_fraction, params.seed)
+    spec = group_spec(labelled.spec, params.group_col)
+    cols = [params.group_col, *spec.feature_cols, spec.label_col]
+    frame = (train_df.select(*cols).withColumn(SPLIT_COL, F.lit("train"))
+             .unionByName(test_df.select(*cols).withColumn(SPLIT_COL, F.lit("test"))).toPandas())
+    with tracking.tracked_run("bench-per-group-sequential") as run:
+        context = GroupContext(run.info.run_id, run.info.experiment_id, tracking.portable_tracking_uri(),
+                               params.group_col, spec, params.forest_params(), params.min_rows, params.seed)
+        started = time.perf_counter()
+        rows = [train_group(context, group) for _, group in frame.groupby(params.group_col)]
+        sequential_s = time.perf_counter() - started
+    trained = int((result.table["status"] == "trained").sum())
+    assert trained == sum(int((r["status"] == "trained").sum()) for r in rows) == devices
+    print(f"\nPer-group training, {iot_rows:,} IoT rows, {devices} devices, RF {num_trees} trees depth {max_depth}:")
+    print(f"  train_per_group applyInPandas job: {groups_s:.1f} s (whole entry point incl. fallback model and "
+          f"test scoring: {total_s:.1f} s)")
+    print(f"  the same {devices} groups one after another in one process: {sequential_s:.1f} s")
+    print(f"  speed-up {sequential_s / groups_s:.2f}x on {spark.sparkContext.defaultParallelism} cores")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--num-trees", type=int, default=100)
+    parser.add_argument("--max-depth", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--iot-rows", type=int, default=360_000)
+    parser.add_argument("--devices", type=int, default=36)
+    parser.add_argument("--skip", choices=["inference", "per-group"], default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ.update(isolated_env(tmp))
+        import mlflow
+
+        from sparkmlops.spark import get_spark
+
+        mlflow.set_experiment("bench")
+        spark = get_spark("bench-pandas-udf", master=f"local[{args.cores}]",
+                          conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.cores * 2),
+                                "spark.driver.memory": "6g", "spark.ui.showConsoleProgress": "false"})
+        if args.skip != "inference":
+            inference(spark, tmp, args.rows, args.cores, args.num_trees, args.max_depth, args.repeats)
+        if args.skip != "per-group":
+            per_group(spark, tmp, args.iot_rows, args.devices, args.num_trees, args.max_depth)
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The `train_sklearn` job: a single-node scikit-learn pipeline on train's data, split and metrics.
+
+Spark reads, checks and splits the data exactly as `train` does (same rows in the test split for the
+same seed and train_fraction); the model is fitted on the driver and logged in MLflow's scikit-learn
+flavor (skops format, its trusted types recorded) with a signature and explicit pins, so
+`score_pandas_udf` can score it on the executors and `mlflow models serve` can serve it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from sparkmlops import data as data_lib
+from sparkmlops import plots, tracking, training
+from sparkmlops.sklearn_models import (ForestParams, build_forest, log_sklearn_model, regression_metrics,
+                                       single_threaded, to_pandas)
+
+
+@dataclass(frozen=True)
+class SklearnTrainParams:
+    """The `train_sklearn` entry point's parameters (names match MLproject)."""
+
+    data_path: str = ""
+    label_col: str = data_lib.DEFAULT_LABEL
+    model_type: str = "rf"
+    num_trees: int = 100
+    max_depth: int = 10
+    min_samples_leaf: int = 1
+    max_features: str = "1.0"
+    log_label: bool = False
+    seed: int = 42
+    train_fraction: float = 0.8
+    register_as: str = ""
+
+    def forest_params(self) -> ForestParams:
+        return ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features,
+                            self.log_label, self.model_type)
+
+    def validate(self) -> "SklearnTrainParams":
+        self.forest_params().validate()
+        training.check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
+        return self
+
+    def model_params(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("data_path", "register_as")}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SklearnTrainResult:
+    metrics: dict[str, float]
+    model_uri: str
+    run_id: str
+    registered_version: str = ""
+
+
+def _log_importance(model, spec: data_lib.FeatureSpec, prefix: str = "") -> None:
+    """The forest's impurity importances under the original column names (rf only: gbt has none)."""
+    import pandas as pd
+
+    fitted = getattr(model, "regressor_", model)
+    estimator = fitted.steps[-1][1]
+    if not hasattr(estimator, "feature_importances_"):
+        return
+    # The encoder outputs the categorical columns first, then the passthrough (numeric) ones.
+    table = pd.DataFrame({"feature": spec.categorical_cols + spec.numeric_cols,
+                          "importance": estimator.feature_importances_})
+    table = table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
+    tracking.log_dataframe_csv(table, f"{prefix}feature_importance.csv")
+    fig = plots.feature_importance_figure(table)
+    tracking.log_figure(fig, f"{prefix}feature_importance.png")
+    plots.close(fig)
+
+
+def fit_evaluate_log(prepared: training.PreparedData, model, fitted: bool = False, prefix: str = "",
+                     name: str = "model") -> tuple[dict, str]:
+    """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
+    (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
+    (metrics, logged model URI)."""
+    spec = prepared.spec
+    x_train, y_train = to_pandas(prepared.train_df, spec)
+    x_test, y_test = to_pandas(prepared.test_df, spec)
+    started = time.perf_counter()
+    if not fitted:
+        model.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    model = single_threaded(model)
+    predicted = model.predict(x_test)
+    metrics = regression_metrics(y_test, predicted)
+    tracking.log_metrics({f"{prefix}{k}": v for k, v in {**metrics, "fit_seconds": fit_seconds}.items()})
+    fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
+    tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")
+    plots.close(fig)
+    _log_importance(model, spec, prefix)
+    info = log_sklearn_model(model, x_test, name=name)
+    return metrics, info.model_uri
+
+
+def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResult:
+    """Read and split as `train` does, fit the scikit-learn pipeline, log (and register) it."""
+    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    try:
+        if params.log_label:
+            training.check_log_label(prepared.profile, prepared.spec)
+        model = build_forest(prepared.spec, params.forest_params(), params.seed, n_jobs=-1)
+        metrics, model_uri = fit_evaluate_log(prepared, model)
+        result = SklearnTrainResult(metrics, model_uri, tracking.active_run_id())
+        if params.register_as:
+            result.registered_version = training.register_result(
+                params.register_as, "train_sklearn", model_uri, params.model_params(), metrics, prepared)
+        return result
+    finally:
+        prepared.unpersist()
