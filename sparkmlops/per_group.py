@@ -224,7 +224,7 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
                               "groups_failed": len(failed), "groups_seconds": groups_seconds})
         if len(failed):
             first = failed.iloc[0]
-            raise RuntimeError(f"{len(failed)} of {len(table)} group models failed (their nested runs are FAILED "
+            raise RuntimeError(f"{len(failed)} of {len(trainable)} group models failed (their nested runs are FAILED "
                                f"with the error); first, group '{first['group']}': {first['error']}")
 
         # The fallback model: every training row, the group column as a feature.

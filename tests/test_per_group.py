@@ -173,3 +173,27 @@ def test_bad_inputs_are_refused(client, spark, default_data, per_group_run, trai
                    before_spark=False)
     result = python_script("train_per_group.py", "--min_rows", "0")
     assert_refused(result, client, "min_rows must be >= 2")
+
+
+def test_a_failing_group_fails_its_nested_run_and_the_parent(client, spark, default_data, tmp_path):
+    """One group whose labels cannot be fitted (infinite prices): its nested run ends FAILED with the
+    error, the other groups' runs finish, and the parent fails with one line naming the group."""
+    from pyspark.sql import functions as F
+
+    path = str(tmp_path / "bad-group.parquet")
+    price = F.when(F.col("neighbourhood_cleansed") == "Mission", F.lit(float("inf"))).otherwise(F.col("price"))
+    spark.read.parquet(default_data).withColumn("price", price).write.parquet(path)
+    result = script_in_process("train_per_group.py", "--data_path", path, "--min_rows", "300", "--num_trees", "3",
+                               "--max_depth", "3")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "1 of 6 group models failed" in result.stderr and "group 'Mission'" in result.stderr.strip().splitlines()[-1]
+    parent = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+                                "attributes.run_name = 'train_per_group'", order_by=["attributes.start_time DESC"],
+                                max_results=1)[0]  # the children started after it
+    assert parent.info.status == "FAILED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    status = {c.data.tags["group"]: c.info.status for c in children}
+    assert status.pop("Mission") == "FAILED" and status and set(status.values()) == {"FINISHED"}
+    failed = next(c for c in children if c.data.tags["group"] == "Mission")
+    assert "infinity" in failed.data.tags["error"].lower()
