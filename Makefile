@@ -15,7 +15,7 @@ ENTRY ?= main
 PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: setup run test ui pins bench clean
+.PHONY: setup run test ui pins bench clean cluster-up cluster-down
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,15 @@ pins: setup
 
 bench: setup
 	python bench/bench_train.py
+
+# A Spark standalone cluster (master + 2 workers) and a Spark Connect server on 127.0.0.1, from the pyspark
+# package; PIDs, logs and spark-defaults.conf in .cluster/. Then: source .cluster/env.sh (or SPARK_REMOTE=...).
+CLUSTER_ARGS ?= --connect
+cluster-up: setup
+	python -m sparkmlops.local_cluster up --state-dir .cluster $(CLUSTER_ARGS)
+
+cluster-down:
+	$(BIN)/python -m sparkmlops.local_cluster down --state-dir .cluster
 
 clean:
 	rm -rf $(VENV) data/generated spark-warehouse .pytest_cache

@@ -50,7 +50,9 @@ def run(command: click.Command, args: list[str] | None = None) -> None:
 
 # Options several entry points share (same name, default and help everywhere).
 spark_master_option = click.option(
-    "--spark_master", default="", help="Spark master URL; empty = from the environment, else local[*].")
+    "--spark_master", default="",
+    help="Spark master URL (local[N], spark://host:7077, sc://host:15002 for Spark Connect, ...); "
+         "empty = from the environment (SPARK_REMOTE, PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].")
 model_uri_option = click.option(
     "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path.")
 data_path_option = click.option(

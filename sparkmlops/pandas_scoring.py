@@ -119,14 +119,37 @@ _LOADED: dict[str, object] = {}  # per Python worker process: shipped folder nam
 
 
 def ship_model(spark, model: models.ResolvedModel) -> str:
-    """Download the model once on the driver and ship its folder to every executor; return its name."""
+    """Download the model once on the driver and ship it to every executor as one zip file (a cluster
+    master refuses addFile of a local folder); return its name."""
+    import shutil
+
     import mlflow
 
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
     local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
     mlflow.artifacts.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
-    spark.sparkContext.addFile(local, recursive=True)
+    spark.sparkContext.addFile(shutil.make_archive(local, "zip", local))
     return name
+
+
+def shipped_model_dir(name: str) -> str:
+    """The shipped model's folder on this executor, unzipped once per executor (atomically, as several
+    Python workers may race)."""
+    import shutil
+    import zipfile
+
+    from pyspark import SparkFiles
+
+    target = os.path.join(SparkFiles.getRootDirectory(), name)
+    if not os.path.isdir(target):
+        staging = tempfile.mkdtemp(prefix=f".{name}-", dir=SparkFiles.getRootDirectory())
+        with zipfile.ZipFile(SparkFiles.get(f"{name}.zip")) as archive:
+            archive.extractall(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another worker got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def batch_predictor(model):
@@ -146,9 +169,8 @@ def load_shipped_model(name: str, loads=None):
     predict = _LOADED.get(name)
     if predict is None:
         import mlflow
-        from pyspark import SparkFiles
 
-        predict = batch_predictor(mlflow.pyfunc.load_model(SparkFiles.get(name)))
+        predict = batch_predictor(mlflow.pyfunc.load_model(shipped_model_dir(name)))
         _LOADED.clear()  # a long-lived worker keeps only the newest job's model
         _LOADED[name] = predict
         if loads is not None:

@@ -55,9 +55,7 @@ class BatchParams:
 
 
 def load_spark_model(model: models.ResolvedModel):
-    import mlflow
-
-    return mlflow.spark.load_model(model.load_uri)
+    return tracking.load_spark_model(model.load_uri)
 
 
 def score_frame(spark_model, df, model: models.ResolvedModel):

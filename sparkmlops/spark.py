@@ -1,58 +1,131 @@
 """The project's one SparkSession factory.
 
 The master and configuration come from where Spark users put them: ``spark-submit --master``,
-``PYSPARK_SUBMIT_ARGS``, ``$SPARK_CONF_DIR/spark-defaults.conf`` or ``SPARK_REMOTE``. The factory only
-adds what the caller passes explicitly (the ``spark_master`` entry-point parameter, test settings);
-with nothing set anywhere, spark-submit's own default applies: ``local[*]``.
+``PYSPARK_SUBMIT_ARGS``, ``$SPARK_CONF_DIR/spark-defaults.conf`` or ``SPARK_REMOTE`` (Spark Connect).
+The factory only adds what the caller passes explicitly (the ``spark_master`` entry-point parameter,
+``sc://`` for Connect; test settings); with nothing set anywhere, spark-submit's own default applies:
+``local[*]``. Nothing here reads or writes through the JVM unless the session is a classic one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import sys
 
 from sparkmlops.environment import check_java
+from sparkmlops.errors import UserInputError
 
 
-def _launches_local_jvm() -> bool:
+def _launches_local_jvm(master: str | None = None) -> bool:
     # Under spark-submit the JVM already runs (it passed us its gateway); over Spark Connect none is needed.
-    return not (os.environ.get("PYSPARK_GATEWAY_PORT") or os.environ.get("SPARK_REMOTE")
-                or os.environ.get("SPARK_CONNECT_MODE_ENABLED"))
+    return not (os.environ.get("PYSPARK_GATEWAY_PORT") or connect_requested(master))
 
 
-def _runs_locally(master: str | None) -> bool:
+def _defaults_file_value(key: str) -> str | None:
+    """A setting of spark-defaults.conf, where spark-submit looks for it ($SPARK_CONF_DIR, $SPARK_HOME/conf)."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or (
+        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None)
+    if not conf_dir or not os.path.isfile(os.path.join(conf_dir, "spark-defaults.conf")):
+        return None
+    with open(os.path.join(conf_dir, "spark-defaults.conf")) as conf:
+        for line in conf:
+            match = re.match(r"\s*" + re.escape(key) + r"\s*[=\s]\s*(\S+)", line)
+            if match:
+                return match.group(1)
+    return None
+
+
+def requested_master(master: str | None = None) -> str:
+    """The master a new session will get, read from the places Spark reads, in Spark's order: the
+    ``spark_master`` parameter, ``SPARK_REMOTE``, ``PYSPARK_SUBMIT_ARGS --master``, spark-defaults.conf,
+    else ``local[*]``. (Under spark-submit the JVM is already up with the master it was given.)"""
     if master:
-        return master.startswith("local")
-    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
-    match = re.search(r"--master[ =](\S+)", submit_args)
-    return match is None or match.group(1).startswith("local")
+        return master
+    if os.environ.get("SPARK_REMOTE"):
+        return os.environ["SPARK_REMOTE"]
+    match = re.search(r"--master[ =](\S+)", os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+    if match:
+        return match.group(1)
+    return _defaults_file_value("spark.master") or "local[*]"
+
+
+def connect_requested(master: str | None = None) -> bool:
+    """True when the session will be a Spark Connect client (``sc://`` master or SPARK_REMOTE)."""
+    if master:
+        return master.startswith("sc://")
+    return bool(os.environ.get("SPARK_REMOTE") or os.environ.get("SPARK_CONNECT_MODE_ENABLED"))
+
+
+_MASTER_URL = re.compile(r"^(local(\[(\*|\d+)(,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]|yarn"
+                         r"|(spark|k8s|mesos)://\S+|sc://\S+)$")
+
+
+def check_master(master: str | None) -> None:
+    """Refuse, before any JVM starts, a malformed ``spark_master`` or one that contradicts ``SPARK_REMOTE``."""
+    if master and not _MASTER_URL.match(master):
+        raise UserInputError(f"spark_master '{master}' is not a Spark master URL: use local[*], local[N], "
+                             "spark://host:7077, yarn, k8s://https://host:port or sc://host:15002 (Spark Connect), "
+                             "or leave it empty to take the environment's.")
+    remote = os.environ.get("SPARK_REMOTE")
+    if master and remote and master != remote:
+        raise UserInputError(f"spark_master is '{master}' but SPARK_REMOTE is '{remote}': "
+                             "unset SPARK_REMOTE or drop -P spark_master, so that one says where Spark runs.")
+
+
+_REMOTE_URL: dict[str, str] = {}
 
 
 def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | None = None):
     """Return the active SparkSession or create one.
 
-    ``master``: overrides the environment's master only when given (non-empty).
-    ``conf``: explicit settings (for tests and benchmarks), applied on top of the environment's.
+    ``master``: overrides the environment's master only when given (non-empty); ``sc://host:port``
+    makes a Spark Connect session. ``conf``: explicit settings (for tests and benchmarks), applied on
+    top of the environment's.
     """
-    if _launches_local_jvm():
+    check_master(master)
+    if _launches_local_jvm(master):
         check_java()  # one clear line instead of "Java gateway process exited"
-    if _launches_local_jvm() and _runs_locally(master):
-        # Python workers (UDFs, SparkTrials, joblib-spark) otherwise run `python3` from PATH, which may be
-        # another environment without the project's packages. On a cluster, set PYSPARK_PYTHON yourself.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # Python workers (UDFs, SparkTrials, joblib-spark) run PYSPARK_PYTHON, else `python3` from PATH,
+        # which may be another environment without the project's packages. spark-submit takes it from
+        # spark.pyspark.python in spark-defaults.conf; a session started from Python must do so itself.
+        # In local mode the workers are this machine's: this Python. On a cluster, set one of the two.
+        configured = _defaults_file_value("spark.pyspark.python")
+        if configured:
+            os.environ.setdefault("PYSPARK_PYTHON", configured)
+        elif requested_master(master).startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    if master:
+    if master and master.startswith("sc://"):
+        _REMOTE_URL["url"] = master
+        if not os.environ.get("SPARK_REMOTE"):
+            builder = builder.remote(master)
+    elif master:
         builder = builder.master(master)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    if not is_connect(spark):
+    if is_connect(spark):
+        # PySpark 4.1's Connect ML objects release their server-side copy from __del__ with a gRPC call;
+        # run by the cyclic garbage collector at an arbitrary point, that call can deadlock the client
+        # (SPARK-55020, SPARK-57655; seen here: `train` hung in release_ref). Reference counting still
+        # frees memory; cycles wait until the process ends, which for one job is fine.
+        gc.disable()
+    else:
         spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def end_connect_session(spark) -> None:
+    """Over Spark Connect, release the job's server-side objects while the client is fully alive, then
+    close the session: left to interpreter shutdown, their __del__ gRPC calls can hang the exit."""
+    if spark is not None and is_connect(spark):
+        gc.collect()
+        spark.stop()
 
 
 def is_connect(spark) -> bool:
@@ -61,8 +134,10 @@ def is_connect(spark) -> bool:
 
 
 def spark_master(spark) -> str:
+    """The master, for the run's tags; over Connect, the server's URL and the server's own master."""
     if is_connect(spark):
-        return os.environ.get("SPARK_REMOTE", "spark-connect")
+        remote = os.environ.get("SPARK_REMOTE") or _REMOTE_URL.get("url", "sc://")
+        return f"{remote} (server master {spark.conf.get('spark.master', '?')})"
     return spark.sparkContext.master
 
 

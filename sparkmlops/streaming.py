@@ -9,6 +9,7 @@ so read the output with Spark (``spark.read.parquet(output)``), never by listing
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -130,11 +131,12 @@ class ProgressReporter:
         from mlflow.entities import Metric
 
         for progress in query.recentProgress:
-            batch_id, rows = progress["batchId"], progress["numInputRows"]
+            # Attributes, not keys: over Spark Connect the JSON has no numInputRows (the property sums the sources).
+            batch_id, rows = progress.batchId, progress.numInputRows
             if batch_id in self.seen or rows == 0:
                 continue  # a trigger with no new files repeats the last batch id with 0 rows
             self.seen.add(batch_id)
-            latency = float(progress["durationMs"].get("triggerExecution", 0))
+            latency = float((progress.durationMs or {}).get("triggerExecution", 0))
             self.latencies_ms.append(latency)
             self.rows += rows
             print(f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
@@ -169,9 +171,13 @@ def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_se
     reporter = ProgressReporter(tracking.active_run_id())
     started = time.perf_counter()
     try:
+        last_collect = time.monotonic()
         while query.isActive and not stop_requested.is_set():
             query.awaitTermination(poll_seconds)
             reporter.report(query)
+            if not gc.isenabled() and time.monotonic() - last_collect > 60:
+                gc.collect()  # over Spark Connect the collector is off (see spark.get_spark): run it here, safely
+                last_collect = time.monotonic()
         if stop_requested.is_set() and query.isActive:
             query.stop()
         reporter.report(query)

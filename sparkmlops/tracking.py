@@ -90,19 +90,92 @@ class _CountedSparkDataset(mlflow.data.spark_dataset.SparkDataset):
 
 def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5,
                     extra_packages: tuple[str, ...] = ()):
-    """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements."""
+    """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements.
+
+    Over Spark Connect, ``mlflow.spark.log_model`` cannot work (it copies the saved model through the
+    client's JVM, and a Connect client has none): the model is saved with its own writer by the server
+    and the folder logged in the same layout, so ``mlflow.spark.load_model`` loads it either way.
+    """
     from mlflow.models import infer_signature
+
+    from sparkmlops.spark import is_connect
 
     signature = infer_signature(input_sample_df, output_sample_df)
     input_example = input_sample_df.limit(input_example_rows).toPandas()
+    # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
+    pip_requirements = environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages)
+    if is_connect(input_sample_df.sparkSession):
+        return mlflow.models.Model.log(
+            None, flavor=_ConnectSparkFlavor, name=MODEL_ARTIFACT_PATH, spark_model=model, signature=signature,
+            input_example=input_example, pip_requirements=pip_requirements,
+            validate_serving_input=False)  # the check would load the model through a JVM
     return mlflow.spark.log_model(
         model,
         MODEL_ARTIFACT_PATH,
         signature=signature,
         input_example=input_example,
-        # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
-        pip_requirements=environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages),
+        pip_requirements=pip_requirements,
     )
+
+
+def connect_staging_dir() -> str:
+    """Where a Spark Connect server writes a model for the client to log, and reads one the client
+    downloaded: a folder both sides reach. The default (the client's temp dir) works when the server
+    runs on the same machine; otherwise set SPARKMLOPS_CONNECT_STAGING_DIR to a shared mount."""
+    return os.environ.get("SPARKMLOPS_CONNECT_STAGING_DIR") or tempfile.gettempdir()
+
+
+class _ConnectSparkFlavor:
+    """A flavor module for ``Model.log`` that writes mlflow.spark's layout without a JVM."""
+
+    __name__ = "mlflow.spark"
+
+    @staticmethod
+    def save_model(path, mlflow_model, spark_model, signature=None, input_example=None, pip_requirements=None,
+                   **_):
+        import shutil
+        import uuid
+
+        from mlflow.spark import _SPARK_MODEL_PATH_SUB, _save_model_metadata
+        from pyspark.ml import PipelineModel
+
+        if not isinstance(spark_model, PipelineModel):
+            spark_model = PipelineModel([spark_model])
+        staging = Path(connect_staging_dir()).resolve() / f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
+        try:
+            spark_model.write().save(str(staging))  # runs on the server
+            if not staging.is_dir():
+                raise RuntimeError(f"the Spark Connect server saved the model to {staging}, which this machine "
+                                   "cannot see: set SPARKMLOPS_CONNECT_STAGING_DIR to a folder both share.")
+            shutil.move(str(staging), str(Path(path) / _SPARK_MODEL_PATH_SUB))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        # MLflow's own metadata writer for the spark flavor: the same MLmodel, env files and example.
+        _save_model_metadata(dst_dir=path, spark_model=spark_model, mlflow_model=mlflow_model, conda_env=None,
+                             code_paths=None, signature=signature, input_example=input_example,
+                             pip_requirements=pip_requirements)
+
+
+def load_spark_model(model_uri: str):
+    """The Spark model at ``model_uri``. Over Spark Connect, the files are downloaded to a folder the
+    server reads (see ``connect_staging_dir``) and loaded with the model's own reader."""
+    from pyspark.sql.utils import is_remote
+
+    if not is_remote():
+        return mlflow.spark.load_model(model_uri)
+    import shutil
+
+    from mlflow.models import Model
+    from pyspark.ml import PipelineModel
+
+    local = Path(tempfile.mkdtemp(prefix="sparkmlops-model-", dir=connect_staging_dir())).resolve()
+    try:
+        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(local))
+        folder = next(p.parent for p in local.rglob("MLmodel"))
+        data = Model.load(str(folder)).flavors["spark"]["model_data"]
+        return PipelineModel.load(str(folder / data))  # the server reads the files and keeps the model
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost") -> None:

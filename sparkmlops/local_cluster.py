@@ -1,0 +1,306 @@
+"""A Spark standalone cluster (a master and workers) and a Spark Connect server on this machine, started
+from the pyspark package and bound to 127.0.0.1: to try the project on a real cluster, and for the
+tests and the benchmark.
+
+    python -m sparkmlops.local_cluster up [--connect]      # make cluster-up
+    python -m sparkmlops.local_cluster down                # make cluster-down (stops the recorded PIDs)
+
+The pip package has ``bin/spark-class`` and ``bin/spark-submit`` but none of Spark's ``sbin/start-*.sh``
+scripts, so the daemons are started the way those scripts start them: ``spark-class <Master|Worker>``
+and ``spark-submit --class SparkConnectServer``. Both exec java, so the PID recorded is the JVM's.
+``up`` also writes ``<state_dir>/conf/spark-defaults.conf`` (the master, driver bound to 127.0.0.1, this
+Python for the executors) and ``<state_dir>/env.sh`` to source, so ``mlflow run`` needs no change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+HOST = "127.0.0.1"
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+STATE_FILE = "cluster.json"
+
+
+def spark_home() -> Path:
+    """$SPARK_HOME, else the pip-installed pyspark (it ships the jars and bin/ scripts)."""
+    if os.environ.get("SPARK_HOME"):
+        return Path(os.environ["SPARK_HOME"])
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Cluster:
+    """What ``up`` started: ports and PIDs, saved as <state_dir>/cluster.json for ``down``."""
+
+    state_dir: str
+    master_port: int = 7077
+    master_ui_port: int = 8080
+    worker_ui_ports: list[int] = field(default_factory=lambda: [8081, 8082])
+    worker_cores: int = 1
+    worker_memory: str = "2g"
+    executor_memory: str = "1g"
+    connect_port: int = 0  # 0 = no Connect server
+    connect_master: str = "local[2]"
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{HOST}:{self.master_port}"
+
+    @property
+    def remote_url(self) -> str:
+        return f"sc://{HOST}:{self.connect_port}"
+
+    @property
+    def conf_dir(self) -> Path:
+        return Path(self.state_dir) / "conf"
+
+    def driver_conf(self) -> dict[str, str]:
+        """What a driver needs to use the standalone master (also written to spark-defaults.conf)."""
+        return {
+            "spark.master": self.master_url,
+            "spark.driver.host": HOST,
+            "spark.driver.bindAddress": HOST,
+            # Executors start this Python: the same machine, so the same environment and packages.
+            "spark.pyspark.python": sys.executable,
+            "spark.executor.memory": self.executor_memory,
+        }
+
+    def env(self) -> dict[str, str]:
+        """Environment for drivers that use this cluster through SPARK_CONF_DIR."""
+        return {"SPARK_CONF_DIR": str(self.conf_dir), "SPARK_LOCAL_IP": HOST}
+
+    def save(self) -> None:
+        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, state_dir: str) -> "Cluster | None":
+        path = Path(state_dir) / STATE_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _daemon_env(state_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST,
+           # Without it, executors and the Connect server's Python workers run `python3` from PATH.
+           "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(state_dir / "logs"),
+           # No REST submission server: it would take port 6066 on every cluster of the machine.
+           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
+    for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "MASTER"):
+        env.pop(key, None)  # a daemon must not inherit a driver's settings
+    return env
+
+
+def _launch(cluster: Cluster, name: str, command: list[str]) -> int:
+    state_dir = Path(cluster.state_dir)
+    log = open(state_dir / "logs" / f"{name}.log", "ab")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=_daemon_env(state_dir), start_new_session=True)
+    cluster.pids[name] = process.pid
+    cluster.save()
+    return process.pid
+
+
+def _check_ports_free(ports: list[int]) -> None:
+    taken = [p for p in ports if p and port_open(p)]
+    if taken:
+        raise click.ClickException(f"port(s) {', '.join(map(str, taken))} on {HOST} are in use (another Spark?): "
+                                   "stop it, or choose other ports (make cluster-up CLUSTER_ARGS='--master-port ...').")
+
+
+def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
+    """Start the master, ``workers`` workers and (when ``connect_port``) a Connect server; wait until ready."""
+    state_dir = Path(cluster.state_dir)
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    cluster.worker_ui_ports = list(cluster.worker_ui_ports)[:workers]
+    while len(cluster.worker_ui_ports) < workers:
+        cluster.worker_ui_ports.append(max(cluster.worker_ui_ports + [cluster.master_ui_port]) + 1)
+    _check_ports_free([cluster.master_port, cluster.master_ui_port, *cluster.worker_ui_ports, cluster.connect_port])
+    write_spark_conf(cluster)
+    spark_class = str(spark_home() / "bin" / "spark-class")
+    try:
+        _launch(cluster, "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
+                                    "--port", str(cluster.master_port), "--webui-port", str(cluster.master_ui_port)])
+        for index, ui_port in enumerate(cluster.worker_ui_ports, start=1):
+            work_dir = state_dir / f"worker-{index}"
+            work_dir.mkdir(exist_ok=True)
+            _launch(cluster, f"worker-{index}", [
+                spark_class, "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host", HOST,
+                "--cores", str(cluster.worker_cores), "--memory", cluster.worker_memory,
+                "--webui-port", str(ui_port), "--work-dir", str(work_dir)])
+        if cluster.connect_port:
+            start_connect_server(cluster)
+        wait_until_ready(cluster, workers, timeout)
+    except BaseException:
+        stop(cluster)
+        raise
+    return cluster
+
+
+def start_connect_server(cluster: Cluster) -> int:
+    """What sbin/start-connect-server.sh runs (the pip package lacks it), bound to 127.0.0.1."""
+    master = cluster.master_url if cluster.connect_master == "standalone" else cluster.connect_master
+    conf = {
+        "spark.connect.grpc.binding.address": HOST,  # otherwise it listens on every interface
+        "spark.connect.grpc.binding.port": str(cluster.connect_port),
+        "spark.driver.host": HOST,
+        "spark.driver.bindAddress": HOST,
+        "spark.driver.memory": "1g",
+        "spark.executor.memory": cluster.executor_memory,
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+    }
+    command = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
+               "--name", "Spark Connect server", "--master", master]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    return _launch(cluster, "connect", command)
+
+
+def alive_workers(cluster: Cluster) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{cluster.master_ui_port}/json/", timeout=2) as response:
+            return int(json.load(response).get("aliveworkers", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    # A child of this process that exited stays a zombie until reaped: reap it.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def wait_until_ready(cluster: Cluster, workers: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = [name for name, pid in cluster.pids.items() if not _running(pid)]
+        if dead:
+            raise click.ClickException(f"{', '.join(dead)} exited at start: see {Path(cluster.state_dir) / 'logs'}")
+        ready = alive_workers(cluster) >= workers
+        if cluster.connect_port:
+            ready = ready and port_open(cluster.connect_port)
+        if ready:
+            return
+        time.sleep(1)
+    raise click.ClickException(f"the cluster was not ready after {timeout:.0f} s: see {Path(cluster.state_dir) / 'logs'}")
+
+
+def stop(cluster: Cluster, timeout: float = 30) -> list[str]:
+    """Stop every recorded PID (SIGTERM, then SIGKILL after ``timeout``); never by process name."""
+    stopped = []
+    for name, pid in reversed(list(cluster.pids.items())):
+        if _running(pid):
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(name)
+    deadline = time.monotonic() + timeout
+    for name, pid in cluster.pids.items():
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+    cluster.pids = {}
+    cluster.save()
+    return stopped
+
+
+def write_spark_conf(cluster: Cluster) -> None:
+    cluster.conf_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key} {value}" for key, value in cluster.driver_conf().items()]
+    (cluster.conf_dir / "spark-defaults.conf").write_text("\n".join(lines) + "\n")
+    env_lines = [f"export {key}={value}" for key, value in cluster.env().items()]
+    (Path(cluster.state_dir) / "env.sh").write_text(
+        "# Drivers started after `source` use the standalone master (spark-defaults.conf).\n"
+        + "\n".join(env_lines) + "\n"
+        + (f"# Spark Connect instead: export SPARK_REMOTE={cluster.remote_url}\n" if cluster.connect_port else ""))
+
+
+@click.group()
+def cli():
+    """A local Spark standalone cluster (and Connect server) bound to 127.0.0.1."""
+
+
+@cli.command()
+@click.option("--state-dir", default=".cluster", show_default=True, help="PIDs, logs, spark-defaults.conf.")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--worker-cores", default=1, show_default=True)
+@click.option("--worker-memory", default="2g", show_default=True)
+@click.option("--master-port", default=7077, show_default=True)
+@click.option("--master-ui-port", default=8080, show_default=True)
+@click.option("--connect/--no-connect", default=False, show_default=True, help="Also start a Spark Connect server.")
+@click.option("--connect-port", default=15002, show_default=True)
+@click.option("--connect-master", default="local[2]", show_default=True,
+              help="The Connect server's master: local[N], or 'standalone' for this cluster's master.")
+def up(state_dir, workers, worker_cores, worker_memory, master_port, master_ui_port, connect, connect_port,
+       connect_master):
+    """Start the master, the workers and optionally a Connect server; wait until they are ready."""
+    state = Path(state_dir).resolve()
+    previous = Cluster.load(str(state))
+    if previous and any(_running(pid) for pid in previous.pids.values()):
+        raise click.ClickException(f"a cluster from {state} is running: make cluster-down first.")
+    cluster = Cluster(state_dir=str(state), master_port=master_port, master_ui_port=master_ui_port,
+                      worker_ui_ports=[master_ui_port + i for i in range(1, workers + 1)], worker_cores=worker_cores,
+                      worker_memory=worker_memory, connect_port=connect_port if connect else 0,
+                      connect_master=connect_master)
+    started = time.monotonic()
+    start(cluster, workers=workers)
+    click.echo(f"master {cluster.master_url} (UI http://{HOST}:{cluster.master_ui_port}), {workers} workers"
+               + (f", Spark Connect {cluster.remote_url}" if cluster.connect_port else "")
+               + f", ready in {time.monotonic() - started:.0f} s; PIDs {cluster.pids}")
+    click.echo(f"Use it: source {state / 'env.sh'}   (then `mlflow run . --env-manager local` runs on it)")
+    if cluster.connect_port:
+        click.echo(f"Or over Spark Connect: SPARK_REMOTE={cluster.remote_url} mlflow run . --env-manager local")
+
+
+@cli.command()
+@click.option("--state-dir", default=".cluster", show_default=True)
+def down(state_dir):
+    """Stop what `up` started, by the PIDs it recorded."""
+    cluster = Cluster.load(str(Path(state_dir).resolve()))
+    if cluster is None:
+        click.echo(f"no cluster recorded in {state_dir}")
+        return
+    stopped = stop(cluster)
+    click.echo(f"stopped {', '.join(stopped) or 'nothing (already stopped)'}")
+
+
+if __name__ == "__main__":
+    cli()
