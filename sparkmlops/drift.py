@@ -1,0 +1,179 @@
+"""Data drift between a reference dataset and a current one, computed with Spark aggregations.
+
+Per feature:
+- PSI (population stability index) = sum over buckets of (c - r) * ln(c / r), with r and c the
+  reference and current shares of the bucket. Numeric buckets are the reference's quantile bins
+  (``bins`` of them, fewer when values repeat); string buckets are the reference's categories plus
+  one bucket for categories the reference never saw. Nulls are not a bucket: their rate is reported
+  apart. An empty bucket gets a share of EPSILON so PSI stays finite.
+- KS (numeric only): the two-sample Kolmogorov-Smirnov statistic, the largest gap between the two
+  empirical CDFs, evaluated at a grid made of both datasets' percentiles (exact up to the grid).
+- null-rate change, and for strings the share of current rows whose category is unseen.
+
+Nothing collects raw rows: quantiles come from ``approxQuantile`` and every count from one
+``groupBy`` over (feature, bucket), whose result has O(features x buckets) rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+EPSILON = 1e-4
+UNSEEN = "__unseen__"
+GRID_POINTS = 100  # percentiles of each dataset in the KS grid
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    kind: str  # numeric | categorical
+    psi: float
+    ks: float | None
+    reference_null_rate: float
+    current_null_rate: float
+    unseen_share: float | None
+    buckets: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def psi(reference_counts: list[float], current_counts: list[float], epsilon: float = EPSILON) -> float:
+    """PSI of two histograms over the same buckets (counts, not shares)."""
+    r_total, c_total = sum(reference_counts), sum(current_counts)
+    if not r_total or not c_total:
+        return 0.0
+    value = 0.0
+    for r, c in zip(reference_counts, current_counts):
+        r_share, c_share = max(r / r_total, epsilon), max(c / c_total, epsilon)
+        value += (c_share - r_share) * math.log(c_share / r_share)
+    return value
+
+
+def ks_statistic(reference_cdf_counts: list[float], current_cdf_counts: list[float]) -> float:
+    """Largest |F_ref - F_cur| over the grid, from per-bucket counts (cumulated here)."""
+    r_total, c_total = sum(reference_cdf_counts), sum(current_cdf_counts)
+    if not r_total or not c_total:
+        return 0.0
+    r_cum = c_cum = 0.0
+    gap = 0.0
+    for r, c in zip(reference_cdf_counts, current_cdf_counts):
+        r_cum += r
+        c_cum += c
+        gap = max(gap, abs(r_cum / r_total - c_cum / c_total))
+    return gap
+
+
+def _grid(values: list[float]) -> list[float]:
+    finite = sorted({v for v in values if v is not None and not math.isnan(v) and not math.isinf(v)})
+    return [-math.inf, *(finite or [0.0]), math.inf]  # Bucketizer needs at least 3 splits
+
+
+def _numeric_counts(df, columns: list[str], grids: dict[str, list[float]]) -> dict[str, dict[int, int]]:
+    """{column: {bucket: rows}} with Bucketizer buckets [grid[i], grid[i+1]) and nulls/NaN as bucket -1."""
+    from pyspark.ml.feature import Bucketizer
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    out_cols = [f"__bucket_{i}" for i in range(len(columns))]
+    cast = df.select(*[F.col(c).cast("double").alias(c) for c in columns])
+    bucketed = Bucketizer(splitsArray=[grids[c] for c in columns], inputCols=columns, outputCols=out_cols,
+                          handleInvalid="keep").transform(cast)
+    n_buckets = {o: len(grids[c]) - 1 for c, o in zip(columns, out_cols)}
+    pairs = F.explode(F.array(*[
+        F.struct(F.lit(i).alias("feature"),
+                 F.when(F.col(o).isNull() | (F.col(o) >= n_buckets[o]), F.lit(-1))  # null, NaN
+                 .otherwise(F.col(o).cast("int")).alias("bucket"))
+        for i, o in enumerate(out_cols)]))
+    counts = bucketed.select(pairs.alias("p")).groupBy("p.feature", "p.bucket").count().collect()
+    result: dict[str, dict[int, int]] = {c: {} for c in columns}
+    for row in counts:
+        result[columns[row["feature"]]][row["bucket"]] = row["count"]
+    return result
+
+
+def _category_counts(df, columns: list[str]) -> dict[str, dict[str | None, int]]:
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("feature"), F.col(c).cast("string").alias("value"))
+                                for i, c in enumerate(columns)]))
+    counts = df.select(pairs.alias("p")).groupBy("p.feature", "p.value").count().collect()
+    result: dict[str, dict[str | None, int]] = {c: {} for c in columns}
+    for row in counts:
+        result[columns[row["feature"]]][row["value"]] = row["count"]
+    return result
+
+
+def numeric_drift(reference, current, columns: list[str], bins: int = 10,
+                  relative_error: float = 0.001) -> list[FeatureDrift]:
+    """PSI over the reference's quantile bins, KS, null rates, for numeric ``columns``."""
+    if not columns:
+        return []
+    from pyspark.sql import functions as F
+
+    psi_probs = [i / bins for i in range(1, bins)]
+    grid_probs = [i / GRID_POINTS for i in range(1, GRID_POINTS)]
+    ref_cast = reference.select(*[F.col(c).cast("double").alias(c) for c in columns])
+    cur_cast = current.select(*[F.col(c).cast("double").alias(c) for c in columns])
+    ref_q = ref_cast.approxQuantile(columns, psi_probs + grid_probs, relative_error)
+    cur_q = cur_cast.approxQuantile(columns, grid_probs, relative_error)
+    psi_edges = {c: _grid(q[: len(psi_probs)]) for c, q in zip(columns, ref_q)}
+    grids = {c: _grid(rq + cq) for c, rq, cq in zip(columns, ref_q, cur_q)}
+    ref_counts, cur_counts = _numeric_counts(ref_cast, columns, grids), _numeric_counts(cur_cast, columns, grids)
+    results = []
+    for c in columns:
+        grid, edges = grids[c], psi_edges[c]
+        n = len(grid) - 1
+        ref_fine = [ref_counts[c].get(i, 0) for i in range(n)]
+        cur_fine = [cur_counts[c].get(i, 0) for i in range(n)]
+        # Each fine bucket [grid[i], grid[i+1]) lies inside one PSI bin: the bin of its left edge.
+        bin_of = [_bin_index(edges, grid[i]) for i in range(n)]
+        n_bins = len(edges) - 1
+        ref_bins, cur_bins = [0] * n_bins, [0] * n_bins
+        for i in range(n):
+            ref_bins[bin_of[i]] += ref_fine[i]
+            cur_bins[bin_of[i]] += cur_fine[i]
+        ref_rows, cur_rows = sum(ref_fine) + ref_counts[c].get(-1, 0), sum(cur_fine) + cur_counts[c].get(-1, 0)
+        results.append(FeatureDrift(
+            feature=c, kind="numeric", psi=psi(ref_bins, cur_bins), ks=ks_statistic(ref_fine, cur_fine),
+            reference_null_rate=ref_counts[c].get(-1, 0) / ref_rows if ref_rows else 0.0,
+            current_null_rate=cur_counts[c].get(-1, 0) / cur_rows if cur_rows else 0.0,
+            unseen_share=None, buckets=n_bins))
+    return results
+
+
+def _bin_index(edges: list[float], value: float) -> int:
+    """Index of the bin [edges[i], edges[i+1]) holding ``value`` (edges start at -inf, end at +inf)."""
+    import bisect
+
+    return min(max(bisect.bisect_right(edges, value) - 1, 0), len(edges) - 2)
+
+
+def categorical_drift(reference, current, columns: list[str]) -> list[FeatureDrift]:
+    """PSI over the reference's categories plus one bucket of unseen ones, null rates, unseen share."""
+    ref_counts, cur_counts = _category_counts(reference, columns), _category_counts(current, columns)
+    results = []
+    for c in columns:
+        ref, cur = ref_counts[c], cur_counts[c]
+        categories = sorted(k for k in ref if k is not None)
+        unseen = sum(v for k, v in cur.items() if k is not None and k not in ref)
+        ref_hist = [ref[k] for k in categories] + [0]
+        cur_hist = [cur.get(k, 0) for k in categories] + [unseen]
+        ref_rows, cur_rows = sum(ref.values()), sum(cur.values())
+        cur_non_null = cur_rows - cur.get(None, 0)
+        results.append(FeatureDrift(
+            feature=c, kind="categorical", psi=psi(ref_hist, cur_hist), ks=None,
+            reference_null_rate=ref.get(None, 0) / ref_rows if ref_rows else 0.0,
+            current_null_rate=cur.get(None, 0) / cur_rows if cur_rows else 0.0,
+            unseen_share=unseen / cur_non_null if cur_non_null else 0.0, buckets=len(ref_hist)))
+    return results
+
+
+def feature_drift(reference, current, numeric_cols: list[str], categorical_cols: list[str],
+                  bins: int = 10) -> list[FeatureDrift]:
+    return numeric_drift(reference, current, numeric_cols, bins) + categorical_drift(reference, current,
+                                                                                      categorical_cols)
