@@ -236,7 +236,8 @@ def _default_partitions(n_rows: int) -> int:
     return max(1, min(n_rows // 200_000 + 1, 1000))
 
 
-def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED, n_partitions: int | None = None):
+def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED, n_partitions: int | None = None,
+                    drift: bool = False):
     """A DataFrame with the real SF Airbnb schema, ``n_rows`` rows, deterministic in ``seed``."""
     from pyspark.sql import functions as F
 
@@ -314,6 +315,8 @@ def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEE
         + F.when(u(62) < 0.004, 0.8 + 1.2 * u(63)).otherwise(0.0)
     )
     df = df.withColumn("price", F.round(_clip(F.exp(log_price), 10, 10000)))
+    if drift:
+        df = _drifted(df, seed)
 
     def typed(name, dtype, nullable):
         col = F.col(name).cast(dtype)
@@ -321,6 +324,32 @@ def generate_airbnb(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEE
         return (F.when(F.col("id") >= 0, col) if nullable else col).alias(name)
 
     return df.select(*[typed(*column) for column in AIRBNB_COLUMNS])
+
+
+# Neighbourhoods the reference never has: drift=true puts a quarter of the listings there.
+DRIFT_NEIGHBOURHOODS = [("Treasure Island", 1.0), ("Yerba Buena Island", 1.0), ("Hunters Point Shipyard", 1.0)]
+_DRIFT_DRAWS = 900
+
+
+def _drifted(df, seed: int):
+    """The same listings a year later, changed the ways that call for retraining: prices up 35%, a
+    quarter of the listings in new neighbourhoods, a fifth more listings with missing review scores."""
+    from pyspark.sql import functions as F
+
+    u = lambda draw: _uniform(seed, _DRIFT_DRAWS + draw)  # noqa: E731
+    no_reviews = u(2) < 0.2
+    changes = {
+        "price": F.round(_clip(F.col("price") * 1.35, 10, 10000)),
+        "neighbourhood_cleansed": F.when(u(0) < 0.25, _categorical(u(1), DRIFT_NEIGHBOURHOODS))
+        .otherwise(F.col("neighbourhood_cleansed")),
+    }
+    # Missing as the cleaned data encodes it: the imputed median plus the *_na flag (no raw nulls, so
+    # the drifted data still trains).
+    imputed = {"review_scores_rating": 98.0}
+    for name in [c for c, *_ in AIRBNB_COLUMNS if c.startswith("review_scores") and not c.endswith("_na")]:
+        changes[name] = F.when(no_reviews, F.lit(imputed.get(name, 10.0))).otherwise(F.col(name))
+        changes[f"{name}_na"] = F.when(no_reviews, F.lit(1.0)).otherwise(F.col(f"{name}_na"))
+    return df.withColumns(changes)
 
 
 # 2026-01-01T00:00:00Z: readings are instants, so the data does not depend on the session time zone.

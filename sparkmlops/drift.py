@@ -177,3 +177,99 @@ def feature_drift(reference, current, numeric_cols: list[str], categorical_cols:
                   bins: int = 10) -> list[FeatureDrift]:
     return numeric_drift(reference, current, numeric_cols, bins) + categorical_drift(reference, current,
                                                                                       categorical_cols)
+
+
+# ----------------------------------------------------------------------------------------------
+# The check_drift job (WIP: entry point script, README and end-to-end tests still to write)
+
+DRIFT_EXIT_CODE = 3  # distinct from 1 (a failure) and 2 (bad input), so schedulers can tell drift apart
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    model_uri: str = ""
+    reference_path: str = ""
+    current_path: str = ""
+    threshold: float = 0.2
+    bins: int = 10
+
+    def validate(self):
+        """(resolved model or None, reference path): everything checkable without Spark."""
+        from sparkmlops import data as data_lib
+        from sparkmlops import models
+        from sparkmlops.errors import UserInputError
+
+        if bool(self.model_uri) == bool(self.reference_path):
+            raise UserInputError("pass exactly one of model_uri (its training data is the reference) and "
+                                 "reference_path.")
+        if not self.current_path:
+            raise UserInputError("current_path is empty: pass -P current_path=<data to check>.")
+        data_lib.check_input_path(self.current_path, "current_path")
+        if not 0 < self.threshold <= 10:
+            raise UserInputError(f"threshold must be in (0, 10] (PSI; 0.1 = some drift, 0.2 = significant), "
+                                 f"got {self.threshold}.")
+        if not 2 <= self.bins <= 100:
+            raise UserInputError(f"bins must be in 2..100, got {self.bins}.")
+        model = models.resolve_model(self.model_uri) if self.model_uri else None
+        reference = self.reference_path or _training_data_path(model)
+        data_lib.check_input_path(reference, "reference_path")
+        return model, reference
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _training_data_path(model) -> str:
+    from mlflow import MlflowClient
+
+    from sparkmlops.errors import UserInputError
+
+    params = MlflowClient().get_run(model.run_id).data.params if model.run_id else {}
+    path = params.get("data_path_resolved")
+    if not path:
+        raise UserInputError(f"model '{model.identity}' has no training data on record (no data_path_resolved "
+                             "parameter in its run): pass -P reference_path=<its training data>.")
+    return path
+
+
+def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
+    """Drift of ``params.current_path`` against the reference, per feature (and of the model's
+    predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
+    import pandas as pd
+
+    from sparkmlops import data as data_lib
+    from sparkmlops import plots, scoring, tracking
+    from sparkmlops.errors import UserInputError
+
+    model, reference_path = checked
+    reference = data_lib.read_dataset(spark, reference_path)
+    current = data_lib.read_dataset(spark, params.current_path)
+    types = dict(reference.dtypes)
+    features = [c for c, _ in model.input_columns()] if model else list(reference.columns)
+    missing = [c for c in features if c not in current.columns]
+    if missing:
+        raise UserInputError(f"current_path lacks {len(missing)} column(s) of the reference: "
+                             f"{', '.join(missing[:10])}: check the path or the model.")
+    numeric = [c for c in features if types.get(c) in data_lib.NUMERIC_TYPES or str(types.get(c)).startswith("decimal")]
+    categorical = [c for c in features if types.get(c) == "string"]
+    results = feature_drift(reference, current, numeric, categorical, params.bins)
+    if model is not None:
+        spark_model = scoring.load_spark_model(model)
+        predictions = [scoring.score_frame(spark_model, df, model).select("prediction") for df in (reference, current)]
+        shift = numeric_drift(predictions[0], predictions[1], ["prediction"], params.bins)[0]
+        results.append(FeatureDrift(**{**shift.as_dict(), "feature": "prediction (model output)"}))
+    table = pd.DataFrame([r.as_dict() for r in results]).sort_values("psi", ascending=False)
+    table["drifted"] = table["psi"] >= params.threshold
+    drifted = table[table["drifted"]]
+    summary = {"max_psi": float(table["psi"].max()), "drifted_features": int(len(drifted)),
+               "max_ks": float(table["ks"].max(skipna=True) if table["ks"].notna().any() else 0.0),
+               "features_checked": int(len(table))}
+    tracking.log_metrics(summary)
+    tracking.log_dataframe_csv(table, "drift/drift_per_feature.csv")
+    tracking.log_figure(plots.drift_figure(table, params.threshold), "drift/psi_per_feature.png")
+    verdict = (f"drift: {len(drifted)} of {len(table)} features with PSI >= {params.threshold} "
+               f"({', '.join(drifted['feature'].head(5))}{', ...' if len(drifted) > 5 else ''})"
+               if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}")
+    tracking.set_tags({"drift_verdict": verdict, "reference_path": reference_path,
+                       "current_path": params.current_path, **(model.tags() if model else {})})
+    return {**summary, "verdict": verdict, "drift_found": bool(len(drifted))}

@@ -23,6 +23,7 @@ class GenerateParams:
     mode: str = "error"
     dataset: str = "airbnb"
     n_devices: int = data_lib.DEFAULT_N_DEVICES  # dataset=iot only
+    drift: bool = False  # dataset=airbnb only: the drifted variant (check_drift's example)
 
     def validate(self) -> "GenerateParams":
         if not self.output_path:
@@ -35,6 +36,8 @@ class GenerateParams:
             raise UserInputError(f"n_devices applies to dataset=iot only, got n_devices={self.n_devices} with "
                                  f"dataset={self.dataset}: pass -P dataset=iot or drop n_devices.")
         data_lib.check_n_devices(self.n_devices)
+        if self.drift and self.dataset != "airbnb":
+            raise UserInputError(f"drift applies to dataset=airbnb only, got dataset={self.dataset}.")
         if self.n_rows < 1:
             raise UserInputError(f"n_rows must be >= 1, got {self.n_rows}.")
         if not 1 <= self.n_files <= min(self.n_rows, MAX_FILES):
@@ -56,7 +59,8 @@ def generate_and_write(spark, params: GenerateParams) -> dict:
         df = data_lib.generate_iot(spark, params.n_rows, params.seed, n_devices=params.n_devices,
                                    n_partitions=params.n_files)
     else:
-        df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files)
+        df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files,
+                                      drift=params.drift)
     io.write_parquet_atomically(df, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     summary = {"rows": params.n_rows, "files": params.n_files, "seconds": seconds}

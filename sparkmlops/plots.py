@@ -63,3 +63,17 @@ def loss_per_trial_figure(trials: list[int], losses: list, metric: str, negated:
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def drift_figure(table, threshold: float, top: int = 40):
+    """PSI per feature (largest first), the threshold marked; drifted features in red."""
+    shown = table.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(shown) + 1)))
+    colors = ["#c44e52" if psi >= threshold else "#3b75af" for psi in shown["psi"]]
+    ax.barh(shown["feature"], shown["psi"], color=colors)
+    ax.axvline(threshold, color="#555555", lw=1, ls="--", label=f"threshold {threshold}")
+    ax.set_xlabel("population stability index (PSI)")
+    ax.set_title(f"Drift per feature (top {len(shown)} of {len(table)})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
