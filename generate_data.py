@@ -24,7 +24,7 @@ from sparkmlops.jobs import run_entry_point
               help=" or ".join(f"{name} ({what})" for name, what in DATASETS.items()))
 @click.option("--n_devices", type=int, default=36, show_default=True, help="Number of devices (dataset=iot only).")
 @click.option("--drift", type=bool, default=False, show_default=True,
-              help="The drifted variant (airbnb only): prices up 35%, new neighbourhoods, more missing reviews.")
+              help="The drifted variant (airbnb only): prices up 50%, new neighbourhoods, more missing reviews.")
 @cli.spark_master_option
 def main(**options):
     """Generate the synthetic dataset."""

@@ -332,14 +332,14 @@ _DRIFT_DRAWS = 900
 
 
 def _drifted(df, seed: int):
-    """The same listings a year later, changed the ways that call for retraining: prices up 35%, a
+    """The same listings a year later, changed the ways that call for retraining: prices up 50%, a
     quarter of the listings in new neighbourhoods, a fifth more listings with missing review scores."""
     from pyspark.sql import functions as F
 
     u = lambda draw: _uniform(seed, _DRIFT_DRAWS + draw)  # noqa: E731
     no_reviews = u(2) < 0.2
     changes = {
-        "price": F.round(_clip(F.col("price") * 1.35, 10, 10000)),
+        "price": F.round(_clip(F.col("price") * 1.5, 10, 10000)),
         "neighbourhood_cleansed": F.when(u(0) < 0.25, _categorical(u(1), DRIFT_NEIGHBOURHOODS))
         .otherwise(F.col("neighbourhood_cleansed")),
     }

@@ -219,6 +219,12 @@ class DriftParams:
         return asdict(self)
 
 
+def _training_label(model) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_run(model.run_id).data.params.get("label_col", "") if model.run_id else ""
+
+
 def _training_data_path(model) -> str:
     from mlflow import MlflowClient
 
@@ -246,6 +252,9 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     current = data_lib.read_dataset(spark, params.current_path)
     types = dict(reference.dtypes)
     features = [c for c, _ in model.input_columns()] if model else list(reference.columns)
+    label = _training_label(model) if model else ""
+    if label and label in reference.columns and label in current.columns:
+        features.append(label)  # the label's own shift (e.g. prices) is drift the features may not show
     missing = [c for c in features if c not in current.columns]
     if missing:
         raise UserInputError(f"current_path lacks {len(missing)} column(s) of the reference: "

@@ -59,3 +59,31 @@ def test_shift_new_categories_and_nulls_are_measured(spark, airbnb):
     assert results["bedrooms"].current_null_rate == pytest.approx(0.2, abs=0.03)
     assert results["bedrooms"].reference_null_rate == 0.0
     assert results["accommodates"].psi == 0.0
+
+
+def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained_model, default_data, tmp_path):
+    """No drift on a fresh sample (exit 0); the generator's drift option is found (exit 3), the run is
+    FINISHED either way with the table and metrics logged."""
+    import mlflow
+
+    from tests.conftest import newest_run, python_script
+
+    fresh, drifted = tmp_path / "fresh", tmp_path / "drifted"
+    for path, extra in ((fresh, []), (drifted, ["--drift", "true"])):
+        result = python_script("generate_data.py", "--output_path", str(path), "--seed", "7", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = python_script("check_drift.py", "--model_uri", trained_model[0], "--current_path", str(fresh))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no drift" in result.stdout
+    run = newest_run(client)
+    assert run.info.status == "FINISHED" and run.data.metrics["drifted_features"] == 0
+    result = python_script("check_drift.py", "--reference_path", default_data, "--current_path", str(drifted))
+    assert result.returncode == drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
+    run = newest_run(client)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["max_psi"] >= 0.2 and run.data.metrics["drifted_features"] >= 2  # price, neighbourhood
+    table = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv")
+    import pandas as pd
+
+    drifted_features = set(pd.read_csv(table).query("drifted")["feature"])
+    assert {"price", "neighbourhood_cleansed"} <= drifted_features
