@@ -11,7 +11,8 @@ Per feature:
 - null-rate change, and for strings the share of current rows whose category is unseen.
 
 Nothing collects raw rows: quantiles come from ``approxQuantile`` and every count from one
-``groupBy`` over (feature, bucket), whose result has O(features x buckets) rows.
+``groupBy`` over (feature, bucket), whose result has O(features x buckets) rows; two passes over each
+dataset in all.
 """
 
 from __future__ import annotations
@@ -70,49 +71,67 @@ def _grid(values: list[float]) -> list[float]:
     return [-math.inf, *(finite or [0.0]), math.inf]  # Bucketizer needs at least 3 splits
 
 
-def _numeric_counts(df, columns: list[str], grids: dict[str, list[float]]) -> dict[str, dict[int, int]]:
-    """{column: {bucket: rows}} with Bucketizer buckets [grid[i], grid[i+1]) and nulls/NaN as bucket -1."""
+def _counts(df, numeric: list[str], grids: dict[str, list[float]], categorical: list[str]) -> dict[str, dict]:
+    """{column: {bucket: rows}} in one pass over ``df``: numeric columns by Bucketizer bucket
+    [grid[i], grid[i+1]) with null/NaN as bucket -1, string columns by value with null as None."""
     from pyspark.ml.feature import Bucketizer
     from pyspark.sql import functions as F
 
+    columns = numeric + categorical
     if not columns:
         return {}
-    out_cols = [f"__bucket_{i}" for i in range(len(columns))]
-    cast = df.select(*[F.col(c).cast("double").alias(c) for c in columns])
-    bucketed = Bucketizer(splitsArray=[grids[c] for c in columns], inputCols=columns, outputCols=out_cols,
-                          handleInvalid="keep").transform(cast)
-    n_buckets = {o: len(grids[c]) - 1 for c, o in zip(columns, out_cols)}
-    pairs = F.explode(F.array(*[
-        F.struct(F.lit(i).alias("feature"),
-                 F.when(F.col(o).isNull() | (F.col(o) >= n_buckets[o]), F.lit(-1))  # null, NaN
-                 .otherwise(F.col(o).cast("int")).alias("bucket"))
-        for i, o in enumerate(out_cols)]))
-    counts = bucketed.select(pairs.alias("p")).groupBy("p.feature", "p.bucket").count().collect()
-    result: dict[str, dict[int, int]] = {c: {} for c in columns}
-    for row in counts:
-        result[columns[row["feature"]]][row["bucket"]] = row["count"]
+    out_cols = [f"__bucket_{i}" for i in range(len(numeric))]
+    frame = df.select(*[F.col(c).cast("double").alias(c) for c in numeric],
+                      *[F.col(c).cast("string").alias(c) for c in categorical])
+    if numeric:
+        frame = Bucketizer(splitsArray=[grids[c] for c in numeric], inputCols=numeric, outputCols=out_cols,
+                           handleInvalid="keep").transform(frame)
+    keys = [F.when(F.col(o).isNull() | (F.col(o) >= len(grids[c]) - 1), F.lit("-1"))  # null, NaN
+            .otherwise(F.col(o).cast("int").cast("string")) for c, o in zip(numeric, out_cols)]
+    keys += [F.col(c) for c in categorical]
+    # One (feature, key) pair per column and row, counted by one groupBy: O(features x buckets) rows out.
+    pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("feature"), key.alias("key")) for i, key in enumerate(keys)]))
+    result: dict[str, dict] = {c: {} for c in columns}
+    for row in frame.select(pairs.alias("p")).groupBy("p.feature", "p.key").count().collect():
+        name = columns[row["feature"]]
+        key = row["key"] if row["feature"] >= len(numeric) else int(row["key"])
+        result[name][key] = row["count"]
     return result
 
 
-def _category_counts(df, columns: list[str]) -> dict[str, dict[str | None, int]]:
-    from pyspark.sql import functions as F
+def feature_drift(reference, current, numeric_cols: list[str], categorical_cols: list[str],
+                  bins: int = 10, relative_error: float = 0.01) -> list[FeatureDrift]:
+    """Drift of every column: numeric ones first, then string ones. Two passes over each dataset: one
+    for the quantiles (approxQuantile), one counting every column's buckets.
 
-    if not columns:
-        return {}
-    pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("feature"), F.col(c).cast("string").alias("value"))
-                                for i, c in enumerate(columns)]))
-    counts = df.select(pairs.alias("p")).groupBy("p.feature", "p.value").count().collect()
-    result: dict[str, dict[str | None, int]] = {c: {} for c in columns}
-    for row in counts:
-        result[columns[row["feature"]]][row["value"]] = row["count"]
-    return result
+    ``relative_error`` only moves the bucket edges (rank error); the counts in the buckets are exact.
+    """
+    numeric_cols, categorical_cols = list(numeric_cols), list(categorical_cols)
+    if not numeric_cols and not categorical_cols:
+        return []
+    psi_edges, grids = _numeric_grids(reference, current, numeric_cols, bins, relative_error)
+    ref_counts = _counts(reference, numeric_cols, grids, categorical_cols)
+    cur_counts = _counts(current, numeric_cols, grids, categorical_cols)
+    return ([_numeric_result(c, grids[c], psi_edges[c], ref_counts[c], cur_counts[c]) for c in numeric_cols]
+            + [_categorical_result(c, ref_counts[c], cur_counts[c]) for c in categorical_cols])
 
 
 def numeric_drift(reference, current, columns: list[str], bins: int = 10,
-                  relative_error: float = 0.001) -> list[FeatureDrift]:
+                  relative_error: float = 0.01) -> list[FeatureDrift]:
     """PSI over the reference's quantile bins, KS, null rates, for numeric ``columns``."""
+    return feature_drift(reference, current, columns, [], bins, relative_error)
+
+
+def categorical_drift(reference, current, columns: list[str]) -> list[FeatureDrift]:
+    """PSI over the reference's categories plus one bucket of unseen ones, null rates, unseen share."""
+    return feature_drift(reference, current, [], columns)
+
+
+def _numeric_grids(reference, current, columns: list[str], bins: int, relative_error: float):
+    """({column: PSI bin edges}, {column: KS grid}): the reference's ``bins`` quantiles, and both datasets'
+    percentiles (the grid's buckets nest inside the PSI bins, so one count serves both)."""
     if not columns:
-        return []
+        return {}, {}
     from pyspark.sql import functions as F
 
     psi_probs = [i / bins for i in range(1, bins)]
@@ -123,27 +142,26 @@ def numeric_drift(reference, current, columns: list[str], bins: int = 10,
     cur_q = cur_cast.approxQuantile(columns, grid_probs, relative_error)
     psi_edges = {c: _grid(q[: len(psi_probs)]) for c, q in zip(columns, ref_q)}
     grids = {c: _grid(rq + cq) for c, rq, cq in zip(columns, ref_q, cur_q)}
-    ref_counts, cur_counts = _numeric_counts(ref_cast, columns, grids), _numeric_counts(cur_cast, columns, grids)
-    results = []
-    for c in columns:
-        grid, edges = grids[c], psi_edges[c]
-        n = len(grid) - 1
-        ref_fine = [ref_counts[c].get(i, 0) for i in range(n)]
-        cur_fine = [cur_counts[c].get(i, 0) for i in range(n)]
-        # Each fine bucket [grid[i], grid[i+1]) lies inside one PSI bin: the bin of its left edge.
-        bin_of = [_bin_index(edges, grid[i]) for i in range(n)]
-        n_bins = len(edges) - 1
-        ref_bins, cur_bins = [0] * n_bins, [0] * n_bins
-        for i in range(n):
-            ref_bins[bin_of[i]] += ref_fine[i]
-            cur_bins[bin_of[i]] += cur_fine[i]
-        ref_rows, cur_rows = sum(ref_fine) + ref_counts[c].get(-1, 0), sum(cur_fine) + cur_counts[c].get(-1, 0)
-        results.append(FeatureDrift(
-            feature=c, kind="numeric", psi=psi(ref_bins, cur_bins), ks=ks_statistic(ref_fine, cur_fine),
-            reference_null_rate=ref_counts[c].get(-1, 0) / ref_rows if ref_rows else 0.0,
-            current_null_rate=cur_counts[c].get(-1, 0) / cur_rows if cur_rows else 0.0,
-            unseen_share=None, buckets=n_bins))
-    return results
+    return psi_edges, grids
+
+
+def _numeric_result(c: str, grid: list[float], edges: list[float], ref_counts: dict, cur_counts: dict) -> FeatureDrift:
+    n = len(grid) - 1
+    ref_fine = [ref_counts.get(i, 0) for i in range(n)]
+    cur_fine = [cur_counts.get(i, 0) for i in range(n)]
+    # Each fine bucket [grid[i], grid[i+1]) lies inside one PSI bin: the bin of its left edge.
+    n_bins = len(edges) - 1
+    ref_bins, cur_bins = [0] * n_bins, [0] * n_bins
+    for i in range(n):
+        b = _bin_index(edges, grid[i])
+        ref_bins[b] += ref_fine[i]
+        cur_bins[b] += cur_fine[i]
+    ref_rows, cur_rows = sum(ref_fine) + ref_counts.get(-1, 0), sum(cur_fine) + cur_counts.get(-1, 0)
+    return FeatureDrift(
+        feature=c, kind="numeric", psi=psi(ref_bins, cur_bins), ks=ks_statistic(ref_fine, cur_fine),
+        reference_null_rate=ref_counts.get(-1, 0) / ref_rows if ref_rows else 0.0,
+        current_null_rate=cur_counts.get(-1, 0) / cur_rows if cur_rows else 0.0,
+        unseen_share=None, buckets=n_bins)
 
 
 def _bin_index(edges: list[float], value: float) -> int:
@@ -153,34 +171,22 @@ def _bin_index(edges: list[float], value: float) -> int:
     return min(max(bisect.bisect_right(edges, value) - 1, 0), len(edges) - 2)
 
 
-def categorical_drift(reference, current, columns: list[str]) -> list[FeatureDrift]:
-    """PSI over the reference's categories plus one bucket of unseen ones, null rates, unseen share."""
-    ref_counts, cur_counts = _category_counts(reference, columns), _category_counts(current, columns)
-    results = []
-    for c in columns:
-        ref, cur = ref_counts[c], cur_counts[c]
-        categories = sorted(k for k in ref if k is not None)
-        unseen = sum(v for k, v in cur.items() if k is not None and k not in ref)
-        ref_hist = [ref[k] for k in categories] + [0]
-        cur_hist = [cur.get(k, 0) for k in categories] + [unseen]
-        ref_rows, cur_rows = sum(ref.values()), sum(cur.values())
-        cur_non_null = cur_rows - cur.get(None, 0)
-        results.append(FeatureDrift(
-            feature=c, kind="categorical", psi=psi(ref_hist, cur_hist), ks=None,
-            reference_null_rate=ref.get(None, 0) / ref_rows if ref_rows else 0.0,
-            current_null_rate=cur.get(None, 0) / cur_rows if cur_rows else 0.0,
-            unseen_share=unseen / cur_non_null if cur_non_null else 0.0, buckets=len(ref_hist)))
-    return results
-
-
-def feature_drift(reference, current, numeric_cols: list[str], categorical_cols: list[str],
-                  bins: int = 10) -> list[FeatureDrift]:
-    return numeric_drift(reference, current, numeric_cols, bins) + categorical_drift(reference, current,
-                                                                                      categorical_cols)
+def _categorical_result(c: str, ref: dict, cur: dict) -> FeatureDrift:
+    categories = sorted(k for k in ref if k is not None)
+    unseen = sum(v for k, v in cur.items() if k is not None and k not in ref)
+    ref_hist = [ref[k] for k in categories] + [0]
+    cur_hist = [cur.get(k, 0) for k in categories] + [unseen]
+    ref_rows, cur_rows = sum(ref.values()), sum(cur.values())
+    cur_non_null = cur_rows - cur.get(None, 0)
+    return FeatureDrift(
+        feature=c, kind="categorical", psi=psi(ref_hist, cur_hist), ks=None,
+        reference_null_rate=ref.get(None, 0) / ref_rows if ref_rows else 0.0,
+        current_null_rate=cur.get(None, 0) / cur_rows if cur_rows else 0.0,
+        unseen_share=unseen / cur_non_null if cur_non_null else 0.0, buckets=len(ref_hist))
 
 
 # ----------------------------------------------------------------------------------------------
-# The check_drift job (WIP: entry point script, README and end-to-end tests still to write)
+# The check_drift job
 
 DRIFT_EXIT_CODE = 3  # distinct from 1 (a failure) and 2 (bad input), so schedulers can tell drift apart
 
@@ -281,4 +287,11 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
                if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}")
     tracking.set_tags({"drift_verdict": verdict, "reference_path": reference_path,
                        "current_path": params.current_path, **(model.tags() if model else {})})
+    if model is not None and model.registered_name and model.version:
+        # The registry shows, on the version itself, whether the data it now sees drifted from its training data.
+        from sparkmlops import registry
+
+        registry.set_version_tags(model.registered_name, model.version, {
+            "drift_verdict": verdict, "drift_max_psi": f"{summary['max_psi']:.4f}",
+            "drift_run_id": tracking.active_run_id(), "drift_current_path": params.current_path})
     return {**summary, "verdict": verdict, "drift_found": bool(len(drifted))}

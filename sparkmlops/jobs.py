@@ -36,7 +36,8 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
     """
     with tracking.tracked_run(run_name=name):
         tracking.log_params(params.as_dict())
-        tracking.set_tags(tracking.environment_tags())
+        # entry_point: what `reproduce` re-runs (also for `python <script>.py` runs, which MLflow does not tag)
+        tracking.set_tags({**tracking.environment_tags(), "entry_point": name})
         check_master(master)
         check_connect_support(name, master)
         checked = params.validate()

@@ -139,6 +139,32 @@ def script_in_process(script: str, *options: str):
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+def copy_project(destination: Path) -> Path:
+    """The project's files (tracked and untracked, not ignored) copied to ``destination``."""
+    import shutil
+
+    listed = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if (PROJECT_ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, destination / name)
+    return destination
+
+
+def commit_all(repo: Path, message: str = "project") -> str:
+    """Commit everything in ``repo`` (created if needed); the new commit's sha."""
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", message], check=True)
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""

@@ -1,11 +1,14 @@
-"""Drift statistics (work in progress for issue 9: the check_drift entry point is not written yet)."""
+"""check_drift: drift statistics (PSI, KS, null rates, unseen categories), the job's logged results and exit
+codes, registry tags, and every refusal."""
 
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
+from conftest import assert_refused, newest_run, python_script, script_in_process
 from sparkmlops import drift
 
 
@@ -66,24 +69,108 @@ def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained
     FINISHED either way with the table and metrics logged."""
     import mlflow
 
-    from tests.conftest import newest_run, python_script
+    from sparkmlops.data import generate_airbnb
+    from sparkmlops.io import write_parquet_atomically
 
-    fresh, drifted = tmp_path / "fresh", tmp_path / "drifted"
-    for path, extra in ((fresh, []), (drifted, ["--drift", "true"])):
-        result = python_script("generate_data.py", "--output_path", str(path), "--seed", "7", *extra)
-        assert result.returncode == 0, result.stderr[-2000:]
-    result = python_script("check_drift.py", "--model_uri", trained_model[0], "--current_path", str(fresh))
+    fresh, drifted = str(tmp_path / "fresh"), str(tmp_path / "drifted")
+    write_parquet_atomically(generate_airbnb(spark, 7146, 7), fresh)
+    write_parquet_atomically(generate_airbnb(spark, 7146, 7, drift=True), drifted)
+    result = script_in_process("check_drift.py", "--model_uri", trained_model[0], "--current_path", fresh)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no drift" in result.stdout
     run = newest_run(client)
     assert run.info.status == "FINISHED" and run.data.metrics["drifted_features"] == 0
-    result = python_script("check_drift.py", "--reference_path", default_data, "--current_path", str(drifted))
+    # the exit code a scheduler sees, from a process of its own
+    result = python_script("check_drift.py", "--reference_path", default_data, "--current_path", drifted)
     assert result.returncode == drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
     run = newest_run(client)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["max_psi"] >= 0.2 and run.data.metrics["drifted_features"] >= 2  # price, neighbourhood
     table = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv")
-    import pandas as pd
-
     drifted_features = set(pd.read_csv(table).query("drifted")["feature"])
     assert {"price", "neighbourhood_cleansed"} <= drifted_features
+
+
+def test_unseen_categories_are_their_own_bucket(spark):
+    reference = spark.createDataFrame([("a",)] * 60 + [("b",)] * 40 + [(None,)] * 0, "room string")
+    current = spark.createDataFrame([("a",)] * 50 + [("c",)] * 20 + [("d",)] * 10 + [(None,)] * 20, "room string")
+    [result] = drift.categorical_drift(reference, current, ["room"])
+    # buckets a, b and unseen (c + d); nulls are not a bucket but a rate
+    assert result.buckets == 3
+    assert result.unseen_share == pytest.approx(30 / 80)
+    assert result.current_null_rate == pytest.approx(0.2) and result.reference_null_rate == 0.0
+    assert result.psi == pytest.approx(drift.psi([60, 40, 0], [50, 0, 30]))
+    assert result.psi > 1
+
+
+def test_same_data_has_zero_drift(client, default_data):
+    result = script_in_process("check_drift.py", "--reference_path", default_data, "--current_path", default_data)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("no drift: max PSI 0.000 < 0.2")
+    run = newest_run(client)
+    assert run.data.metrics["max_psi"] == 0.0 and run.data.metrics["max_ks"] == 0.0
+    assert run.data.metrics["features_checked"] == 34  # every column of the reference, label included
+    assert run.data.tags["drift_verdict"].startswith("no drift")
+
+
+def test_registered_model_version_gets_the_drift_result(client, trained_model, tmp_path, spark):
+    """A model given by alias: its training data is the reference, its predictions are compared, and the
+    registry version it resolved to records the verdict."""
+    import mlflow
+
+    from sparkmlops.data import generate_airbnb
+    from sparkmlops.io import write_parquet_atomically
+
+    drifted = str(tmp_path / "drifted")
+    write_parquet_atomically(generate_airbnb(spark, 3000, 7, drift=True), drifted)
+    version = mlflow.register_model(trained_model[0], "drift-check-model")
+    client.set_registered_model_alias("drift-check-model", "champion", version.version)
+    result = script_in_process("check_drift.py", "--model_uri", "models:/drift-check-model@champion",
+                               "--current_path", drifted)
+    assert result.returncode == drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
+    run = newest_run(client)
+    assert run.info.status == "FINISHED"
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                            artifact_path="drift/drift_per_feature.csv"))
+    assert "prediction (model output)" in set(table["feature"])
+    assert table.set_index("feature").loc["neighbourhood_cleansed", "psi"] >= 0.2
+    tags = client.get_model_version("drift-check-model", version.version).tags
+    assert tags["drift_run_id"] == run.info.run_id and tags["drift_verdict"].startswith("drift:")
+    assert float(tags["drift_max_psi"]) == pytest.approx(run.data.metrics["max_psi"], abs=1e-4)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {
+        "drift/drift_per_feature.csv", "drift/psi_per_feature.png"}
+
+
+@pytest.mark.parametrize("options, message", [
+    ([], "pass exactly one of model_uri"),
+    (["--reference_path", "{data}", "--model_uri", "runs:/x/model", "--current_path", "{data}"],
+     "pass exactly one of model_uri"),
+    (["--reference_path", "{data}"], "current_path is empty"),
+    (["--reference_path", "{data}", "--current_path", "/nonexistent/current.parquet"], "/nonexistent/current.parquet"),
+    (["--reference_path", "/nonexistent/ref.parquet", "--current_path", "{data}"], "/nonexistent/ref.parquet"),
+    (["--reference_path", "{data}", "--current_path", "{data}", "--threshold", "0"], "threshold must be in (0, 10]"),
+    (["--reference_path", "{data}", "--current_path", "{data}", "--bins", "1"], "bins must be in 2..100"),
+    (["--model_uri", "models:/no-such-model@champion", "--current_path", "{data}"], "not found"),
+    (["--reference_path", "{data}", "--current_path", "{data}", "--treshold", "0.1"], "unknown parameter 'treshold'"),
+])
+def test_bad_input_is_refused_before_spark(client, default_data, options, message):
+    options = [o.replace("{data}", default_data) for o in options]
+    result = script_in_process("check_drift.py", *options)
+    if "unknown parameter" in message:  # refused by click, before any run
+        assert result.returncode == 2 and message in result.stderr
+        return
+    assert_refused(result, client, message)
+
+
+def test_current_data_missing_columns_is_refused(client, default_data, spark, tmp_path):
+    narrow = str(tmp_path / "narrow")
+    spark.read.parquet(default_data).drop("bedrooms", "room_type").write.parquet(narrow)
+    result = script_in_process("check_drift.py", "--reference_path", default_data, "--current_path", narrow)
+    run = assert_refused(result, client, "current_path lacks 2 column(s) of the reference", before_spark=False)
+    assert "bedrooms" in run.data.tags["error"]
+
+
+def test_bad_input_fails_in_a_fresh_process_without_a_jvm(client):
+    result = python_script("check_drift.py", "--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur")
+    assert_refused(result, client, "/nonexistent/cur")
+    assert result.seconds < 30

@@ -109,7 +109,8 @@ SCRIPTS = {"main": "train.py", "train": "train.py", "generate_data": "generate_d
            "score_batch": "score_batch.py", "score_stream": "score_stream.py", "tune_hyperopt": "tune_hyperopt.py",
            "tune_grid": "tune_grid.py", "promote": "promote.py", "export_onnx": "export_onnx.py",
            "train_sklearn": "train_sklearn.py", "score_pandas_udf": "score_pandas_udf.py",
-           "train_per_group": "train_per_group.py", "score_per_group": "score_per_group.py"}
+           "train_per_group": "train_per_group.py", "score_per_group": "score_per_group.py",
+           "check_drift": "check_drift.py", "reproduce": "reproduce.py"}
 
 
 def _script_module(entry: str):

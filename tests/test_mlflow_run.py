@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, last_line, newest_run, run_entry
+from conftest import PROJECT_ROOT, commit_all, copy_project, last_line, newest_run, run_entry
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 BOOK_RMSE = 211.5
@@ -90,18 +90,9 @@ def test_real_data_matches_the_book(client, real_data):
 @pytest.fixture
 def git_server(tmp_path):
     """The project committed into a bare repo (under subdirectory `project/`), served on 127.0.0.1."""
-    listed = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout.split()
     work = tmp_path / "work"
-    for name in listed:
-        if (PROJECT_ROOT / name).is_file():
-            (work / "project" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT_ROOT / name, work / "project" / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-C", str(work)]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-qm", "project"], check=True)
-    sha = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    copy_project(work / "project")
+    sha = commit_all(work)
     served = tmp_path / "served"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "sparkmlops.git")], check=True)
     subprocess.run(["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"],

@@ -1,0 +1,40 @@
+"""Entry point `reproduce`: re-run a logged run at its git commit with its parameters and data, then compare.
+
+    mlflow run . -e reproduce -P run_id=<id>
+    python reproduce.py --run_id <id> --env_manager uv --tolerance 1e-9
+
+Refuses, before anything runs, a run made from a dirty tree or without a commit, and data whose content
+digest changed since the run (unless --allow_data_change true). The new run is tagged
+``reproduction_of=<id>``; this run logs reproduction/metrics.csv (metric, original, reproduced,
+difference) and ends FAILED, exit code 4, when a metric differs by more than the tolerance.
+"""
+
+import click
+
+from sparkmlops import cli
+from sparkmlops.jobs import run_entry_point
+from sparkmlops.reproduce import ReproduceParams, reproduce_and_log
+
+
+@click.command(name="reproduce")
+@click.option("--run_id", default="", help="The run to reproduce.")
+@click.option("--env_manager", default="local", show_default=True,
+              help="local (this environment) or uv (a new environment from the commit's pins).")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Largest allowed |reproduced - original| per metric; 0 = bit-identical.")
+@click.option("--allow_data_change", type=bool, default=False, show_default=True,
+              help="Re-run even when the data no longer has the run's digest (the changes are reported).")
+@click.option("--project_uri", default="", help="Git URL or clone holding the run's commit; empty = this "
+              "checkout, else the repository URL MLflow recorded for the run.")
+@cli.spark_master_option
+def main(**options):
+    """Reproduce a logged run and compare its metrics."""
+    master = options.pop("spark_master")
+    params = ReproduceParams(**options)
+    result = run_entry_point("reproduce", params, master, lambda spark, original: reproduce_and_log(
+        spark, params, original))
+    print(f"reproduce: {result.verdict} (run {result.reproduced_run_id})")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,197 @@
+"""reproduce: a committed copy of the project trains a run; reproduce re-runs it at its commit and compares.
+
+The copy (its own git repository in a temp dir) keeps these tests independent of the state of the
+working tree they are run from: runs made there have git_dirty=false unless a test dirties it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+
+import pytest
+
+from conftest import assert_refused, commit_all, copy_project, last_line, run_entry
+from sparkmlops import reproduce
+from sparkmlops.errors import UserInputError
+
+SMALL = ["--num_trees", "5", "--max_depth", "3"]
+
+
+def script(project, name: str, *options: str):
+    """``python <project>/<name>`` from the project's folder: the copy's code and git state."""
+    return run_entry([sys.executable, str(project / name), *options], cwd=project)
+
+
+def run_id_in(stdout: str) -> str:
+    match = re.search(r"run_id=([0-9a-f]{32})", stdout)
+    assert match, stdout[-2000:]
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, spark):
+    """(committed project copy, its commit, data path, the id of a train run made there on that data)."""
+    from sparkmlops.data import generate_airbnb
+    from sparkmlops.io import write_parquet_atomically
+
+    root = tmp_path_factory.mktemp("reproduce")
+    work = copy_project(root / "work")
+    sha = commit_all(work)
+    data = str(root / "listings.parquet")
+    write_parquet_atomically(generate_airbnb(spark, 2000, 42, n_partitions=1), data)
+    result = script(work, "train.py", "--data_path", data, *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, sha, data, run_id_in(result.stdout)
+
+
+def reproductions_of(client, run_id: str) -> list:
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return client.search_runs(experiments, filter_string=f"tags.reproduction_of = '{run_id}'")
+
+
+def reproduce_run_of(client, run_id: str):
+    runs = client.search_runs([client.get_run(run_id).info.experiment_id],
+                              filter_string=f"tags.original_run_id = '{run_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0]
+
+
+def test_fresh_run_is_reproduced_bit_identically(client, project):
+    import mlflow
+    import pandas as pd
+
+    work, sha, _, original_id = project
+    original = client.get_run(original_id)
+    assert original.data.tags["git_commit"] == sha and original.data.tags["git_dirty"] == "false"
+    result = script(work, "reproduce.py", "--run_id", original_id)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.match(r"reproduce: reproduced: \d+ metrics bit-identical \(run [0-9a-f]{32}\)$", last_line(result.stdout))
+
+    [reproduced] = reproductions_of(client, original_id)
+    assert reproduced.info.status == "FINISHED"
+    assert reproduced.info.experiment_id == original.info.experiment_id
+    tags = reproduced.data.tags
+    assert tags["git_commit"] == sha and tags["git_dirty"] == "false" and tags["entry_point"] == "train"
+    assert tags["data_digest"] == original.data.tags["data_digest"]
+    for name in ("num_trees", "max_depth", "seed", "train_fraction", "data_path", "label_col"):
+        assert reproduced.data.params[name] == original.data.params[name], name
+    for name in ("rmse", "mae", "r2", "train_rows", "test_rows"):
+        assert reproduced.data.metrics[name] == original.data.metrics[name], name  # bit-identical
+
+    parent = reproduce_run_of(client, original_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["reproduced_run_id"] == reproduced.info.run_id
+    assert tags["reproduced_by"] == parent.info.run_id
+    assert parent.data.metrics["metrics_differing"] == 0 and parent.data.metrics["max_abs_difference"] == 0
+    report = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
+                                                             artifact_path="reproduction/metrics.csv"))
+    rows = report.set_index("metric")
+    assert rows.loc["rmse", "original"] == original.data.metrics["rmse"] and rows.loc["rmse", "difference"] == 0
+    assert not rows.loc["fit_seconds", "compared"]  # wall-clock time is reported, never compared
+    assert parent.data.metrics["metrics_compared"] == int(rows["compared"].sum()) >= 6
+    libraries = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
+                                                                artifact_path="reproduction/library_versions.csv"))
+    assert set(libraries["library"]) == {"python", "pyspark", "mlflow", "pandas", "java"}
+    assert (libraries["original"] == libraries["reproduced"]).all()
+
+
+def test_changed_data_is_detected_before_any_training(client, project, spark, tmp_path):
+    """Rows dropped and a column added since the run: refused before re-running, naming both; with
+    allow_data_change the re-run happens, its metrics differ, and reproduce ends FAILED (exit 4)."""
+    import shutil
+
+    from pyspark.sql import functions as F
+
+    work, _, data, original_id = project
+    original = client.get_run(original_id)
+    rows = int(original.data.metrics["train_rows"] + original.data.metrics["test_rows"])
+    saved = tmp_path / "saved"
+    shutil.copytree(data, saved)
+    changed = tmp_path / "changed"
+    spark.read.parquet(str(saved)).limit(rows - 100).withColumn("extra_col", F.lit(1.0)).write.parquet(str(changed))
+    before = len(reproductions_of(client, original_id))
+    shutil.rmtree(data)
+    shutil.copytree(changed, data)
+    try:
+        result = script(work, "reproduce.py", "--run_id", original_id)
+        line = last_line(result.stderr)
+        assert result.returncode == 2 and line.startswith("error: data changed since run"), result.stderr[-3000:]
+        assert f"rows {rows} -> {rows - 100}" in line and "columns added: extra_col" in line
+        assert "allow_data_change=true" in line
+        assert len(reproductions_of(client, original_id)) == before  # nothing was re-run
+        assert reproduce_run_of(client, original_id).info.status == "FAILED"
+
+        result = script(work, "reproduce.py", "--run_id", original_id, "--allow_data_change", "true")
+        assert result.returncode == reproduce.NOT_REPRODUCED_EXIT_CODE, result.stderr[-3000:]
+        assert last_line(result.stderr).startswith("error: not reproduced:")
+        parent = reproduce_run_of(client, original_id)
+        assert parent.info.status == "FAILED" and parent.data.metrics["metrics_differing"] >= 1
+        assert "rows" in parent.data.tags["data_changes"]
+        reproduced = client.get_run(parent.data.tags["reproduced_run_id"])
+        assert reproduced.info.status == "FINISHED"
+        assert reproduced.data.metrics["train_rows"] + reproduced.data.metrics["test_rows"] == rows - 100
+    finally:
+        shutil.rmtree(data)
+        shutil.copytree(saved, data)
+
+
+def test_dirty_tree_run_is_refused(client, project):
+    """A run made while a tracked file had uncommitted changes cannot be reproduced: refused before Spark."""
+    work, _, data, _ = project
+    readme = work / "README.md"
+    text = readme.read_text()
+    readme.write_text(text + "\nlocal edit\n")
+    try:  # a train run refused for a bad parameter still records the git state, cheaply
+        result = script(work, "train.py", "--data_path", data, "--max_depth", "99")
+    finally:
+        readme.write_text(text)
+    assert result.returncode == 2
+    dirty_run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+                                   order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert dirty_run.data.tags["git_dirty"] == "true"
+    result = script(work, "reproduce.py", "--run_id", dirty_run.info.run_id)
+    assert_refused(result, client, "was made from a git tree with uncommitted changes")
+    assert not reproductions_of(client, dirty_run.info.run_id)
+
+
+def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project):
+    work, _, data, _ = project
+    plain = copy_project(tmp_path / "not-git")  # no repository: git_commit=unknown
+    assert script(plain, "train.py", "--data_path", data, "--max_depth", "99").returncode == 2
+    no_commit = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+                                   order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert no_commit.data.tags["git_commit"] == "unknown"
+    with pytest.raises(UserInputError, match="has no git commit on record"):
+        reproduce.ReproduceParams(run_id=no_commit.info.run_id).validate()
+    assert script(work, "generate_data.py").returncode == 2  # a run of an entry point that is not re-run
+    generate_run = client.search_runs([no_commit.info.experiment_id], order_by=["attributes.start_time DESC"],
+                                      max_results=1)[0]
+    with pytest.raises(UserInputError, match="run of 'generate_data', which reproduce does not re-run"):
+        reproduce.ReproduceParams(run_id=generate_run.info.run_id).validate()
+    with pytest.raises(UserInputError, match="run 'nope' not found"):
+        reproduce.ReproduceParams(run_id="nope").validate()
+    with pytest.raises(UserInputError, match="env_manager must be one of local, uv"):
+        reproduce.ReproduceParams(run_id="x", env_manager="conda").validate()
+    with pytest.raises(UserInputError, match="tolerance must be >= 0"):
+        reproduce.ReproduceParams(run_id="x", tolerance=-1).validate()
+    with pytest.raises(UserInputError, match="run_id is empty"):
+        reproduce.ReproduceParams().validate()
+
+
+def test_metric_comparison_rules():
+    report = reproduce.compare_metrics(
+        {"rmse": 200.0, "r2": 0.5, "fit_seconds": 10.0, "gone": 1.0, "nan": math.nan},
+        {"rmse": 200.0 + 1e-10, "r2": 0.5, "fit_seconds": 99.0, "new": 2.0, "nan": math.nan}, tolerance=0.0)
+    rows = report.set_index("metric")
+    assert not rows.loc["rmse", "within_tolerance"] and rows.loc["r2", "within_tolerance"]
+    assert rows.loc["fit_seconds", "within_tolerance"] and not rows.loc["fit_seconds", "compared"]
+    assert not rows.loc["gone", "within_tolerance"] and not rows.loc["new", "within_tolerance"]
+    assert rows.loc["nan", "within_tolerance"]
+    loose = reproduce.compare_metrics({"rmse": 200.0}, {"rmse": 200.0 + 1e-10}, tolerance=1e-9)
+    assert loose["within_tolerance"].all()
+    assert reproduce.library_differences({"pyspark_version": "4.0.1", "mlflow_version": "3.17.2"},
+                                         {"pyspark_version": "4.1.1", "mlflow_version": "3.17.2"}) == [
+        ("pyspark", "4.0.1", "4.1.1")]
