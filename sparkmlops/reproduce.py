@@ -304,10 +304,9 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
     import mlflow
     from mlflow import MlflowClient
 
-    env = {}
-    if env_manager == "local":
-        # MLflow runs `python <script>` from PATH: make that this environment's Python.
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    # local: MLflow runs `python <script>` from PATH, so make that this environment's Python; uv: the
+    # `uv` executable is found on PATH too (make setup installs it next to this Python).
+    env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     if not original.parameters.get("data_path"):
         # The run used the generated default data: read the very same cached file, not a new one in the clone.
         env["SPARKMLOPS_DATA_CACHE"] = str(Path(original.data_path).parent)
