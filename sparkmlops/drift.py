@@ -281,7 +281,9 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
                "features_checked": int(len(table))}
     tracking.log_metrics(summary)
     tracking.log_dataframe_csv(table, "drift/drift_per_feature.csv")
-    tracking.log_figure(plots.drift_figure(table, params.threshold), "drift/psi_per_feature.png")
+    fig = plots.drift_figure(table, params.threshold)
+    tracking.log_figure(fig, "drift/psi_per_feature.png")
+    plots.close(fig)
     verdict = (f"drift: {len(drifted)} of {len(table)} features with PSI >= {params.threshold} "
                f"({', '.join(drifted['feature'].head(5))}{', ...' if len(drifted) > 5 else ''})"
                if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}")
