@@ -27,8 +27,9 @@ def main(**options):
     """Check the current data for drift against the reference."""
     master = options.pop("spark_master")
     params = DriftParams(**options)
-    summary = run_entry_point("check_drift", params, master, lambda spark, checked: check_drift_and_log(spark, params,
-                                                                                                     checked))
+    summary = run_entry_point("check_drift", params, master,
+                              lambda spark, checked: check_drift_and_log(spark, params, checked),
+                              exit_code=lambda summary: DRIFT_EXIT_CODE if summary["drift_found"] else 0)
     print(f"check_drift: {summary['verdict']}")
     if summary["drift_found"]:
         sys.exit(DRIFT_EXIT_CODE)

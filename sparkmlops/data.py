@@ -120,10 +120,14 @@ def local_path(path: str) -> str:
     return urlparse(path).path if path.startswith("file:") else path
 
 
-def check_input_path(path: str, what: str = "data_path") -> str:
-    """Fail fast on a local input that does not exist or cannot be read; return it absolute.
+def check_input_path(path: str, what: str = "data_path", allow_empty: bool = False) -> str:
+    """Fail fast, before Spark, on a local input that cannot be the data asked for; return it absolute.
 
-    Remote URIs (s3a://, hdfs://, abfss://, ...) are left to Spark, whose error is reworded later.
+    Checked without Spark (pyarrow reads only the parquet footers, so this costs milliseconds even for
+    a folder of hundreds of files): the path exists and is readable; a folder holds data files; every
+    parquet file is one (a corrupt or foreign file among good ones is named); the data has rows, unless
+    ``allow_empty`` (a stream's folder); a CSV has a data row below its header. Remote URIs (s3a://,
+    hdfs://, abfss://, ...) are left to Spark, whose error is reworded by ``read_dataset``.
     """
     if not path:
         raise UserInputError(f"{what} is empty: pass -P {what}=<parquet file or folder>.")
@@ -135,15 +139,86 @@ def check_input_path(path: str, what: str = "data_path") -> str:
                              "(absolute paths are safest with mlflow run).")
     if not os.access(resolved, os.R_OK) or (os.path.isdir(resolved) and not os.access(resolved, os.X_OK)):
         raise UserInputError(f"{what} '{path}' is not readable by this user: fix its permissions.")
-    if os.path.isdir(resolved) and not any(not n.startswith((".", "_")) for n in os.listdir(resolved)):
+    files = data_files(resolved)
+    if os.path.isdir(resolved) and not files:
         raise UserInputError(f"{what} '{path}' is an empty folder: point it at a folder with parquet files.")
+    if data_format(path) == "csv":
+        _check_csv_files(path, what, files, allow_empty)
+    else:
+        _check_parquet_files(path, what, resolved, files, allow_empty)
     return resolved
 
 
-def check_output_path(output_path: str, mode: str) -> None:
-    """With mode=error, refuse a local output that exists already (before any work is done)."""
-    if mode == "error" and is_local_path(output_path) and os.path.exists(local_path(output_path)):
+def data_files(path: str) -> list[str]:
+    """The files Spark reads under ``path``: all but hidden ones (``.*``, ``_*``: _SUCCESS, .crc, staging
+    folders), recursively (partition folders such as ``year=2019``)."""
+    if not os.path.isdir(path):
+        return [path]
+    found = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found += [os.path.join(root, n) for n in sorted(names) if not n.startswith((".", "_"))]
+    return found
+
+
+def _check_parquet_files(path: str, what: str, resolved: str, files: list[str], allow_empty: bool) -> None:
+    import pyarrow.parquet as pq
+
+    rows, bad = 0, []
+    for name in files:
+        try:
+            rows += pq.read_metadata(name).num_rows
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is not parquet
+            bad.append((name, " ".join(str(exc).split())[:120] or type(exc).__name__))
+    if bad and len(bad) == len(files):
+        shown = ", ".join(os.path.relpath(n, resolved) if n != resolved else os.path.basename(n) for n, _ in bad[:3])
+        raise UserInputError(f"{what} '{path}' has no parquet files ({shown}{', ...' if len(bad) > 3 else ''} "
+                             f"cannot be read as parquet: {bad[0][1]}): point it at parquet data, or a .csv file.")
+    if bad:
+        names = ", ".join(os.path.relpath(n, resolved) for n, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise UserInputError(f"{what} '{path}': {len(bad)} of {len(files)} files are not readable parquet "
+                             f"({names}: {bad[0][1]}): remove or replace them; nothing was read.")
+    if not rows and not allow_empty:
+        raise UserInputError(f"{what} '{path}' has no rows (its parquet files hold 0 rows): check the job that "
+                             "wrote it.")
+
+
+def _check_csv_files(path: str, what: str, files: list[str], allow_empty: bool) -> None:
+    for name in files:
+        try:
+            with open(name, "rb") as f:
+                lines = [line for _, line in zip(range(2), (ln for ln in f if ln.strip()))]
+        except OSError as exc:
+            raise UserInputError(f"{what} '{path}' cannot be read: {exc}") from None
+        if not lines:
+            raise UserInputError(f"{what} '{path}': {os.path.basename(name)} is empty, not a CSV with a header.")
+        if len(lines) < 2 and not allow_empty:
+            raise UserInputError(f"{what} '{path}' has only a header and no rows: check the job that wrote it.")
+
+
+def check_output_path(output_path: str, mode: str, input_path: str = "") -> None:
+    """Before any work: with mode=error, refuse a local output that exists already; refuse an output
+    whose parent is a file, and one inside (or holding) the input, which the job would read back."""
+    if not is_local_path(output_path):
+        return
+    target = os.path.abspath(os.path.expanduser(local_path(output_path)))
+    if mode == "error" and os.path.exists(target):
         raise UserInputError(f"output '{output_path}' already exists: choose a new path or pass -P mode=overwrite.")
+    parent = os.path.dirname(target)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise UserInputError(f"output '{output_path}' cannot be created: '{parent}' is a file, not a folder.")
+    if input_path and is_local_path(input_path):
+        source = os.path.abspath(os.path.expanduser(local_path(input_path)))
+        if target == source:
+            raise UserInputError("output_path is the input_path: write the scores somewhere else.")
+        if target.startswith(source.rstrip(os.sep) + os.sep):
+            raise UserInputError(f"output '{output_path}' is inside the input folder '{input_path}': its files "
+                                 "would be read as input next time; write the scores somewhere else.")
+        if source.startswith(target.rstrip(os.sep) + os.sep):
+            raise UserInputError(f"output '{output_path}' holds the input '{input_path}': writing it would "
+                                 "replace the input; write the scores somewhere else.")
 
 
 def data_format(path: str) -> str:
@@ -464,25 +539,102 @@ def infer_feature_spec(df, label_col: str) -> FeatureSpec:
     categorical = [c for c, t in df.dtypes if t == "string" and c != label_col]
     numeric = [c for c, t in df.dtypes if c != label_col and (t in NUMERIC_TYPES or t.startswith("decimal"))]
     ignored = [c for c, _ in df.dtypes if c != label_col and c not in categorical and c not in numeric]
+    check_known_column_types(dtypes)
     if not categorical and not numeric:
         raise UserInputError(f"no feature columns: besides the label '{label_col}' the data needs string or "
                              f"numeric columns (ignored: {', '.join(ignored) or 'none'}).")
     return FeatureSpec(label_col, categorical, numeric, ignored)
 
 
+def _is_numeric(spark_type: str) -> bool:
+    return spark_type in NUMERIC_TYPES or spark_type.startswith("decimal")
+
+
+def check_known_column_types(dtypes: dict[str, str]) -> None:
+    """Columns named as in the SF Airbnb or IoT schema must have its kind (number or string): a number
+    stored as text would silently become a category, a category stored as a number a measurement."""
+    expected = {name: kind for name, kind, *_ in AIRBNB_COLUMNS + IOT_COLUMNS}
+    wrong = [f"{c} is {t}, expected {expected[c]}" for c, t in dtypes.items() if c in expected
+             and expected[c] in ("double", "string") and _is_numeric(t) != (expected[c] == "double")]
+    if wrong:
+        raise UserInputError(f"columns of the wrong type: {'; '.join(wrong[:5])}: cast them in the data "
+                             "(the SF Airbnb schema, see docs/bad-input.md).")
+
+
+def _non_finite(column: str):
+    from pyspark.sql import functions as F
+
+    value = F.col(column).cast("double")
+    return F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
+
+
+def value_aggregates(numeric_cols: list[str], string_cols: list[str] = ()) -> list:
+    """Aggregates counting, per numeric column, nulls and NaN/±inf values, and per string column nulls;
+    fold them into a pass the caller makes anyway (``value_problems`` reads the result)."""
+    from pyspark.sql import functions as F
+
+    aggregates = [F.count(F.lit(1)).alias("__rows")]
+    for c in numeric_cols:
+        aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}"),
+                       F.sum(F.coalesce(_non_finite(c), F.lit(False)).cast("long")).alias(f"nonfinite::{c}")]
+    aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in string_cols]
+    return aggregates
+
+
+def value_problems(row: dict, numeric_cols: list[str], string_cols: list[str] = ()) -> dict[str, dict]:
+    """{"nulls": {col: n}, "non_finite": {col: n}, "all_null": [string cols null in every row]}."""
+    rows = row["__rows"]
+    return {
+        "nulls": {c: row[f"null::{c}"] for c in numeric_cols if row[f"null::{c}"]},
+        "non_finite": {c: row[f"nonfinite::{c}"] for c in numeric_cols if row[f"nonfinite::{c}"]},
+        "all_null": [c for c in string_cols if rows and row[f"null::{c}"] == rows],
+    }
+
+
+def describe_value_problems(problems: dict, what: str) -> str:
+    """One line for ``value_problems``' numeric findings, or "" when there are none."""
+    parts = []
+    if problems["nulls"]:
+        parts.append("nulls in " + ", ".join(f"{c} ({n} rows)" for c, n in sorted(problems["nulls"].items())))
+    if problems["non_finite"]:
+        parts.append("NaN or infinite values in " + ", ".join(f"{c} ({n} rows)"
+                                                               for c, n in sorted(problems["non_finite"].items())))
+    if not parts:
+        return ""
+    return (f"{what} has {' and '.join(parts)}: impute them (as the book's cleaned data does, with *_na flags) "
+            "or drop those rows.")
+
+
+def check_feature_values(df, numeric_cols: list[str], what: str = "input") -> None:
+    """One pass: refuse nulls, NaN and ±inf in the numeric features a model needs (Spark's
+    VectorAssembler fails on them mid-job, and a tree would split on infinities)."""
+    if not numeric_cols:
+        return
+    row = df.agg(*value_aggregates(numeric_cols)).first().asDict()
+    message = describe_value_problems(value_problems(row, numeric_cols), what)
+    if message:
+        raise UserInputError(message)
+
+
 def profile_for_training(df, spec: FeatureSpec) -> dict:
-    """One pass over the data: row count, null labels, label minimum, nulls per numeric feature, digest."""
+    """One pass over the data: rows, null labels, label minimum, nulls and NaN/inf per numeric feature,
+    nulls per string feature, digest."""
     from pyspark.sql import functions as F
 
     aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null"),
-                  F.min(F.col(spec.label_col)).alias("__label_min")]
-    aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in spec.numeric_cols]
+                  F.min(F.col(spec.label_col)).alias("__label_min"),
+                  F.sum(F.coalesce(_non_finite(spec.label_col), F.lit(False)).cast("long")).alias("__label_nonfinite")]
+    aggregates += value_aggregates(spec.numeric_cols, spec.categorical_cols)
     row = df.agg(*_digest_aggregates(df), *aggregates).first().asDict()
+    problems = value_problems(row, spec.numeric_cols, spec.categorical_cols)
     return {
         "rows": row["__n"],
         "null_labels": row["__n"] - row["__label_non_null"],
+        "non_finite_labels": row["__label_nonfinite"],
         "label_min": row["__label_min"],
-        "numeric_nulls": {c: row[f"null::{c}"] for c in spec.numeric_cols if row[f"null::{c}"]},
+        "numeric_nulls": problems["nulls"],
+        "non_finite": problems["non_finite"],
+        "all_null_strings": problems["all_null"],
         "digest": _digest_from(df, row),
     }
 

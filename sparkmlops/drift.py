@@ -21,6 +21,10 @@ import math
 from dataclasses import asdict, dataclass
 
 EPSILON = 1e-4
+# A feature also drifted when its share of missing values (null, or NaN for numbers) moved by at least
+# this much, either way (0.1 = ten percentage points): a column that broke upstream is often all null,
+# which PSI, computed over the non-missing values only, does not see.
+NULL_RATE_THRESHOLD = 0.1
 UNSEEN = "__unseen__"
 GRID_POINTS = 100  # percentiles of each dataset in the KS grid
 
@@ -225,23 +229,48 @@ class DriftParams:
         return asdict(self)
 
 
-def _training_label(model) -> str:
-    from mlflow import MlflowClient
+def _training_params(model) -> dict:
+    from sparkmlops import tracking
 
-    return MlflowClient().get_run(model.run_id).data.params.get("label_col", "") if model.run_id else ""
+    run = tracking.get_run(model.run_id) if model.run_id else None
+    return tracking.run_parameters(run) if run else {}
+
+
+def _training_label(model) -> str:
+    return _training_params(model).get("label_col", "")
 
 
 def _training_data_path(model) -> str:
-    from mlflow import MlflowClient
-
     from sparkmlops.errors import UserInputError
 
-    params = MlflowClient().get_run(model.run_id).data.params if model.run_id else {}
-    path = params.get("data_path_resolved")
+    path = _training_params(model).get("data_path_resolved")
     if not path:
         raise UserInputError(f"model '{model.identity}' has no training data on record (no data_path_resolved "
                              "parameter in its run): pass -P reference_path=<its training data>.")
     return path
+
+
+def drift_table(results: list[FeatureDrift], threshold: float, retyped: dict[str, str] | None = None):
+    """One row per feature: the statistics, ``null_rate_change``, ``type_change`` and ``drifted`` with
+    its ``drift_reason``: PSI >= threshold, a missing-value rate that moved by NULL_RATE_THRESHOLD or
+    more, or a type that changed (string <-> numeric). Drifted features first, then by PSI."""
+    import pandas as pd
+
+    retyped = retyped or {}
+    table = pd.DataFrame([r.as_dict() for r in results])
+    table["null_rate_change"] = table["current_null_rate"] - table["reference_null_rate"]
+    table["type_change"] = [retyped.get(f, "") for f in table["feature"]]
+    reasons = []
+    for row in table.itertuples():
+        why = [f"PSI {row.psi:.2f}"] if row.psi >= threshold else []
+        if abs(row.null_rate_change) >= NULL_RATE_THRESHOLD - 1e-12:
+            why.append(f"missing {row.reference_null_rate:.0%} -> {row.current_null_rate:.0%}")
+        if row.type_change:
+            why.append(f"type {row.type_change}")
+        reasons.append("; ".join(why))
+    table["drift_reason"] = reasons
+    table["drifted"] = table["drift_reason"] != ""
+    return table.sort_values(["drifted", "psi"], ascending=[False, False]).reset_index(drop=True)
 
 
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
@@ -256,7 +285,12 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     model, reference_path = checked
     reference = data_lib.read_dataset(spark, reference_path)
     current = data_lib.read_dataset(spark, params.current_path)
-    types = dict(reference.dtypes)
+    for what, path, df in (("reference", reference_path, reference), ("current", params.current_path, current)):
+        if df.isEmpty():
+            # No rows is a broken input, not "no drift": there is nothing whose drift could be measured.
+            raise UserInputError(f"the {what} data '{path}' has no rows: nothing to compare; check the path "
+                                 "and the job that writes it.")
+    types, current_types = dict(reference.dtypes), dict(current.dtypes)
     features = [c for c, _ in model.input_columns()] if model else list(reference.columns)
     label = _training_label(model) if model else ""
     if label and label in reference.columns and label in current.columns:
@@ -265,16 +299,20 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     if missing:
         raise UserInputError(f"current_path lacks {len(missing)} column(s) of the reference: "
                              f"{', '.join(missing[:10])}: check the path or the model.")
-    numeric = [c for c in features if types.get(c) in data_lib.NUMERIC_TYPES or str(types.get(c)).startswith("decimal")]
-    categorical = [c for c in features if types.get(c) == "string"]
+    def kind(spark_type) -> str:
+        numeric_type = spark_type in data_lib.NUMERIC_TYPES or str(spark_type).startswith("decimal")
+        return "numeric" if numeric_type else "string" if spark_type == "string" else str(spark_type)
+
+    retyped = {c: f"{types[c]} -> {current_types[c]}" for c in features if kind(types[c]) != kind(current_types[c])}
+    numeric = [c for c in features if kind(types[c]) == "numeric"]
+    categorical = [c for c in features if kind(types[c]) == "string"]
     results = feature_drift(reference, current, numeric, categorical, params.bins)
     if model is not None:
         spark_model = scoring.load_spark_model(model)
         predictions = [scoring.score_frame(spark_model, df, model).select("prediction") for df in (reference, current)]
         shift = numeric_drift(predictions[0], predictions[1], ["prediction"], params.bins)[0]
         results.append(FeatureDrift(**{**shift.as_dict(), "feature": "prediction (model output)"}))
-    table = pd.DataFrame([r.as_dict() for r in results]).sort_values("psi", ascending=False)
-    table["drifted"] = table["psi"] >= params.threshold
+    table = drift_table(results, params.threshold, retyped)
     drifted = table[table["drifted"]]
     summary = {"max_psi": float(table["psi"].max()), "drifted_features": int(len(drifted)),
                "max_ks": float(table["ks"].max(skipna=True) if table["ks"].notna().any() else 0.0),
@@ -284,9 +322,10 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     fig = plots.drift_figure(table, params.threshold)
     tracking.log_figure(fig, "drift/psi_per_feature.png")
     plots.close(fig)
-    verdict = (f"drift: {len(drifted)} of {len(table)} features with PSI >= {params.threshold} "
-               f"({', '.join(drifted['feature'].head(5))}{', ...' if len(drifted) > 5 else ''})"
-               if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}")
+    shown = ", ".join(f"{r.feature} ({r.drift_reason})" for r in drifted.head(5).itertuples())
+    verdict = (f"drift: {len(drifted)} of {len(table)} features drifted ({shown}{', ...' if len(drifted) > 5 else ''})"
+               if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}, "
+               f"missing-value rates within {NULL_RATE_THRESHOLD}, no type changed")
     tracking.set_tags({"drift_verdict": verdict, "reference_path": reference_path,
                        "current_path": params.current_path, **(model.tags() if model else {})})
     if model is not None and model.registered_name and model.version:

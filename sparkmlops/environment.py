@@ -102,9 +102,22 @@ def git_state(path: Path = PROJECT_ROOT) -> dict[str, str]:
             return {"git_commit": "unknown", "git_dirty": "unknown"}
         # Run output and caches are git-ignored, so they do not make the tree dirty.
         status = git("status", "--porcelain", "--untracked-files=normal")
+        # Where the project sits in its repository ("" at the top): a project in a subfolder of a
+        # larger repository (mlflow run <url>#<folder>) is re-run from that folder by reproduce.
+        prefix = git("rev-parse", "--show-prefix").stdout.strip().rstrip("/")
     except (OSError, subprocess.TimeoutExpired):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit.stdout.strip(), "git_dirty": str(bool(status.stdout.strip())).lower()}
+    return {"git_commit": commit.stdout.strip(), "git_dirty": str(bool(status.stdout.strip())).lower(),
+            "git_subdirectory": prefix}
+
+
+def java_version() -> str:
+    """The Java version PySpark would use, or why there is none; never raises (an entry point that
+    does not start Spark, such as promote -P force=true, runs without Java)."""
+    try:
+        return check_java()
+    except UserInputError:
+        return "none"
 
 
 def library_versions() -> dict[str, str]:
@@ -113,7 +126,7 @@ def library_versions() -> dict[str, str]:
         "pyspark_version": package_version("pyspark"),
         "mlflow_version": package_version("mlflow"),
         "pandas_version": package_version("pandas"),
-        "java_version": check_java(),
+        "java_version": java_version(),
     }
 
 

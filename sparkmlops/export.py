@@ -95,11 +95,17 @@ def _training_data_path(source: models.ResolvedModel) -> str:
     return path if path and (not data_lib.is_local_path(path) or os.path.exists(data_lib.local_path(path))) else ""
 
 
-def parity_frame(spark, data_path: str, string_columns: list[str], feature_columns: list[str]):
-    """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null."""
+def parity_frame(spark, data_path: str, string_columns: list[str], feature_columns: list[str], model=None):
+    """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null. With
+    ``model``, the data is first checked as scorers check theirs (signature, finite numeric values)."""
     from pyspark.sql import functions as F
 
-    source = data_lib.read_dataset(spark, data_path).select(*feature_columns)
+    from sparkmlops import scoring
+
+    source = data_lib.read_dataset(spark, data_path)
+    if model is not None:
+        scoring.check_scorable(source, model, what="parity data")
+    source = source.select(*feature_columns)
     total = source.count()
     sample = source if total <= PARITY_SAMPLE_ROWS else source.sample(fraction=PARITY_SAMPLE_ROWS / total, seed=0)
     head = source.limit(EDGE_ROWS)
@@ -122,7 +128,7 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     from sparkmlops.onnx_pyfunc import OnnxPipeline
 
     columns = [c for c, _ in plan.source.input_columns()]
-    frame = parity_frame(spark, data_path, list(plan.plan.string_columns), columns)
+    frame = parity_frame(spark, data_path, list(plan.plan.string_columns), columns, model=plan.source)
     checked = models.check_input_against_signature(frame, plan.source, what="parity data")
     spark_model = scoring.load_spark_model(plan.source)
     scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()

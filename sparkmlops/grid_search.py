@@ -24,8 +24,17 @@ SCORING = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_erro
 MAX_CANDIDATES = 10_000
 
 
+def searchable_parameters() -> list[str]:
+    """What param_grid may set: the parameters the searched estimator itself takes (get_params), but
+    the data spec and the seed, which the entry point sets."""
+    from sparkmlops.sklearn_models import ForestEstimator
+
+    return [name for name in ForestEstimator().get_params() if name not in ("spec", "seed")]
+
+
 def parse_grid(text: str) -> dict[str, list]:
-    """The param_grid parameter: a JSON object of ForestParams fields to lists of values."""
+    """The param_grid parameter: a JSON object of the estimator's parameters to lists of values; every
+    candidate is checked as train_sklearn checks its parameters, before Spark starts."""
     from sparkmlops.sklearn_models import ForestParams, _max_features
 
     if not text.strip():
@@ -38,7 +47,7 @@ def parse_grid(text: str) -> dict[str, list]:
                              f"pass an object of lists, e.g. {example}.") from None
     if not isinstance(grid, dict) or not grid:
         raise UserInputError(f"param_grid must be a non-empty JSON object of lists, e.g. {example}.")
-    known = [f.name for f in fields(ForestParams)]
+    known = searchable_parameters()
     for name, values in grid.items():
         if name not in known:
             raise UserInputError(f"param_grid has unknown parameter '{name}': use {', '.join(known)}.")
@@ -52,6 +61,14 @@ def parse_grid(text: str) -> dict[str, list]:
     if candidates > MAX_CANDIDATES:
         raise UserInputError(f"param_grid has {candidates} candidates (over {MAX_CANDIDATES}): shrink it or "
                              "use tune_hyperopt for large spaces.")
+    defaults = {f.name: f.default for f in fields(ForestParams)}
+    for values in itertools.product(*grid.values()):
+        candidate = dict(zip(grid, values))
+        try:
+            ForestParams(**{**defaults, **{k: str(v) if k == "max_features" else v for k, v in candidate.items()}}
+                         ).validate()
+        except UserInputError as exc:
+            raise UserInputError(f"param_grid candidate {json.dumps(candidate)} is not valid: {exc}") from None
     return grid
 
 
@@ -68,6 +85,12 @@ def _check_value(name: str, value, max_features_check) -> None:
             raise UserInputError(f"param_grid['log_label'] values must be true or false, got {json.dumps(value)}.")
     elif name == "max_features":
         max_features_check(str(value))
+    elif name == "model_type":
+        from sparkmlops.sklearn_models import MODEL_TYPES
+
+        if value not in MODEL_TYPES:
+            raise UserInputError(f"param_grid['model_type'] values must be one of {', '.join(MODEL_TYPES)}, "
+                                 f"got {json.dumps(value)}.")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ that need no Spark, the environment tags, the SparkSession, then the job itself.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from sparkmlops import tracking
@@ -28,13 +29,58 @@ def check_connect_support(name: str, master: str) -> None:
             "PYSPARK_SUBMIT_ARGS or spark-submit --master).")
 
 
-def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True):
+def _short_model(uri: str) -> str:
+    """runs:/<32 hex>/model -> runs:/<first 8>; registry and other URIs stay as they are."""
+    if uri.startswith("runs:/"):
+        return "runs:/" + uri[len("runs:/"):].split("/", 1)[0][:8]
+    return uri
+
+
+def _model_run_name(name: str, p: dict) -> str:
+    return f"{name} {_short_model(p.get('model_uri', ''))}".strip()
+
+
+# What each entry point's run is called in the MLflow UI: the entry point and its main parameters, the
+# way the book names its run ("random-forest"), e.g. "train rf 100x5".
+RUN_NAMES: dict[str, Callable[[str, dict], str]] = {
+    "train": lambda n, p: f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}"
+                          + (" log" if p.get("log_label") else ""),
+    "train_sklearn": lambda n, p: f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}"
+                                  + (" log" if p.get("log_label") else ""),
+    "train_per_group": lambda n, p: f"{n} {p['model_type']} by {p['group_col']}",
+    "tune_hyperopt": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
+    "tune_grid": lambda n, p: f"{n} {p['cv']}-fold {p['metric']}",
+    "generate_data": lambda n, p: f"{n} {p['dataset']} {p['n_rows']} rows" + (" drift" if p.get("drift") else ""),
+    "score_batch": _model_run_name,
+    "score_stream": _model_run_name,
+    "score_pandas_udf": _model_run_name,
+    "export_onnx": _model_run_name,
+    "score_per_group": lambda n, p: f"{n} {p['run_id'][:8]}",
+    "promote": lambda n, p: f"{n} {p['model_name']} {'v' + p['version'] if p['version'].isdigit() else p['version'] or 'newest'}"
+                            + (" force" if p.get("force") else ""),
+    "check_drift": lambda n, p: f"{n} {os.path.basename(str(p['current_path']).rstrip('/'))}",
+    "reproduce": lambda n, p: f"{n} {p['run_id'][:8]}",
+}
+
+
+def run_name(name: str, options: dict) -> str:
+    """The UI name of entry point ``name``'s run with these parameters (``name`` alone if unknown)."""
+    try:
+        return " ".join(RUN_NAMES[name](name, options).split())[:250]
+    except (KeyError, TypeError, AttributeError):
+        return name
+
+
+def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True,
+                    exit_code: Callable = lambda result: 0):
     """Run ``job(spark, checked)`` inside a tracked run; ``checked`` is what ``params.validate()`` returns.
 
     Bad parameters, paths, models and a missing Java fail before a JVM starts, and the run ends FAILED.
     When ``needs_spark(checked)`` is false (a registry-only action), no JVM starts and ``spark`` is None.
+    ``exit_code(result)`` is the code the script exits with on success (check_drift: 3 on drift); it is
+    tagged on the run (``exit_code``), as every failure's code is, because ``mlflow run`` exits 1 for all.
     """
-    with tracking.tracked_run(run_name=name):
+    with tracking.tracked_run(run_name=run_name(name, params.as_dict())) as run:
         tracking.log_params(params.as_dict())
         # entry_point: what `reproduce` re-runs (also for `python <script>.py` runs, which MLflow does not tag)
         tracking.set_tags({**tracking.environment_tags(), "entry_point": name})
@@ -42,10 +88,13 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
         check_connect_support(name, master)
         checked = params.validate()
         if not needs_spark(checked):
-            return job(None, checked)
-        spark = get_spark(name, master=master)
-        try:
-            tracking.set_tags({"spark_master": spark_master(spark)})
-            return job(spark, checked)
-        finally:
-            end_connect_session(spark)
+            result = job(None, checked)
+        else:
+            spark = get_spark(name, master=master)
+            try:
+                tracking.set_tags({"spark_master": spark_master(spark)})
+                result = job(spark, checked)
+            finally:
+                end_connect_session(spark)
+        tracking.set_tags({"exit_code": str(exit_code(result))})
+        return result

@@ -127,8 +127,9 @@ def ship_model(spark, model: models.ResolvedModel) -> str:
 
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
     local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
-    mlflow.artifacts.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
-    spark.sparkContext.addFile(shutil.make_archive(local, "zip", local))
+    # The returned folder holds MLmodel: for runs:/<id>/model it is a subfolder of dst_path, named "model".
+    downloaded = mlflow.artifacts.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
+    spark.sparkContext.addFile(shutil.make_archive(local, "zip", downloaded))
     return name
 
 

@@ -66,11 +66,16 @@ def close(fig) -> None:
 
 
 def drift_figure(table, threshold: float, top: int = 40):
-    """PSI per feature (largest first), the threshold marked; drifted features in red."""
+    """PSI per feature (drifted first, then largest), the threshold marked; drifted features in red, and
+    those drifted for another reason than PSI (missing values, type) labelled with it."""
     shown = table.head(top).iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(shown) + 1)))
-    colors = ["#c44e52" if psi >= threshold else "#3b75af" for psi in shown["psi"]]
+    colors = ["#c44e52" if drifted else "#3b75af" for drifted in shown["drifted"]]
     ax.barh(shown["feature"], shown["psi"], color=colors)
+    for y, (psi, reason) in enumerate(zip(shown["psi"], shown["drift_reason"])):
+        if reason and psi < threshold:
+            ax.annotate(reason, (psi, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+                        color="#c44e52")
     ax.axvline(threshold, color="#555555", lw=1, ls="--", label=f"threshold {threshold}")
     ax.set_xlabel("population stability index (PSI)")
     ax.set_title(f"Drift per feature (top {len(shown)} of {len(table)})")

@@ -163,7 +163,7 @@ def training_split(version) -> TrainingSplit | None:
             run = MlflowClient().get_run(version.run_id)
         except MlflowException:
             return None
-        params = run.data.params
+        params = tracking.run_parameters(run)
         known.update({"seed": params.get("seed"), "train_fraction": params.get("train_fraction"),
                       "label_col": params.get("label_col"), "data_digest": run.data.tags.get("data_digest")})
         for dataset_input in (run.inputs.dataset_inputs if run.inputs else []):
@@ -171,7 +171,7 @@ def training_split(version) -> TrainingSplit | None:
                 known["test_digest"] = dataset_input.dataset.digest
     if None in (known["seed"], known["train_fraction"], known["data_digest"]):
         return None
-    label_col = (known["label_col"] or "").strip("'\"") or data_lib.DEFAULT_LABEL
+    label_col = known["label_col"] or data_lib.DEFAULT_LABEL
     return TrainingSplit(version.run_id or "", int(known["seed"]), float(known["train_fraction"]), label_col,
                          known["data_digest"], known["test_digest"] or "")
 

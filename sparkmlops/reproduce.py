@@ -50,6 +50,7 @@ class OriginalRun:
     entry_point: str
     commit: str
     source: str  # local git repository or git URL holding the commit
+    subdirectory: str  # the project's folder in that repository ("" = its top)
     parameters: dict[str, str]  # the entry point's declared parameters, as the original got them
     metrics: dict[str, float]
     tags: dict[str, str]
@@ -95,7 +96,9 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
     except MlflowException as exc:
         raise UserInputError(f"run '{run_id}' not found in the tracking store {_tracking_uri()} "
                              f"({' '.join(str(exc).split())[:200]}): check the id and MLFLOW_TRACKING_URI.") from exc
-    tags, params = run.data.tags, run.data.params
+    from sparkmlops import tracking
+
+    tags, params = run.data.tags, tracking.run_parameters(run)
     entry_point = tags.get("entry_point") or tags.get("mlflow.project.entryPoint") or tags.get("mlflow.runName", "")
     if entry_point not in REPRODUCIBLE_ENTRY_POINTS:
         raise UserInputError(f"run {run_id} is a run of '{entry_point or 'unknown'}', which reproduce does not "
@@ -120,9 +123,19 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
     rows = [run.data.metrics.get(name) for name in ("train_rows", "test_rows")]
     return OriginalRun(
         run_id=run_id, experiment_id=run.info.experiment_id, entry_point=entry_point, commit=commit, source=source,
-        parameters={k: v for k, v in params.items()}, metrics=dict(run.data.metrics), tags=dict(tags),
+        subdirectory=project_subdirectory(tags),
+        parameters=params, metrics=dict(run.data.metrics), tags=dict(tags),
         data_path=data_path, label_col=params.get("label_col", "price"), data_digest=digest,
         data_rows=int(sum(rows)) if None not in rows else None, data_schema=_logged_schema(run))
+
+
+def project_subdirectory(tags: dict[str, str]) -> str:
+    """The project's folder in its repository: the run's git_subdirectory tag, else the ``#folder`` of the
+    URI `mlflow run` was given (mlflow.source.name)."""
+    if "git_subdirectory" in tags:
+        return tags["git_subdirectory"]
+    source = tags.get("mlflow.source.name", "")
+    return source.split("#", 1)[1].strip("/") if "#" in source else ""
 
 
 def _tracking_uri() -> str:
@@ -165,7 +178,9 @@ def find_code_source(commit: str, project_uri: str, tags: dict[str, str]) -> str
                                  "(git fetch) or the repository's URL.")
         return project_uri
     if _has_commit(str(PROJECT_ROOT), commit):
-        return str(PROJECT_ROOT)
+        # The repository's top, which `git clone` needs: the project may be a subfolder of it.
+        top = _git("-C", str(PROJECT_ROOT), "rev-parse", "--show-toplevel")
+        return top.stdout.strip() if top.returncode == 0 and top.stdout.strip() else str(PROJECT_ROOT)
     for key in ("mlflow.source.git.repoURL", "mlflow.source.name"):
         url = tags.get(key, "").split("#", 1)[0]
         if re.match(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:", url):
@@ -235,13 +250,14 @@ def _format_differences(differences: list[tuple[str, str, str]]) -> str:
 # Re-running and comparing
 
 
-def entry_point_parameters(project_dir: str, commit: str, entry_point: str) -> list[str]:
+def entry_point_parameters(project_dir: str, commit: str, entry_point: str, subdirectory: str = "") -> list[str]:
     """The parameters the entry point declares in MLproject at ``commit``."""
     import yaml
 
-    shown = _git("-C", project_dir, "show", f"{commit}:MLproject")
+    mlproject = f"{subdirectory}/MLproject" if subdirectory else "MLproject"
+    shown = _git("-C", project_dir, "show", f"{commit}:{mlproject}")
     if shown.returncode != 0:
-        raise UserInputError(f"commit {commit[:12]} has no MLproject file: it is not a commit of this project.")
+        raise UserInputError(f"commit {commit[:12]} has no {mlproject} file: it is not a commit of this project.")
     spec = yaml.safe_load(shown.stdout) or {}
     entry = (spec.get("entry_points") or {}).get(entry_point)
     if entry is None:
@@ -317,10 +333,10 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
     for key in unset:
         os.environ.pop(key, None)
     try:
+        uri = f"{project_dir}#{original.subdirectory}" if original.subdirectory else project_dir
         submitted = mlflow.projects.run(
-            project_dir, entry_point=original.entry_point, version=original.commit, parameters=parameters,
-            env_manager=env_manager, experiment_id=original.experiment_id, synchronous=False,
-            run_name=f"reproduce-{original.run_id[:8]}")
+            uri, entry_point=original.entry_point, version=original.commit, parameters=parameters,
+            env_manager=env_manager, experiment_id=original.experiment_id, synchronous=False)
         client = MlflowClient()
         client.set_tag(submitted.run_id, "reproduction_of", original.run_id)
         client.set_tag(submitted.run_id, "reproduced_by", reproduce_run_id)
@@ -360,7 +376,7 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
 
     with tempfile.TemporaryDirectory(prefix="sparkmlops-reproduce-") as tmp:
         project_dir = clone_at(original.source, original.commit, Path(tmp))
-        declared = entry_point_parameters(project_dir, original.commit, original.entry_point)
+        declared = entry_point_parameters(project_dir, original.commit, original.entry_point, original.subdirectory)
         parameters = reproduction_parameters(original, declared)
         tracking.log_dict({"entry_point": original.entry_point, "commit": original.commit,
                            "source": original.source, "parameters": parameters}, "reproduction/command.json")

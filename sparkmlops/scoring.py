@@ -7,7 +7,6 @@ columns plus ``prediction`` through a staging folder that is renamed into place 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,10 +24,7 @@ def check_batch_paths(input_path: str, output_path: str, mode: str) -> None:
     if not output_path:
         raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
     data_lib.check_input_path(input_path, "input_path")
-    data_lib.check_output_path(output_path, mode)
-    if data_lib.is_local_path(output_path) and data_lib.is_local_path(input_path):
-        if os.path.abspath(data_lib.local_path(output_path)) == os.path.abspath(data_lib.local_path(input_path)):
-            raise UserInputError("output_path is the input_path: write the scores somewhere else.")
+    data_lib.check_output_path(output_path, mode, input_path)
 
 
 def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -> None:
@@ -36,6 +32,14 @@ def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -
     if taken:
         raise UserInputError(f"the input already has a column named {', '.join(taken)}: rename or drop it, "
                              "the scores are written there.")
+
+
+def check_scorable(df, model: models.ResolvedModel, what: str = "input") -> None:
+    """The model's columns are there with its types, and its numeric ones hold no null, NaN or ±inf
+    (one pass; Spark models fail on them mid-write, and none was trained on them)."""
+    models.check_input_against_signature(df, model, what)
+    numeric = [c for c, kind in model.input_columns() if kind in ("double", "float", "long", "integer")]
+    data_lib.check_feature_values(df, numeric, what)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def score_input_to_output(spark, params, model: models.ResolvedModel, score, tag
     started = time.perf_counter()
     input_df = data_lib.read_dataset(spark, params.input_path)
     check_no_prediction_column(input_df)
+    check_scorable(input_df, model)
     digest, n_files = io.files_digest(spark, params.input_path)
     scored = score(input_df)
     io.write_parquet_atomically(scored, params.output_path, mode=params.mode)

@@ -99,8 +99,9 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
     GridSearchCV can search them (log_label included). Only ``model_`` (plain scikit-learn) is logged."""
 
     def __init__(self, spec=None, num_trees=100, max_depth=10, min_samples_leaf=1, max_features="1.0",
-                 log_label=False, seed=42):
+                 log_label=False, model_type="rf", seed=42):
         self.spec = spec
+        self.model_type = model_type
         self.num_trees = num_trees
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
@@ -110,7 +111,7 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
 
     def fit(self, x, y):
         params = ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features,
-                              self.log_label, "rf")
+                              self.log_label, self.model_type)
         self.model_ = build_forest(self.spec, params, self.seed).fit(x, y)
         return self
 

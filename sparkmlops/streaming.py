@@ -42,7 +42,7 @@ class StreamParams:
         if self.max_files_per_trigger < 1:
             raise UserInputError(f"max_files_per_trigger must be >= 1, got {self.max_files_per_trigger}.")
         trigger_kwargs(self.trigger)
-        data_lib.check_input_path(self.input_path, "input_path")
+        data_lib.check_input_path(self.input_path, "input_path", allow_empty=True)
         if data_lib.is_local_path(self.input_path) and not os.path.isdir(data_lib.local_path(self.input_path)):
             raise UserInputError(f"input_path '{self.input_path}' is a file: a stream reads a folder that "
                                  "receives parquet files.")
@@ -112,9 +112,10 @@ def _record_identity(params: StreamParams, model: models.ResolvedModel) -> None:
 
 
 def check_stream_input(spark, params: StreamParams, model: models.ResolvedModel) -> None:
-    """The files already there must carry the model's columns; an empty folder is refused."""
+    """The files already there must carry the model's columns with finite numeric values (one pass);
+    an empty folder is refused."""
     df = data_lib.read_dataset(spark, params.input_path)
-    models.check_input_against_signature(df, model, what=f"input '{params.input_path}'")
+    scoring.check_scorable(df, model, what=f"input '{params.input_path}'")
 
 
 class ProgressReporter:

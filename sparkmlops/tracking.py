@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -19,11 +20,31 @@ from sparkmlops import environment
 MODEL_ARTIFACT_PATH = "model"
 
 
+# The names MLflow gives runs that were not named (`mlflow run` without --run-name): "upbeat-gnu-759".
+_GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code the scripts end with for ``exc`` (README: exit codes)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return getattr(exc, "exit_code", 1)
+
+
 @contextlib.contextmanager
 def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None):
-    """Start (or continue) a run; end it FAILED on any exception, FINISHED otherwise."""
-    run = mlflow.start_run(run_name=None if os.environ.get("MLFLOW_RUN_ID") else run_name)
+    """Start (or continue) a run; end it FAILED on any exception, FINISHED otherwise.
+
+    A run `mlflow run` created without a name gets ``run_name``, so the UI names runs after what they
+    are however they were launched; a name the user gave (--run-name) is kept.
+    """
+    resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # start_run takes the variable out of the environment
+    run = mlflow.start_run(run_name=None if resumed else run_name)
     try:
+        if run_name and resumed and _GENERATED_RUN_NAME.match(run.info.run_name or ""):
+            mlflow.set_tag("mlflow.runName", run_name)
         if tags:
             mlflow.set_tags(tags)
         yield run
@@ -31,7 +52,8 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
         # Ctrl-C is a stop asked for by the user: KILLED, as MLflow marks it.
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         with contextlib.suppress(Exception):
-            mlflow.set_tag("error", str(exc)[:5000] or type(exc).__name__)
+            # exit_code: what `python <script>.py` exits with; `mlflow run` exits 1 for any failure.
+            mlflow.set_tags({"error": str(exc)[:5000] or type(exc).__name__, "exit_code": str(exit_code_of(exc))})
         mlflow.end_run(status=status)
         raise
     else:
@@ -57,6 +79,42 @@ def log_params(params: dict) -> None:
     new = {k: ("" if v is None else v) for k, v in params.items() if k not in existing}
     if new:
         mlflow.log_params(new)
+
+
+def run_parameters(run) -> dict[str, str]:
+    """The run's parameters as the entry point received them, however the run was launched.
+
+    ``mlflow run`` logs each ``-P`` value (and each default) shell-quoted, as it puts it on the command
+    line: an empty value is logged as the two characters ``''``, a path with a space as ``'/a b'``. The
+    script then logs only the parameters MLflow did not (tracking.log_params), unquoted. So for a project
+    run a value that is exactly one shell-quoted word is unquoted; values the script logged never have
+    that form unless they contain quotes (a path such as ``/data/it's``), which do not split to one word.
+    """
+    import shlex
+
+    params = dict(run.data.params)
+    if "mlflow.project.entryPoint" not in run.data.tags:
+        return params
+    unquoted = {}
+    for key, value in params.items():
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = None
+        unquoted[key] = words[0] if words is not None and len(words) == 1 and shlex.quote(words[0]) == value \
+            else value
+    return unquoted
+
+
+def get_run(run_id: str):
+    """The run, or None when the store has no such run."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        return None
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

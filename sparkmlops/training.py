@@ -159,10 +159,18 @@ def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
 
 def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
     """Checks that need one pass over the data; Spark would fail cryptically later otherwise."""
-    if profile["numeric_nulls"]:
-        listed = ", ".join(f"{c} ({n})" for c, n in sorted(profile["numeric_nulls"].items()))
-        raise UserInputError(f"numeric feature columns contain nulls: {listed}: impute them (as the book's "
-                             "cleaned data does, with *_na flags) or drop those rows.")
+    if not profile["rows"]:
+        raise UserInputError("the data has no rows: check the path and the job that wrote it.")
+    message = data_lib.describe_value_problems(
+        {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the numeric features")
+    if message:
+        raise UserInputError(message)
+    if profile["all_null_strings"]:
+        raise UserInputError(f"feature column(s) {', '.join(profile['all_null_strings'])} are null in every row: "
+                             "fix the data or drop the column.")
+    if profile["non_finite_labels"]:
+        raise UserInputError(f"label '{spec.label_col}' has NaN or infinite values in {profile['non_finite_labels']} "
+                             "rows: fix or drop those rows.")
     usable = profile["rows"] - profile["null_labels"]
     if usable < MIN_TRAIN_ROWS:
         raise UserInputError(f"only {usable} rows with a non-null '{spec.label_col}': need at least "

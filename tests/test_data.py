@@ -70,7 +70,10 @@ def test_check_input_path(tmp_path):
     with pytest.raises(UserInputError, match="empty folder"):
         data.check_input_path(str(tmp_path / "empty"))
     assert data.check_input_path("s3a://bucket/key") == "s3a://bucket/key"  # left to Spark
-    (tmp_path / "x.parquet").write_text("x")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"price": [1.0]}), tmp_path / "x.parquet")
     assert data.check_input_path(f"file://{tmp_path}/x.parquet") == str(tmp_path / "x.parquet")
 
 

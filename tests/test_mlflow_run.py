@@ -51,6 +51,8 @@ def test_local_run_logs_params_metrics_and_tags(local_run, default_data):
     assert tags["git_dirty"] in ("true", "false")
     assert tags["mlflow.project.entryPoint"] == "main"
     assert tags["data_source"].startswith("generated")
+    # named after what it is, not MLflow's random name; the exit code a scheduler cannot see from `mlflow run`
+    assert tags["mlflow.runName"] == "train rf 10x4" and tags["exit_code"] == "0"
 
 
 def test_local_run_logs_datasets_and_artifacts(client, local_run):
@@ -76,6 +78,8 @@ def test_bad_parameter_fails_the_run(client):
     assert "error: max_depth must be between 0 and 30 (Spark's limit), got 40." in result.stderr
     run = newest_run(client)
     assert run.info.status == "FAILED" and run.data.params["max_depth"] == "40"
+    # MLflow's CLI exits 1 for any failed run; the script's own code (2: bad input) is on the run
+    assert result.returncode == 1 and run.data.tags["exit_code"] == "2"
 
 
 def test_real_data_matches_the_book(client, real_data):

@@ -4,7 +4,7 @@ into @champion, refuse a worse one, force a rollback, score by alias, and every 
 import mlflow
 import pytest
 
-from conftest import assert_refused, in_tracked_run, last_line, python_script
+from conftest import assert_refused, in_tracked_run, last_line, newest_run, python_script
 from sparkmlops import environment, registry
 from sparkmlops.errors import UserInputError
 from sparkmlops.promotion import PromoteParams, beats, promote_and_log, relative_improvement
@@ -232,11 +232,16 @@ def test_promote_script_on_an_empty_registry(tmp_path):
 
 def test_promote_script_force_rollback_needs_no_spark(client, versions):
     before = _aliases(client)
-    result = python_script("promote.py", "--model_name", NAME, "--version", "3", "--force", "true")
+    # no Java at all: a rollback touches only the registry, so it must not even look for one
+    result = python_script("promote.py", "--model_name", NAME, "--version", "3", "--force", "true",
+                           env={"JAVA_HOME": "/nonexistent-jdk"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SparkContext" not in result.stderr and "log4j" not in result.stderr
     assert "forced: @champion -> v3" in last_line(result.stdout)
     assert _aliases(client)["champion"] == "3"
+    run = newest_run(client)
+    assert run.data.tags["java_version"] == "none"
+    assert run.data.tags["mlflow.runName"] == "promote promote-test-price v3 force"
     registry.set_alias(NAME, "champion", before["champion"])  # leave the registry as the other tests expect
 
 

@@ -49,7 +49,7 @@ def bad_datasets(spark, tmp_path_factory):
 
 
 @pytest.mark.parametrize("file, message", [
-    ("garbage.parquet", "could not read"),
+    ("garbage.parquet", "cannot be read as parquet"),
     ("nolabel.parquet", "label column 'price' is not in the data"),
     ("strlabel.parquet", "label column 'price' is string, not numeric"),
     ("nofeat.parquet", "no feature columns"),

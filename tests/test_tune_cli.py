@@ -65,7 +65,7 @@ def test_bad_data_fails_the_run(client, tmp_path):
     bad = tmp_path / "garbage.parquet"
     bad.write_text("not parquet\n")
     result = script_in_process("tune_hyperopt.py", "--data_path", str(bad), "--max_evals", "1")
-    assert_refused(result, client, "could not read", before_spark=False)
+    assert_refused(result, client, "cannot be read as parquet", before_spark=False)
 
 
 @pytest.fixture(scope="module")

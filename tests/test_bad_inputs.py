@@ -1,0 +1,170 @@
+"""Every entry point that reads data against the one catalogue of broken inputs (tests/bad_inputs.py).
+
+Each pair runs the entry point's own script in-process (``script_in_process``: its click options, checks,
+tracked run, one-line error and exit code, sharing the session's Spark) and checks what the catalogue
+says it must give: the exit code, the one line, the run's status and ``exit_code`` tag, and the output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bad_inputs
+from bad_inputs import DRIFT, EXPECTED, OK
+from conftest import PROJECT_ROOT, last_line, runs_of, script_in_process
+
+MODEL_NAME = "bad_inputs_price"
+SMALL_FOREST = ["--num_trees", "3", "--max_depth", "3"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("bad-inputs")
+
+
+@pytest.fixture(scope="module")
+def base_data(spark, default_data, folder) -> str:
+    """400 good rows of the embedded dataset: the source of every broken variant."""
+    path = folder / "base.parquet"
+    spark.read.parquet(default_data).orderBy("latitude", "longitude", "price").limit(400) \
+        .coalesce(1).write.parquet(str(path))
+    return str(path)
+
+
+def _ok(result) -> str:
+    import re
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    return re.search(r"run_id=([0-9a-f]{32})", result.stdout).group(1)
+
+
+def entry_point_run(client, script: str):
+    """The newest run of the script's entry point (searches and per-group training add nested runs, which
+    start later but carry no entry_point tag)."""
+    [run] = runs_of(client, filter_string=f"tags.entry_point = '{script.removesuffix('.py')}'", max_results=1)
+    return run
+
+
+@pytest.fixture(scope="module")
+def models(base_data):
+    """The models the scorers, promote and export_onnx use, trained once on the good rows."""
+    spark_run = _ok(script_in_process("train.py", "--data_path", base_data, *SMALL_FOREST, "--register_as",
+                                      MODEL_NAME))
+    sklearn_run = _ok(script_in_process("train_sklearn.py", "--data_path", base_data, *SMALL_FOREST))
+    per_group_run = _ok(script_in_process("train_per_group.py", "--data_path", base_data, "--group_col", "room_type",
+                                          "--min_rows", "5", *SMALL_FOREST))
+    return {"spark": f"runs:/{spark_run}/model", "sklearn": f"runs:/{sklearn_run}/model", "per_group": per_group_run}
+
+
+@pytest.fixture(scope="module")
+def case_inputs(spark, base_data, folder):
+    """Each case's input, built once (lazily) for every entry point."""
+    built: dict[str, str] = {}
+
+    def get(case_id: str) -> str:
+        if case_id not in built:
+            case_folder = folder / case_id
+            case_folder.mkdir()
+            built[case_id] = bad_inputs.make_case(spark, case_id, base_data, case_folder)
+        return built[case_id]
+
+    return get
+
+
+def _original_run(client, data_path: str) -> str:
+    """A finished train run on ``data_path`` at this checkout's commit, as reproduce requires; its logged
+    digest is one the data never had, so what reproduce's data check says about the data is the subject."""
+    import subprocess
+
+    from conftest import EXPERIMENT
+
+    commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    run = client.create_run(experiment, run_name="train rf 3x3", tags={
+        "entry_point": "train", "git_commit": commit, "git_dirty": "false", "data_digest": "0" * 16})
+    client.log_param(run.info.run_id, "data_path_resolved", data_path)
+    client.log_param(run.info.run_id, "label_col", "price")
+    client.log_metric(run.info.run_id, "train_rows", 320)
+    client.log_metric(run.info.run_id, "test_rows", 80)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _command(entry: str, path: str, output: str, models: dict, base_data: str, client, work) -> list[str]:
+    if entry == "train":
+        return ["train.py", "--data_path", path, *SMALL_FOREST]
+    if entry == "train_sklearn":
+        return ["train_sklearn.py", "--data_path", path, *SMALL_FOREST]
+    if entry == "tune_hyperopt_mllib":
+        return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1"]
+    if entry == "tune_hyperopt_sklearn":
+        return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1", "--engine", "sklearn"]
+    if entry == "tune_grid":
+        return ["tune_grid.py", "--data_path", path, "--param_grid", '{"num_trees": [3], "max_depth": [3]}',
+                "--cv", "2", "--parallelism", "1"]
+    if entry == "train_per_group":
+        return ["train_per_group.py", "--data_path", path, "--group_col", "room_type", "--min_rows", "5",
+                *SMALL_FOREST]
+    if entry == "score_batch":
+        return ["score_batch.py", "--model_uri", models["spark"], "--input_path", path, "--output_path", output]
+    if entry == "score_stream":
+        return ["score_stream.py", "--model_uri", models["spark"], "--input_path", path, "--output_path", output,
+                "--checkpoint_path", str(work / "checkpoint")]
+    if entry == "score_pandas_udf":
+        return ["score_pandas_udf.py", "--model_uri", models["sklearn"], "--input_path", path, "--output_path", output]
+    if entry == "score_per_group":
+        return ["score_per_group.py", "--run_id", models["per_group"], "--input_path", path, "--output_path", output]
+    if entry == "promote":
+        return ["promote.py", "--model_name", MODEL_NAME, "--data_path", path]
+    if entry == "export_onnx":
+        return ["export_onnx.py", "--model_uri", models["spark"], "--parity_data_path", path]
+    if entry == "check_drift":
+        return ["check_drift.py", "--reference_path", base_data, "--current_path", path]
+    if entry == "reproduce":
+        return ["reproduce.py", "--run_id", _original_run(client, path)]
+    raise KeyError(entry)
+
+
+@pytest.mark.parametrize("case_id, entry", bad_inputs.pairs())
+def test_broken_input(spark, client, models, base_data, case_inputs, tmp_path, case_id, entry):
+    expected = EXPECTED[case_id][entry]
+    path = case_inputs(case_id)
+    output = bad_inputs.output_path_for(case_id, path, tmp_path)
+    command = _command(entry, path, output, models, base_data, client, tmp_path)
+    result = script_in_process(*command)
+    run = entry_point_run(client, command[0])
+    if expected in (OK, DRIFT):
+        code = 0 if expected == OK else 3
+        assert result.returncode == code, result.stderr[-3000:]
+        assert run.info.status == "FINISHED" and run.data.tags["exit_code"] == str(code)
+        if entry in bad_inputs.SCORERS:
+            scored = spark.read.parquet(output)
+            rows = spark.read.parquet(path).count()
+            assert scored.count() == rows
+            assert scored.filter("prediction IS NOT NULL").count() == rows
+        if entry == "check_drift":
+            table = run.data.metrics
+            assert (table["drifted_features"] > 0) == (expected == DRIFT)
+        return
+    phrase = expected.removeprefix("refused: ")
+    assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-3000:])
+    line = last_line(result.stderr)
+    assert line.startswith("error: ") and phrase in line, result.stderr[-3000:]
+    assert "\n" not in run.data.tags["error"] and phrase in run.data.tags["error"]
+    assert run.info.status == "FAILED" and run.data.tags["exit_code"] == "2"
+    if entry in bad_inputs.SCORERS:
+        assert not (tmp_path / "scores").exists() and not __import__("os").path.exists(output)
+
+
+def test_doc_is_generated_from_the_catalogue():
+    assert bad_inputs.DOC.read_text() == bad_inputs.render_doc(), "run: python tests/bad_inputs.py"
+
+
+def test_every_case_has_an_outcome_for_every_entry_point():
+    assert [c.id for c in bad_inputs.CASES] == list(EXPECTED)
+    for case_id, outcomes in EXPECTED.items():
+        assert sorted(outcomes) == sorted(bad_inputs.ENTRY_POINTS), case_id
+    json.dumps(EXPECTED)  # plain data
