@@ -162,7 +162,7 @@ def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
     if not profile["rows"]:
         raise UserInputError("the data has no rows: check the path and the job that wrote it.")
     message = data_lib.describe_value_problems(
-        {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the numeric features")
+        {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the data")
     if message:
         raise UserInputError(message)
     if profile["all_null_strings"]:

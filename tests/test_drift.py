@@ -174,3 +174,35 @@ def test_bad_input_fails_in_a_fresh_process_without_a_jvm(client):
     result = python_script("check_drift.py", "--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur")
     assert_refused(result, client, "/nonexistent/cur")
     assert result.seconds < 30
+
+
+def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_path):
+    """The real data as reference: empty current data is bad input; columns null in every row, or of
+    another type, are drift even though PSI over the remaining values cannot see them."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    empty = str(tmp_path / "empty")
+    spark.read.parquet(real_data).limit(0).write.parquet(empty)
+    result = script_in_process("check_drift.py", "--reference_path", real_data, "--current_path", empty)
+    assert_refused(result, client, "has no rows", before_spark=False)
+
+    broken = str(tmp_path / "broken")
+    spark.read.parquet(real_data).withColumns({
+        "accommodates": F.lit(None).cast("double"), "room_type": F.lit(None).cast("string"),
+        "bedrooms": F.col("bedrooms").cast("string")}).write.parquet(broken)
+    result = script_in_process("check_drift.py", "--reference_path", real_data, "--current_path", broken)
+    assert result.returncode == 3, result.stderr[-2000:]
+    run = newest_run(client)
+    assert run.info.status == "FINISHED" and run.data.tags["exit_code"] == "3"
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                            artifact_path="drift/drift_per_feature.csv"),
+                        keep_default_na=False).set_index("feature")
+    assert table.loc["accommodates", "drift_reason"] == "missing 0% -> 100%"
+    assert table.loc["room_type", "drift_reason"] == "missing 0% -> 100%"
+    assert table.loc["bedrooms", "drift_reason"] == "type double -> string"
+    assert table.loc["bedrooms", "type_change"] == "double -> string"
+    assert set(table.index[table["drifted"].astype(str) == "True"]) == {"accommodates", "room_type", "bedrooms"}
+    assert run.data.metrics["drifted_features"] == 3
+    verdict = run.data.tags["drift_verdict"]
+    assert verdict.startswith("drift: 3 of 34 features drifted") and "accommodates (missing 0% -> 100%)" in verdict

@@ -135,7 +135,7 @@ def test_nulls_in_numeric_features_are_refused(spark):
     df = spark.createDataFrame([(float(i), None if i == 3 else 1.0, "a") for i in range(20)],
                                "price double, beds double, kind string")
     spec = data.infer_feature_spec(df, "price")
-    with pytest.raises(UserInputError, match=r"nulls: beds \(1\)"):
+    with pytest.raises(UserInputError, match=r"the data has nulls in beds \(1 rows\)"):
         check_against_data(data.profile_for_training(df, spec), spec)
 
 

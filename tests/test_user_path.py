@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import commit_all, copy_project, last_line, newest_run, run_entry, script_in_process
+from conftest import commit_all, copy_project, last_line, run_entry, runs_of, script_in_process
 from test_mlflow_run import MLFLOW, git_server, run_id_of  # noqa: F401  (git_server is a fixture)
 
 SMALL = ["-P", "num_trees=5", "-P", "max_depth=3"]
@@ -101,19 +101,23 @@ def test_run_parameters_undo_mlflow_run_quoting():
     assert tracking.run_parameters(script_run) == {"register_as": "''"}  # a script logs what it got
 
 
+def _newest_tune_grid_run(client):
+    return runs_of(client, filter_string="tags.entry_point = 'tune_grid'", max_results=1)[0]  # not a candidate
+
+
 def test_tune_grid_searches_model_type_and_refuses_what_the_estimator_does_not_take(client, default_data):
     result = script_in_process("tune_grid.py", "--data_path", default_data, "--cv", "2", "--parallelism", "1",
                                "--param_grid", '{"model_type": ["gbt", "rf"], "num_trees": [5], "max_depth": [3]}')
     assert result.returncode == 0, result.stderr[-3000:]
-    run = newest_run(client)
+    run = _newest_tune_grid_run(client)
     assert run.info.status == "FINISHED" and run.data.params["best_model_type"] in ("gbt", "rf")
     assert run.data.metrics["candidates"] == 2
     assert run.data.tags["mlflow.runName"] == "tune_grid 2-fold rmse"
 
     for grid, message in [('{"model_type": ["xgb"]}', "model_type'] values must be one of rf, gbt"),
-                          ('{"numTrees": [5]}', "unknown parameter 'numTrees': use num_trees, max_depth"),
+                          ('{"numTrees": [5]}', "unknown parameter 'numTrees': use log_label, max_depth, max_features, min_samples_leaf, model_type, num_trees."),
                           ('{"model_type": ["gbt"], "max_features": ["sqrt"]}', "candidate")]:
         result = script_in_process("tune_grid.py", "--data_path", default_data, "--param_grid", grid)
         assert result.returncode == 2 and message in last_line(result.stderr), result.stderr[-2000:]
-        run = newest_run(client)
+        run = _newest_tune_grid_run(client)
         assert run.info.status == "FAILED" and "spark_master" not in run.data.tags  # refused before Spark
