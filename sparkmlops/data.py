@@ -183,6 +183,24 @@ def _check_parquet_files(path: str, what: str, resolved: str, files: list[str], 
                              "wrote it.")
 
 
+def parquet_file_columns(path: str):
+    """(file, {column: "string" | "numeric" | other type}) for each parquet file under a local ``path``,
+    from its footer (no Spark)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def kind(arrow_type) -> str:
+        if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+            return "string"
+        if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+            return "numeric"
+        return str(arrow_type)
+
+    for name in data_files(path):
+        schema = pq.read_schema(name)
+        yield name, {field.name: kind(field.type) for field in schema}
+
+
 def _check_csv_files(path: str, what: str, files: list[str], allow_empty: bool) -> None:
     for name in files:
         try:

@@ -48,11 +48,30 @@ class StreamParams:
                                  "receives parquet files.")
         model = models.resolve_model(self.model_uri)
         model.input_columns()  # a stream needs the signature for its schema
+        check_files_against_signature(self.input_path, model)
         check_checkpoint(self, model)
         return model
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_files_against_signature(input_path: str, model: models.ResolvedModel) -> None:
+    """Before Spark, from the parquet footers of a local folder: every file has the model's columns with
+    their kind (number or text), or the one that does not is named. Spark reads a stream's files with the
+    model's schema, so a file without a column would score nulls, and one with another type would stop
+    the stream mid-way."""
+    if not data_lib.is_local_path(input_path):
+        return
+    expected = {name: kind == "string" for name, kind in model.input_columns()}
+    for path, columns in data_lib.parquet_file_columns(data_lib.local_path(input_path)):
+        missing = [c for c in expected if c not in columns]
+        retyped = [f"{c} is {columns[c]}" for c, text in expected.items() if c in columns
+                   and (columns[c] == "string") != text]
+        if missing or retyped:
+            problems = "; ".join(([f"lacks {', '.join(missing[:5])}"] if missing else []) + retyped[:5])
+            raise UserInputError(f"input file {path} does not match the model's signature ({problems}): remove or "
+                                 "fix it; a stream reads every file with the model's columns.")
 
 
 def trigger_kwargs(trigger: str) -> dict:
@@ -112,10 +131,10 @@ def _record_identity(params: StreamParams, model: models.ResolvedModel) -> None:
 
 
 def check_stream_input(spark, params: StreamParams, model: models.ResolvedModel) -> None:
-    """The files already there must carry the model's columns with finite numeric values (one pass);
-    an empty folder is refused."""
+    """The files already there must carry the model's columns (their schema only: a restart must not
+    re-read the stream's history; values are checked row by row as they stream, see guard_values)."""
     df = data_lib.read_dataset(spark, params.input_path)
-    scoring.check_scorable(df, model, what=f"input '{params.input_path}'")
+    models.check_input_against_signature(df, model, what=f"input '{params.input_path}'")
 
 
 class ProgressReporter:
@@ -147,14 +166,58 @@ class ProgressReporter:
                 Metric("batch_rows", rows, now, batch_id), Metric("batch_latency_ms", latency, now, batch_id)])
 
 
+# Marks the error a guarded row raises, so the failure is told apart from Spark's own.
+_BAD_ROW = "sparkmlops-bad-value"
+
+
+def guard_values(source, model: models.ResolvedModel):
+    """The stream with every numeric model input checked row by row: a null, NaN or infinite value
+    stops the query with an error naming the file it came from (the batch scorers count such rows
+    before writing; a stream cannot look ahead)."""
+    from pyspark.sql import functions as F
+
+    guarded = {}
+    for column, kind in model.input_columns():
+        if kind not in ("double", "float", "long", "integer"):
+            continue
+        value = F.col(column).cast("double")
+        bad = value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
+        message = F.concat(F.lit(f"{_BAD_ROW}: file "), F.input_file_name(),
+                           F.lit(f" has a null, NaN or infinite {column}"))
+        guarded[column] = F.when(bad, F.raise_error(message)).otherwise(F.col(column))
+    return source.withColumns(guarded) if guarded else source
+
+
+def stream_failure(exception) -> Exception:
+    """One line for a failed query: a bad file (unreadable, another schema, bad values) is bad input
+    (exit 2) naming the file; anything else stays a failure (exit 1)."""
+    text = " ".join(str(exception).split())
+    resume = ("remove or fix it, then run the same command again: committed micro-batches stay as they are and "
+              "the stream resumes after them.")
+    marked = re.search(rf"{_BAD_ROW}: (file \S+ has a null, NaN or infinite \S+)", text)
+    if marked:
+        return UserInputError(f"score_stream stopped: {marked.group(1)}: {resume}")
+    unreadable = re.search(r"\[(FAILED_READ_FILE[.\w]*)\] Encountered error while reading file (.+?)\.(?:\s|$)", text)
+    if unreadable:
+        kind, path = unreadable.group(1), unreadable.group(2)
+        column = re.search(r"reading Parquet column \[([^\]]+)\]", text)
+        detail = (f"has {column.group(1) if column else 'a column'} of another type than the model expects"
+                  if "DATA_TYPE_MISMATCH" in kind else "is not readable parquet")
+        return UserInputError(f"score_stream stopped: file {path} {detail} ({kind}): {resume}")
+    return RuntimeError(f"streaming query failed: {text[:500]}")
+
+
 def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_seconds: float = 0.5) -> dict:
     """Start the query and run it until the input is drained (available_now) or a SIGINT/SIGTERM."""
     check_stream_input(spark, params, model)
     spark_model = scoring.load_spark_model(model)
     _record_identity(params, model)
+    # ignoreMissingFiles: a bad file that stopped the stream can be removed, and the restart replays its
+    # micro-batch without it (the sink's log keeps that exactly once).
     source = (spark.readStream.schema(models.spark_schema_for(model))
-              .option("maxFilesPerTrigger", params.max_files_per_trigger).parquet(params.input_path))
-    scored = scoring.score_frame(spark_model, source, model)
+              .option("maxFilesPerTrigger", params.max_files_per_trigger).option("ignoreMissingFiles", "true")
+              .parquet(params.input_path))
+    scored = scoring.score_frame(spark_model, guard_values(source, model), model)
     query = (scored.writeStream.format("parquet").option("path", params.output_path)
              .option("checkpointLocation", params.checkpoint_path).outputMode("append")
              .trigger(**trigger_kwargs(params.trigger)).queryName("score_stream").start())
@@ -174,7 +237,12 @@ def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_se
     try:
         last_collect = time.monotonic()
         while query.isActive and not stop_requested.is_set():
-            query.awaitTermination(poll_seconds)
+            try:
+                query.awaitTermination(poll_seconds)
+            except Exception:  # the query failed: query.exception() says why, below
+                if query.exception() is None:
+                    raise
+                break
             reporter.report(query)
             if not gc.isenabled() and time.monotonic() - last_collect > 60:
                 gc.collect()  # over Spark Connect the collector is off (see spark.get_spark): run it here, safely
@@ -183,7 +251,7 @@ def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_se
             query.stop()
         reporter.report(query)
         if query.exception() is not None and not stop_requested.is_set():
-            raise RuntimeError(f"streaming query failed: {str(query.exception()).splitlines()[0]}")
+            raise stream_failure(query.exception())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -192,3 +192,86 @@ def test_score_stream_script_bad_model_is_one_line(client, generated_100_files, 
     assert "log4j" not in result.stderr  # refused before Spark started
     assert newest_run(client).info.status == "FAILED"
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def _write_one_file(frame, folder, name):
+    """``frame`` as the single parquet file ``folder/name`` (written aside, then moved in: it arrives whole)."""
+    staging = folder.parent / f".staging-{name}"
+    frame.coalesce(1).write.parquet(str(staging))
+    os.rename(next(p for p in staging.iterdir() if p.name.endswith(".parquet")), folder / name)
+
+
+@pytest.mark.parametrize("bad_file", ["another_schema", "corrupt", "missing_column"])
+def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark, client, trained_model, tmp_path,
+                                                                        bad_file):
+    """A running stream (trigger every second) has scored three files; then a bad file arrives: the stream
+    stops by itself with one line naming it, exit 2, run FAILED, the committed output intact. Once it is
+    removed, the same command resumes and scores the file that came after it, every row exactly once."""
+    import threading
+
+    from pyspark.sql import functions as F
+
+    from conftest import script_in_process
+
+    uri, pipeline = trained_model
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    rows = data.generate_airbnb(spark, 400, seed=5).withColumn("part", F.monotonically_increasing_id() % 4).cache()
+    for i in range(3):
+        _write_one_file(rows.filter(F.col("part") == i).drop("part"), incoming, f"part-{i}.parquet")
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    command = ["score_stream.py", "--model_uri", uri, "--input_path", str(incoming), "--output_path", str(out),
+               "--checkpoint_path", str(ckpt), "--max_files_per_trigger", "1"]
+    bad = incoming / "part-bad.parquet"
+
+    def arrive():
+        deadline = time.time() + 240
+        while time.time() < deadline and len([n for n in os.listdir(ckpt / "commits")
+                                              if n.isdigit()] if (ckpt / "commits").exists() else []) < 3:
+            time.sleep(0.5)
+        base = rows.filter(F.col("part") == 0).drop("part").limit(5)
+        if bad_file == "corrupt":
+            bad.write_bytes(b"PAR1" + b"\0garbage" * 64)
+        elif bad_file == "another_schema":
+            _write_one_file(base.withColumn("accommodates", F.col("accommodates").cast("string")), incoming, bad.name)
+        else:
+            _write_one_file(base.drop("accommodates"), incoming, bad.name)
+        time.sleep(1.5)  # the bad file first: maxFilesPerTrigger takes the oldest
+        _write_one_file(rows.filter(F.col("part") == 3).drop("part"), incoming, "part-3.parquet")
+        time.sleep(120)
+        if not stopped.is_set():  # the stream did not stop by itself: end it, so the test fails instead of hanging
+            os.kill(os.getpid(), signal.SIGINT)
+
+    stopped = threading.Event()
+    threading.Thread(target=arrive, daemon=True).start()
+    result = script_in_process(*command, "--trigger", "1 second")
+    stopped.set()
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = last_line(result.stderr)
+    assert line.startswith("error: score_stream stopped: file ") and "part-bad.parquet" in line, line
+    run = newest_run(client)
+    assert run.info.status == "FAILED" and run.data.tags["exit_code"] == "2"
+    committed = spark.read.parquet(str(out)).count()
+    assert committed == rows.filter(F.col("part") < 3).count()  # what was committed stays as it was
+
+    bad.unlink()
+    result = script_in_process(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    columns = [c for c, _ in __import__("sparkmlops.models", fromlist=["x"]).resolve_model(uri).input_columns()]
+    assert _sink_digest(spark, str(out), columns) == _expected_digest(spark, pipeline, str(incoming), columns)
+    assert spark.read.parquet(str(out)).count() == 400  # every good row once: none lost, none twice
+
+
+def test_a_bad_file_already_there_is_named_before_spark(trained_model, tmp_path, spark):
+    from pyspark.sql import functions as F
+
+    uri, _ = trained_model
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    good = data.generate_airbnb(spark, 50, seed=5)
+    _write_one_file(good, incoming, "part-0.parquet")
+    _write_one_file(good.withColumn("bedrooms", F.col("bedrooms").cast("string")), incoming, "part-1.parquet")
+    params = StreamParams(uri, str(incoming), str(tmp_path / "out"), str(tmp_path / "ckpt"))
+    with pytest.raises(UserInputError, match=r"input file .*part-1.parquet does not match the model's signature "
+                                             r"\(bedrooms is string\)"):
+        params.validate()
