@@ -276,8 +276,6 @@ def drift_table(results: list[FeatureDrift], threshold: float, retyped: dict[str
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     """Drift of ``params.current_path`` against the reference, per feature (and of the model's
     predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
-    import pandas as pd
-
     from sparkmlops import data as data_lib
     from sparkmlops import plots, scoring, tracking
     from sparkmlops.errors import UserInputError

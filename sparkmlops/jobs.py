@@ -80,7 +80,7 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
     ``exit_code(result)`` is the code the script exits with on success (check_drift: 3 on drift); it is
     tagged on the run (``exit_code``), as every failure's code is, because ``mlflow run`` exits 1 for all.
     """
-    with tracking.tracked_run(run_name=run_name(name, params.as_dict())) as run:
+    with tracking.tracked_run(run_name=run_name(name, params.as_dict())):
         tracking.log_params(params.as_dict())
         # entry_point: what `reproduce` re-runs (also for `python <script>.py` runs, which MLflow does not tag)
         tracking.set_tags({**tracking.environment_tags(), "entry_point": name})

@@ -66,12 +66,13 @@ def check_files_against_signature(input_path: str, model: models.ResolvedModel) 
     expected = {name: kind == "string" for name, kind in model.input_columns()}
     for path, columns in data_lib.parquet_file_columns(data_lib.local_path(input_path)):
         missing = [c for c in expected if c not in columns]
-        retyped = [f"{c} is {columns[c]}" for c, text in expected.items() if c in columns
-                   and (columns[c] == "string") != text]
-        if missing or retyped:
-            problems = "; ".join(([f"lacks {', '.join(missing[:5])}"] if missing else []) + retyped[:5])
-            raise UserInputError(f"input file {path} does not match the model's signature ({problems}): remove or "
-                                 "fix it; a stream reads every file with the model's columns.")
+        retyped = [f"{c} is {columns[c]}, model expects {'string' if text else 'numeric'}"
+                   for c, text in expected.items() if c in columns and (columns[c] == "string") != text]
+        problems = ([f"missing columns {', '.join(missing[:10])}"] if missing else []) + (
+            ["wrong types: " + "; ".join(retyped[:10])] if retyped else [])
+        if problems:
+            raise UserInputError(f"input file {path} does not match the model's signature: {' and '.join(problems)}. "
+                                 "Remove or fix it: a stream reads every file with the model's columns.")
 
 
 def trigger_kwargs(trigger: str) -> dict:

@@ -58,7 +58,7 @@ SCORERS = ["score_batch", "score_stream", "score_pandas_udf", "score_per_group"]
 # (promote), parity data (export_onnx), current data (check_drift), the original run's data (reproduce).
 READS = {**{e: "data_path" for e in TRAINERS}, **{e: "input_path" for e in SCORERS}, "promote": "data_path",
          "export_onnx": "parity_data_path", "check_drift": "current_path",
-         "reproduce": "the run's data_path_resolved"}
+         "reproduce": "the original run's data_path_resolved"}
 
 _CORRUPT = refused("not readable parquet")
 _NO_ROWS = refused("has no rows")
@@ -80,7 +80,9 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK, reproduce=_CHANGED),
-    "null_numeric_feature": _row(_NULLS, check_drift=DRIFT, reproduce=_CHANGED),
+    # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
+    "null_numeric_feature": _row(_NULLS, score_stream=refused("has a null, NaN or infinite accommodates"),
+                                 check_drift=DRIFT, reproduce=_CHANGED),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT,
                                 reproduce=_CHANGED),
     "null_label": _row(OK, **_training(refused("with a non-null 'price'")), check_drift=DRIFT, reproduce=_CHANGED),
@@ -90,7 +92,8 @@ EXPECTED: dict[str, dict[str, str]] = {
                            **_training(OK, promote=refused("missing columns accommodates")),
                            check_drift=refused("lacks 1 column"), reproduce=_CHANGED),
     "extra_column": _row(OK, reproduce=_CHANGED),
-    "nan_inf": _row(_NON_FINITE, check_drift=DRIFT, reproduce=_CHANGED),
+    "nan_inf": _row(_NON_FINITE, score_stream=refused("has a null, NaN or infinite bedrooms"), check_drift=DRIFT,
+                    reproduce=_CHANGED),
     "unseen_category": _row(OK, check_drift=DRIFT, reproduce=_CHANGED),
     "long_category": _row(OK, reproduce=_CHANGED),
     "non_ascii_category": _row(OK, reproduce=_CHANGED),
@@ -118,7 +121,6 @@ def make_case(spark, case_id: str, base_path: str, folder: Path) -> str:
     from pyspark.sql import functions as F
 
     base = spark.read.parquet(base_path)
-    row_id = F.monotonically_increasing_id()
     target = folder / f"{case_id}.parquet"
 
     def write(df, path: Path = target) -> str:
@@ -208,7 +210,7 @@ def render_doc() -> str:
         "and nothing at the output path. Checks on paths and files (existence, parquet footers, row counts, CSV "
         "header, output location) run before Spark starts; checks on values take one pass over the data.",
         "",
-        "What each entry point reads: " + "; ".join(f"`{e}` its {READS[e]}" for e in ENTRY_POINTS) + ".",
+        "What each entry point reads: " + "; ".join(f"`{e}`: {READS[e]}" for e in ENTRY_POINTS) + ".",
         "`tune_hyperopt_mllib` and `tune_hyperopt_sklearn` are `tune_hyperopt` with `engine=mllib` and "
         "`engine=sklearn`.",
         "",
@@ -228,6 +230,14 @@ def render_doc() -> str:
         "and on a changed type; the drift table's `drift_reason` column says which.",
         "- `reproduce` refuses any change to the original run's data (its content digest), naming what changed; "
         "`-P allow_data_change=true` re-runs anyway.",
+        "- `score_stream` checks, at every start, each file's columns against the model's signature from the "
+        "parquet footers. A file that arrives while it runs and cannot be scored (corrupt, a column of another "
+        "type, a missing column or a null/NaN/infinite numeric value) stops the stream with one line naming the "
+        "file (exit 2, run FAILED); committed micro-batches stay as they are. Remove or fix the file and run the "
+        "same command again: it resumes after the last committed batch, every row exactly once "
+        "(tests/test_streaming.py).",
+        "- Remote paths (`s3a://`, `hdfs://`, ...) skip the checks made on local files before Spark; Spark's "
+        "own read errors are then reworded into the one line.",
         "",
         "| case | " + " | ".join(f"`{e}`" for e in ENTRY_POINTS) + " |",
         "|---|" + "---|" * len(ENTRY_POINTS),

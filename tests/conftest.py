@@ -83,11 +83,20 @@ def default_data(spark) -> str:
     return ensure_default_data(spark)
 
 
+def require_real_data(path: Path) -> str:
+    """The real data's path; without it a test skips on a developer's machine and fails under CI=true
+    (CI always has ../shared beside the clone: a skip there would hide a broken path)."""
+    if not path.exists():
+        message = f"real SF Airbnb data not found at {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: the data must be there)")
+        pytest.skip(message)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> str:
-    if not REAL_DATA.exists():
-        pytest.skip(f"real SF Airbnb data not found at {REAL_DATA}")
-    return str(REAL_DATA)
+    return require_real_data(REAL_DATA)
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +172,16 @@ def commit_all(repo: Path, message: str = "project") -> str:
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", message], check=True)
     return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
+
+
+def launched_run_id(result, outcome: str = "succeeded") -> str:
+    """The id of the run `mlflow run` launched: MLflow's last "Run (ID ...)" line (reproduce prints its
+    nested re-run's line first)."""
+    import re
+
+    found = re.findall(rf"Run \(ID '([0-9a-f]+)'\) {outcome}", result.stderr + result.stdout)
+    assert found, (result.returncode, result.stdout[-2000:], result.stderr[-4000:])
+    return found[-1]
 
 
 def last_line(text: str) -> str:

@@ -12,7 +12,8 @@ from sparkmlops import data
 from sparkmlops.errors import UserInputError
 from sparkmlops.streaming import StreamParams, run_stream
 
-from conftest import PROJECT_ROOT, in_tracked_run, REAL_DATA_100P, last_line, newest_run, python_script, run_entry
+from conftest import (PROJECT_ROOT, REAL_DATA_100P, in_tracked_run, last_line, newest_run, python_script,
+                      require_real_data, run_entry)
 
 
 def _expected_digest(spark, pipeline, input_path, columns):
@@ -55,8 +56,7 @@ def test_generated_100_files_exactly_once(spark, client, trained_model, generate
 
 
 def test_real_100_files_with_extra_zipcode(spark, trained_model, tmp_path):
-    if not REAL_DATA_100P.exists():
-        pytest.skip("real 100-file data not present")
+    require_real_data(REAL_DATA_100P)
     uri, pipeline = trained_model
     from sparkmlops.models import resolve_model
 
@@ -272,6 +272,6 @@ def test_a_bad_file_already_there_is_named_before_spark(trained_model, tmp_path,
     _write_one_file(good, incoming, "part-0.parquet")
     _write_one_file(good.withColumn("bedrooms", F.col("bedrooms").cast("string")), incoming, "part-1.parquet")
     params = StreamParams(uri, str(incoming), str(tmp_path / "out"), str(tmp_path / "ckpt"))
-    with pytest.raises(UserInputError, match=r"input file .*part-1.parquet does not match the model's signature "
-                                             r"\(bedrooms is string\)"):
+    with pytest.raises(UserInputError, match=r"input file .*part-1.parquet does not match the model's signature: "
+                                             r"wrong types: bedrooms is string, model expects numeric"):
         params.validate()

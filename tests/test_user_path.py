@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import commit_all, copy_project, last_line, run_entry, runs_of, script_in_process
-from test_mlflow_run import MLFLOW, git_server, run_id_of  # noqa: F401  (git_server is a fixture)
+from conftest import commit_all, copy_project, last_line, launched_run_id, run_entry, runs_of, script_in_process
+from test_mlflow_run import MLFLOW, git_server  # noqa: F401  (git_server is a fixture)
 
 SMALL = ["-P", "num_trees=5", "-P", "max_depth=3"]
 
@@ -50,7 +49,7 @@ def test_mlflow_run_from_a_git_url_with_defaults_is_reproduced_by_mlflow_run(cli
     url, sha = git_server
     launched = run_entry([MLFLOW, "run", f"{url}#project", "--version", sha, "--env-manager", "local",
                           "-P", f"data_path={odd_data}", *SMALL], cwd=tmp_path)
-    run_id = run_id_of(launched)
+    run_id = launched_run_id(launched)
     run = client.get_run(run_id)
     assert run.data.params["spark_master"] == "''" and run.data.params["register_as"] == "''"  # MLflow's quoting
     assert run.data.tags["mlflow.runName"] == "train rf 5x3"
@@ -60,7 +59,7 @@ def test_mlflow_run_from_a_git_url_with_defaults_is_reproduced_by_mlflow_run(cli
                         "-e", "reproduce", "-P", f"run_id={run_id}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-5000:]
     _assert_reproduced(client, run_id)
-    reproduce_run = client.get_run(run_id_of(result))
+    reproduce_run = client.get_run(launched_run_id(result))
     assert reproduce_run.data.tags["mlflow.runName"] == f"reproduce {run_id[:8]}"
     assert reproduce_run.data.tags["exit_code"] == "0"
 

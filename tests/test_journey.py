@@ -1,0 +1,132 @@
+"""The README's own command sequence, through the `mlflow run` CLI on one tracking store, with the
+README's parameters: train with register_as -> promote -> score by alias -> export_onnx -> one request
+to the served export -> generate drifted data -> check_drift -> reproduce the train run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import commit_all, copy_project, launched_run_id, run_entry
+from test_mlflow_run import MLFLOW
+
+# The README's request (section "Real-time serving"), one listing.
+README_RECORD = {
+    "host_is_superhost": "t", "cancellation_policy": "moderate", "instant_bookable": "f",
+    "neighbourhood_cleansed": "Mission", "property_type": "Apartment", "room_type": "Entire home/apt",
+    "bed_type": "Real Bed", "host_total_listings_count": 1, "latitude": 37.76, "longitude": -122.42,
+    "accommodates": 2, "bathrooms": 1, "bedrooms": 1, "beds": 1, "minimum_nights": 2, "number_of_reviews": 10,
+    "review_scores_rating": 95, "review_scores_accuracy": 10, "review_scores_cleanliness": 10,
+    "review_scores_checkin": 10, "review_scores_communication": 10, "review_scores_location": 10,
+    "review_scores_value": 10, "bedrooms_na": 0, "bathrooms_na": 0, "beds_na": 0, "review_scores_rating_na": 0,
+    "review_scores_accuracy_na": 0, "review_scores_cleanliness_na": 0, "review_scores_checkin_na": 0,
+    "review_scores_communication_na": 0, "review_scores_location_na": 0, "review_scores_value_na": 0}
+
+
+def _mlflow_run(project, *args):
+    return run_entry([MLFLOW, "run", ".", "--env-manager", "local", *args], cwd=project, timeout=1200)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_and_ask(model_uri: str, record: dict, log_path) -> float:
+    """`mlflow models serve` as the README starts it, one POST of the record, the server stopped by PID."""
+    port = _free_port()
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    with open(log_path, "wb") as log:  # a file, not a pipe: a chatty server never blocks on a full pipe
+        server = subprocess.Popen([MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", "local",
+                                   "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert server.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"dataframe_records": [record]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["predictions"][0]["prediction"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A committed copy of the project: the user's clean clone, which reproduce needs."""
+    work = copy_project(tmp_path_factory.mktemp("journey") / "sparkmlops")
+    commit_all(work)
+    return work
+
+
+def test_readme_journey(client, spark, project, default_data, tmp_path):
+    import mlflow
+
+    train = _mlflow_run(project, "-e", "train", "-P", "register_as=sf_price")
+    train_id = launched_run_id(train)
+    assert client.get_run(train_id).data.tags["registered_model_version"] == "1"
+
+    promote = _mlflow_run(project, "-e", "promote", "-P", "model_name=sf_price")
+    launched_run_id(promote)
+    assert str(client.get_model_version_by_alias("sf_price", "champion").version) == "1"
+
+    scored = str(tmp_path / "scored.parquet")
+    score = _mlflow_run(project, "-e", "score_batch", "-P", "model_uri=models:/sf_price@champion",
+                        "-P", f"input_path={default_data}", "-P", f"output_path={scored}")
+    score_run = client.get_run(launched_run_id(score))
+    assert score_run.data.tags["model_version"] == "1"
+    assert spark.read.parquet(scored).count() == spark.read.parquet(default_data).count()
+
+    export = _mlflow_run(project, "-e", "export_onnx", "-P", "model_uri=models:/sf_price@champion",
+                         "-P", "register_as=sf_price_onnx")
+    assert client.get_run(launched_run_id(export)).data.tags["mlflow.runName"] == "export_onnx models:/sf_price@champion"
+
+    served = _serve_and_ask("models:/sf_price_onnx/1", README_RECORD, tmp_path / "serve.log")
+    spark_model = mlflow.spark.load_model("models:/sf_price/1")
+    expected = spark_model.transform(spark.createDataFrame(
+        [{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])).first()["prediction"]
+    assert abs(served - expected) <= 1e-6 * abs(expected)  # the export's documented parity tolerance
+
+    # (no drift on a fresh sample, exit 0, is tests/test_drift.py's; here the path a scheduler takes on drift)
+    drifted = str(tmp_path / "drifted.parquet")
+    launched_run_id(_mlflow_run(project, "-e", "generate_data", "-P", f"output_path={drifted}", "-P", "drift=true"))
+    drift = _mlflow_run(project, "-e", "check_drift", "-P", "model_uri=models:/sf_price@champion",
+                        "-P", f"current_path={drifted}")
+    assert drift.returncode == 1  # `mlflow run` exits 1 for any non-zero code ...
+    drift_run = client.get_run(launched_run_id(drift, "failed"))
+    assert drift_run.data.tags["exit_code"] == "3"  # ... and the run keeps the script's own: drift found
+    assert drift_run.data.tags["drift_verdict"].startswith("drift:")
+    assert client.get_model_version("sf_price", "1").tags["drift_verdict"].startswith("drift:")
+
+    reproduce = _mlflow_run(project, "-e", "reproduce", "-P", f"run_id={train_id}")
+    reproduce_run = client.get_run(launched_run_id(reproduce))
+    assert reproduce_run.data.tags["reproduction_verdict"].startswith("reproduced:")
+    reproduction = client.get_run(reproduce_run.data.tags["reproduced_run_id"])
+    original = client.get_run(train_id)
+    for name in ("rmse", "mae", "r2"):
+        assert reproduction.data.metrics[name] == original.data.metrics[name], name
+    assert "registered_model" not in reproduction.data.tags  # a reproduction never registers
