@@ -258,3 +258,27 @@ def in_tracked_run(params, job):
     with tracking.tracked_run("test") as run:
         result = job(checked)
     return run.info.run_id, result
+
+
+@pytest.fixture
+def git_server(tmp_path):
+    """The project committed into a bare repo (under subdirectory `project/`), served on 127.0.0.1."""
+    work = tmp_path / "work"
+    copy_project(work / "project")
+    sha = commit_all(work)
+    served = tmp_path / "served"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "sparkmlops.git")], check=True)
+    subprocess.run(["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"],
+                   check=True)
+    port_file = tmp_path / "port"
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("git_http_server.py")), str(served),
+                               str(port_file)])
+    try:
+        deadline = time.time() + 30
+        while not port_file.exists():
+            assert server.poll() is None and time.time() < deadline, "git server did not start"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port_file.read_text()}/sparkmlops.git", sha
+    finally:
+        server.terminate()  # by PID
+        server.wait(timeout=10)

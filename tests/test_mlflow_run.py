@@ -3,14 +3,12 @@
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, commit_all, copy_project, last_line, newest_run, run_entry
+from conftest import PROJECT_ROOT, newest_run, run_entry
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 BOOK_RMSE = 211.5
@@ -89,30 +87,6 @@ def test_real_data_matches_the_book(client, real_data):
     metrics = client.get_run(run_id_of(result)).data.metrics
     assert abs(metrics["rmse"] - BOOK_RMSE) / BOOK_RMSE <= 0.05, metrics
     assert metrics["train_rows"] + metrics["test_rows"] == 7146
-
-
-@pytest.fixture
-def git_server(tmp_path):
-    """The project committed into a bare repo (under subdirectory `project/`), served on 127.0.0.1."""
-    work = tmp_path / "work"
-    copy_project(work / "project")
-    sha = commit_all(work)
-    served = tmp_path / "served"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "sparkmlops.git")], check=True)
-    subprocess.run(["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"],
-                   check=True)
-    port_file = tmp_path / "port"
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("git_http_server.py")), str(served),
-                               str(port_file)])
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists():
-            assert server.poll() is None and time.time() < deadline, "git server did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port_file.read_text()}/sparkmlops.git", sha
-    finally:
-        server.terminate()  # by PID
-        server.wait(timeout=10)
 
 
 def test_run_from_git_url_with_subdirectory_version_and_overrides(client, git_server, local_run, tmp_path):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import commit_all, copy_project, last_line, launched_run_id, run_entry, runs_of, script_in_process
-from test_mlflow_run import MLFLOW, git_server  # noqa: F401  (git_server is a fixture)
+from test_mlflow_run import MLFLOW
 
 SMALL = ["-P", "num_trees=5", "-P", "max_depth=3"]
 
