@@ -43,6 +43,7 @@ class StreamParams:
             raise UserInputError(f"max_files_per_trigger must be >= 1, got {self.max_files_per_trigger}.")
         trigger_kwargs(self.trigger)
         data_lib.check_input_path(self.input_path, "input_path", allow_empty=True)
+        data_lib.check_output_path(self.output_path, "append", self.input_path)  # a stream appends: it may exist
         if data_lib.is_local_path(self.input_path) and not os.path.isdir(data_lib.local_path(self.input_path)):
             raise UserInputError(f"input_path '{self.input_path}' is a file: a stream reads a folder that "
                                  "receives parquet files.")
