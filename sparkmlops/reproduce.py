@@ -2,7 +2,7 @@
 
 What breaks reproducibility, and what this checks for each:
 - code: the run must come from a clean git tree at a known commit (tags ``git_commit``/``git_dirty``);
-  the re-run uses ``mlflow.projects.run(..., version=<commit>)`` on a fresh clone, never the user's tree;
+  the re-run is ``mlflow.projects.run`` on a fresh clone checked out at the commit, never the user's tree;
 - data: the data the run trained on must still have the run's content digest (tag ``data_digest``),
   checked before anything is re-run; otherwise the rows/columns/schema changes are reported;
 - libraries: the versions the run logged are compared with the reproduction's;
@@ -266,13 +266,17 @@ def entry_point_parameters(project_dir: str, commit: str, entry_point: str, subd
 
 
 def clone_at(source: str, commit: str, into: Path) -> str:
-    """A fresh clone of ``source`` (never the user's working tree: MLflow checks the version out in place)."""
+    """A fresh clone of ``source`` with ``commit`` checked out: never the user's working tree (MLflow's
+    own ``version=`` checks a local project out in place, and refuses a version with a subfolder)."""
     target = into / "project"
     cloned = _git("clone", "--quiet", "--no-checkout", source, str(target))
     if cloned.returncode != 0:
         raise UserInputError(f"cannot clone {source}: {' '.join(cloned.stderr.split())[:300]}")
     if not _has_commit(str(target), commit):
         raise UserInputError(f"{source} has no commit {commit[:12]}: pass -P project_uri=<a repository that has it>.")
+    checked_out = _git("-C", str(target), "checkout", "--quiet", "--detach", commit)
+    if checked_out.returncode != 0:
+        raise RuntimeError(f"git checkout {commit[:12]} failed: {' '.join(checked_out.stderr.split())[:300]}")
     return str(target)
 
 
@@ -333,9 +337,9 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
     for key in unset:
         os.environ.pop(key, None)
     try:
-        uri = f"{project_dir}#{original.subdirectory}" if original.subdirectory else project_dir
+        # The clone is at the commit already; MLflow records it from the folder's git state.
         submitted = mlflow.projects.run(
-            uri, entry_point=original.entry_point, version=original.commit, parameters=parameters,
+            os.path.join(project_dir, original.subdirectory), entry_point=original.entry_point, parameters=parameters,
             env_manager=env_manager, experiment_id=original.experiment_id, synchronous=False)
         client = MlflowClient()
         client.set_tag(submitted.run_id, "reproduction_of", original.run_id)
