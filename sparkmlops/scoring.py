@@ -88,9 +88,9 @@ def score_input_to_output(spark, params, model: models.ResolvedModel, score, tag
     started = time.perf_counter()
     input_df = data_lib.read_dataset(spark, params.input_path)
     check_no_prediction_column(input_df)
-    check_scorable(input_df, model)
     digest, n_files = io.files_digest(spark, params.input_path)
-    scored = score(input_df)
+    scored = score(input_df)  # lazy: a scorer's own checks of the schema come first
+    check_scorable(input_df, model)
     io.write_parquet_atomically(scored, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     rows = spark.read.parquet(params.output_path).count()  # from the parquet footers

@@ -43,10 +43,10 @@ def _ok(result) -> str:
 
 
 def entry_point_run(client, script: str):
-    """The newest run of the script's entry point (searches and per-group training add nested runs, which
-    start later but carry no entry_point tag)."""
-    [run] = runs_of(client, filter_string=f"tags.entry_point = '{script.removesuffix('.py')}'", max_results=1)
-    return run
+    """The newest top-level run of the script's entry point: searches and per-group training add nested
+    runs, which start later (and per-group ones carry the entry_point tag too)."""
+    runs = runs_of(client, filter_string=f"tags.entry_point = '{script.removesuffix('.py')}'", max_results=100)
+    return next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
 
 
 @pytest.fixture(scope="module")

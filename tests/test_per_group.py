@@ -176,19 +176,20 @@ def test_bad_inputs_are_refused(client, spark, default_data, per_group_run, trai
 
 
 def test_a_failing_group_fails_its_nested_run_and_the_parent(client, spark, default_data, tmp_path):
-    """One group whose labels cannot be fitted (infinite prices): its nested run ends FAILED with the
-    error, the other groups' runs finish, and the parent fails with one line naming the group."""
+    """One group that cannot be fitted (a feature too large for scikit-learn's float32 trees, though a
+    finite double, so the data's own checks pass it): its nested run ends FAILED with the error, the
+    other groups' runs finish, and the parent fails with one line naming the group."""
     from pyspark.sql import functions as F
 
     path = str(tmp_path / "bad-group.parquet")
-    price = F.when(F.col("neighbourhood_cleansed") == "Mission", F.lit(float("inf"))).otherwise(F.col("price"))
-    spark.read.parquet(default_data).withColumn("price", price).write.parquet(path)
+    huge = F.when(F.col("neighbourhood_cleansed") == "Mission", F.lit(1e300)).otherwise(F.col("accommodates"))
+    spark.read.parquet(default_data).withColumn("accommodates", huge).write.parquet(path)
     result = script_in_process("train_per_group.py", "--data_path", path, "--min_rows", "300", "--num_trees", "3",
                                "--max_depth", "3")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 6 group models failed" in result.stderr and "group 'Mission'" in result.stderr.strip().splitlines()[-1]
     parent = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                                "attributes.run_name = 'train_per_group'", order_by=["attributes.start_time DESC"],
+                                "attributes.run_name = 'train_per_group rf by neighbourhood_cleansed'", order_by=["attributes.start_time DESC"],
                                 max_results=1)[0]  # the children started after it
     assert parent.info.status == "FAILED"
     children = client.search_runs([parent.info.experiment_id],
