@@ -120,6 +120,10 @@ def _command(entry: str, path: str, output: str, models: dict, base_data: str, c
     if entry == "score_per_group":
         return ["score_per_group.py", "--run_id", models["per_group"], "--input_path", path, "--output_path", output]
     if entry == "promote":
+        # No @champion, so every pair evaluates the candidate on its data (an earlier pair may have
+        # promoted it, and a candidate that is already @champion needs no data at all).
+        if "champion" in client.get_registered_model(MODEL_NAME).aliases:
+            client.delete_registered_model_alias(MODEL_NAME, "champion")
         return ["promote.py", "--model_name", MODEL_NAME, "--data_path", path]
     if entry == "export_onnx":
         return ["export_onnx.py", "--model_uri", models["spark"], "--parity_data_path", path]
