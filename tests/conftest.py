@@ -6,6 +6,7 @@ through environment variables, as a user would set them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -172,6 +173,47 @@ def commit_all(repo: Path, message: str = "project") -> str:
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", message], check=True)
     return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def served_model(model_uri: str, log_path: Path):
+    """`mlflow models serve -m <model_uri> --env-manager local` on a free 127.0.0.1 port, as the README
+    starts it; yields its URL once /ping answers, then stops it by PID (its process group). Its output
+    goes to ``log_path``, a file: a chatty server never blocks on a full pipe."""
+    import signal
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                                   "local", "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the model server did not start: " + Path(log_path).read_text()[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def launched_run_id(result, outcome: str = "succeeded") -> str:

@@ -5,11 +5,6 @@ pyfunc, and serving through a real `mlflow models serve` process on 127.0.0.1.""
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import assert_refused, in_tracked_run, last_line, python_script
+from conftest import assert_refused, in_tracked_run, python_script, served_model
 from sparkmlops import onnx_export, tracking
 from sparkmlops.errors import UserInputError
 from sparkmlops.export import PARITY_TOLERANCE, UNSEEN_CATEGORY, ExportParams, export_and_log
@@ -163,43 +158,12 @@ def test_export_script_refuses_bad_input(client):
 # ----------------------------------------------------------------------------------------------
 # Serving
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(exports, test_environment):
+def served(exports, test_environment, tmp_path_factory):
     """`mlflow models serve` of the exported RF on 127.0.0.1; stopped by PID (its process group)."""
     _, summary = exports["random_forest_log_label"]
-    port = _free_port()
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", summary["model_uri"], "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the model server did not start: " + process.stdout.read().decode()[-3000:])
-            time.sleep(0.5)
+    with served_model(summary["model_uri"], tmp_path_factory.mktemp("serve") / "server.log") as url:
         yield url, summary
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _post(url: str, body: bytes):

@@ -5,18 +5,11 @@ to the served export -> generate drifted data -> check_drift -> reproduce the tr
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import commit_all, copy_project, launched_run_id, run_entry
+from conftest import commit_all, copy_project, launched_run_id, run_entry, served_model
 from test_mlflow_run import MLFLOW
 
 # The README's request (section "Real-time serving"), one listing.
@@ -36,43 +29,11 @@ def _mlflow_run(project, *args):
     return run_entry([MLFLOW, "run", ".", "--env-manager", "local", *args], cwd=project, timeout=1200)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve_and_ask(model_uri: str, record: dict, log_path) -> float:
-    """`mlflow models serve` as the README starts it, one POST of the record, the server stopped by PID."""
-    port = _free_port()
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    with open(log_path, "wb") as log:  # a file, not a pipe: a chatty server never blocks on a full pipe
-        server = subprocess.Popen([MLFLOW, "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                   "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert server.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"dataframe_records": [record]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["predictions"][0]["prediction"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+def _ask(url: str, record: dict) -> float:
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"dataframe_records": [record]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["predictions"][0]["prediction"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +66,8 @@ def test_readme_journey(client, spark, project, default_data, tmp_path):
                          "-P", "register_as=sf_price_onnx")
     assert client.get_run(launched_run_id(export)).data.tags["mlflow.runName"] == "export_onnx models:/sf_price@champion"
 
-    served = _serve_and_ask("models:/sf_price_onnx/1", README_RECORD, tmp_path / "serve.log")
+    with served_model("models:/sf_price_onnx/1", tmp_path / "serve.log") as url:
+        served = _ask(url, README_RECORD)
     spark_model = mlflow.spark.load_model("models:/sf_price/1")
     expected = spark_model.transform(spark.createDataFrame(
         [{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])).first()["prediction"]
