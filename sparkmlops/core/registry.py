@@ -151,3 +151,14 @@ def move_champion(name: str, version: str, previous, promotion_run_id: str) -> N
         set_version_tags(name, previous.version, {
             "demoted_by_version": version, "demoted_by_run_id": promotion_run_id,
             "demoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def register_result(name: str, entry_point: str, model_uri: str, model_params: dict, metrics: dict,
+                    prepared: PreparedData) -> str:
+    """Register the run's logged model as a new version of ``name``; tag the run with it; return the version."""
+    run_id = tracking.active_run_id()
+    version = registry.register_model(model_uri, name, run_id=run_id, entry_point=entry_point, params=model_params,
+                                      metrics=metrics, digests=prepared.digests, data_path=prepared.data_path)
+    tracking.set_tags({"registered_model": name, "registered_model_version": str(version.version)})
+    print(f"{entry_point}: registered models:/{name}/{version.version}", flush=True)
+    return str(version.version)

@@ -362,3 +362,19 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
+
+
+def log_sklearn_model(model, input_sample, name: str = "model", run_id: str | None = None):
+    """Log a fitted estimator with signature, input example and pinned requirements (skops format),
+    to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    sample = input_sample.head(5)
+    signature = infer_signature(input_sample, model.predict(input_sample))
+    # MLflow loads skops files only with the types it was told to trust: ours are plain sklearn/numpy types.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=sample,
+                                    pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
+                                    skops_trusted_types=trusted or None, run_id=run_id)

@@ -42,22 +42,6 @@ def check_scorable(df, model: models.ResolvedModel, what: str = "input") -> None
     data_lib.check_feature_values(df, numeric, what)
 
 
-@dataclass(frozen=True)
-class BatchParams:
-    model_uri: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    mode: str = "error"
-
-    def validate(self) -> models.ResolvedModel:
-        """Everything checkable without Spark; returns the resolved model."""
-        check_batch_paths(self.input_path, self.output_path, self.mode)
-        return models.resolve_model(self.model_uri)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def load_spark_model(model: models.ResolvedModel):
     return tracking.load_spark_model(model.load_uri)
 
@@ -74,12 +58,6 @@ def score_frame(spark_model, df, model: models.ResolvedModel):
     cast = {c for c in copies if dict(checked.dtypes)[c] != dict(df.dtypes)[c]}
     return scored.select(*[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns],
                          F.col("prediction"))
-
-
-def predict_batch(spark, params: BatchParams, model: models.ResolvedModel) -> dict:
-    """Score ``params.input_path`` into ``params.output_path``; log and return rows, seconds, rate."""
-    return score_input_to_output(spark, params, model, lambda input_df: score_frame(load_spark_model(model),
-                                                                                     input_df, model))
 
 
 def score_input_to_output(spark, params, model: models.ResolvedModel, score, tags: dict | None = None) -> dict:

@@ -119,15 +119,6 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
         return self.model_.predict(x)
 
 
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """rmse, mae and r2 defined exactly as training.regression_metrics does on Spark."""
-    y_true = np.asarray(y_true, dtype=float)
-    err = np.asarray(y_pred, dtype=float) - y_true
-    var = float(np.var(y_true))
-    mse = float(np.mean(err * err))
-    return {"rmse": mse ** 0.5, "mae": float(np.mean(np.abs(err))), "r2": 1.0 - mse / var if var else float("nan")}
-
-
 def single_threaded(model):
     """Make a fitted model predict on one thread: under Spark each task already has its own core, and
     a forest's default n_jobs=-1 would start a thread per core in every task."""
@@ -150,17 +141,43 @@ def to_pandas(df, spec: data_lib.FeatureSpec):
     return frame[spec.feature_cols], frame[spec.label_col].to_numpy(dtype=float)
 
 
-def log_sklearn_model(model, input_sample, name: str = "model", run_id: str | None = None):
-    """Log a fitted estimator with signature, input example and pinned requirements (skops format),
-    to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
+def _log_importance(model, spec: data_lib.FeatureSpec, prefix: str = "") -> None:
+    """The forest's impurity importances under the original column names (rf only: gbt has none)."""
+    import pandas as pd
 
-    sample = input_sample.head(5)
-    signature = infer_signature(input_sample, model.predict(input_sample))
-    # MLflow loads skops files only with the types it was told to trust: ours are plain sklearn/numpy types.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=sample,
-                                    pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
-                                    skops_trusted_types=trusted or None, run_id=run_id)
+    fitted = getattr(model, "regressor_", model)
+    estimator = fitted.steps[-1][1]
+    if not hasattr(estimator, "feature_importances_"):
+        return
+    # The encoder outputs the categorical columns first, then the passthrough (numeric) ones.
+    table = pd.DataFrame({"feature": spec.categorical_cols + spec.numeric_cols,
+                          "importance": estimator.feature_importances_})
+    table = table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
+    tracking.log_dataframe_csv(table, f"{prefix}feature_importance.csv")
+    fig = plots.feature_importance_figure(table)
+    tracking.log_figure(fig, f"{prefix}feature_importance.png")
+    plots.close(fig)
+
+
+def fit_evaluate_log(prepared: training.PreparedData, model, fitted: bool = False, prefix: str = "",
+                     name: str = "model") -> tuple[dict, str]:
+    """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
+    (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
+    (metrics, logged model URI)."""
+    spec = prepared.spec
+    x_train, y_train = to_pandas(prepared.train_df, spec)
+    x_test, y_test = to_pandas(prepared.test_df, spec)
+    started = time.perf_counter()
+    if not fitted:
+        model.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    model = single_threaded(model)
+    predicted = model.predict(x_test)
+    metrics = regression_metrics(y_test, predicted)
+    tracking.log_metrics({f"{prefix}{k}": v for k, v in {**metrics, "fit_seconds": fit_seconds}.items()})
+    fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
+    tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")
+    plots.close(fig)
+    _log_importance(model, spec, prefix)
+    info = log_sklearn_model(model, x_test, name=name)
+    return metrics, info.model_uri

@@ -28,12 +28,7 @@ from sparkmlops import data as data_lib
 from sparkmlops import models, scoring, sklearn_models, tracking, training
 from sparkmlops.errors import UserInputError
 
-GROUP_TABLE = "group_models.csv"
-FALLBACK_MODEL = "fallback_model"
-UNKNOWN_GROUPS = ("fallback", "null", "error")
 SPLIT_COL = "__split"
-SCORED_WITH_COL = "scored_with"
-MAX_LISTED = 20
 RESULT_SCHEMA = ("group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
                  "rmse double, mae double, r2 double, fit_seconds double, error string")
 
@@ -73,23 +68,6 @@ class PerGroupParams:
         return asdict(self)
 
 
-def check_group_col(df, group_col: str) -> None:
-    """The group column exists and is a string column (from the schema: no Spark job)."""
-    dtypes = dict(df.dtypes)
-    if group_col not in dtypes:
-        strings = [c for c, t in df.dtypes if t == "string"]
-        raise UserInputError(f"group_col '{group_col}' is not in the data: pass -P group_col=<one of "
-                             f"{', '.join(strings) or 'its string columns'}>.")
-    if dtypes[group_col] != "string":
-        raise UserInputError(f"group_col '{group_col}' is {dtypes[group_col]}, not a string column: group by a "
-                             "string column (cast an id column to string first).")
-
-
-def group_spec(spec: data_lib.FeatureSpec, group_col: str) -> data_lib.FeatureSpec:
-    """A group's features: the data's, without the group column (constant within a group)."""
-    return replace(spec, categorical_cols=[c for c in spec.categorical_cols if c != group_col])
-
-
 @dataclass(frozen=True)
 class GroupContext:
     """What every group's task needs: small and picklable (shipped inside the function)."""
@@ -104,19 +82,12 @@ class GroupContext:
     seed: int
 
 
-def _group_value(frame, group_col: str):
-    import pandas as pd
-
-    value = frame[group_col].iloc[0]
-    return None if pd.isna(value) else str(value)
-
-
 def train_group(context: GroupContext, frame):
     """applyInPandas function: fit, evaluate and log one group's model in a nested run; one result row."""
     import mlflow
     import pandas as pd
 
-    group = _group_value(frame, context.group_col)
+    group = group_value(frame, context.group_col)
     spec = context.spec
     train = sklearn_models.stable_order(frame.loc[frame[SPLIT_COL] == "train", spec.feature_cols + [spec.label_col]])
     test = sklearn_models.stable_order(frame.loc[frame[SPLIT_COL] == "test", spec.feature_cols + [spec.label_col]])
@@ -159,11 +130,6 @@ class PerGroupResult:
     run_id: str
 
 
-def _listed(values: list, limit: int = MAX_LISTED) -> str:
-    shown = ", ".join("(null)" if v is None else str(v) for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
-
-
 def group_sizes(both, group_col: str) -> dict:
     """group value (None for null) -> (training rows, test rows), from one small aggregation."""
     sizes: dict = {}
@@ -200,9 +166,9 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
             raise UserInputError(f"no group of '{params.group_col}' has {params.min_rows} training rows: lower "
                                  "-P min_rows or group by a column with fewer, larger groups.")
         if skipped:
-            tracking.set_tags({"skipped_groups": _listed(skipped, 200)[:5000]})
+            tracking.set_tags({"skipped_groups": listed(skipped, 200)[:5000]})
             print(f"train_per_group: skipped {len(skipped)} groups with fewer than {params.min_rows} training rows "
-                  f"(their rows use the fallback model): {_listed(skipped)}", flush=True)
+                  f"(their rows use the fallback model): {listed(skipped)}", flush=True)
         ship_package(spark)  # train_group lives in this package
         started = time.perf_counter()
         # One task per few groups, not what adaptive execution would coalesce a small shuffle into: the
@@ -244,149 +210,4 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
 # ----------------------------------------------------------------------------------------------
 # Scoring
 
-@dataclass(frozen=True)
-class GroupModels:
-    """A train_per_group run's models: group value -> model URI, and the fallback's URI."""
 
-    group_col: str
-    by_group: dict
-    fallback_uri: str
-
-
-def load_group_models(run_id: str) -> GroupModels:
-    """Read a train_per_group run's table of models (no Spark); one clear line when it is not one."""
-    import mlflow
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        raise UserInputError("run_id is empty: pass -P run_id=<id of a train_per_group run>.")
-    try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException as exc:
-        raise UserInputError(f"run '{run_id}' not found in {mlflow.get_tracking_uri()}: pass the id of a "
-                             "train_per_group run (see its parent run in the MLflow UI).") from exc
-    group_col = run.data.tags.get("group_col")
-    if not group_col:
-        raise UserInputError(f"run '{run_id}' is not a train_per_group run (no group_col tag): pass the parent "
-                             "run of a train_per_group run.")
-    if run.info.status != "FINISHED":
-        raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that "
-                             "FINISHED.")
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
-    table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
-                        dtype={"group": str})
-    trained = table[table["status"] == "trained"]
-    return GroupModels(group_col, dict(zip(trained["group"], trained["model_uri"])), f"runs:/{run_id}/{FALLBACK_MODEL}")
-
-
-_GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> loaded model (the fallback's reuse)
-
-
-def _load_model(uri: str, tracking_uri: str):
-    model = _GROUP_MODELS.get(uri)
-    if model is None:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(uri)
-        if len(_GROUP_MODELS) > 64:
-            _GROUP_MODELS.clear()
-        _GROUP_MODELS[uri] = model
-    return model
-
-
-def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: str, group_columns: list[str],
-                fallback_columns: list[str], casts: dict[str, str], frame):
-    """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
-    import numpy as np
-
-    from sparkmlops.pandas_scoring import as_prediction, model_features
-
-    group = _group_value(frame, group_models.group_col)
-    uri = group_models.by_group.get(group) if group is not None else None
-    if uri is not None:
-        model = _load_model(uri, tracking_uri)
-        features = model_features(frame, group_columns, casts)
-        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="group")
-    if unknown_groups == "fallback":
-        model = _load_model(group_models.fallback_uri, tracking_uri)
-        features = model_features(frame, fallback_columns, casts)
-        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="fallback")
-    return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
-
-
-def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: models.ResolvedModel):
-    """``df`` plus ``prediction`` and ``scored_with``, each group scored by its own model."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
-
-    from sparkmlops.pandas_scoring import pandas_casts
-    from sparkmlops.spark import ship_package
-
-    check_group_col(df, group_models.group_col)
-    casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
-    fallback_columns = [c for c, _ in fallback.input_columns()]
-    group_columns = [c for c in fallback_columns if c != group_models.group_col]
-    ship_package(spark)
-    schema = StructType(df.schema.fields + [StructField("prediction", DoubleType(), True),
-                                            StructField(SCORED_WITH_COL, StringType(), True)])
-    scorer = functools.partial(score_group, group_models, unknown_groups, tracking.portable_tracking_uri(),
-                               group_columns, fallback_columns, casts)
-    scored = df.groupBy(group_models.group_col).applyInPandas(scorer, schema)
-    # null predictions (unknown_groups=null) are written as nulls, not NaN
-    return scored.withColumn("prediction", F.when(F.isnan("prediction"), None).otherwise(F.col("prediction")))
-
-
-@dataclass(frozen=True)
-class ScorePerGroupParams:
-    """The `score_per_group` entry point's parameters (names match MLproject)."""
-
-    run_id: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    unknown_groups: str = "fallback"
-    mode: str = "error"
-
-    def validate(self) -> tuple[GroupModels, models.ResolvedModel]:
-        if self.unknown_groups not in UNKNOWN_GROUPS:
-            raise UserInputError(f"unknown_groups must be fallback (score them with the fallback model), null "
-                                 f"(no prediction) or error (refuse the input), got '{self.unknown_groups}'.")
-        scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
-        group_models = load_group_models(self.run_id)
-        fallback = models.resolve_model(group_models.fallback_uri, require_flavor="python_function")
-        return group_models, fallback
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupModels, models.ResolvedModel]) -> dict:
-    """The `score_per_group` job: checked input, atomic output, unknown groups counted and handled."""
-    from pyspark.sql import functions as F
-
-    group_models, fallback = checked
-    counts: dict = {}
-
-    def score(input_df):
-        check_group_col(input_df, group_models.group_col)
-        scoring.check_no_prediction_column(input_df, ("prediction", SCORED_WITH_COL))
-        group_rows = input_df.groupBy(group_models.group_col).agg(F.count(F.lit(1)).alias("rows")).collect()
-        unknown = sorted(((r[0], r["rows"]) for r in group_rows if r[0] not in group_models.by_group),
-                         key=lambda item: (item[0] is None, str(item[0])))
-        counts.update(groups=len(group_rows), unknown_groups=len(unknown), rows_unknown_group=sum(n for _, n in unknown))
-        if unknown and params.unknown_groups == "error":
-            raise UserInputError(f"{len(unknown)} groups of '{group_models.group_col}' have no model: "
-                                 f"{_listed([g for g, _ in unknown])}; pass -P unknown_groups=fallback (the "
-                                 "fallback model) or null, or train with those groups.")
-        if unknown:
-            print(f"score_per_group: {counts['rows_unknown_group']} rows in {len(unknown)} groups without a model "
-                  f"({params.unknown_groups}): {_listed([g for g, _ in unknown])}", flush=True)
-        return score_groups(spark, input_df, group_models, params.unknown_groups, fallback)
-
-    summary = scoring.score_input_to_output(spark, params, fallback, score,
-                                            tags={"group_col": group_models.group_col, "per_group_run_id": params.run_id,
-                                                  "unknown_groups": params.unknown_groups})
-    tracking.log_metrics(counts)
-    return {**summary, **counts}

@@ -57,48 +57,6 @@ class SklearnTrainResult:
     registered_version: str = ""
 
 
-def _log_importance(model, spec: data_lib.FeatureSpec, prefix: str = "") -> None:
-    """The forest's impurity importances under the original column names (rf only: gbt has none)."""
-    import pandas as pd
-
-    fitted = getattr(model, "regressor_", model)
-    estimator = fitted.steps[-1][1]
-    if not hasattr(estimator, "feature_importances_"):
-        return
-    # The encoder outputs the categorical columns first, then the passthrough (numeric) ones.
-    table = pd.DataFrame({"feature": spec.categorical_cols + spec.numeric_cols,
-                          "importance": estimator.feature_importances_})
-    table = table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
-    tracking.log_dataframe_csv(table, f"{prefix}feature_importance.csv")
-    fig = plots.feature_importance_figure(table)
-    tracking.log_figure(fig, f"{prefix}feature_importance.png")
-    plots.close(fig)
-
-
-def fit_evaluate_log(prepared: training.PreparedData, model, fitted: bool = False, prefix: str = "",
-                     name: str = "model") -> tuple[dict, str]:
-    """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
-    (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
-    (metrics, logged model URI)."""
-    spec = prepared.spec
-    x_train, y_train = to_pandas(prepared.train_df, spec)
-    x_test, y_test = to_pandas(prepared.test_df, spec)
-    started = time.perf_counter()
-    if not fitted:
-        model.fit(x_train, y_train)
-    fit_seconds = time.perf_counter() - started
-    model = single_threaded(model)
-    predicted = model.predict(x_test)
-    metrics = regression_metrics(y_test, predicted)
-    tracking.log_metrics({f"{prefix}{k}": v for k, v in {**metrics, "fit_seconds": fit_seconds}.items()})
-    fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
-    tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")
-    plots.close(fig)
-    _log_importance(model, spec, prefix)
-    info = log_sklearn_model(model, x_test, name=name)
-    return metrics, info.model_uri
-
-
 def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResult:
     """Read and split as `train` does, fit the scikit-learn pipeline, log (and register) it."""
     prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)

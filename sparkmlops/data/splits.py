@@ -1,0 +1,118 @@
+MIN_TRAIN_ROWS = 10
+
+
+def check_training_inputs(label_col: str, train_fraction: float, data_path: str, register_as: str = "") -> None:
+    """The checks every training entry point makes on its label, split, data path and registered name."""
+    if not label_col:
+        raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+    check_train_fraction(train_fraction)
+    if register_as:
+        registry.check_model_name(register_as)
+    if data_path:
+        data_lib.check_input_path(data_path)
+
+
+def check_train_fraction(train_fraction: float) -> None:
+    if not 0.0 < train_fraction < 1.0:
+        raise UserInputError(f"train_fraction must be strictly between 0 and 1 (the rest is the test "
+                             f"split), got {train_fraction}.")
+
+
+def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
+    """Checks that need one pass over the data; Spark would fail cryptically later otherwise."""
+    if not profile["rows"]:
+        raise UserInputError("the data has no rows: check the path and the job that wrote it.")
+    message = data_lib.describe_value_problems(
+        {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the data")
+    if message:
+        raise UserInputError(message)
+    if profile["all_null_strings"]:
+        raise UserInputError(f"feature column(s) {', '.join(profile['all_null_strings'])} are null in every row: "
+                             "fix the data or drop the column.")
+    if profile["non_finite_labels"]:
+        raise UserInputError(f"label '{spec.label_col}' has NaN or infinite values in {profile['non_finite_labels']} "
+                             "rows: fix or drop those rows.")
+    usable = profile["rows"] - profile["null_labels"]
+    if usable < MIN_TRAIN_ROWS:
+        raise UserInputError(f"only {usable} rows with a non-null '{spec.label_col}': need at least "
+                             f"{MIN_TRAIN_ROWS} to split into train and test.")
+
+
+@dataclass
+class PreparedData:
+    """The data of one training or tuning run, read once, checked, split and cached."""
+
+    data_path: str
+    spec: data_lib.FeatureSpec
+    profile: dict
+    train_df: object
+    test_df: object
+    train_rows: int
+    test_rows: int
+    digests: dict[str, str]
+    cached: object
+
+    def unpersist(self) -> None:
+        for frame in (self.test_df, self.train_df, self.cached):
+            frame.unpersist()
+
+
+@dataclass
+class LabelledData:
+    """A dataset read, checked and ready to split: rows with a null label are dropped."""
+
+    spec: data_lib.FeatureSpec
+    profile: dict
+    df: object  # the rows used (labelled, label cast to double)
+    cached: object  # what to unpersist
+    digest: str  # content digest of ``df`` (the run's data_digest tag)
+
+
+def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
+    """Read ``data_path``, check it for training or evaluation and cache it; one Spark pass."""
+    from pyspark.sql import functions as F
+
+    raw = data_lib.read_dataset(spark, data_path)
+    spec = data_lib.infer_feature_spec(raw, label_col)
+    cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
+    profile = data_lib.profile_for_training(cached, spec)
+    check_against_data(profile, spec)
+    if profile["null_labels"]:
+        df = cached.filter(F.col(label_col).isNotNull())
+        return LabelledData(spec, profile, df, cached, data_lib.content_digest(df))
+    return LabelledData(spec, profile, cached, cached, profile["digest"])
+
+
+def split_train_test(df, train_fraction: float, seed: int):
+    """The split every training entry point uses (and promote rebuilds to find held-out rows)."""
+    return df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
+
+
+def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
+    """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
+    if data_path:
+        data_path, source_note = data_lib.check_input_path(data_path), "user"
+    else:
+        data_path = data_lib.ensure_default_data(spark)
+        source_note = (f"generated (sparkmlops generator v{data_lib.GENERATOR_VERSION}, "
+                       f"n_rows={data_lib.DEFAULT_N_ROWS}, seed={data_lib.DEFAULT_SEED})")
+    tracking.log_params({"data_path_resolved": data_path})
+    tracking.set_tags({"data_source": source_note})
+
+    data = load_labelled(spark, data_path, label_col)
+    spec, profile = data.spec, data.profile
+    tracking.log_params({"n_categorical_features": len(spec.categorical_cols),
+                         "n_numeric_features": len(spec.numeric_cols)})
+    if spec.ignored_cols:
+        tracking.set_tags({"ignored_columns": ", ".join(spec.ignored_cols)})
+
+    train_df, test_df = split_train_test(data.df, train_fraction, seed)
+    train_df, test_df = train_df.cache(), test_df.cache()
+    (train_digest, train_rows), (test_digest, test_rows) = map(data_lib.digest_and_count, (train_df, test_df))
+    digests = {"full": data.digest, "train": train_digest, "test": test_digest}
+    tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col, train_rows)
+    tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col, test_rows)
+    tracking.set_tags({"data_digest": digests["full"]})
+    tracking.log_metrics({"rows_null_label_dropped": profile["null_labels"], "train_rows": train_rows,
+                          "test_rows": test_rows})
+    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, data.cached)

@@ -1,0 +1,41 @@
+# loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
+METRIC_SIGN = {"rmse": 1.0, "mae": 1.0, "r2": -1.0}
+
+
+class SearchFailed(UserInputError):
+    """No trial succeeded: nothing to report or refit."""
+
+    exit_code = 1
+
+
+def check_search_params(label_col: str, parallelism: int, metric: str, train_fraction: float,
+                        data_path: str) -> None:
+    """Checks tune_hyperopt and tune_grid share; they need no data and no Spark."""
+    if not label_col:
+        raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+    if not 1 <= parallelism <= MAX_PARALLELISM:
+        raise UserInputError(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}.")
+    if metric not in METRIC_SIGN:
+        raise UserInputError(f"unknown metric '{metric}': use one of {', '.join(METRIC_SIGN)}.")
+    training.check_train_fraction(train_fraction)
+    if data_path:
+        data_lib.check_input_path(data_path)
+
+
+def summary_line(entry_point: str, result) -> str:
+    """The last line tune_hyperopt and tune_grid print: best parameters, test metrics, run ids."""
+    metrics = result.test_metrics
+    return (f"{entry_point}: best {result.best_params} test rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} "
+            f"mae={metrics['mae']:.2f} run_id={result.run_id} best_run_id={result.best_run_id}")
+
+
+def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int, model=None) -> tuple[dict, str]:
+    """Fit the chosen forest on the whole training split (unless ``model`` is already fitted on it),
+    score the test split and log metrics, figures and the model: (metrics, model URI)."""
+    from sparkmlops import sklearn_models, sklearn_training
+
+    fitted = model is not None
+    if model is None:
+        model = sklearn_models.build_forest(prepared.spec, sklearn_models.ForestParams(**model_params), seed,
+                                            n_jobs=-1)
+    return sklearn_training.fit_evaluate_log(prepared, model, fitted=fitted)

@@ -1,0 +1,115 @@
+UNKNOWN_GROUPS = ("fallback", "null", "error")
+
+
+SCORED_WITH_COL = "scored_with"
+
+
+_GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> loaded model (the fallback's reuse)
+
+
+def _load_model(uri: str, tracking_uri: str):
+    model = _GROUP_MODELS.get(uri)
+    if model is None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        model = mlflow.pyfunc.load_model(uri)
+        if len(_GROUP_MODELS) > 64:
+            _GROUP_MODELS.clear()
+        _GROUP_MODELS[uri] = model
+    return model
+
+
+def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: str, group_columns: list[str],
+                fallback_columns: list[str], casts: dict[str, str], frame):
+    """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
+    import numpy as np
+
+    from sparkmlops.pandas_scoring import as_prediction, model_features
+
+    group = group_value(frame, group_models.group_col)
+    uri = group_models.by_group.get(group) if group is not None else None
+    if uri is not None:
+        model = _load_model(uri, tracking_uri)
+        features = model_features(frame, group_columns, casts)
+        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="group")
+    if unknown_groups == "fallback":
+        model = _load_model(group_models.fallback_uri, tracking_uri)
+        features = model_features(frame, fallback_columns, casts)
+        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="fallback")
+    return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
+
+
+def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: models.ResolvedModel):
+    """``df`` plus ``prediction`` and ``scored_with``, each group scored by its own model."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    from sparkmlops.pandas_scoring import pandas_casts
+    from sparkmlops.spark import ship_package
+
+    check_group_col(df, group_models.group_col)
+    casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
+    fallback_columns = [c for c, _ in fallback.input_columns()]
+    group_columns = [c for c in fallback_columns if c != group_models.group_col]
+    ship_package(spark)
+    schema = StructType(df.schema.fields + [StructField("prediction", DoubleType(), True),
+                                            StructField(SCORED_WITH_COL, StringType(), True)])
+    scorer = functools.partial(score_group, group_models, unknown_groups, tracking.portable_tracking_uri(),
+                               group_columns, fallback_columns, casts)
+    scored = df.groupBy(group_models.group_col).applyInPandas(scorer, schema)
+    # null predictions (unknown_groups=null) are written as nulls, not NaN
+    return scored.withColumn("prediction", F.when(F.isnan("prediction"), None).otherwise(F.col("prediction")))
+
+
+@dataclass(frozen=True)
+class ScorePerGroupParams:
+    """The `score_per_group` entry point's parameters (names match MLproject)."""
+
+    run_id: str = ""
+    input_path: str = ""
+    output_path: str = ""
+    unknown_groups: str = "fallback"
+    mode: str = "error"
+
+    def validate(self) -> tuple[GroupModels, models.ResolvedModel]:
+        if self.unknown_groups not in UNKNOWN_GROUPS:
+            raise UserInputError(f"unknown_groups must be fallback (score them with the fallback model), null "
+                                 f"(no prediction) or error (refuse the input), got '{self.unknown_groups}'.")
+        scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
+        group_models = load_group_models(self.run_id)
+        fallback = models.resolve_model(group_models.fallback_uri, require_flavor="python_function")
+        return group_models, fallback
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupModels, models.ResolvedModel]) -> dict:
+    """The `score_per_group` job: checked input, atomic output, unknown groups counted and handled."""
+    from pyspark.sql import functions as F
+
+    group_models, fallback = checked
+    counts: dict = {}
+
+    def score(input_df):
+        check_group_col(input_df, group_models.group_col)
+        scoring.check_no_prediction_column(input_df, ("prediction", SCORED_WITH_COL))
+        group_rows = input_df.groupBy(group_models.group_col).agg(F.count(F.lit(1)).alias("rows")).collect()
+        unknown = sorted(((r[0], r["rows"]) for r in group_rows if r[0] not in group_models.by_group),
+                         key=lambda item: (item[0] is None, str(item[0])))
+        counts.update(groups=len(group_rows), unknown_groups=len(unknown), rows_unknown_group=sum(n for _, n in unknown))
+        if unknown and params.unknown_groups == "error":
+            raise UserInputError(f"{len(unknown)} groups of '{group_models.group_col}' have no model: "
+                                 f"{listed([g for g, _ in unknown])}; pass -P unknown_groups=fallback (the "
+                                 "fallback model) or null, or train with those groups.")
+        if unknown:
+            print(f"score_per_group: {counts['rows_unknown_group']} rows in {len(unknown)} groups without a model "
+                  f"({params.unknown_groups}): {listed([g for g, _ in unknown])}", flush=True)
+        return score_groups(spark, input_df, group_models, params.unknown_groups, fallback)
+
+    summary = scoring.score_input_to_output(spark, params, fallback, score,
+                                            tags={"group_col": group_models.group_col, "per_group_run_id": params.run_id,
+                                                  "unknown_groups": params.unknown_groups})
+    tracking.log_metrics(counts)
+    return {**summary, **counts}
