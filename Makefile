@@ -38,7 +38,7 @@ ui: setup
 
 # Copy requirements.txt's pins into conda.yaml (tests fail while they differ).
 pins: setup
-	python -m sparkmlops.environment sync-conda-pins
+	python -m sparkmlops.core.environment sync-conda-pins
 
 bench: setup
 	python bench/bench_train.py
@@ -47,10 +47,10 @@ bench: setup
 # package; PIDs, logs and spark-defaults.conf in .cluster/. Then: source .cluster/env.sh (or SPARK_REMOTE=...).
 CLUSTER_ARGS ?= --connect
 cluster-up: setup
-	python -m sparkmlops.local_cluster up --state-dir .cluster $(CLUSTER_ARGS)
+	python -m tools.local_cluster up --state-dir .cluster $(CLUSTER_ARGS)
 
 cluster-down:
-	$(BIN)/python -m sparkmlops.local_cluster down --state-dir .cluster
+	$(BIN)/python -m tools.local_cluster down --state-dir .cluster
 
 clean:
 	rm -rf $(VENV) data/generated spark-warehouse .pytest_cache

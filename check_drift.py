@@ -10,9 +10,13 @@ import sys
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.drift import DRIFT_EXIT_CODE, DriftParams, check_drift_and_log
-from sparkmlops.jobs import run_entry_point
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.monitor.check_drift import (
+    DRIFT_EXIT_CODE,
+    DriftParams,
+    check_drift_and_log,
+)
 
 
 @click.command(name="check_drift")

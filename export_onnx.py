@@ -12,9 +12,9 @@ signature, tagged with the model it came from.
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.export import ExportParams, export_and_log
-from sparkmlops.jobs import run_entry_point
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.serve.export_onnx import ExportParams, export_and_log
 
 
 @click.command(name="export_onnx")

@@ -9,9 +9,9 @@ Deterministic in `seed`: the same seed gives the same rows, whatever n_files or 
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.generation import DATASETS, GenerateParams, generate_and_write
-from sparkmlops.jobs import run_entry_point
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.data.generate_data import DATASETS, GenerateParams, generate_and_write
 
 
 @click.command(name="generate_data")

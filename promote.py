@@ -12,9 +12,9 @@ version. A rejection is a normal outcome (exit 0); bad input exits 2 and changes
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.promotion import METRICS, PromoteParams, promote_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.registry.promote import METRICS, PromoteParams, promote_and_log
 
 
 @click.command(name="promote")

@@ -11,9 +11,9 @@ difference) and ends FAILED, exit code 4, when a metric differs by more than the
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.reproduce import ReproduceParams, reproduce_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.reproduce.reproduce import ReproduceParams, reproduce_and_log
 
 
 @click.command(name="reproduce")

@@ -8,9 +8,9 @@ The output (the input's columns plus `prediction`) appears at output_path only w
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.scoring import BatchParams, predict_batch
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.score.score_batch import BatchParams, predict_batch
 
 
 @click.command(name="score_batch")

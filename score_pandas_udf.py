@@ -10,9 +10,9 @@ The output (the input's columns plus `prediction`) appears at output_path only w
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.pandas_scoring import PandasUdfParams, score_with_pandas_udf
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.score.score_pandas_udf import PandasUdfParams, score_with_pandas_udf
 
 
 @click.command(name="score_pandas_udf")

@@ -10,9 +10,9 @@ prediction (null), or refused (error). The output is the input's columns plus `p
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.per_group import ScorePerGroupParams, score_per_group
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.score.score_per_group import ScorePerGroupParams, score_per_group
 
 
 @click.command(name="score_per_group")

@@ -10,9 +10,9 @@ Read the output with Spark (spark.read.parquet), which skips part files of uncom
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.streaming import StreamParams, run_stream
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.score.score_stream import StreamParams, run_stream
 
 
 @click.command(name="score_stream")

@@ -8,9 +8,10 @@ With no data_path, the embedded generated SF Airbnb dataset is used (created on 
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.training import TrainParams, train_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.train.train import train_and_log
 
 
 @click.command(name="train")

@@ -10,9 +10,9 @@ model for rows of groups without a model, and the per-group models' metrics on t
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.per_group import PerGroupParams, train_per_group_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
 
 
 @click.command(name="train_per_group")

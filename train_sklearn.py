@@ -7,9 +7,9 @@ boosting) on the same data, split and metrics as `train`, logged for score_panda
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.sklearn_training import SklearnTrainParams, train_sklearn_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 
 
 @click.command(name="train_sklearn")

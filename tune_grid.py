@@ -9,10 +9,10 @@ best parameters, a `best_run_id` tag, the test metrics and the best model under 
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.grid_search import GridParams, grid_search_and_log
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.tuning import summary_line
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models.search import summary_line
+from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
 
 
 @click.command(name="tune_grid")

@@ -11,9 +11,10 @@ the training split and logged under `model`.
 
 import click
 
-from sparkmlops import cli
-from sparkmlops.jobs import run_entry_point
-from sparkmlops.tuning import ENGINES, TuneParams, summary_line, tune_and_log
+from sparkmlops.core import cli
+from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models.search import summary_line
+from sparkmlops.tune.tune_hyperopt import ENGINES, TuneParams, tune_and_log
 
 
 @click.command(name="tune_hyperopt")

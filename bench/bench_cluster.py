@@ -1,7 +1,7 @@
 """train and score_batch on local[2] (the baseline) vs a standalone cluster (a master and two 1-core
 workers) vs Spark Connect (a server on local[2]), one run each, all on this machine.
 
-The cluster and the Connect server are started by sparkmlops.local_cluster on free 127.0.0.1 ports
+The cluster and the Connect server are started by tools.local_cluster on free 127.0.0.1 ports
 before the timings and stopped by PID at the end. Each timing is the whole `python <script>` process
 (JVM or Connect client start, Spark work, MLflow logging), as a user runs it. The scored input is the
 training data (the real data when ../shared is present), replicated to --score-rows rows.
@@ -17,7 +17,7 @@ from pathlib import Path
 from common import REAL_DIR, ROOT, bench_setup, timed
 
 sys.path.insert(0, str(ROOT))
-from sparkmlops import local_cluster  # noqa: E402
+from tools import local_cluster  # noqa: E402
 
 QUIET = "--conf spark.ui.showConsoleProgress=false --conf spark.sql.shuffle.partitions=4"
 
@@ -38,8 +38,8 @@ def main():
         env, data = bench_setup(tmp, args.data, REAL_DIR / "sf-airbnb-clean.parquet")
         score_input = str(tmp / "score-input")
         timed([sys.executable, "-c", f"""
-from sparkmlops.spark import get_spark
-from sparkmlops.io import write_parquet_atomically
+from sparkmlops.core.spark import get_spark
+from sparkmlops.data.writing import write_parquet_atomically
 spark = get_spark('prepare', 'local[2]')
 df = spark.read.parquet({data!r})
 n = df.count()

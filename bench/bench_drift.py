@@ -1,4 +1,4 @@
-"""Benchmark of the drift check (sparkmlops.drift.feature_drift) against a baseline measured in the same run.
+"""Benchmark of the drift check (sparkmlops.monitor.drift_statistics.feature_drift) against a baseline measured in the same run.
 
 Data: generate_airbnb's reference (seed 42) and current data (seed 7, without and with drift=True), N rows
 each, written as parquet into a temporary folder first (not timed) and read back with read_dataset as
@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 
 from common import ROOT
+
+from sparkmlops.core.spark import get_spark, spark_master
+from sparkmlops.data import generators, validation
+from sparkmlops.data import schema as data_schema
+from sparkmlops.monitor.drift_statistics import feature_drift
 
 sys.path.insert(0, str(ROOT))
 
@@ -128,7 +133,6 @@ def baseline_scan(frames, numeric_cols, categorical_cols):
 def measure_pair(spark, reference, current, numeric_cols, categorical_cols, repeats):
     """(baseline seconds, drift seconds, results, Probe of the last drift run): medians of ``repeats``
     alternating runs."""
-    from sparkmlops.drift import feature_drift
 
     baseline, checks, results, probe = [], [], None, None
     for _ in range(repeats):
@@ -145,14 +149,13 @@ def measure_pair(spark, reference, current, numeric_cols, categorical_cols, repe
 
 def write_datasets(spark, tmp: Path, rows: int, plain_current: bool = True) -> dict:
     """{name: parquet path} of the reference, (current) and drifted current data, ``rows`` rows each."""
-    from sparkmlops import data as data_lib
 
     paths = {}
     datasets = [("reference", REFERENCE_SEED, False), ("current", CURRENT_SEED, False),
                 ("current, drift=True", CURRENT_SEED, True)]
     for name, seed, drift in datasets if plain_current else [datasets[0], datasets[2]]:
         path = str(tmp / f"{name.split(',')[0]}{'-drift' if drift else ''}-{rows}.parquet")
-        data_lib.generate_airbnb(spark, rows, seed, drift=drift).write.parquet(path)
+        generators.generate_airbnb(spark, rows, seed, drift=drift).write.parquet(path)
         paths[name] = path
     return paths
 
@@ -169,8 +172,6 @@ def main():
     args = parser.parse_args()
     sizes = sorted({args.small_rows or max(args.rows // 10, 1), args.rows})
 
-    from sparkmlops import data as data_lib
-    from sparkmlops.spark import get_spark, spark_master
 
     # No master here: the environment's (PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].
     spark = get_spark("bench-drift", conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
@@ -188,17 +189,17 @@ def main():
                                         or len(sizes) == 1)
             generation_s += time.perf_counter() - started
             print(f"generated {len(data[rows])} x {rows:,} rows in {time.perf_counter() - started:.0f} s (not timed)", flush=True)
-        columns = data_lib.infer_feature_spec(data_lib.read_dataset(spark, data[sizes[0]]["reference"]), "price")
+        columns = data_schema.infer_feature_spec(validation.read_dataset(spark, data[sizes[0]]["reference"]), "price")
         numeric_cols, categorical_cols = columns.numeric_cols + ["price"], columns.categorical_cols
 
         # Warm-up (JIT, code generation, Python imports), outside the timings.
-        warm = {name: data_lib.read_dataset(spark, path) for name, path in data[WARMUP_ROWS].items()}
+        warm = {name: validation.read_dataset(spark, path) for name, path in data[WARMUP_ROWS].items()}
         measure_pair(spark, warm["reference"], warm["current"], numeric_cols, categorical_cols, 1)
 
         rss_start = peak_rss_mb()
         rows_out = []
         for rows in sizes:
-            frames = {name: data_lib.read_dataset(spark, path) for name, path in data[rows].items()}
+            frames = {name: validation.read_dataset(spark, path) for name, path in data[rows].items()}
             for name in [n for n in ("current", "current, drift=True") if n in data[rows]]:
                 print(f"{rows:,} rows, {name} ...", flush=True)
                 base_s, drift_s, results, probe = measure_pair(spark, frames["reference"], frames[name],

@@ -14,7 +14,6 @@ this one process.
 """
 
 import argparse
-import functools
 import os
 import statistics
 import sys
@@ -25,6 +24,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import isolated_env  # noqa: E402
+
+from sparkmlops.core import tracking
+from sparkmlops.core.spark import get_spark
+from sparkmlops.data import generators
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data.splits import load_labelled, split_train_test
+from sparkmlops.models.group_models import group_spec
+from sparkmlops.score import score_pandas_udf
+from sparkmlops.score.score_pandas_udf import PandasUdfParams
+from sparkmlops.train.train_per_group import (
+    SPLIT_COL,
+    GroupContext,
+    PerGroupParams,
+    train_group,
+    train_per_group_and_log,
+)
+from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 
 
 def best_of(repeats, fn):
@@ -41,18 +57,14 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
     import mlflow
     import pyarrow.parquet as pq
 
-    from sparkmlops import data as data_lib
-    from sparkmlops import pandas_scoring, tracking
-    from sparkmlops.pandas_scoring import PandasUdfParams
-    from sparkmlops.sklearn_training import SklearnTrainParams, train_sklearn_and_log
 
-    default = data_lib.ensure_default_data(spark)
+    default = generators.ensure_default_data(spark)
     with tracking.tracked_run("bench-train-sklearn"):
         trained = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default, num_trees=num_trees,
                                                                   max_depth=max_depth))
     path = str(tmp / "rows.parquet")
-    data_lib.generate_airbnb(spark, rows, seed=7, n_partitions=cores * 2).write.parquet(path)
-    model_info = pandas_scoring.resolve_pyfunc_model(trained.model_uri)
+    generators.generate_airbnb(spark, rows, seed=7, n_partitions=cores * 2).write.parquet(path)
+    model_info = score_pandas_udf.resolve_pyfunc_model(trained.model_uri)
     columns = [c for c, _ in model_info.input_columns()]
 
     # Plain pandas in this process, one thread: read once, then the estimator's own predict (the
@@ -64,22 +76,22 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
     pyfunc_s, _ = best_of(1, lambda: pyfunc_model.predict(frame[columns]))
 
     df = spark.read.parquet(path)
-    spark.conf.set(pandas_scoring.ARROW_BATCH_CONF, "10000")
+    spark.conf.set(score_pandas_udf.ARROW_BATCH_CONF, "10000")
 
     def noop(scored):
         scored.write.format("noop").mode("overwrite").save()
 
     # Warm up every Python worker (start, imports) outside the timings; each timed call still ships and
     # loads the model, as a job does.
-    noop(pandas_scoring.score_map_in_pandas(spark, df, model_info))
-    noop(pandas_scoring.score_spark_udf(spark, df, model_info))
+    noop(score_pandas_udf.score_map_in_pandas(spark, df, model_info))
+    noop(score_pandas_udf.score_spark_udf(spark, df, model_info))
     # The floor of any mapInPandas over these rows: the Arrow round trip JVM -> Python -> JVM, no model.
     floor_s, _ = best_of(repeats, lambda: noop(df.mapInPandas(lambda frames: frames, df.schema)))
-    map_s, _ = best_of(repeats, lambda: noop(pandas_scoring.score_map_in_pandas(spark, df, model_info)))
-    udf_s, _ = best_of(repeats, lambda: noop(pandas_scoring.score_spark_udf(spark, df, model_info)))
+    map_s, _ = best_of(repeats, lambda: noop(score_pandas_udf.score_map_in_pandas(spark, df, model_info)))
+    udf_s, _ = best_of(repeats, lambda: noop(score_pandas_udf.score_spark_udf(spark, df, model_info)))
     params = PandasUdfParams(trained.model_uri, path, str(tmp / "scored.parquet"), mode="overwrite")
     with tracking.tracked_run("bench-score-pandas-udf"):
-        end_to_end = pandas_scoring.score_with_pandas_udf(spark, params, params.validate())
+        end_to_end = score_pandas_udf.score_with_pandas_udf(spark, params, params.validate())
 
     pandas_rate, map_rate, udf_rate = rows / pandas_s, rows / map_s, rows / udf_s
     print(f"\nInference, {rows:,} rows, sklearn RF {num_trees} trees depth {max_depth}, local[{cores}]:")
@@ -98,13 +110,10 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
 
 
 def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max_depth: int):
-    from sparkmlops import data as data_lib
-    from sparkmlops import tracking
-    from sparkmlops.per_group import GroupContext, PerGroupParams, group_spec, train_group, train_per_group_and_log
 
     path = str(tmp / "iot.parquet")
-    data_lib.generate_iot(spark, iot_rows, n_devices=devices).write.parquet(path)
-    params = PerGroupParams(data_path=path, label_col=data_lib.IOT_LABEL, group_col=data_lib.IOT_GROUP_COL,
+    generators.generate_iot(spark, iot_rows, n_devices=devices).write.parquet(path)
+    params = PerGroupParams(data_path=path, label_col=data_schema.IOT_LABEL, group_col=data_schema.IOT_GROUP_COL,
                             min_rows=10, num_trees=num_trees, max_depth=max_depth)
     started = time.perf_counter()
     with tracking.tracked_run("bench-per-group-spark") as run:
@@ -117,8 +126,6 @@ def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max
     # The same per-group work, one group after the other in this process (same rows, split and logging).
     from pyspark.sql import functions as F
 
-    from sparkmlops.per_group import SPLIT_COL
-    from sparkmlops.training import load_labelled, split_train_test
 
     labelled = load_labelled(spark, path, params.label_col)
     train_df, test_df = split_train_test(labelled.df, params.train_fraction, params.seed)
@@ -157,7 +164,6 @@ def main():
         os.environ.update(isolated_env(tmp))
         import mlflow
 
-        from sparkmlops.spark import get_spark
 
         mlflow.set_experiment("bench")
         spark = get_spark("bench-pandas-udf", master=f"local[{args.cores}]",

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REAL_DIR, ROOT, isolated_env, timed as run
+from common import REAL_DIR, ROOT, isolated_env
+from common import timed as run
 
 REAL_100P = REAL_DIR / "sf-airbnb-clean-100p.parquet"
 

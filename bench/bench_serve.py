@@ -108,7 +108,7 @@ def batch_rates(data: str, spark_uri: str, onnx_uri: str, rows: int, env: dict) 
     """rows/s of the export's pyfunc code and of Spark's transform on the same rows, in one process."""
     code = f"""
 import json, time, mlflow, pandas as pd
-from sparkmlops.spark import get_spark
+from sparkmlops.core.spark import get_spark
 spark = get_spark("bench-serve", master="local[2]", conf={{"spark.ui.enabled": "false"}})
 base = spark.read.parquet({data!r}).drop("price")
 frame = base.toPandas()

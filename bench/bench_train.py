@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REAL_DIR, ROOT, bench_setup, timed as run_checked
+from common import REAL_DIR, ROOT, bench_setup
+from common import timed as run_checked
 
 REAL = REAL_DIR / "sf-airbnb-clean.parquet"
 

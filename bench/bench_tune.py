@@ -79,7 +79,7 @@ def overhead(env) -> None:
 import time
 from hyperopt import SparkTrials, Trials, fmin, hp, tpe
 import numpy as np
-from sparkmlops.spark import get_spark
+from sparkmlops.core.spark import get_spark
 spark = get_spark("bench-overhead", conf={"spark.ui.enabled": "false"})
 space = hp.uniform("x", -1, 1)
 def run(trials, n=16):

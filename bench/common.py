@@ -40,8 +40,8 @@ def bench_setup(tmp: Path, data: str, real: Path) -> tuple[dict, str]:
     env = isolated_env(tmp)
     data = data or (str(real) if real.exists() else "")
     if not data:
-        subprocess.run([sys.executable, "-c", "from sparkmlops.spark import get_spark; "
-                        "from sparkmlops.data import ensure_default_data as e; print(e(get_spark('gen')))"],
+        subprocess.run([sys.executable, "-c", "from sparkmlops.core.spark import get_spark; "
+                        "from sparkmlops.data.generators import ensure_default_data as e; print(e(get_spark('gen')))"],
                        cwd=ROOT, env=env, check=True, capture_output=True)
         data = next((tmp / "cache").glob("*.parquet")).as_posix()
     subprocess.run([sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True,

@@ -6,7 +6,7 @@ import time
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from sparkmlops.spark import get_spark  # noqa: E402
+from sparkmlops.core.spark import get_spark  # noqa: E402
 
 started = time.perf_counter()
 spark = get_spark("io-floor")

@@ -7,7 +7,7 @@ import mlflow.pyfunc
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-from sparkmlops.spark import get_spark  # noqa: E402
+from sparkmlops.core.spark import get_spark  # noqa: E402
 
 model_uri, input_path, output_path, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 spark = get_spark("spark-udf")

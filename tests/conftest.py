@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from sparkmlops.core import cli, tracking
+from sparkmlops.core.spark import get_spark
+from sparkmlops.data.generators import ensure_default_data
+from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.train.train import train_and_log
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # get_spark sets PYSPARK_PYTHON in this process; commands the tests start must see the user's own value.
 _USER_PYSPARK_PYTHON = os.environ.get("PYSPARK_PYTHON")
@@ -69,7 +75,6 @@ def test_environment(workdir):
 
 @pytest.fixture(scope="session")
 def spark(test_environment):
-    from sparkmlops.spark import get_spark
 
     session = get_spark("sparkmlops-tests", master="local[2]", conf=SPARK_CONF)
     yield session
@@ -79,7 +84,6 @@ def spark(test_environment):
 @pytest.fixture(scope="session")
 def default_data(spark) -> str:
     """The embedded generated dataset, created once in the session's cache for every test."""
-    from sparkmlops.data import ensure_default_data
 
     return ensure_default_data(spark)
 
@@ -135,7 +139,6 @@ def script_in_process(script: str, *options: str):
     import io
     from types import SimpleNamespace
 
-    from sparkmlops import cli
 
     spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", PROJECT_ROOT / script)
     module = importlib.util.module_from_spec(spec)
@@ -260,8 +263,6 @@ def newest_run(client):
 @pytest.fixture(scope="session")
 def trained_model(spark, default_data):
     """A small model trained once on the generated data: (model URI, fitted PipelineModel)."""
-    from sparkmlops import tracking
-    from sparkmlops.training import TrainParams, train_and_log
 
     with tracking.tracked_run("fixture-train") as run:
         result = train_and_log(spark, TrainParams(data_path=default_data, num_trees=10, max_depth=4))
@@ -270,8 +271,6 @@ def trained_model(spark, default_data):
 
 @pytest.fixture(scope="session")
 def other_trained_model(spark, default_data):
-    from sparkmlops import tracking
-    from sparkmlops.training import TrainParams, train_and_log
 
     with tracking.tracked_run("fixture-train-other") as run:
         train_and_log(spark, TrainParams(data_path=default_data, num_trees=3, max_depth=3, seed=1))
@@ -294,7 +293,6 @@ def pyfunc_model_uri(test_environment):
 
 def in_tracked_run(params, job):
     """Validate ``params`` then run ``job(checked)`` in a tracked run, as the scripts do: (run id, result)."""
-    from sparkmlops import tracking
 
     checked = params.validate()
     with tracking.tracked_run("test") as run:

@@ -11,9 +11,8 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 import bad_inputs
+import pytest
 from bad_inputs import DRIFT, EXPECTED, OK
 from conftest import PROJECT_ROOT, last_line, runs_of, script_in_process
 

@@ -15,8 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (PROJECT_ROOT, SPARK_CONF, assert_refused, last_line, newest_run, python_script,
-                            run_entry, script_in_process)
+from sparkmlops.core import tracking
+from sparkmlops.core.spark import connect_requested, requested_master
+from sparkmlops.data.writing import write_parquet_atomically
+from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
+from tests.conftest import (
+    PROJECT_ROOT,
+    SPARK_CONF,
+    assert_refused,
+    last_line,
+    newest_run,
+    python_script,
+    run_entry,
+    script_in_process,
+)
+from tools import local_cluster
 
 SMALL_MODEL = ["--num_trees", "10", "--max_depth", "4"]  # the trained_model fixture's parameters
 QUIET_CONF = " ".join(f"--conf {k}={v}" for k, v in SPARK_CONF.items() if k != "spark.driver.memory")
@@ -25,7 +38,6 @@ QUIET_CONF = " ".join(f"--conf {k}={v}" for k, v in SPARK_CONF.items() if k != "
 @pytest.fixture(scope="session")
 def spark_cluster(workdir):
     """A standalone master, two 1-core workers and a Spark Connect server (local[2]), all on 127.0.0.1."""
-    from sparkmlops import local_cluster
 
     cluster = local_cluster.Cluster(
         state_dir=str(workdir / "cluster"), master_port=local_cluster.free_port(),
@@ -35,7 +47,7 @@ def spark_cluster(workdir):
     pids = dict(cluster.pids)
     yield cluster
     # Stopped the way `make cluster-down` stops it: by the PIDs recorded at start.
-    result = subprocess.run([sys.executable, "-m", "sparkmlops.local_cluster", "down", "--state-dir",
+    result = subprocess.run([sys.executable, "-m", "tools.local_cluster", "down", "--state-dir",
                              cluster.state_dir], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for pid in pids.values():  # they are this process's children: reap them
@@ -107,7 +119,6 @@ def test_score_batch_on_standalone_cluster_equals_local(spark_cluster, standalon
                                                         local_predictions, tmp_path, client):
     """The cluster-trained model, scored on the cluster (launched with spark-submit --master), predicts
     what the locally trained one predicts locally."""
-    from sparkmlops import local_cluster
 
     output = tmp_path / "scored"
     result = run_entry([str(local_cluster.spark_home() / "bin" / "spark-submit"), "--master", spark_cluster.master_url,
@@ -123,7 +134,6 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
                                                      client, local_predictions):
     """score_stream (spark_master parameter) and score_pandas_udf (spark-defaults.conf) run on the
     executors of the cluster and give local mode's predictions."""
-    from sparkmlops.io import write_parquet_atomically
 
     stream_input = tmp_path / "incoming"
     write_parquet_atomically(spark.read.parquet(default_data).repartition(3), str(stream_input))
@@ -153,8 +163,6 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
 
 
 def _sklearn_model(spark, default_data) -> str:
-    from sparkmlops import tracking
-    from sparkmlops.sklearn_training import SklearnTrainParams, train_sklearn_and_log
 
     with tracking.tracked_run("fixture-sklearn-for-cluster"):
         result = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default_data, num_trees=5, max_depth=4))
@@ -217,7 +225,6 @@ def test_score_batch_over_connect_equals_local(spark_cluster, connect_train, def
 
 def test_score_stream_over_connect(spark_cluster, trained_model, spark, default_data, tmp_path, client,
                                    local_predictions):
-    from sparkmlops.io import write_parquet_atomically
 
     stream_input = tmp_path / "incoming"
     write_parquet_atomically(spark.read.parquet(default_data).repartition(2), str(stream_input))
@@ -256,7 +263,6 @@ def test_master_contradicting_spark_remote_is_refused(client, monkeypatch):
 
 
 def test_requested_master_follows_spark_precedence(tmp_path, monkeypatch):
-    from sparkmlops.spark import connect_requested, requested_master
 
     (tmp_path / "spark-defaults.conf").write_text("# comment\nspark.master   spark://confhost:7077\n")
     for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME", "SPARK_CONNECT_MODE_ENABLED"):

@@ -3,8 +3,9 @@
 import pytest
 from pyspark.sql import functions as F
 
-from sparkmlops import data
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests, generators, validation
+from sparkmlops.data import schema as data_schema
 
 
 def _schema_triples(df):
@@ -12,42 +13,42 @@ def _schema_triples(df):
 
 
 def test_generated_schema_is_the_contract(spark):
-    df = data.generate_airbnb(spark, 100, seed=1)
-    assert _schema_triples(df) == data.AIRBNB_COLUMNS
+    df = generators.generate_airbnb(spark, 100, seed=1)
+    assert _schema_triples(df) == data_schema.AIRBNB_COLUMNS
     assert len(df.columns) == 34
 
 
 def test_contract_is_the_real_data_schema(spark, real_data):
     real = spark.read.parquet(real_data)
-    assert [(n, t) for n, t, _ in _schema_triples(real)] == [(n, t) for n, t, _ in data.AIRBNB_COLUMNS]
+    assert [(n, t) for n, t, _ in _schema_triples(real)] == [(n, t) for n, t, _ in data_schema.AIRBNB_COLUMNS]
 
 
 def test_written_default_data_reads_back_with_the_real_schema(spark, default_data):
     df = spark.read.parquet(default_data)
-    assert df.count() == data.DEFAULT_N_ROWS
-    assert [(n, t) for n, t, _ in _schema_triples(df)] == [(n, t) for n, t, _ in data.AIRBNB_COLUMNS]
+    assert df.count() == generators.DEFAULT_N_ROWS
+    assert [(n, t) for n, t, _ in _schema_triples(df)] == [(n, t) for n, t, _ in data_schema.AIRBNB_COLUMNS]
 
 
 def test_same_seed_same_rows_whatever_the_partitioning(spark):
-    one = data.generate_airbnb(spark, 3000, seed=7, n_partitions=1)
-    many = data.generate_airbnb(spark, 3000, seed=7, n_partitions=6)
-    assert data.content_digest(one) == data.content_digest(many)
+    one = generators.generate_airbnb(spark, 3000, seed=7, n_partitions=1)
+    many = generators.generate_airbnb(spark, 3000, seed=7, n_partitions=6)
+    assert digests.content_digest(one) == digests.content_digest(many)
     assert one.collect() == many.orderBy(F.monotonically_increasing_id()).collect()
 
 
 def test_prefix_stable_and_seed_sensitive(spark):
-    small = data.generate_airbnb(spark, 500, seed=3)
-    large = data.generate_airbnb(spark, 2000, seed=3, n_partitions=3)
+    small = generators.generate_airbnb(spark, 500, seed=3)
+    large = generators.generate_airbnb(spark, 2000, seed=3, n_partitions=3)
     assert small.collect() == large.limit(500).collect()
-    other_seed = data.generate_airbnb(spark, 500, seed=4)
-    assert data.content_digest(small) != data.content_digest(other_seed)
+    other_seed = generators.generate_airbnb(spark, 500, seed=4)
+    assert digests.content_digest(small) != digests.content_digest(other_seed)
 
 
 def test_generated_values_are_realistic(spark):
-    pdf = data.generate_airbnb(spark, 20000, seed=42, n_partitions=2).toPandas()
-    assert set(pdf.neighbourhood_cleansed) <= {n[0] for n in data.NEIGHBOURHOODS}
+    pdf = generators.generate_airbnb(spark, 20000, seed=42, n_partitions=2).toPandas()
+    assert set(pdf.neighbourhood_cleansed) <= {n[0] for n in generators.NEIGHBOURHOODS}
     assert len(set(pdf.neighbourhood_cleansed)) >= 30
-    assert set(pdf.room_type) == {r[0] for r in data.ROOM_TYPES}
+    assert set(pdf.room_type) == {r[0] for r in generators.ROOM_TYPES}
     assert set(pdf.host_is_superhost) == {"t", "f"}
     assert pdf.latitude.between(37.70, 37.82).all() and pdf.longitude.between(-122.52, -122.36).all()
     assert pdf.price.between(10, 10000).all() and 120 < pdf.price.median() < 200
@@ -65,37 +66,37 @@ def test_generated_values_are_realistic(spark):
 
 def test_check_input_path(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
-        data.check_input_path(str(tmp_path / "missing.parquet"))
+        validation.check_input_path(str(tmp_path / "missing.parquet"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="empty folder"):
-        data.check_input_path(str(tmp_path / "empty"))
-    assert data.check_input_path("s3a://bucket/key") == "s3a://bucket/key"  # left to Spark
+        validation.check_input_path(str(tmp_path / "empty"))
+    assert validation.check_input_path("s3a://bucket/key") == "s3a://bucket/key"  # left to Spark
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"price": [1.0]}), tmp_path / "x.parquet")
-    assert data.check_input_path(f"file://{tmp_path}/x.parquet") == str(tmp_path / "x.parquet")
+    assert validation.check_input_path(f"file://{tmp_path}/x.parquet") == str(tmp_path / "x.parquet")
 
 
 def test_unreadable_file_is_one_line(spark, tmp_path):
     bad = tmp_path / "not-parquet.parquet"
     bad.write_text("this is not parquet\n")
     with pytest.raises(UserInputError) as info:
-        data.read_dataset(spark, str(bad))
+        validation.read_dataset(spark, str(bad))
     assert "could not read" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_csv_is_read_with_header_and_types(spark, tmp_path):
     path = tmp_path / "small.csv"
     path.write_text("room_type,accommodates,price\nPrivate room,2,100\nEntire home/apt,4,250\n")
-    df = data.read_dataset(spark, str(path))
+    df = validation.read_dataset(spark, str(path))
     assert dict(df.dtypes) == {"room_type": "string", "accommodates": "int", "price": "int"}
 
 
 def test_feature_spec_from_schema(spark):
-    df = data.generate_airbnb(spark, 10, seed=1)
-    spec = data.infer_feature_spec(df, "price")
-    assert spec.categorical_cols == [c for c, t, _ in data.AIRBNB_COLUMNS if t == "string"]
+    df = generators.generate_airbnb(spark, 10, seed=1)
+    spec = data_schema.infer_feature_spec(df, "price")
+    assert spec.categorical_cols == [c for c, t, _ in data_schema.AIRBNB_COLUMNS if t == "string"]
     assert "price" not in spec.numeric_cols and len(spec.numeric_cols) == 26
     assert spec.ignored_cols == []
 
@@ -103,17 +104,17 @@ def test_feature_spec_from_schema(spark):
 def test_feature_spec_errors(spark):
     df = spark.createDataFrame([("a", 1.0, True)], "cat string, price double, flag boolean")
     with pytest.raises(UserInputError, match="label column 'nope' is not in the data"):
-        data.infer_feature_spec(df, "nope")
+        data_schema.infer_feature_spec(df, "nope")
     with pytest.raises(UserInputError, match="label column 'cat' is string, not numeric"):
-        data.infer_feature_spec(df, "cat")
+        data_schema.infer_feature_spec(df, "cat")
     with pytest.raises(UserInputError, match="no feature columns"):
-        data.infer_feature_spec(df.select("price", "flag"), "price")
-    assert data.infer_feature_spec(df, "price").ignored_cols == ["flag"]
+        data_schema.infer_feature_spec(df.select("price", "flag"), "price")
+    assert data_schema.infer_feature_spec(df, "price").ignored_cols == ["flag"]
 
 
 def test_content_digest_sees_a_changed_value(spark):
-    df = data.generate_airbnb(spark, 200, seed=5)
+    df = generators.generate_airbnb(spark, 200, seed=5)
     changed = df.withColumn("price", F.when(F.monotonically_increasing_id() == 17, F.lit(1.0))
                             .otherwise(F.col("price")))
-    assert data.content_digest(df) == data.content_digest(df.orderBy(F.rand(1)))  # order-free
-    assert data.content_digest(df) != data.content_digest(changed)
+    assert digests.content_digest(df) == digests.content_digest(df.orderBy(F.rand(1)))  # order-free
+    assert digests.content_digest(df) != digests.content_digest(changed)

@@ -7,35 +7,37 @@ import math
 
 import pandas as pd
 import pytest
-
 from conftest import assert_refused, newest_run, python_script, script_in_process
-from sparkmlops import drift
+
+from sparkmlops.monitor import check_drift as monitor_check_drift
+from sparkmlops.monitor import drift_statistics
 
 
 def test_psi_of_identical_histograms_is_zero_and_grows_with_shift():
-    assert drift.psi([10, 20, 30], [1, 2, 3]) == 0.0
-    assert drift.psi([50, 50], [60, 40]) == pytest.approx(0.1 * math.log(0.6 / 0.5) + 0.1 * math.log(0.5 / 0.4))
-    assert drift.psi([50, 50, 0], [40, 40, 20]) > drift.psi([50, 50], [45, 55])
+    assert drift_statistics.psi([10, 20, 30], [1, 2, 3]) == 0.0
+    assert drift_statistics.psi([50, 50], [60, 40]) == pytest.approx(0.1 * math.log(0.6 / 0.5) + 0.1 * math.log(0.5 / 0.4))
+    assert drift_statistics.psi([50, 50, 0], [40, 40, 20]) > drift_statistics.psi([50, 50], [45, 55])
 
 
 def test_ks_statistic_from_bucket_counts():
-    assert drift.ks_statistic([1, 1, 1, 1], [1, 1, 1, 1]) == 0.0
-    assert drift.ks_statistic([2, 0], [0, 2]) == 1.0
+    assert drift_statistics.ks_statistic([1, 1, 1, 1], [1, 1, 1, 1]) == 0.0
+    assert drift_statistics.ks_statistic([2, 0], [0, 2]) == 1.0
 
 
 @pytest.fixture(scope="module")
 def airbnb(spark):
-    from sparkmlops.data import generate_airbnb, infer_feature_spec
+    from sparkmlops.data.generators import generate_airbnb
+    from sparkmlops.data.schema import infer_feature_spec
 
     reference = generate_airbnb(spark, 4000, 42)
     return reference, infer_feature_spec(reference, "price")
 
 
 def test_no_drift_on_a_fresh_sample_of_the_same_generator(spark, airbnb):
-    from sparkmlops.data import generate_airbnb
+    from sparkmlops.data.generators import generate_airbnb
 
     reference, spec = airbnb
-    results = drift.feature_drift(reference, generate_airbnb(spark, 4000, 7), spec.numeric_cols + ["price"],
+    results = drift_statistics.feature_drift(reference, generate_airbnb(spark, 4000, 7), spec.numeric_cols + ["price"],
                                   spec.categorical_cols)
     assert len(results) == len(spec.numeric_cols) + 1 + len(spec.categorical_cols)
     assert max(r.psi for r in results) < 0.05
@@ -51,7 +53,7 @@ def test_shift_new_categories_and_nulls_are_measured(spark, airbnb):
                .withColumn("neighbourhood_cleansed", F.when(F.rand(1) < 0.3, F.lit("Atlantis"))
                            .otherwise(F.col("neighbourhood_cleansed")))
                .withColumn("bedrooms", F.when(F.rand(2) < 0.2, F.lit(None)).otherwise(F.col("bedrooms"))))
-    results = {r.feature: r for r in drift.feature_drift(reference, current, spec.numeric_cols + ["price"],
+    results = {r.feature: r for r in drift_statistics.feature_drift(reference, current, spec.numeric_cols + ["price"],
                                                           spec.categorical_cols)}
     assert results["price"].psi > 0.2
     expected_ks = scipy.stats.ks_2samp(reference.select("price").toPandas()["price"],
@@ -69,8 +71,8 @@ def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained
     FINISHED either way with the table and metrics logged."""
     import mlflow
 
-    from sparkmlops.data import generate_airbnb
-    from sparkmlops.io import write_parquet_atomically
+    from sparkmlops.data.generators import generate_airbnb
+    from sparkmlops.data.writing import write_parquet_atomically
 
     fresh, drifted = str(tmp_path / "fresh"), str(tmp_path / "drifted")
     write_parquet_atomically(generate_airbnb(spark, 7146, 7), fresh)
@@ -82,7 +84,7 @@ def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained
     assert run.info.status == "FINISHED" and run.data.metrics["drifted_features"] == 0
     # the exit code a scheduler sees, from a process of its own
     result = python_script("check_drift.py", "--reference_path", default_data, "--current_path", drifted)
-    assert result.returncode == drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
+    assert result.returncode == monitor_check_drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
     run = newest_run(client)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["max_psi"] >= 0.2 and run.data.metrics["drifted_features"] >= 2  # price, neighbourhood
@@ -94,12 +96,12 @@ def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained
 def test_unseen_categories_are_their_own_bucket(spark):
     reference = spark.createDataFrame([("a",)] * 60 + [("b",)] * 40 + [(None,)] * 0, "room string")
     current = spark.createDataFrame([("a",)] * 50 + [("c",)] * 20 + [("d",)] * 10 + [(None,)] * 20, "room string")
-    [result] = drift.categorical_drift(reference, current, ["room"])
+    [result] = drift_statistics.categorical_drift(reference, current, ["room"])
     # buckets a, b and unseen (c + d); nulls are not a bucket but a rate
     assert result.buckets == 3
     assert result.unseen_share == pytest.approx(30 / 80)
     assert result.current_null_rate == pytest.approx(0.2) and result.reference_null_rate == 0.0
-    assert result.psi == pytest.approx(drift.psi([60, 40, 0], [50, 0, 30]))
+    assert result.psi == pytest.approx(drift_statistics.psi([60, 40, 0], [50, 0, 30]))
     assert result.psi > 1
 
 
@@ -118,8 +120,8 @@ def test_registered_model_version_gets_the_drift_result(client, trained_model, t
     registry version it resolved to records the verdict."""
     import mlflow
 
-    from sparkmlops.data import generate_airbnb
-    from sparkmlops.io import write_parquet_atomically
+    from sparkmlops.data.generators import generate_airbnb
+    from sparkmlops.data.writing import write_parquet_atomically
 
     drifted = str(tmp_path / "drifted")
     write_parquet_atomically(generate_airbnb(spark, 3000, 7, drift=True), drifted)
@@ -127,7 +129,7 @@ def test_registered_model_version_gets_the_drift_result(client, trained_model, t
     client.set_registered_model_alias("drift-check-model", "champion", version.version)
     result = script_in_process("check_drift.py", "--model_uri", "models:/drift-check-model@champion",
                                "--current_path", drifted)
-    assert result.returncode == drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
+    assert result.returncode == monitor_check_drift.DRIFT_EXIT_CODE, result.stderr[-2000:]
     run = newest_run(client)
     assert run.info.status == "FINISHED"
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,

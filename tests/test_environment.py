@@ -5,11 +5,10 @@ import stat
 
 import pytest
 import yaml
-
-from sparkmlops import environment
-from sparkmlops.errors import UserInputError
-
 from conftest import PROJECT_ROOT
+
+from sparkmlops.core import environment
+from sparkmlops.core.errors import UserInputError
 
 
 def test_conda_yaml_pip_section_equals_requirements_txt():
@@ -157,7 +156,7 @@ def test_python_workers_use_the_drivers_interpreter(tmp_path):
     import sys
 
     code = ("import sys; from pyspark.sql import functions as F, types as T; "
-            "from sparkmlops.spark import get_spark; "
+            "from sparkmlops.core.spark import get_spark; "
             "s = get_spark('t', conf={'spark.ui.enabled': 'false'}); "
             "f = F.udf(lambda _: sys.prefix, T.StringType()); "
             "print('WORKER', s.range(1).select(f('id')).first()[0])")

@@ -12,12 +12,20 @@ import mlflow
 import numpy as np
 import onnx
 import pytest
-
 from conftest import assert_refused, in_tracked_run, python_script, served_model
-from sparkmlops import onnx_export, tracking
-from sparkmlops.errors import UserInputError
-from sparkmlops.export import PARITY_TOLERANCE, UNSEEN_CATEGORY, ExportParams, export_and_log
-from sparkmlops.training import TrainParams, train_and_log
+
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import schema as data_schema
+from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.serve import onnx_convert, saved_pipeline
+from sparkmlops.serve.export_onnx import (
+    PARITY_TOLERANCE,
+    UNSEEN_CATEGORY,
+    ExportParams,
+    export_and_log,
+)
+from sparkmlops.train.train import train_and_log
 
 
 def _train(spark, data_path, **params):
@@ -29,11 +37,10 @@ def _log_pipeline(spark, data_path, regressor, extra_stages=()):
     """Fit StringIndexer(keep) + VectorAssembler + ``regressor`` (+ extra stages) and log it as train does."""
     from pyspark.ml import Pipeline
 
-    from sparkmlops import data
 
     df = spark.read.parquet(data_path)
-    spec = data.infer_feature_spec(df, "price")
-    stages = __import__("sparkmlops.training", fromlist=["x"]).build_pipeline(spec, TrainParams()).getStages()[:2]
+    spec = data_schema.infer_feature_spec(df, "price")
+    stages = __import__("sparkmlops.models.spark_pipeline", fromlist=["x"]).build_pipeline(spec, TrainParams()).getStages()[:2]
     model = Pipeline(stages=[*stages, *extra_stages, regressor]).fit(df.withColumn("price", df["price"].cast("double")))
     sample = df.select(*spec.feature_cols)
     with tracking.tracked_run("export-test-pipeline"):
@@ -94,7 +101,7 @@ def test_parity_on_every_real_row(spark, exported_models, real_data):
     model trained on the real data itself."""
     from pyspark.ml.regression import DecisionTreeRegressor
 
-    from sparkmlops.export import measure_parity
+    from sparkmlops.serve.export_onnx import measure_parity
 
     real_model = _log_pipeline(spark, real_data, DecisionTreeRegressor(featuresCol="features", labelCol="price",
                                                                        maxDepth=12, maxBins=40))
@@ -126,26 +133,26 @@ def test_xgboost_booster_is_logged_for_plain_python(spark, client, exported_mode
 
 def test_graph_passes_the_onnx_checker_and_has_categorical_splits(exported_models):
     local = mlflow.artifacts.download_artifacts(exported_models["random_forest_log_label"])
-    model, plan = onnx_export.convert_saved_pipeline(local)
+    model, plan = onnx_convert.convert_saved_pipeline(local)
     onnx.checker.check_model(model, full_check=True)
-    assert onnx_export.BRANCH_MEMBER in plan.trees.modes and plan.expm1 is not None
+    assert saved_pipeline.BRANCH_MEMBER in plan.trees.modes and plan.expm1 is not None
     assert [i.name for i in model.graph.input] == [c for c, _ in plan.input_columns]
 
 
 def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_model_uri):
     """The refusal reads only the saved files: the DT pipeline with another stage spliced in."""
     folder = mlflow.artifacts.download_artifacts(exported_models["decision_tree"])
-    stages = onnx_export.read_stages(onnx_export.spark_model_dir(folder))
-    assert onnx_export.plan_pipeline(stages).trees.kind == "decision_tree"
+    stages = saved_pipeline.read_stages(saved_pipeline.spark_model_dir(folder))
+    assert onnx_convert.plan_pipeline(stages).trees.kind == "decision_tree"
     for cls, params, message in (
             ("org.apache.spark.ml.feature.StandardScalerModel", {}, r"stage 2 \(StandardScalerModel\) is not supported"),
             ("org.apache.spark.ml.feature.SQLTransformer",
              {"paramMap": {"statement": "SELECT * FROM __THIS__ WHERE bedrooms > 0"}}, "SQLTransformer .* is not supported"),
             ("org.apache.spark.ml.feature.StringIndexerModel", {"paramMap": {"handleInvalid": "skip"}},
              "handleInvalid='skip': the export supports 'keep' and 'error'")):
-        spliced = [*stages[:2], onnx_export.Stage(2, cls, "extra", params, ""), stages[2]]
+        spliced = [*stages[:2], saved_pipeline.Stage(2, cls, "extra", params, ""), stages[2]]
         with pytest.raises(UserInputError, match=message):
-            onnx_export.plan_pipeline(spliced)
+            onnx_convert.plan_pipeline(spliced)
     with pytest.raises(UserInputError, match="is not a Spark model"):
         ExportParams(model_uri=pyfunc_model_uri).validate()
 

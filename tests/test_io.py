@@ -6,8 +6,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 
-from sparkmlops.errors import UserInputError
-from sparkmlops.io import write_parquet_atomically
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data.writing import write_parquet_atomically
 
 
 def _leftovers(folder):

@@ -7,46 +7,47 @@ import pytest
 from conftest import assert_refused, newest_run, script_in_process
 from pyspark.sql import functions as F
 
-from sparkmlops import data
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests, generators
+from sparkmlops.data import schema as data_schema
 
 SENSORS = ["temperature", "humidity", "pressure", "vibration"]
 
 
 def test_schema_and_row_count(spark):
-    df = data.generate_iot(spark, 500, seed=1)
-    assert df.dtypes == data.IOT_COLUMNS
-    assert data.IOT_LABEL == "power" and data.IOT_GROUP_COL == "device_id"
+    df = generators.generate_iot(spark, 500, seed=1)
+    assert df.dtypes == data_schema.IOT_COLUMNS
+    assert data_schema.IOT_LABEL == "power" and data_schema.IOT_GROUP_COL == "device_id"
     rows = df.select("device_id", F.col("reading_time").cast("long").alias("epoch")).collect()  # one job
     assert len(rows) == 500
     assert all(row.device_id.startswith("device-") and len(row.device_id) == len("device-000") for row in rows)
-    start, step = data.IOT_START_EPOCH_SECONDS, data.IOT_SECONDS_BETWEEN_READINGS
+    start, step = generators.IOT_START_EPOCH_SECONDS, generators.IOT_SECONDS_BETWEEN_READINGS
     assert [row.epoch for row in rows[:3]] == [start, start + step, start + 2 * step]  # instants, any time zone
 
 
 def test_same_seed_same_rows_whatever_the_partitioning(spark):
-    one = data.generate_iot(spark, 2000, seed=7, n_devices=10, n_partitions=1).collect()
-    many = data.generate_iot(spark, 2000, seed=7, n_devices=10, n_partitions=5).collect()
+    one = generators.generate_iot(spark, 2000, seed=7, n_devices=10, n_partitions=1).collect()
+    many = generators.generate_iot(spark, 2000, seed=7, n_devices=10, n_partitions=5).collect()
     assert one == many  # range partitions keep the row order
-    other_seed = data.generate_iot(spark, 100, seed=8, n_devices=10).collect()
+    other_seed = generators.generate_iot(spark, 100, seed=8, n_devices=10).collect()
     assert other_seed != one[:100]
 
 
 def test_every_device_appears_with_its_padded_id(spark):
-    rows = data.generate_iot(spark, 5000, seed=3, n_devices=50).select(data.IOT_GROUP_COL).collect()
+    rows = generators.generate_iot(spark, 5000, seed=3, n_devices=50).select(data_schema.IOT_GROUP_COL).collect()
     assert {row.device_id for row in rows} == {f"device-{i:03d}" for i in range(50)}
-    wide = data.generate_iot(spark, 20, seed=3, n_devices=data.MAX_DEVICES).select(data.IOT_GROUP_COL).collect()
+    wide = generators.generate_iot(spark, 20, seed=3, n_devices=generators.MAX_DEVICES).select(data_schema.IOT_GROUP_COL).collect()
     assert {len(row.device_id) for row in wide} == {len("device-00000")}
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_rows": 0}, "n_rows must be >= 1, got 0."),
-    ({"n_devices": 0}, f"n_devices must be between 1 and {data.MAX_DEVICES}, got 0."),
-    ({"n_devices": data.MAX_DEVICES + 1}, "n_devices must be between 1 and"),
+    ({"n_devices": 0}, f"n_devices must be between 1 and {generators.MAX_DEVICES}, got 0."),
+    ({"n_devices": generators.MAX_DEVICES + 1}, "n_devices must be between 1 and"),
 ])
 def test_bad_sizes_are_one_line(spark, kwargs, message):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(")) as info:
-        data.generate_iot(spark, **{"n_rows": 10, **kwargs})
+        generators.generate_iot(spark, **{"n_rows": 10, **kwargs})
     assert "\n" not in str(info.value)
 
 
@@ -58,19 +59,19 @@ def test_per_device_models_beat_one_global_model(spark):
     """The point of the dataset: the sensors' effect on power differs per device."""
     from sklearn.linear_model import LinearRegression
 
-    pdf = data.generate_iot(spark, 20_000, seed=42, n_devices=6, n_partitions=2).toPandas()
+    pdf = generators.generate_iot(spark, 20_000, seed=42, n_devices=6, n_partitions=2).toPandas()
     assert pdf.notna().all().all() and (pdf.power >= 0).all()
     train = pdf.sample(frac=0.8, random_state=0)
     test = pdf.drop(train.index)
 
     def with_device(frame):  # the global model knows the device as a one-hot category
-        return pd.get_dummies(frame[SENSORS + [data.IOT_GROUP_COL]], columns=[data.IOT_GROUP_COL], dtype=float)
+        return pd.get_dummies(frame[SENSORS + [data_schema.IOT_GROUP_COL]], columns=[data_schema.IOT_GROUP_COL], dtype=float)
 
     global_model = LinearRegression().fit(with_device(train), train.power)
     global_rmse = _rmse(global_model.predict(with_device(test)), test.power)
 
     predictions = []
-    for device, device_train in train.groupby(data.IOT_GROUP_COL):
+    for device, device_train in train.groupby(data_schema.IOT_GROUP_COL):
         device_test = test[test.device_id == device]
         model = LinearRegression().fit(device_train[SENSORS], device_train.power)
         predictions.append(pd.Series(model.predict(device_test[SENSORS]), index=device_test.index))
@@ -86,8 +87,8 @@ def test_generate_data_script_writes_iot(spark, tmp_path, client):
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(out.glob("part-*.parquet"))) == 2
     written = spark.read.parquet(str(out))
-    assert written.dtypes == data.IOT_COLUMNS
-    assert data.content_digest(written) == data.content_digest(data.generate_iot(spark, 2000, seed=9, n_devices=5))
+    assert written.dtypes == data_schema.IOT_COLUMNS
+    assert digests.content_digest(written) == digests.content_digest(generators.generate_iot(spark, 2000, seed=9, n_devices=5))
     run = newest_run(client)
     assert run.info.status == "FINISHED" and run.data.metrics["rows_written"] == 2000
     assert run.data.params["dataset"] == "iot" and run.data.params["n_devices"] == "5"
@@ -95,7 +96,7 @@ def test_generate_data_script_writes_iot(spark, tmp_path, client):
 
 @pytest.mark.parametrize("options, message", [
     (["--dataset", "taxi"], "unknown dataset 'taxi': use airbnb (the SF listings schema), iot ("),
-    (["--dataset", "iot", "--n_devices", "0"], f"n_devices must be between 1 and {data.MAX_DEVICES}, got 0."),
+    (["--dataset", "iot", "--n_devices", "0"], f"n_devices must be between 1 and {generators.MAX_DEVICES}, got 0."),
     (["--n_devices", "5"], "n_devices applies to dataset=iot only, got n_devices=5 with dataset=airbnb"),
 ])
 def test_bad_dataset_options_are_refused(tmp_path, client, options, message):

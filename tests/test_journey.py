@@ -8,7 +8,6 @@ import json
 import urllib.request
 
 import pytest
-
 from conftest import commit_all, copy_project, launched_run_id, run_entry, served_model
 from test_mlflow_run import MLFLOW
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, newest_run, run_entry
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")

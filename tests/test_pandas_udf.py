@@ -5,11 +5,10 @@ import os
 
 import numpy as np
 import pytest
-
-from sparkmlops import data as data_lib
-from sparkmlops.sklearn_training import SklearnTrainParams, train_sklearn_and_log
-
 from conftest import assert_refused, in_tracked_run, python_script, script_in_process
+
+from sparkmlops.data import generators
+from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +47,8 @@ def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(client, spar
                                                                     default_data):
     import mlflow
 
-    from sparkmlops.sklearn_models import regression_metrics
-    from sparkmlops.training import load_labelled, split_train_test
+    from sparkmlops.data.splits import load_labelled, split_train_test
+    from sparkmlops.models.metrics import array_regression_metrics as regression_metrics
 
     run_id, model_uri, result = sklearn_model
     run = client.get_run(run_id)
@@ -90,13 +89,13 @@ def test_score_pandas_udf_equals_the_models_own_predict(client, spark, sklearn_m
     assert dict(scored.dtypes)["accommodates"] == "int"  # the input's own type is kept
     rows = scored.select("row_id", "prediction").toPandas()
     expected = _expected(spark, scoring_input, model_uri)
-    assert len(rows) == len(expected) == data_lib.DEFAULT_N_ROWS
+    assert len(rows) == len(expected) == generators.DEFAULT_N_ROWS
     got = rows.set_index("row_id")["prediction"]
     assert np.array_equal(got.loc[list(expected)].to_numpy(), np.array(list(expected.values())))
     run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
                              order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert run.info.status == "FINISHED" and run.data.tags["method"] == method
-    assert run.data.metrics["rows_scored"] == data_lib.DEFAULT_N_ROWS
+    assert run.data.metrics["rows_scored"] == generators.DEFAULT_N_ROWS
     # a logged model is tagged with its run, not mistaken for a registered model
     assert run.data.tags["model_run_id"] == train_run_id and run.data.tags["model_registered_name"] == ""
     if method == "map_in_pandas":
@@ -177,7 +176,7 @@ def test_script_refuses_bad_input_before_spark(client, sklearn_model, scoring_in
     ({"register_as": "bad/name"}, "is not a valid registered model name"),
 ])
 def test_train_sklearn_parameter_checks(params, message):
-    from sparkmlops.errors import UserInputError
+    from sparkmlops.core.errors import UserInputError
 
     with pytest.raises(UserInputError, match=message):
         SklearnTrainParams(**params).validate()

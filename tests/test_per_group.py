@@ -3,11 +3,10 @@ their group, each group scored by its own model, unknown groups handled as docum
 
 import numpy as np
 import pytest
-
-from sparkmlops import data as data_lib
-from sparkmlops.per_group import PerGroupParams, train_per_group_and_log
-
 from conftest import assert_refused, in_tracked_run, python_script, script_in_process
+
+from sparkmlops.data import generators
+from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
 
 MIN_ROWS = 150  # about a third of the generated data's 36 neighbourhoods have that many training rows
 
@@ -21,7 +20,7 @@ def per_group_run(spark, default_data):
 
 def _training_rows_per_group(spark, default_data) -> dict:
     """Training rows per neighbourhood, from train's own split rebuilt independently."""
-    from sparkmlops.training import load_labelled, split_train_test
+    from sparkmlops.data.splits import load_labelled, split_train_test
 
     train_df, _ = split_train_test(load_labelled(spark, default_data, "price").df, 0.8, 42)
     return {r[0]: r[1] for r in train_df.groupBy("neighbourhood_cleansed").count().collect()}
@@ -63,8 +62,8 @@ def test_each_group_is_a_nested_run_tagged_with_its_group(client, spark, default
 def test_a_groups_metrics_are_its_own_models(spark, default_data, per_group_run):
     import mlflow
 
-    from sparkmlops.sklearn_models import regression_metrics
-    from sparkmlops.training import load_labelled, split_train_test
+    from sparkmlops.data.splits import load_labelled, split_train_test
+    from sparkmlops.models.metrics import array_regression_metrics as regression_metrics
 
     _, result = per_group_run
     row = result.table[result.table["status"] == "trained"].iloc[0]
@@ -105,7 +104,7 @@ def test_score_per_group_uses_each_groups_model_and_the_fallback(client, spark, 
     scoring = _score(run_id, per_group_input, out)
     assert scoring.returncode == 0, scoring.stderr[-3000:]
     scored = spark.read.parquet(out).toPandas()
-    assert len(scored) == data_lib.DEFAULT_N_ROWS and scored["prediction"].notna().all()
+    assert len(scored) == generators.DEFAULT_N_ROWS and scored["prediction"].notna().all()
     trained = dict(zip(*[result.table.loc[result.table["status"] == "trained", c] for c in ("group", "model_uri")]))
     own = scored["neighbourhood_cleansed"].isin(list(trained))
     assert (scored.loc[own, "scored_with"] == "group").all() and (scored.loc[~own, "scored_with"] == "fallback").all()
@@ -139,7 +138,7 @@ def test_unknown_groups_null_and_error(client, spark, per_group_run, per_group_i
 def test_per_group_on_the_iot_example(client, spark, workdir):
     """The book's classic case: one model per device beats one model for all devices."""
     path = workdir / "iot-per-group.parquet"
-    data_lib.generate_iot(spark, 6000, n_devices=4).write.parquet(str(path))
+    generators.generate_iot(spark, 6000, n_devices=4).write.parquet(str(path))
     params = PerGroupParams(data_path=str(path), label_col="power", group_col="device_id", min_rows=100,
                             num_trees=20, max_depth=8)
     run_id, result = in_tracked_run(params, lambda checked: train_per_group_and_log(spark, checked))

@@ -3,13 +3,27 @@ into @champion, refuse a worse one, force a rollback, score by alias, and every 
 
 import mlflow
 import pytest
+from conftest import (
+    assert_refused,
+    in_tracked_run,
+    last_line,
+    newest_run,
+    python_script,
+)
 
-from conftest import assert_refused, in_tracked_run, last_line, newest_run, python_script
-from sparkmlops import environment, registry
-from sparkmlops.errors import UserInputError
-from sparkmlops.promotion import PromoteParams, beats, promote_and_log, relative_improvement
-from sparkmlops.scoring import BatchParams, predict_batch
-from sparkmlops.training import TrainParams, train_and_log
+from sparkmlops.core import environment, registry
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import splits
+from sparkmlops.models import resolve
+from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.registry.promote import (
+    PromoteParams,
+    beats,
+    promote_and_log,
+    relative_improvement,
+)
+from sparkmlops.score.score_batch import BatchParams, predict_batch
+from sparkmlops.train.train import train_and_log
 
 NAME = "promote-test-price"
 
@@ -107,31 +121,29 @@ def test_promotion_gate_rollback_and_scoring_by_alias(spark, client, versions, d
 
 def test_heldout_rows_exclude_both_training_splits(spark, client, versions, default_data):
     """Versions split with different seeds: only rows in both test splits are scored."""
-    from sparkmlops import training
-    from sparkmlops.promotion import heldout_rows
+    from sparkmlops.registry.promote import heldout_rows
 
     params = TrainParams(data_path=default_data, register_as="promote-test-seeds", num_trees=2, max_depth=2, seed=7)
     in_tracked_run(params, lambda checked: train_and_log(spark, checked))
     other_seed = client.get_model_version("promote-test-seeds", "1")
-    data = training.load_labelled(spark, default_data, "price")
+    data = splits.load_labelled(spark, default_data, "price")
     heldout, notes = heldout_rows(data, [("candidate", other_seed), ("@champion", client.get_model_version(NAME, "1"))],
                                   default_data)
-    train42, test42 = training.split_train_test(data.df, 0.8, 42)
-    train7, test7 = training.split_train_test(data.df, 0.8, 7)
+    train42, test42 = splits.split_train_test(data.df, 0.8, 42)
+    train7, test7 = splits.split_train_test(data.df, 0.8, 7)
     assert heldout.count() == test42.intersectAll(test7).count() > 0
     assert heldout.intersectAll(train42).count() == 0 and heldout.intersectAll(train7).count() == 0
     assert "seed 7" in notes[0] and "seed 42" in notes[1]
 
     # Data the versions never saw is used whole.
-    fresh = training.load_labelled(spark, default_data, "price")
+    fresh = splits.load_labelled(spark, default_data, "price")
     fresh.df, fresh.digest = fresh.df.limit(500), "another-digest"
     heldout, notes = heldout_rows(fresh, [("candidate", other_seed)], default_data)
     assert heldout.count() == 500 and "trained on other data" in notes[0]
 
 
 def test_stream_on_champion_follows_a_promotion_on_restart(spark, client, versions, default_data, tmp_path):
-    from sparkmlops import models
-    from sparkmlops.streaming import StreamParams, run_stream
+    from sparkmlops.score.score_stream import StreamParams, run_stream
 
     (_, train1), (_, train2), _ = versions
     from pyspark.sql import functions as F
@@ -143,7 +155,7 @@ def test_stream_on_champion_follows_a_promotion_on_restart(spark, client, versio
     source.where(halves).coalesce(2).write.parquet(str(inbox))
     params = StreamParams(f"models:/{NAME}@champion", str(inbox), out, str(tmp_path / "ckpt"))
     registry.set_alias(NAME, "champion", "1")
-    resolved = models.resolve_model(params.model_uri)
+    resolved = resolve.resolve_model(params.model_uri)
     assert resolved.identity == f"models:/{NAME}@champion" and resolved.load_uri == f"models:/{NAME}/1"
     first_run, first = in_tracked_run(params, lambda model: run_stream(spark, params, model))
 

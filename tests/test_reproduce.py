@@ -11,10 +11,10 @@ import re
 import sys
 
 import pytest
-
 from conftest import assert_refused, commit_all, copy_project, last_line, run_entry
-from sparkmlops import reproduce
-from sparkmlops.errors import UserInputError
+
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.reproduce import reproduce as reproduce_reproduce
 
 SMALL = ["--num_trees", "5", "--max_depth", "3"]
 
@@ -33,8 +33,8 @@ def run_id_in(stdout: str) -> str:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, spark):
     """(committed project copy, its commit, data path, the id of a train run made there on that data)."""
-    from sparkmlops.data import generate_airbnb
-    from sparkmlops.io import write_parquet_atomically
+    from sparkmlops.data.generators import generate_airbnb
+    from sparkmlops.data.writing import write_parquet_atomically
 
     root = tmp_path_factory.mktemp("reproduce")
     work = copy_project(root / "work")
@@ -125,7 +125,7 @@ def test_changed_data_is_detected_before_any_training(client, project, spark, tm
         assert reproduce_run_of(client, original_id).info.status == "FAILED"
 
         result = script(work, "reproduce.py", "--run_id", original_id, "--allow_data_change", "true")
-        assert result.returncode == reproduce.NOT_REPRODUCED_EXIT_CODE, result.stderr[-3000:]
+        assert result.returncode == reproduce_reproduce.NOT_REPRODUCED_EXIT_CODE, result.stderr[-3000:]
         assert last_line(result.stderr).startswith("error: not reproduced:")
         parent = reproduce_run_of(client, original_id)
         assert parent.info.status == "FAILED" and parent.data.metrics["metrics_differing"] >= 1
@@ -165,24 +165,24 @@ def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project
                                    order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert no_commit.data.tags["git_commit"] == "unknown"
     with pytest.raises(UserInputError, match="has no git commit on record"):
-        reproduce.ReproduceParams(run_id=no_commit.info.run_id).validate()
+        reproduce_reproduce.ReproduceParams(run_id=no_commit.info.run_id).validate()
     assert script(work, "generate_data.py").returncode == 2  # a run of an entry point that is not re-run
     generate_run = client.search_runs([no_commit.info.experiment_id], order_by=["attributes.start_time DESC"],
                                       max_results=1)[0]
     with pytest.raises(UserInputError, match="run of 'generate_data', which reproduce does not re-run"):
-        reproduce.ReproduceParams(run_id=generate_run.info.run_id).validate()
+        reproduce_reproduce.ReproduceParams(run_id=generate_run.info.run_id).validate()
     with pytest.raises(UserInputError, match="run 'nope' not found"):
-        reproduce.ReproduceParams(run_id="nope").validate()
+        reproduce_reproduce.ReproduceParams(run_id="nope").validate()
     with pytest.raises(UserInputError, match="env_manager must be one of local, uv"):
-        reproduce.ReproduceParams(run_id="x", env_manager="conda").validate()
+        reproduce_reproduce.ReproduceParams(run_id="x", env_manager="conda").validate()
     with pytest.raises(UserInputError, match="tolerance must be >= 0"):
-        reproduce.ReproduceParams(run_id="x", tolerance=-1).validate()
+        reproduce_reproduce.ReproduceParams(run_id="x", tolerance=-1).validate()
     with pytest.raises(UserInputError, match="run_id is empty"):
-        reproduce.ReproduceParams().validate()
+        reproduce_reproduce.ReproduceParams().validate()
 
 
 def test_metric_comparison_rules():
-    report = reproduce.compare_metrics(
+    report = reproduce_reproduce.compare_metrics(
         {"rmse": 200.0, "r2": 0.5, "fit_seconds": 10.0, "gone": 1.0, "nan": math.nan},
         {"rmse": 200.0 + 1e-10, "r2": 0.5, "fit_seconds": 99.0, "new": 2.0, "nan": math.nan}, tolerance=0.0)
     rows = report.set_index("metric")
@@ -190,8 +190,8 @@ def test_metric_comparison_rules():
     assert rows.loc["fit_seconds", "within_tolerance"] and not rows.loc["fit_seconds", "compared"]
     assert not rows.loc["gone", "within_tolerance"] and not rows.loc["new", "within_tolerance"]
     assert rows.loc["nan", "within_tolerance"]
-    loose = reproduce.compare_metrics({"rmse": 200.0}, {"rmse": 200.0 + 1e-10}, tolerance=1e-9)
+    loose = reproduce_reproduce.compare_metrics({"rmse": 200.0}, {"rmse": 200.0 + 1e-10}, tolerance=1e-9)
     assert loose["within_tolerance"].all()
-    assert reproduce.library_differences({"pyspark_version": "4.0.1", "mlflow_version": "3.17.2"},
+    assert reproduce_reproduce.library_differences({"pyspark_version": "4.0.1", "mlflow_version": "3.17.2"},
                                          {"pyspark_version": "4.1.1", "mlflow_version": "3.17.2"}) == [
         ("pyspark", "4.0.1", "4.1.1")]

@@ -7,10 +7,15 @@ import sys
 import time
 
 import pytest
+from conftest import (
+    PROJECT_ROOT,
+    last_line,
+    newest_run,
+    python_script,
+    script_in_process,
+)
 
-from sparkmlops import data
-
-from conftest import PROJECT_ROOT, last_line, newest_run, python_script, script_in_process
+from sparkmlops.data import generators
 
 
 def _refused(result, client, message, before_spark=True):
@@ -31,9 +36,9 @@ def test_score_batch_script_end_to_end(client, trained_model, default_data, tmp_
     uri, _ = trained_model
     result = _score(uri, default_data, str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert spark.read.parquet(str(tmp_path / "out")).count() == data.DEFAULT_N_ROWS
+    assert spark.read.parquet(str(tmp_path / "out")).count() == generators.DEFAULT_N_ROWS
     run = newest_run(client)
-    assert run.info.status == "FINISHED" and run.data.metrics["rows_scored"] == data.DEFAULT_N_ROWS
+    assert run.info.status == "FINISHED" and run.data.metrics["rows_scored"] == generators.DEFAULT_N_ROWS
     assert run.data.params["model_uri"] == uri
 
 
@@ -64,7 +69,7 @@ def test_schema_mismatch(client, spark, trained_model, default_data, tmp_path):
 @pytest.fixture(scope="module")
 def large_input(spark, tmp_path_factory):
     folder = tmp_path_factory.mktemp("large") / "in.parquet"
-    data.generate_airbnb(spark, 1_500_000, seed=3, n_partitions=6).write.parquet(str(folder))
+    generators.generate_airbnb(spark, 1_500_000, seed=3, n_partitions=6).write.parquet(str(folder))
     return str(folder)
 
 

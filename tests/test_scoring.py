@@ -2,13 +2,13 @@
 
 import mlflow
 import pytest
+from conftest import in_tracked_run
 from pyspark.sql import functions as F
 
-from sparkmlops import data, models
-from sparkmlops.errors import UserInputError
-from sparkmlops.scoring import BatchParams, predict_batch
-
-from conftest import in_tracked_run
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests, generators
+from sparkmlops.models import resolve
+from sparkmlops.score.score_batch import BatchParams, predict_batch
 
 
 def _score(spark, params):
@@ -24,7 +24,7 @@ def test_predictions_equal_transform(spark, client, trained_model, default_data,
     assert scored.columns == source.columns + ["prediction"]
     assert summary["rows_scored"] == scored.count() == source.count()
     expected = pipeline.transform(source).select(*source.columns, "prediction")
-    assert data.content_digest(scored) == data.content_digest(expected)
+    assert digests.content_digest(scored) == digests.content_digest(expected)
     run = client.get_run(run_id)
     assert run.data.metrics["rows_scored"] == source.count() and run.data.metrics["rows_per_second"] > 0
     assert run.data.tags["model_run_id"] == uri.split("/")[1]
@@ -39,7 +39,7 @@ def test_mode_semantics(spark, trained_model, default_data, tmp_path):
     _score(spark, BatchParams(uri, default_data, out))
     with pytest.raises(UserInputError, match="already exists: choose a new path or pass -P mode=overwrite"):
         BatchParams(uri, str(small), out).validate()
-    assert spark.read.parquet(out).count() == data.DEFAULT_N_ROWS
+    assert spark.read.parquet(out).count() == generators.DEFAULT_N_ROWS
     _score(spark, BatchParams(uri, str(small), out, mode="overwrite"))
     assert spark.read.parquet(out).count() == 30
 
@@ -76,22 +76,22 @@ def test_registered_model_uris(spark, client, trained_model, default_data, tmp_p
     version = mlflow.register_model(uri, "scoring-test-price")
     client.set_registered_model_alias("scoring-test-price", "champion", version.version)
     for model_uri in (f"models:/scoring-test-price/{version.version}", "models:/scoring-test-price@champion"):
-        resolved = models.resolve_model(model_uri)
+        resolved = resolve.resolve_model(model_uri)
         assert resolved.registered_name == "scoring-test-price" and resolved.version == str(version.version)
         assert resolved.run_id == uri.split("/")[1]
     run_id, summary = _score(spark, BatchParams("models:/scoring-test-price@champion", default_data,
                                                 str(tmp_path / "by-alias")))
-    assert summary["rows_scored"] == data.DEFAULT_N_ROWS
+    assert summary["rows_scored"] == generators.DEFAULT_N_ROWS
     assert client.get_run(run_id).data.tags["model_version"] == str(version.version)
 
 
 def test_local_model_folder(spark, trained_model, tmp_path, default_data):
     uri, _ = trained_model
     folder = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m"))
-    resolved = models.resolve_model(folder)
+    resolved = resolve.resolve_model(folder)
     assert "spark" in resolved.flavors
     _, summary = _score(spark, BatchParams(folder, default_data, str(tmp_path / "out")))
-    assert summary["rows_scored"] == data.DEFAULT_N_ROWS
+    assert summary["rows_scored"] == generators.DEFAULT_N_ROWS
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -103,9 +103,9 @@ def test_local_model_folder(spark, trained_model, tmp_path, default_data):
 ])
 def test_bad_model_uris(uri, message):
     with pytest.raises(UserInputError, match=message):
-        models.resolve_model(uri)
+        resolve.resolve_model(uri)
 
 
 def test_non_spark_model_is_refused(pyfunc_model_uri):
     with pytest.raises(UserInputError, match="is not a Spark model"):
-        models.resolve_model(pyfunc_model_uri)
+        resolve.resolve_model(pyfunc_model_uri)

@@ -7,28 +7,35 @@ import sys
 import time
 
 import pytest
+from conftest import (
+    PROJECT_ROOT,
+    REAL_DATA_100P,
+    in_tracked_run,
+    last_line,
+    newest_run,
+    python_script,
+    require_real_data,
+    run_entry,
+)
 
-from sparkmlops import data
-from sparkmlops.errors import UserInputError
-from sparkmlops.streaming import StreamParams, run_stream
-
-from conftest import (PROJECT_ROOT, REAL_DATA_100P, in_tracked_run, last_line, newest_run, python_script,
-                      require_real_data, run_entry)
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests, generators
+from sparkmlops.score.score_stream import StreamParams, run_stream
 
 
 def _expected_digest(spark, pipeline, input_path, columns):
     source = spark.read.parquet(input_path)
-    return data.content_digest(pipeline.transform(source).select(*columns, "prediction"))
+    return digests.content_digest(pipeline.transform(source).select(*columns, "prediction"))
 
 
 def _sink_digest(spark, output_path, columns):
-    return data.content_digest(spark.read.parquet(output_path).select(*columns, "prediction"))
+    return digests.content_digest(spark.read.parquet(output_path).select(*columns, "prediction"))
 
 
 @pytest.fixture(scope="module")
 def generated_100_files(spark, tmp_path_factory):
     folder = tmp_path_factory.mktemp("stream-in") / "files"
-    data.generate_airbnb(spark, 3000, seed=11, n_partitions=100).write.parquet(str(folder))
+    generators.generate_airbnb(spark, 3000, seed=11, n_partitions=100).write.parquet(str(folder))
     return str(folder)
 
 
@@ -41,7 +48,7 @@ def test_generated_100_files_exactly_once(spark, client, trained_model, generate
     params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
                           max_files_per_trigger=25)
     run_id, summary = _stream(spark, params)
-    columns = [c for c, _ in __import__("sparkmlops.models", fromlist=["x"]).resolve_model(uri).input_columns()]
+    columns = [c for c, _ in __import__("sparkmlops.models.resolve", fromlist=["x"]).resolve_model(uri).input_columns()]
     assert spark.read.parquet(str(tmp_path / "out")).count() == 3000
     assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
         spark, pipeline, generated_100_files, columns)
@@ -58,7 +65,7 @@ def test_generated_100_files_exactly_once(spark, client, trained_model, generate
 def test_real_100_files_with_extra_zipcode(spark, trained_model, tmp_path):
     require_real_data(REAL_DATA_100P)
     uri, pipeline = trained_model
-    from sparkmlops.models import resolve_model
+    from sparkmlops.models.resolve import resolve_model
 
     columns = [c for c, _ in resolve_model(uri).input_columns()]
     params = StreamParams(uri, str(REAL_DATA_100P), str(tmp_path / "out"), str(tmp_path / "ckpt"),
@@ -160,7 +167,7 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
     assert 0 < committed < 3000
     result = run_entry(cmd + ["--max_files_per_trigger", "50"])
     assert result.returncode == 0, result.stderr[-3000:]
-    from sparkmlops.models import resolve_model
+    from sparkmlops.models.resolve import resolve_model
 
     columns = [c for c, _ in resolve_model(uri).input_columns()]
     assert spark.read.parquet(out).count() == 3000
@@ -209,14 +216,13 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     removed, the same command resumes and scores the file that came after it, every row exactly once."""
     import threading
 
-    from pyspark.sql import functions as F
-
     from conftest import script_in_process
+    from pyspark.sql import functions as F
 
     uri, pipeline = trained_model
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    rows = data.generate_airbnb(spark, 400, seed=5).withColumn("part", F.monotonically_increasing_id() % 4).cache()
+    rows = generators.generate_airbnb(spark, 400, seed=5).withColumn("part", F.monotonically_increasing_id() % 4).cache()
     for i in range(3):
         _write_one_file(rows.filter(F.col("part") == i).drop("part"), incoming, f"part-{i}.parquet")
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
@@ -257,7 +263,7 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     bad.unlink()
     result = script_in_process(*command)
     assert result.returncode == 0, result.stderr[-3000:]
-    columns = [c for c, _ in __import__("sparkmlops.models", fromlist=["x"]).resolve_model(uri).input_columns()]
+    columns = [c for c, _ in __import__("sparkmlops.models.resolve", fromlist=["x"]).resolve_model(uri).input_columns()]
     assert _sink_digest(spark, str(out), columns) == _expected_digest(spark, pipeline, str(incoming), columns)
     assert spark.read.parquet(str(out)).count() == 400  # every good row once: none lost, none twice
 
@@ -268,7 +274,7 @@ def test_a_bad_file_already_there_is_named_before_spark(trained_model, tmp_path,
     uri, _ = trained_model
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    good = data.generate_airbnb(spark, 50, seed=5)
+    good = generators.generate_airbnb(spark, 50, seed=5)
     _write_one_file(good, incoming, "part-0.parquet")
     _write_one_file(good.withColumn("bedrooms", F.col("bedrooms").cast("string")), incoming, "part-1.parquet")
     params = StreamParams(uri, str(incoming), str(tmp_path / "out"), str(tmp_path / "ckpt"))

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from conftest import assert_refused as _assert_refused
 from conftest import last_line, newest_run, python_script, script_in_process
 
@@ -72,7 +71,8 @@ def test_unknown_option_is_refused():
 
 
 def test_generate_data_writes_files_deterministically(spark, tmp_path, client):
-    from sparkmlops.data import content_digest, generate_airbnb
+    from sparkmlops.data.digests import content_digest
+    from sparkmlops.data.generators import generate_airbnb
 
     out = tmp_path / "gen.parquet"
     result = script_in_process("generate_data.py", "--output_path", str(out), "--n_rows", "2000", "--n_files", "4",

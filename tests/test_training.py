@@ -4,9 +4,15 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from sparkmlops import data, tracking, training
-from sparkmlops.errors import UserInputError
-from sparkmlops.training import TrainParams, build_pipeline, check_against_data, fit_pipeline, train_and_log
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import generators, validation
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data.splits import check_against_data
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import spark_pipeline
+from sparkmlops.models.spark_pipeline import TrainParams, build_pipeline, fit_pipeline
+from sparkmlops.train.train import train_and_log
 
 
 def _train(spark, params):
@@ -28,7 +34,7 @@ def test_metrics_and_params_logged(client, trained):
     for name in ("rmse", "r2", "mae"):
         assert run.data.metrics[name] == pytest.approx(result.metrics[name])
     assert run.data.metrics["r2"] > 0.3, "the generated price must be learnable"
-    assert run.data.metrics["train_rows"] + run.data.metrics["test_rows"] == data.DEFAULT_N_ROWS
+    assert run.data.metrics["train_rows"] + run.data.metrics["test_rows"] == generators.DEFAULT_N_ROWS
     assert run.data.params["data_path_resolved"] == result.data_path
     assert run.data.params["n_categorical_features"] == "7"
     assert run.data.tags["data_digest"] == result.digests["full"]
@@ -112,7 +118,7 @@ def test_parameter_checks(params, message):
 
 def test_max_bins_below_category_count_is_refused_before_the_forest(spark, default_data):
     df = spark.read.parquet(default_data).limit(2000).cache()
-    spec = data.infer_feature_spec(df, "price")
+    spec = data_schema.infer_feature_spec(df, "price")
     categories = df.select("neighbourhood_cleansed").distinct().count()
     with pytest.raises(UserInputError, match=rf"max_bins=20 .* neighbourhood_cleansed \({categories} categories\)"
                                              rf".*max_bins={categories + 1} or more"):
@@ -124,7 +130,7 @@ def test_max_bins_below_category_count_is_refused_before_the_forest(spark, defau
 
 def test_stagewise_fit_equals_pipeline_fit(spark, default_data):
     df = spark.read.parquet(default_data).limit(1500)
-    spec = data.infer_feature_spec(df, "price")
+    spec = data_schema.infer_feature_spec(df, "price")
     params = TrainParams(num_trees=5, max_depth=4)
     staged = fit_pipeline(df, spec, params).transform(df).select("prediction").collect()
     whole = build_pipeline(spec, params).fit(df).transform(df).select("prediction").collect()
@@ -134,9 +140,9 @@ def test_stagewise_fit_equals_pipeline_fit(spark, default_data):
 def test_nulls_in_numeric_features_are_refused(spark):
     df = spark.createDataFrame([(float(i), None if i == 3 else 1.0, "a") for i in range(20)],
                                "price double, beds double, kind string")
-    spec = data.infer_feature_spec(df, "price")
+    spec = data_schema.infer_feature_spec(df, "price")
     with pytest.raises(UserInputError, match=r"the data has nulls in beds \(1 rows\)"):
-        check_against_data(data.profile_for_training(df, spec), spec)
+        check_against_data(validation.profile_for_training(df, spec), spec)
 
 
 def test_failed_run_is_marked_failed(client, spark, tmp_path):
@@ -157,16 +163,16 @@ def test_feature_subset_strategies_spark_accepts(strategy):
 
 def test_log_label_model_predicts_the_label_itself(spark, default_data):
     df = spark.read.parquet(default_data).limit(2000).cache()
-    spec = data.infer_feature_spec(df, "price")
+    spec = data_schema.infer_feature_spec(df, "price")
     params = TrainParams(num_trees=10, max_depth=5, log_label=True, min_instances_per_node=5,
                          feature_subset_strategy="sqrt")
     model = fit_pipeline(df, spec, params)
-    forest = training.forest_of(model)
+    forest = spark_pipeline.forest_of(model)
     assert forest.getMinInstancesPerNode() == 5 and forest.getFeatureSubsetStrategy() == "sqrt"
     scored = model.transform(df)
     # the forest works in log space; the pipeline's last stage brings its output back to price
-    row = scored.select(F.max(F.abs(F.expm1(training.LOG_PREDICTION_COL) - F.col("prediction"))).alias("d"),
+    row = scored.select(F.max(F.abs(F.expm1(spark_pipeline.LOG_PREDICTION_COL) - F.col("prediction"))).alias("d"),
                         F.avg("prediction").alias("mean_prediction"), F.avg("price").alias("mean_price")).first()
     assert row["d"] < 1e-9
     assert 0.5 < row["mean_prediction"] / row["mean_price"] < 1.5
-    assert training.regression_metrics(scored, "price")["r2"] > 0.3
+    assert model_metrics.regression_metrics(scored, "price")["r2"] > 0.3

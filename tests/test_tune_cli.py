@@ -5,12 +5,17 @@ import json
 import re
 
 import pytest
+from conftest import (
+    assert_refused,
+    last_line,
+    python_script,
+    runs_of,
+    script_in_process,
+)
 
-from sparkmlops.errors import UserInputError
-from sparkmlops.grid_search import GridParams
-from sparkmlops.tuning import TuneParams
-
-from conftest import assert_refused, last_line, python_script, runs_of, script_in_process
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.tune.tune_grid import GridParams
+from sparkmlops.tune.tune_hyperopt import TuneParams
 
 
 @pytest.mark.parametrize("params, message", [
@@ -96,8 +101,9 @@ def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small
     assert float(version.tags["metric.rmse"]) == pytest.approx(parent.data.metrics["rmse"], rel=1e-5)
 
     # score_batch takes the parent run's model, as it takes train's.
-    from sparkmlops.scoring import BatchParams, predict_batch
     from conftest import in_tracked_run
+
+    from sparkmlops.score.score_batch import BatchParams, predict_batch
 
     out = str(tmp_path / "scored")
     params = BatchParams(f"runs:/{parent_id}/model", small_data, out)

@@ -6,9 +6,12 @@ import json
 import mlflow
 import pytest
 
-from sparkmlops import tracking, training
-from sparkmlops.grid_search import GridParams, grid_search_and_log
-from sparkmlops.tuning import SearchFailed, TuneParams, tune_and_log
+from sparkmlops.core import tracking
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import spark_pipeline
+from sparkmlops.models.search import SearchFailed
+from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
+from sparkmlops.tune.tune_hyperopt import TuneParams, tune_and_log
 
 # Small spaces keep each trial to a second or two; the default spaces are exercised by the CLI tests.
 SMALL_MLLIB_SPACE = {
@@ -40,7 +43,7 @@ def _children(client, parent_id):
 
 
 def _test_split(spark, data_path):
-    """The rows train and tune hold out (same read, cast and seed as training.prepare_data)."""
+    """The rows train and tune hold out (same read, cast and seed as splits.prepare_data)."""
     from pyspark.sql import functions as F
 
     df = spark.read.parquet(data_path).withColumn("price", F.col("price").cast("double"))
@@ -82,11 +85,11 @@ def test_mllib_refit_model_is_the_best_and_scores_the_test_split(spark, client, 
     parent_id, result = mllib_search
     parent = client.get_run(parent_id)
     model = mlflow.spark.load_model(f"runs:/{parent_id}/model")
-    forest = training.forest_of(model)
+    forest = spark_pipeline.forest_of(model)
     assert forest.getNumTrees == result.best_params["num_trees"]
     assert forest.getMaxDepth() == result.best_params["max_depth"]
     assert (len(model.stages) == 4) == result.best_params["log_label"]  # the expm1 stage
-    metrics = training.regression_metrics(model.transform(_test_split(spark, default_data)), "price")
+    metrics = model_metrics.regression_metrics(model.transform(_test_split(spark, default_data)), "price")
     assert metrics["rmse"] == pytest.approx(parent.data.metrics["rmse"], rel=1e-9)
     assert metrics["r2"] == pytest.approx(result.test_metrics["r2"], rel=1e-9)
     info = mlflow.models.get_model_info(f"runs:/{parent_id}/model")

@@ -8,8 +8,15 @@ import re
 import sys
 
 import pytest
-
-from conftest import commit_all, copy_project, last_line, launched_run_id, run_entry, runs_of, script_in_process
+from conftest import (
+    commit_all,
+    copy_project,
+    last_line,
+    launched_run_id,
+    run_entry,
+    runs_of,
+    script_in_process,
+)
 from test_mlflow_run import MLFLOW
 
 SMALL = ["-P", "num_trees=5", "-P", "max_depth=3"]
@@ -18,8 +25,8 @@ SMALL = ["-P", "num_trees=5", "-P", "max_depth=3"]
 @pytest.fixture(scope="module")
 def odd_data(spark, tmp_path_factory) -> str:
     """2,000 generated rows under a path with spaces and quotes, as users' paths are."""
-    from sparkmlops.data import generate_airbnb
-    from sparkmlops.io import write_parquet_atomically
+    from sparkmlops.data.generators import generate_airbnb
+    from sparkmlops.data.writing import write_parquet_atomically
 
     path = tmp_path_factory.mktemp("user-path") / "my listings" / "it's \"july\".parquet"
     path.parent.mkdir(parents=True)
@@ -88,7 +95,7 @@ def test_run_parameters_undo_mlflow_run_quoting():
     import shlex
     from types import SimpleNamespace
 
-    from sparkmlops import tracking
+    from sparkmlops.core import tracking
 
     values = {"empty": "", "spaces": "/data/my listings/it's \"q\".parquet", "json": '{"num_trees": [50, 100]}',
               "plain": "price", "number": "0.8"}

@@ -2,8 +2,8 @@
 from the pyspark package and bound to 127.0.0.1: to try the project on a real cluster, and for the
 tests and the benchmark.
 
-    python -m sparkmlops.local_cluster up [--connect]      # make cluster-up
-    python -m sparkmlops.local_cluster down                # make cluster-down (stops the recorded PIDs)
+    python -m tools.local_cluster up [--connect]      # make cluster-up
+    python -m tools.local_cluster down                # make cluster-down (stops the recorded PIDs)
 
 The pip package has ``bin/spark-class`` and ``bin/spark-submit`` but none of Spark's ``sbin/start-*.sh``
 scripts, so the daemons are started the way those scripts start them: ``spark-class <Master|Worker>``

@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
 
 
 def _parameter_names(command: click.Command) -> list[str]:

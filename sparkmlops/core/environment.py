@@ -11,9 +11,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # sparkmlops/core/environment.py -> the project
 REQUIREMENTS_FILE = PROJECT_ROOT / "requirements.txt"
 MIN_JAVA = 17
 # What a logged Spark model needs to be loaded and scored (mlflow.spark / pyfunc).
@@ -165,4 +165,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["sync-conda-pins"]:
         print("conda.yaml updated" if sync_conda_pins() else "conda.yaml already matches requirements.txt")
     else:
-        sys.exit("usage: python -m sparkmlops.environment sync-conda-pins")
+        sys.exit("usage: python -m sparkmlops.core.environment sync-conda-pins")

@@ -6,9 +6,15 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from sparkmlops import tracking
-from sparkmlops.errors import UserInputError
-from sparkmlops.spark import check_master, connect_requested, end_connect_session, get_spark, spark_master
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import (
+    check_master,
+    connect_requested,
+    end_connect_session,
+    get_spark,
+    spark_master,
+)
 
 # Entry points that need a classic SparkContext (a JVM on the driver side), which a Spark Connect
 # client does not have, and what they use it for.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from sparkmlops import environment
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import environment, tracking
+from sparkmlops.core.errors import UserInputError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -154,11 +154,13 @@ def move_champion(name: str, version: str, previous, promotion_run_id: str) -> N
 
 
 def register_result(name: str, entry_point: str, model_uri: str, model_params: dict, metrics: dict,
-                    prepared: PreparedData) -> str:
-    """Register the run's logged model as a new version of ``name``; tag the run with it; return the version."""
+                    prepared) -> str:
+    """Register the run's logged model as a new version of ``name``; tag the run with it; return the version.
+
+    ``prepared`` is the run's data (data.splits.PreparedData): its digests and path are tagged on the version."""
     run_id = tracking.active_run_id()
-    version = registry.register_model(model_uri, name, run_id=run_id, entry_point=entry_point, params=model_params,
-                                      metrics=metrics, digests=prepared.digests, data_path=prepared.data_path)
+    version = register_model(model_uri, name, run_id=run_id, entry_point=entry_point, params=model_params,
+                             metrics=metrics, digests=prepared.digests, data_path=prepared.data_path)
     tracking.set_tags({"registered_model": name, "registered_model_version": str(version.version)})
     print(f"{entry_point}: registered models:/{name}/{version.version}", flush=True)
     return str(version.version)

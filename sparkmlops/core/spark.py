@@ -15,8 +15,8 @@ import os
 import re
 import sys
 
-from sparkmlops.environment import check_java
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.environment import check_java
+from sparkmlops.core.errors import UserInputError
 
 
 def _launches_local_jvm(master: str | None = None) -> bool:

@@ -15,9 +15,12 @@ from pathlib import Path
 import mlflow
 import mlflow.data.spark_dataset
 
-from sparkmlops import environment
+from sparkmlops.core import environment
+from sparkmlops.core.spark import is_connect
 
 MODEL_ARTIFACT_PATH = "model"
+# What a logged scikit-learn model needs to load and predict (its pinned requirements).
+SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
 
 # The names MLflow gives runs that were not named (`mlflow run` without --run-name): "upbeat-gnu-759".
@@ -156,7 +159,6 @@ def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows
     """
     from mlflow.models import infer_signature
 
-    from sparkmlops.spark import is_connect
 
     signature = infer_signature(input_sample_df, output_sample_df)
     input_example = input_sample_df.limit(input_example_rows).toPandas()
@@ -367,7 +369,6 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
 def log_sklearn_model(model, input_sample, name: str = "model", run_id: str | None = None):
     """Log a fitted estimator with signature, input example and pinned requirements (skops format),
     to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
-    import mlflow
     import skops.io
     from mlflow.models import infer_signature
 

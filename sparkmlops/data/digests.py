@@ -1,3 +1,9 @@
+"""Content digests of a DataFrame (the run's data_digest and dataset digests), folded into one pass with its count.
+"""
+
+from __future__ import annotations
+
+
 def _digest_aggregates(df) -> list:
     from pyspark.sql import functions as F
 

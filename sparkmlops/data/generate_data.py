@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from sparkmlops import data as data_lib
-from sparkmlops import io, tracking
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import generators, validation, writing
 
 MAX_FILES = 100_000
 # dataset name -> what it is, for the error that lists the choices
@@ -17,12 +17,12 @@ DATASETS = {"airbnb": "the SF listings schema", "iot": "device readings with dev
 @dataclass(frozen=True)
 class GenerateParams:
     output_path: str = ""
-    n_rows: int = data_lib.DEFAULT_N_ROWS
+    n_rows: int = generators.DEFAULT_N_ROWS
     n_files: int = 1
-    seed: int = data_lib.DEFAULT_SEED
+    seed: int = generators.DEFAULT_SEED
     mode: str = "error"
     dataset: str = "airbnb"
-    n_devices: int = data_lib.DEFAULT_N_DEVICES  # dataset=iot only
+    n_devices: int = generators.DEFAULT_N_DEVICES  # dataset=iot only
     drift: bool = False  # dataset=airbnb only: the drifted variant (check_drift's example)
 
     def validate(self) -> "GenerateParams":
@@ -32,10 +32,10 @@ class GenerateParams:
             choices = ", ".join(f"{name} ({what})" for name, what in DATASETS.items())
             raise UserInputError(f"unknown dataset '{self.dataset}': use {choices}.")
         # A changed n_devices with airbnb is a mistake (probably a forgotten -P dataset=iot), not a no-op.
-        if self.dataset != "iot" and self.n_devices != data_lib.DEFAULT_N_DEVICES:
+        if self.dataset != "iot" and self.n_devices != generators.DEFAULT_N_DEVICES:
             raise UserInputError(f"n_devices applies to dataset=iot only, got n_devices={self.n_devices} with "
                                  f"dataset={self.dataset}: pass -P dataset=iot or drop n_devices.")
-        data_lib.check_n_devices(self.n_devices)
+        generators.check_n_devices(self.n_devices)
         if self.drift and self.dataset != "airbnb":
             raise UserInputError(f"drift applies to dataset=airbnb only, got dataset={self.dataset}.")
         if self.n_rows < 1:
@@ -44,7 +44,7 @@ class GenerateParams:
             raise UserInputError(f"n_files must be between 1 and min(n_rows, {MAX_FILES}), got {self.n_files}.")
         if self.mode not in ("error", "overwrite"):
             raise UserInputError(f"mode must be 'error' or 'overwrite', got '{self.mode}'.")
-        data_lib.check_output_path(self.output_path, self.mode)
+        validation.check_output_path(self.output_path, self.mode)
         return self
 
     def as_dict(self) -> dict:
@@ -56,12 +56,12 @@ def generate_and_write(spark, params: GenerateParams) -> dict:
     and seconds."""
     started = time.perf_counter()
     if params.dataset == "iot":
-        df = data_lib.generate_iot(spark, params.n_rows, params.seed, n_devices=params.n_devices,
+        df = generators.generate_iot(spark, params.n_rows, params.seed, n_devices=params.n_devices,
                                    n_partitions=params.n_files)
     else:
-        df = data_lib.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files,
+        df = generators.generate_airbnb(spark, params.n_rows, params.seed, n_partitions=params.n_files,
                                       drift=params.drift)
-    io.write_parquet_atomically(df, params.output_path, mode=params.mode)
+    writing.write_parquet_atomically(df, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     summary = {"rows": params.n_rows, "files": params.n_files, "seconds": seconds}
     tracking.log_metrics({"rows_written": params.n_rows, "seconds": seconds,

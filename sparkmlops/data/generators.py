@@ -1,3 +1,26 @@
+"""Data: the SF Airbnb schema contract, the deterministic generator, and the one loader/validator.
+
+The real listings data (CC0, 7,146 rows, 34 columns) cannot ship with the project, so
+``generate_airbnb`` builds rows with exactly its schema, realistic categories and ranges, and a price
+that depends on the features plus noise. Every random draw is a hash of (seed, row id, draw number),
+so a row depends only on its id and the seed: the output is the same whatever the number of files,
+partitions or executors, and the first N rows of a larger dataset equal the N-row dataset.
+``generate_iot`` builds the book's per-group example (Learning Spark ch. 11, one model per device with
+``groupBy("device_id").applyInPandas``) the same way: sensor readings whose power depends on the
+sensors through coefficients that differ per device.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from sparkmlops.core.environment import PROJECT_ROOT
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data.schema import _NA_FLAGS, AIRBNB_COLUMNS, IOT_COLUMNS
+from sparkmlops.data.writing import write_parquet_atomically
+
 # Bump when the generator's output changes, so cached default data is regenerated.
 GENERATOR_VERSION = 1
 
@@ -324,7 +347,6 @@ def default_data_path(n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) ->
 
 def ensure_default_data(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) -> str:
     """Path of the embedded default dataset, generated on first use and cached (git-ignored)."""
-    from sparkmlops.io import write_parquet_atomically
 
     path = default_data_path(n_rows, seed)
     if not (path / "_SUCCESS").exists():

@@ -1,3 +1,12 @@
+"""The data contract: the SF Airbnb and IoT schemas, and which columns of a frame feed a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparkmlops.core.errors import UserInputError
+
 DEFAULT_LABEL = "price"
 
 

@@ -1,3 +1,16 @@
+"""The data of a training run: read once, checked for training, split as every training entry point splits it, and logged as the run's inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparkmlops.core import registry, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests as data_digests
+from sparkmlops.data import generators, validation
+from sparkmlops.data import schema as data_schema
+
 MIN_TRAIN_ROWS = 10
 
 
@@ -9,7 +22,7 @@ def check_training_inputs(label_col: str, train_fraction: float, data_path: str,
     if register_as:
         registry.check_model_name(register_as)
     if data_path:
-        data_lib.check_input_path(data_path)
+        validation.check_input_path(data_path)
 
 
 def check_train_fraction(train_fraction: float) -> None:
@@ -18,11 +31,11 @@ def check_train_fraction(train_fraction: float) -> None:
                              f"split), got {train_fraction}.")
 
 
-def check_against_data(profile: dict, spec: data_lib.FeatureSpec) -> None:
+def check_against_data(profile: dict, spec: data_schema.FeatureSpec) -> None:
     """Checks that need one pass over the data; Spark would fail cryptically later otherwise."""
     if not profile["rows"]:
         raise UserInputError("the data has no rows: check the path and the job that wrote it.")
-    message = data_lib.describe_value_problems(
+    message = validation.describe_value_problems(
         {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the data")
     if message:
         raise UserInputError(message)
@@ -43,7 +56,7 @@ class PreparedData:
     """The data of one training or tuning run, read once, checked, split and cached."""
 
     data_path: str
-    spec: data_lib.FeatureSpec
+    spec: data_schema.FeatureSpec
     profile: dict
     train_df: object
     test_df: object
@@ -61,7 +74,7 @@ class PreparedData:
 class LabelledData:
     """A dataset read, checked and ready to split: rows with a null label are dropped."""
 
-    spec: data_lib.FeatureSpec
+    spec: data_schema.FeatureSpec
     profile: dict
     df: object  # the rows used (labelled, label cast to double)
     cached: object  # what to unpersist
@@ -72,14 +85,14 @@ def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
     """Read ``data_path``, check it for training or evaluation and cache it; one Spark pass."""
     from pyspark.sql import functions as F
 
-    raw = data_lib.read_dataset(spark, data_path)
-    spec = data_lib.infer_feature_spec(raw, label_col)
+    raw = validation.read_dataset(spark, data_path)
+    spec = data_schema.infer_feature_spec(raw, label_col)
     cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
-    profile = data_lib.profile_for_training(cached, spec)
+    profile = validation.profile_for_training(cached, spec)
     check_against_data(profile, spec)
     if profile["null_labels"]:
         df = cached.filter(F.col(label_col).isNotNull())
-        return LabelledData(spec, profile, df, cached, data_lib.content_digest(df))
+        return LabelledData(spec, profile, df, cached, data_digests.content_digest(df))
     return LabelledData(spec, profile, cached, cached, profile["digest"])
 
 
@@ -91,11 +104,11 @@ def split_train_test(df, train_fraction: float, seed: int):
 def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
     """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
     if data_path:
-        data_path, source_note = data_lib.check_input_path(data_path), "user"
+        data_path, source_note = validation.check_input_path(data_path), "user"
     else:
-        data_path = data_lib.ensure_default_data(spark)
-        source_note = (f"generated (sparkmlops generator v{data_lib.GENERATOR_VERSION}, "
-                       f"n_rows={data_lib.DEFAULT_N_ROWS}, seed={data_lib.DEFAULT_SEED})")
+        data_path = generators.ensure_default_data(spark)
+        source_note = (f"generated (sparkmlops generator v{generators.GENERATOR_VERSION}, "
+                       f"n_rows={generators.DEFAULT_N_ROWS}, seed={generators.DEFAULT_SEED})")
     tracking.log_params({"data_path_resolved": data_path})
     tracking.set_tags({"data_source": source_note})
 
@@ -108,7 +121,7 @@ def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, s
 
     train_df, test_df = split_train_test(data.df, train_fraction, seed)
     train_df, test_df = train_df.cache(), test_df.cache()
-    (train_digest, train_rows), (test_digest, test_rows) = map(data_lib.digest_and_count, (train_df, test_df))
+    (train_digest, train_rows), (test_digest, test_rows) = map(data_digests.digest_and_count, (train_df, test_df))
     digests = {"full": data.digest, "train": train_digest, "test": test_digest}
     tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col, train_rows)
     tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col, test_rows)

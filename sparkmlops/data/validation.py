@@ -12,15 +12,12 @@ sensors through coefficients that differ per device.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
-from sparkmlops.environment import PROJECT_ROOT
-from sparkmlops.errors import UserInputError
-
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data.digests import _digest_aggregates, _digest_from
+from sparkmlops.data.schema import FeatureSpec
 
 # ----------------------------------------------------------------------------------------------
 # Paths and inputs (checked before Spark starts)

@@ -13,7 +13,8 @@ import posixpath
 import time
 import uuid
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import is_connect
 
 MODES = ("error", "overwrite", "keep_existing")
 
@@ -112,7 +113,6 @@ class _ArrowFileSystem:
 
 
 def _filesystem(spark, path: str):
-    from sparkmlops.spark import is_connect
 
     return _ArrowFileSystem(path) if is_connect(spark) else _HadoopFileSystem(spark, path)
 

@@ -1,3 +1,13 @@
+"""What train_per_group writes and score_per_group reads: the group column, the table of per-group models and the fallback model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import schema as data_schema
+
 GROUP_TABLE = "group_models.csv"
 
 
@@ -19,7 +29,7 @@ def check_group_col(df, group_col: str) -> None:
                              "string column (cast an id column to string first).")
 
 
-def group_spec(spec: data_lib.FeatureSpec, group_col: str) -> data_lib.FeatureSpec:
+def group_spec(spec: data_schema.FeatureSpec, group_col: str) -> data_schema.FeatureSpec:
     """A group's features: the data's, without the group column (constant within a group)."""
     return replace(spec, categorical_cols=[c for c in spec.categorical_cols if c != group_col])
 

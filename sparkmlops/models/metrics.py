@@ -1,3 +1,13 @@
+"""Regression metrics (rmse, mae, r2, as Spark's RegressionEvaluator defines them), on Spark predictions or arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparkmlops.core.errors import UserInputError
+
+
 def regression_metrics(predictions, label_col: str) -> dict[str, float]:
     """rmse, mae and r2 (as RegressionEvaluator defines them) in one pass."""
     from pyspark.sql import functions as F

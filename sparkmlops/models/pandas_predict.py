@@ -1,3 +1,14 @@
+"""A python_function model on the executors: shipped once per application, loaded once per Python worker, fed pandas batches cast to its signature.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+from sparkmlops.models import resolve
+
 # MLflow signature type -> the numpy dtype pandas gets it as.
 _NUMPY_DTYPE = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32",
                 "boolean": "bool", "string": "object"}
@@ -14,13 +25,13 @@ def _is_one_number(spec) -> bool:
     return getattr(spec.type, "name", "") in _NUMERIC_OUTPUT
 
 
-def pandas_casts(df, model: models.ResolvedModel) -> dict[str, str]:
+def pandas_casts(df, model: resolve.ResolvedModel) -> dict[str, str]:
     """The model's input columns whose Spark type is not the signature's, with the dtype to cast to in
     pandas (checked against the signature first: missing or mistyped columns fail before any job)."""
-    models.check_input_against_signature(df, model)
+    resolve.check_input_against_signature(df, model)
     spark_types = dict(df.dtypes)
     return {name: _NUMPY_DTYPE[kind] for name, kind in model.input_columns()
-            if kind in _NUMPY_DTYPE and spark_types[name] != models._SPARK_TYPE[kind]}
+            if kind in _NUMPY_DTYPE and spark_types[name] != resolve._SPARK_TYPE[kind]}
 
 
 def model_features(batch, columns: list[str], casts: dict[str, str]):
@@ -47,7 +58,7 @@ def as_prediction(output, rows: int):
 _LOADED: dict[str, object] = {}  # per Python worker process: shipped folder name -> loaded model
 
 
-def ship_model(spark, model: models.ResolvedModel) -> str:
+def ship_model(spark, model: resolve.ResolvedModel) -> str:
     """Download the model once on the driver and ship it to every executor as one zip file (a cluster
     master refuses addFile of a local folder); return its name."""
     import shutil

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
 
 _LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "

@@ -8,11 +8,11 @@ columns plus ``prediction`` through a staging folder that is renamed into place 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 
-from sparkmlops import data as data_lib
-from sparkmlops import io, models, tracking
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import validation, writing
+from sparkmlops.models import resolve
 
 OUTPUT_MODES = ("error", "overwrite")
 
@@ -23,8 +23,8 @@ def check_batch_paths(input_path: str, output_path: str, mode: str) -> None:
         raise UserInputError(f"mode must be 'error' or 'overwrite', got '{mode}'.")
     if not output_path:
         raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
-    data_lib.check_input_path(input_path, "input_path")
-    data_lib.check_output_path(output_path, mode, input_path)
+    validation.check_input_path(input_path, "input_path")
+    validation.check_output_path(output_path, mode, input_path)
 
 
 def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -> None:
@@ -34,25 +34,25 @@ def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -
                              "the scores are written there.")
 
 
-def check_scorable(df, model: models.ResolvedModel, what: str = "input") -> None:
+def check_scorable(df, model: resolve.ResolvedModel, what: str = "input") -> None:
     """The model's columns are there with its types, and its numeric ones hold no null, NaN or ±inf
     (one pass; Spark models fail on them mid-write, and none was trained on them)."""
-    models.check_input_against_signature(df, model, what)
+    resolve.check_input_against_signature(df, model, what)
     numeric = [c for c, kind in model.input_columns() if kind in ("double", "float", "long", "integer")]
-    data_lib.check_feature_values(df, numeric, what)
+    validation.check_feature_values(df, numeric, what)
 
 
-def load_spark_model(model: models.ResolvedModel):
+def load_spark_model(model: resolve.ResolvedModel):
     return tracking.load_spark_model(model.load_uri)
 
 
-def score_frame(spark_model, df, model: models.ResolvedModel):
+def score_frame(spark_model, df, model: resolve.ResolvedModel):
     """The input's columns plus ``prediction`` (the pipeline's intermediate columns are dropped)."""
     from pyspark.sql import functions as F
 
     # Keep a copy of the model's columns: those cast for the model are written back with their own types.
     copies = {c: f"__input__{c}" for c, _ in model.input_columns() if c in df.columns}
-    checked = models.check_input_against_signature(
+    checked = resolve.check_input_against_signature(
         df.withColumns({alias: F.col(c) for c, alias in copies.items()}), model)
     scored = spark_model.transform(checked)
     cast = {c for c in copies if dict(checked.dtypes)[c] != dict(df.dtypes)[c]}
@@ -60,16 +60,16 @@ def score_frame(spark_model, df, model: models.ResolvedModel):
                          F.col("prediction"))
 
 
-def score_input_to_output(spark, params, model: models.ResolvedModel, score, tags: dict | None = None) -> dict:
+def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, tags: dict | None = None) -> dict:
     """Read ``params.input_path``, score it with ``score(input_df) -> scored_df``, write the result
     atomically to ``params.output_path`` and log what was scored: the steps every batch scorer shares."""
     started = time.perf_counter()
-    input_df = data_lib.read_dataset(spark, params.input_path)
+    input_df = validation.read_dataset(spark, params.input_path)
     check_no_prediction_column(input_df)
-    digest, n_files = io.files_digest(spark, params.input_path)
+    digest, n_files = writing.files_digest(spark, params.input_path)
     scored = score(input_df)  # lazy: a scorer's own checks of the schema come first
     check_scorable(input_df, model)
-    io.write_parquet_atomically(scored, params.output_path, mode=params.mode)
+    writing.write_parquet_atomically(scored, params.output_path, mode=params.mode)
     seconds = time.perf_counter() - started
     rows = spark.read.parquet(params.output_path).count()  # from the parquet footers
     summary = {"rows_scored": rows, "seconds": seconds, "rows_per_second": rows / seconds if seconds else 0.0,

@@ -1,5 +1,16 @@
+"""What the two searches (tune_hyperopt, tune_grid) share: parameter checks, the loss sign, the refit of a scikit-learn winner and the summary line.
+"""
+
+from __future__ import annotations
+
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import splits, validation
+from sparkmlops.models import sklearn_forest
+
 # loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
 METRIC_SIGN = {"rmse": 1.0, "mae": 1.0, "r2": -1.0}
+
+MAX_PARALLELISM = 128  # SparkTrials' own cap
 
 
 class SearchFailed(UserInputError):
@@ -17,9 +28,9 @@ def check_search_params(label_col: str, parallelism: int, metric: str, train_fra
         raise UserInputError(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}.")
     if metric not in METRIC_SIGN:
         raise UserInputError(f"unknown metric '{metric}': use one of {', '.join(METRIC_SIGN)}.")
-    training.check_train_fraction(train_fraction)
+    splits.check_train_fraction(train_fraction)
     if data_path:
-        data_lib.check_input_path(data_path)
+        validation.check_input_path(data_path)
 
 
 def summary_line(entry_point: str, result) -> str:
@@ -29,13 +40,12 @@ def summary_line(entry_point: str, result) -> str:
             f"mae={metrics['mae']:.2f} run_id={result.run_id} best_run_id={result.best_run_id}")
 
 
-def refit_sklearn(prepared: training.PreparedData, model_params: dict, seed: int, model=None) -> tuple[dict, str]:
+def refit_sklearn(prepared: splits.PreparedData, model_params: dict, seed: int, model=None) -> tuple[dict, str]:
     """Fit the chosen forest on the whole training split (unless ``model`` is already fitted on it),
     score the test split and log metrics, figures and the model: (metrics, model URI)."""
-    from sparkmlops import sklearn_models, sklearn_training
 
     fitted = model is not None
     if model is None:
-        model = sklearn_models.build_forest(prepared.spec, sklearn_models.ForestParams(**model_params), seed,
+        model = sklearn_forest.build_forest(prepared.spec, sklearn_forest.ForestParams(**model_params), seed,
                                             n_jobs=-1)
-    return sklearn_training.fit_evaluate_log(prepared, model, fitted=fitted)
+    return sklearn_forest.fit_evaluate_log(prepared, model, fitted=fitted)

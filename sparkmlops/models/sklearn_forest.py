@@ -7,17 +7,20 @@ is a random forest (``rf``) or histogram gradient boosting (``gbt``) behind that
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from sparkmlops import data as data_lib
-from sparkmlops import environment
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import plots, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.tracking import log_sklearn_model
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import splits
+from sparkmlops.models.metrics import array_regression_metrics
 
 # What a logged scikit-learn model needs at load time (MLflow 3 saves it with skops).
-SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 MAX_FEATURES_NAMES = ("sqrt", "log2")
 MODEL_TYPES = ("rf", "gbt")
 
@@ -66,7 +69,7 @@ def _max_features(value: str):
     return fraction
 
 
-def build_forest(spec: data_lib.FeatureSpec, params: ForestParams, seed: int, n_jobs: int = 1):
+def build_forest(spec: data_schema.FeatureSpec, params: ForestParams, seed: int, n_jobs: int = 1):
     """Encoding + tree ensemble as one scikit-learn estimator taking the raw feature columns."""
     from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
     from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
@@ -135,13 +138,13 @@ def stable_order(frame):
     return frame.sort_values(list(frame.columns), kind="mergesort", na_position="last").reset_index(drop=True)
 
 
-def to_pandas(df, spec: data_lib.FeatureSpec):
+def to_pandas(df, spec: data_schema.FeatureSpec):
     """(features, label) as pandas, in a stable row order so the same seed gives the same model."""
     frame = stable_order(df.select(*spec.feature_cols, spec.label_col).toPandas())
     return frame[spec.feature_cols], frame[spec.label_col].to_numpy(dtype=float)
 
 
-def _log_importance(model, spec: data_lib.FeatureSpec, prefix: str = "") -> None:
+def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> None:
     """The forest's impurity importances under the original column names (rf only: gbt has none)."""
     import pandas as pd
 
@@ -159,7 +162,7 @@ def _log_importance(model, spec: data_lib.FeatureSpec, prefix: str = "") -> None
     plots.close(fig)
 
 
-def fit_evaluate_log(prepared: training.PreparedData, model, fitted: bool = False, prefix: str = "",
+def fit_evaluate_log(prepared: splits.PreparedData, model, fitted: bool = False, prefix: str = "",
                      name: str = "model") -> tuple[dict, str]:
     """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
     (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
@@ -173,7 +176,7 @@ def fit_evaluate_log(prepared: training.PreparedData, model, fitted: bool = Fals
     fit_seconds = time.perf_counter() - started
     model = single_threaded(model)
     predicted = model.predict(x_test)
-    metrics = regression_metrics(y_test, predicted)
+    metrics = array_regression_metrics(y_test, predicted)
     tracking.log_metrics({f"{prefix}{k}": v for k, v in {**metrics, "fit_seconds": fit_seconds}.items()})
     fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
     tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")

@@ -14,9 +14,11 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from sparkmlops import data as data_lib
-from sparkmlops import plots, registry, tracking
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import plots, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data.splits import PreparedData, check_training_inputs
+from sparkmlops.models.metrics import regression_metrics
 
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 PLOT_SAMPLE_ROWS = 5000
@@ -44,7 +46,7 @@ class TrainParams:
     """The `train` entry point's parameters (names match MLproject)."""
 
     data_path: str = ""
-    label_col: str = data_lib.DEFAULT_LABEL
+    label_col: str = data_schema.DEFAULT_LABEL
     model_type: str = "rf"  # rf = random forest, gbt = gradient-boosted trees
     num_trees: int = 100
     max_depth: int = 5
@@ -92,7 +94,7 @@ class TrainParams:
 class TrainResult:
     model: object
     metrics: dict[str, float]
-    spec: data_lib.FeatureSpec
+    spec: data_schema.FeatureSpec
     data_path: str
     feature_importance: object = None  # pandas frame (feature, importance)
     digests: dict[str, str] = field(default_factory=dict)
@@ -101,7 +103,7 @@ class TrainResult:
     registered_version: str = ""
 
 
-def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
+def build_pipeline(spec: data_schema.FeatureSpec, params: TrainParams):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
     from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
@@ -139,7 +141,7 @@ def build_pipeline(spec: data_lib.FeatureSpec, params: TrainParams):
     return Pipeline(stages=stages)
 
 
-def check_log_label(profile: dict, spec: data_lib.FeatureSpec) -> None:
+def check_log_label(profile: dict, spec: data_schema.FeatureSpec) -> None:
     if profile["label_min"] is not None and profile["label_min"] <= -1.0:
         raise UserInputError(f"log_label=true needs '{spec.label_col}' > -1 (log1p), but its minimum is "
                              f"{profile['label_min']}: pass -P log_label=false.")
@@ -161,7 +163,7 @@ def min_bins(category_counts: dict[str, int]) -> int:
     return max([k + 1 for k in category_counts.values()] + [2])
 
 
-def fit_pipeline(train_df, spec: data_lib.FeatureSpec, params: TrainParams):
+def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: TrainParams):
     """Fit ``build_pipeline`` stage by stage (as Pipeline.fit does), checking maxBins once the
     StringIndexer has counted the categories, before the forest is fitted."""
     from pyspark.ml import Pipeline, PipelineModel
@@ -184,7 +186,7 @@ def forest_of(model):
                 if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster"))
 
 
-def feature_importance_table(model, spec: data_lib.FeatureSpec):
+def feature_importance_table(model, spec: data_schema.FeatureSpec):
     """(feature, importance) with the original column names, most important first."""
     import pandas as pd
 

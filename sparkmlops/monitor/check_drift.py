@@ -17,9 +17,19 @@ dataset in all.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
+from sparkmlops.core import plots, registry, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import validation
+from sparkmlops.models import resolve, scoring
+from sparkmlops.monitor.drift_statistics import (
+    NULL_RATE_THRESHOLD,
+    FeatureDrift,
+    feature_drift,
+    numeric_drift,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The check_drift job
@@ -37,24 +47,21 @@ class DriftParams:
 
     def validate(self):
         """(resolved model or None, reference path): everything checkable without Spark."""
-        from sparkmlops import data as data_lib
-        from sparkmlops import models
-        from sparkmlops.errors import UserInputError
 
         if bool(self.model_uri) == bool(self.reference_path):
             raise UserInputError("pass exactly one of model_uri (its training data is the reference) and "
                                  "reference_path.")
         if not self.current_path:
             raise UserInputError("current_path is empty: pass -P current_path=<data to check>.")
-        data_lib.check_input_path(self.current_path, "current_path")
+        validation.check_input_path(self.current_path, "current_path")
         if not 0 < self.threshold <= 10:
             raise UserInputError(f"threshold must be in (0, 10] (PSI; 0.1 = some drift, 0.2 = significant), "
                                  f"got {self.threshold}.")
         if not 2 <= self.bins <= 100:
             raise UserInputError(f"bins must be in 2..100, got {self.bins}.")
-        model = models.resolve_model(self.model_uri) if self.model_uri else None
+        model = resolve.resolve_model(self.model_uri) if self.model_uri else None
         reference = self.reference_path or _training_data_path(model)
-        data_lib.check_input_path(reference, "reference_path")
+        validation.check_input_path(reference, "reference_path")
         return model, reference
 
     def as_dict(self) -> dict:
@@ -62,7 +69,6 @@ class DriftParams:
 
 
 def _training_params(model) -> dict:
-    from sparkmlops import tracking
 
     run = tracking.get_run(model.run_id) if model.run_id else None
     return tracking.run_parameters(run) if run else {}
@@ -73,7 +79,6 @@ def _training_label(model) -> str:
 
 
 def _training_data_path(model) -> str:
-    from sparkmlops.errors import UserInputError
 
     path = _training_params(model).get("data_path_resolved")
     if not path:
@@ -108,13 +113,10 @@ def drift_table(results: list[FeatureDrift], threshold: float, retyped: dict[str
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     """Drift of ``params.current_path`` against the reference, per feature (and of the model's
     predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
-    from sparkmlops import data as data_lib
-    from sparkmlops import plots, scoring, tracking
-    from sparkmlops.errors import UserInputError
 
     model, reference_path = checked
-    reference = data_lib.read_dataset(spark, reference_path)
-    current = data_lib.read_dataset(spark, params.current_path)
+    reference = validation.read_dataset(spark, reference_path)
+    current = validation.read_dataset(spark, params.current_path)
     for what, path, df in (("reference", reference_path, reference), ("current", params.current_path, current)):
         if df.isEmpty():
             # No rows is a broken input, not "no drift": there is nothing whose drift could be measured.
@@ -130,7 +132,7 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
         raise UserInputError(f"current_path lacks {len(missing)} column(s) of the reference: "
                              f"{', '.join(missing[:10])}: check the path or the model.")
     def kind(spark_type) -> str:
-        numeric_type = spark_type in data_lib.NUMERIC_TYPES or str(spark_type).startswith("decimal")
+        numeric_type = spark_type in data_schema.NUMERIC_TYPES or str(spark_type).startswith("decimal")
         return "numeric" if numeric_type else "string" if spark_type == "string" else str(spark_type)
 
     retyped = {c: f"{types[c]} -> {current_types[c]}" for c in features if kind(types[c]) != kind(current_types[c])}
@@ -160,7 +162,6 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
                        "current_path": params.current_path, **(model.tags() if model else {})})
     if model is not None and model.registered_name and model.version:
         # The registry shows, on the version itself, whether the data it now sees drifted from its training data.
-        from sparkmlops import registry
 
         registry.set_version_tags(model.registered_name, model.version, {
             "drift_verdict": verdict, "drift_max_psi": f"{summary['max_psi']:.4f}",

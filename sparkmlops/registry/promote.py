@@ -14,9 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops import data as data_lib
-from sparkmlops import models, registry, scoring, tracking, training
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import registry, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import digests, generators, splits, validation
+from sparkmlops.data import schema as data_schema
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import resolve, scoring
 
 METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
@@ -48,7 +51,7 @@ class PromoteParams:
             raise UserInputError("force=true moves @champion without the gate, so it needs the version: pass "
                                  "-P version=<N> (for a rollback, the older version to restore).")
         if self.data_path:
-            data_lib.check_input_path(self.data_path)
+            validation.check_input_path(self.data_path)
         candidate = registry.find_version(self.model_name, self.version)
         candidate_model = spark_model_of(self.model_name, candidate, "the candidate")
         champion = registry.alias_version(self.model_name, registry.CHAMPION)
@@ -61,9 +64,9 @@ class PromoteParams:
         return asdict(self)
 
 
-def spark_model_of(name: str, version, role: str) -> models.ResolvedModel:
+def spark_model_of(name: str, version, role: str) -> resolve.ResolvedModel:
     """The version's model, refused (one line) unless it is a Spark model."""
-    resolved = models.resolve_model(f"models:/{name}/{version.version}", require_flavor="")
+    resolved = resolve.resolve_model(f"models:/{name}/{version.version}", require_flavor="")
     if "spark" not in resolved.flavors:
         hint = ("point @champion at a Spark version first with -P version=<N> -P force=true"
                 if "champion" in role else "pass -P version=<N> of a model logged by train or tune_hyperopt "
@@ -77,9 +80,9 @@ def spark_model_of(name: str, version, role: str) -> models.ResolvedModel:
 class Plan:
     params: PromoteParams
     candidate: object  # mlflow ModelVersion
-    candidate_model: models.ResolvedModel
+    candidate_model: resolve.ResolvedModel
     champion: object | None
-    champion_model: models.ResolvedModel | None
+    champion_model: resolve.ResolvedModel | None
 
     @property
     def needs_evaluation(self) -> bool:
@@ -171,7 +174,7 @@ def training_split(version) -> TrainingSplit | None:
                 known["test_digest"] = dataset_input.dataset.digest
     if None in (known["seed"], known["train_fraction"], known["data_digest"]):
         return None
-    label_col = known["label_col"] or data_lib.DEFAULT_LABEL
+    label_col = known["label_col"] or data_schema.DEFAULT_LABEL
     return TrainingSplit(version.run_id or "", int(known["seed"]), float(known["train_fraction"]), label_col,
                          known["data_digest"], known["test_digest"] or "")
 
@@ -182,14 +185,14 @@ def label_col_of(plan: Plan) -> str:
     for role, version in (("candidate", plan.candidate), ("@champion", plan.champion)):
         if version is not None:
             split = training_split(version)
-            labels[role] = split.label_col if split else data_lib.DEFAULT_LABEL
+            labels[role] = split.label_col if split else data_schema.DEFAULT_LABEL
     if len(set(labels.values())) > 1:
         raise UserInputError(f"the candidate predicts '{labels['candidate']}' but @champion predicts "
                              f"'{labels['@champion']}': versions of one registered model must predict the same label.")
     return labels["candidate"]
 
 
-def heldout_rows(data: training.LabelledData, versions: list, data_path: str):
+def heldout_rows(data: splits.LabelledData, versions: list, data_path: str):
     """Rows of ``data`` no version in ``versions`` ((role, ModelVersion)) trained on, and how they were found."""
     heldout, notes, seen = data.df, [], set()
     for role, version in versions:
@@ -202,8 +205,8 @@ def heldout_rows(data: training.LabelledData, versions: list, data_path: str):
             continue
         key = (split.seed, split.train_fraction)
         if key not in seen:
-            _, test = training.split_train_test(data.df, split.train_fraction, split.seed)
-            if split.test_digest and data_lib.content_digest(test) != split.test_digest:
+            _, test = splits.split_train_test(data.df, split.train_fraction, split.seed)
+            if split.test_digest and digests.content_digest(test) != split.test_digest:
                 raise UserInputError(
                     f"cannot rebuild the test split of {role} version {version.version} (run {split.run_id}) from "
                     f"'{data_path}': Spark partitioned the files differently than when it trained, so its training "
@@ -218,14 +221,14 @@ def heldout_rows(data: training.LabelledData, versions: list, data_path: str):
 def evaluate(spark, plan: Plan, data_path: str) -> dict:
     """Score the candidate (and @champion) on the held-out rows: metrics prefixed by role, and row count."""
     label_col = label_col_of(plan)
-    data = training.load_labelled(spark, data_path, label_col)
+    data = splits.load_labelled(spark, data_path, label_col)
     try:
         versions = [("candidate", plan.candidate)]
         if plan.champion_model is not None:
             versions.append(("@champion", plan.champion))
         heldout, notes = heldout_rows(data, versions, data_path)
         heldout = heldout.cache()
-        digest, rows = data_lib.digest_and_count(heldout)
+        digest, rows = digests.digest_and_count(heldout)
         if rows < MIN_HELDOUT_ROWS:
             raise UserInputError(f"only {rows} rows of '{data_path}' are held out from both versions' training: "
                                  f"need {MIN_HELDOUT_ROWS}; pass more labelled data with -P data_path=...")
@@ -236,7 +239,7 @@ def evaluate(spark, plan: Plan, data_path: str) -> dict:
             if resolved is None:
                 continue
             scored = scoring.score_frame(scoring.load_spark_model(resolved), heldout, resolved)
-            metrics = training.regression_metrics(scored, label_col)
+            metrics = model_metrics.regression_metrics(scored, label_col)
             results.update({f"{role}_{k}": v for k, v in metrics.items()})
         heldout.unpersist()
         return results
@@ -255,7 +258,7 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
     elif params.force:
         result.decision, result.champion_version = "forced", candidate
     else:
-        data_path = params.data_path or data_lib.ensure_default_data(spark)
+        data_path = params.data_path or generators.ensure_default_data(spark)
         result.metrics = evaluate(spark, plan, data_path)
         if plan.champion is None:
             result.decision, result.champion_version = "promoted_first", candidate

@@ -1,3 +1,17 @@
+"""Where a run's code comes from: the git commit and project folder it ran from, cloned and checked out for the re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from sparkmlops.core.environment import PROJECT_ROOT
+from sparkmlops.core.errors import UserInputError
+
+
 def project_subdirectory(tags: dict[str, str]) -> str:
     """The project's folder in its repository: the run's git_subdirectory tag, else the ``#folder`` of the
     URI `mlflow run` was given (mlflow.source.name)."""
@@ -21,7 +35,6 @@ def _has_commit(repo: str, commit: str) -> bool:
 def find_code_source(commit: str, project_uri: str, tags: dict[str, str]) -> str:
     """Where the commit's code can be fetched: project_uri, else this checkout if it has the commit,
     else the repository URL MLflow recorded for the run (a run launched from a git URL)."""
-    from sparkmlops.environment import PROJECT_ROOT
 
     if project_uri:
         if os.path.isdir(project_uri) and not _has_commit(project_uri, commit):

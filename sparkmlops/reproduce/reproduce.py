@@ -16,13 +16,20 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import environment, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import splits, validation
+from sparkmlops.reproduce.code_source import (
+    clone_at,
+    entry_point_parameters,
+    find_code_source,
+    project_subdirectory,
+)
 
 ENV_MANAGERS = ("local", "uv")
 # Entry points whose run is a pure function of code, parameters and data: they read data_path, train
@@ -96,7 +103,6 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
     except MlflowException as exc:
         raise UserInputError(f"run '{run_id}' not found in the tracking store {_tracking_uri()} "
                              f"({' '.join(str(exc).split())[:200]}): check the id and MLFLOW_TRACKING_URI.") from exc
-    from sparkmlops import tracking
 
     tags, params = run.data.tags, tracking.run_parameters(run)
     entry_point = tags.get("entry_point") or tags.get("mlflow.project.entryPoint") or tags.get("mlflow.runName", "")
@@ -162,12 +168,10 @@ def check_data(spark, original: OriginalRun) -> DataCheck:
     """Does the run's data still have its logged content digest? If not, say what changed."""
     import mlflow
 
-    from sparkmlops import data as data_lib
-    from sparkmlops import training
 
     try:
-        data_lib.check_input_path(original.data_path)
-        data = training.load_labelled(spark, original.data_path, original.label_col)
+        validation.check_input_path(original.data_path)
+        data = splits.load_labelled(spark, original.data_path, original.label_col)
     except UserInputError as exc:
         return DataCheck(False, [f"{original.data_path} can no longer be read as the run's data: {exc}"], "")
     if data.digest == original.data_digest:
@@ -289,7 +293,6 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
     import pandas as pd
     from mlflow import MlflowClient
 
-    from sparkmlops import environment, tracking
 
     tracking.set_tags({"original_run_id": original.run_id, "original_entry_point": original.entry_point,
                        "original_git_commit": original.commit})

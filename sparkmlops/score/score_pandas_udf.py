@@ -17,13 +17,18 @@ columns and types plus ``prediction``.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
-import uuid
 from dataclasses import asdict, dataclass
 
-from sparkmlops import models, scoring
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import session_conf, ship_package
+from sparkmlops.models import resolve, scoring
+from sparkmlops.models.pandas_predict import (
+    _is_one_number,
+    pandas_casts,
+    predict_partition,
+    ship_model,
+)
 
 METHODS = ("map_in_pandas", "spark_udf")
 MAX_BATCH_SIZE = 1_000_000
@@ -41,7 +46,7 @@ class PandasUdfParams:
     batch_size: int = 10_000
     mode: str = "error"
 
-    def validate(self) -> models.ResolvedModel:
+    def validate(self) -> resolve.ResolvedModel:
         if self.method not in METHODS:
             raise UserInputError(f"unknown method '{self.method}': use map_in_pandas (model loaded once per task) "
                                  "or spark_udf (mlflow.pyfunc.spark_udf).")
@@ -55,9 +60,9 @@ class PandasUdfParams:
         return asdict(self)
 
 
-def resolve_pyfunc_model(model_uri: str) -> models.ResolvedModel:
+def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
     """A python_function model with an input signature and one numeric output; Spark models refused."""
-    model = models.resolve_model(model_uri, require_flavor="python_function")
+    model = resolve.resolve_model(model_uri, require_flavor="python_function")
     if "spark" in model.flavors:
         raise UserInputError(f"model '{model_uri}' is a Spark ML model: score it with score_batch (a pandas UDF "
                              "would need a SparkSession inside every task).")
@@ -74,12 +79,11 @@ def resolve_pyfunc_model(model_uri: str) -> models.ResolvedModel:
 # map_in_pandas: the model's files shipped with the job, loaded once per task
 
 
-def score_map_in_pandas(spark, df, model: models.ResolvedModel, counters: dict | None = None):
+def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict | None = None):
     """``df`` plus ``prediction``, scored by ``mapInPandas``. ``counters`` receives the accumulators
     ``model_loads`` and ``batches`` (read them after an action)."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    from sparkmlops.spark import ship_package
 
     casts = pandas_casts(df, model)
     ship_package(spark)  # the function below lives in this package
@@ -95,7 +99,7 @@ def score_map_in_pandas(spark, df, model: models.ResolvedModel, counters: dict |
 # ----------------------------------------------------------------------------------------------
 # spark_udf: MLflow's wrapper
 
-def score_spark_udf(spark, df, model: models.ResolvedModel):
+def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     """``df`` plus ``prediction``, scored by ``mlflow.pyfunc.spark_udf`` (same process environment)."""
     import mlflow
     from pyspark.sql import functions as F
@@ -103,15 +107,13 @@ def score_spark_udf(spark, df, model: models.ResolvedModel):
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
     udf = mlflow.pyfunc.spark_udf(spark, model.load_uri, result_type="double", env_manager="local")
     # A struct argument reaches the model as a DataFrame with the struct's field names.
-    features = F.struct(*[F.col(c).cast(models._SPARK_TYPE.get(kind, "string")).alias(c)
+    features = F.struct(*[F.col(c).cast(resolve._SPARK_TYPE.get(kind, "string")).alias(c)
                           for c, kind in model.input_columns()])
     return df.withColumn("prediction", udf(features))
 
 
-def score_with_pandas_udf(spark, params: PandasUdfParams, model: models.ResolvedModel) -> dict:
+def score_with_pandas_udf(spark, params: PandasUdfParams, model: resolve.ResolvedModel) -> dict:
     """The `score_pandas_udf` job: checked input, atomic output, tracked like score_batch."""
-    from sparkmlops import tracking
-    from sparkmlops.spark import session_conf
 
     counters: dict = {}
     with session_conf(spark, {ARROW_BATCH_CONF: str(params.batch_size)}):

@@ -1,3 +1,24 @@
+"""Entry point `score_per_group`: each group's rows scored by its own model (``groupBy + applyInPandas``), unknown groups handled as asked.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import ship_package
+from sparkmlops.models import resolve, scoring
+from sparkmlops.models.group_models import (
+    GroupModels,
+    check_group_col,
+    group_value,
+    listed,
+    load_group_models,
+)
+from sparkmlops.models.pandas_predict import as_prediction, model_features, pandas_casts
+
 UNKNOWN_GROUPS = ("fallback", "null", "error")
 
 
@@ -25,7 +46,6 @@ def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: st
     """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
     import numpy as np
 
-    from sparkmlops.pandas_scoring import as_prediction, model_features
 
     group = group_value(frame, group_models.group_col)
     uri = group_models.by_group.get(group) if group is not None else None
@@ -40,13 +60,11 @@ def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: st
     return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
 
 
-def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: models.ResolvedModel):
+def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: resolve.ResolvedModel):
     """``df`` plus ``prediction`` and ``scored_with``, each group scored by its own model."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-    from sparkmlops.pandas_scoring import pandas_casts
-    from sparkmlops.spark import ship_package
 
     check_group_col(df, group_models.group_col)
     casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
@@ -72,20 +90,20 @@ class ScorePerGroupParams:
     unknown_groups: str = "fallback"
     mode: str = "error"
 
-    def validate(self) -> tuple[GroupModels, models.ResolvedModel]:
+    def validate(self) -> tuple[GroupModels, resolve.ResolvedModel]:
         if self.unknown_groups not in UNKNOWN_GROUPS:
             raise UserInputError(f"unknown_groups must be fallback (score them with the fallback model), null "
                                  f"(no prediction) or error (refuse the input), got '{self.unknown_groups}'.")
         scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
         group_models = load_group_models(self.run_id)
-        fallback = models.resolve_model(group_models.fallback_uri, require_flavor="python_function")
+        fallback = resolve.resolve_model(group_models.fallback_uri, require_flavor="python_function")
         return group_models, fallback
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupModels, models.ResolvedModel]) -> dict:
+def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupModels, resolve.ResolvedModel]) -> dict:
     """The `score_per_group` job: checked input, atomic output, unknown groups counted and handled."""
     from pyspark.sql import functions as F
 

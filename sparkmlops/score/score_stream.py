@@ -18,9 +18,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from sparkmlops import data as data_lib
-from sparkmlops import models, scoring, tracking
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import validation
+from sparkmlops.models import resolve, scoring
 
 IDENTITY_FILE = "sparkmlops-stream.json"
 _INTERVAL = re.compile(r"^\s*(\d+(\.\d+)?)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$")
@@ -35,19 +36,19 @@ class StreamParams:
     max_files_per_trigger: int = 1
     trigger: str = "available_now"
 
-    def validate(self) -> models.ResolvedModel:
+    def validate(self) -> resolve.ResolvedModel:
         for name in ("input_path", "output_path", "checkpoint_path"):
             if not getattr(self, name):
                 raise UserInputError(f"{name} is empty: pass -P {name}=<folder>.")
         if self.max_files_per_trigger < 1:
             raise UserInputError(f"max_files_per_trigger must be >= 1, got {self.max_files_per_trigger}.")
         trigger_kwargs(self.trigger)
-        data_lib.check_input_path(self.input_path, "input_path", allow_empty=True)
-        data_lib.check_output_path(self.output_path, "append", self.input_path)  # a stream appends: it may exist
-        if data_lib.is_local_path(self.input_path) and not os.path.isdir(data_lib.local_path(self.input_path)):
+        validation.check_input_path(self.input_path, "input_path", allow_empty=True)
+        validation.check_output_path(self.output_path, "append", self.input_path)  # a stream appends: it may exist
+        if validation.is_local_path(self.input_path) and not os.path.isdir(validation.local_path(self.input_path)):
             raise UserInputError(f"input_path '{self.input_path}' is a file: a stream reads a folder that "
                                  "receives parquet files.")
-        model = models.resolve_model(self.model_uri)
+        model = resolve.resolve_model(self.model_uri)
         model.input_columns()  # a stream needs the signature for its schema
         check_files_against_signature(self.input_path, model)
         check_checkpoint(self, model)
@@ -57,15 +58,15 @@ class StreamParams:
         return asdict(self)
 
 
-def check_files_against_signature(input_path: str, model: models.ResolvedModel) -> None:
+def check_files_against_signature(input_path: str, model: resolve.ResolvedModel) -> None:
     """Before Spark, from the parquet footers of a local folder: every file has the model's columns with
     their kind (number or text), or the one that does not is named. Spark reads a stream's files with the
     model's schema, so a file without a column would score nulls, and one with another type would stop
     the stream mid-way."""
-    if not data_lib.is_local_path(input_path):
+    if not validation.is_local_path(input_path):
         return
     expected = {name: kind == "string" for name, kind in model.input_columns()}
-    for path, columns in data_lib.parquet_file_columns(data_lib.local_path(input_path)):
+    for path, columns in validation.parquet_file_columns(validation.local_path(input_path)):
         missing = [c for c in expected if c not in columns]
         retyped = [f"{c} is {columns[c]}, model expects {'string' if text else 'numeric'}"
                    for c, text in expected.items() if c in columns and (columns[c] == "string") != text]
@@ -85,18 +86,18 @@ def trigger_kwargs(trigger: str) -> dict:
     raise UserInputError(f"trigger must be 'available_now' or an interval such as '10 seconds', got '{trigger}'.")
 
 
-def _identity(params: StreamParams, model: models.ResolvedModel) -> dict:
+def _identity(params: StreamParams, model: resolve.ResolvedModel) -> dict:
     def norm(path):
-        return os.path.abspath(data_lib.local_path(path)) if data_lib.is_local_path(path) else path
+        return os.path.abspath(validation.local_path(path)) if validation.is_local_path(path) else path
 
     return {"model": model.identity, "output_path": norm(params.output_path), "input_path": norm(params.input_path)}
 
 
-def check_checkpoint(params: StreamParams, model: models.ResolvedModel) -> None:
+def check_checkpoint(params: StreamParams, model: resolve.ResolvedModel) -> None:
     """Refuse a checkpoint made for another model, input or output, and an output without its checkpoint."""
-    if not data_lib.is_local_path(params.checkpoint_path):
+    if not validation.is_local_path(params.checkpoint_path):
         return  # remote checkpoints: identity is checked by Spark's own offsets only
-    checkpoint = data_lib.local_path(params.checkpoint_path)
+    checkpoint = validation.local_path(params.checkpoint_path)
     identity_file = os.path.join(checkpoint, IDENTITY_FILE)
     expected = _identity(params, model)
     if os.path.exists(identity_file):
@@ -111,18 +112,18 @@ def check_checkpoint(params: StreamParams, model: models.ResolvedModel) -> None:
     elif os.path.isdir(checkpoint) and os.listdir(checkpoint):
         raise UserInputError(f"checkpoint '{params.checkpoint_path}' is not empty and was not made by score_stream: "
                              "use a new checkpoint_path.")
-    elif data_lib.is_local_path(params.output_path):
-        output = data_lib.local_path(params.output_path)
+    elif validation.is_local_path(params.output_path):
+        output = validation.local_path(params.output_path)
         if os.path.exists(output) and os.listdir(output):
             raise UserInputError(f"output '{params.output_path}' already holds data but checkpoint "
                                  f"'{params.checkpoint_path}' is new: resuming needs the output's own checkpoint; "
                                  "use a new output_path.")
 
 
-def _record_identity(params: StreamParams, model: models.ResolvedModel) -> None:
-    if not data_lib.is_local_path(params.checkpoint_path):
+def _record_identity(params: StreamParams, model: resolve.ResolvedModel) -> None:
+    if not validation.is_local_path(params.checkpoint_path):
         return
-    checkpoint = data_lib.local_path(params.checkpoint_path)
+    checkpoint = validation.local_path(params.checkpoint_path)
     os.makedirs(checkpoint, exist_ok=True)
     path = os.path.join(checkpoint, IDENTITY_FILE)
     if not os.path.exists(path):
@@ -132,11 +133,11 @@ def _record_identity(params: StreamParams, model: models.ResolvedModel) -> None:
         os.replace(tmp, path)
 
 
-def check_stream_input(spark, params: StreamParams, model: models.ResolvedModel) -> None:
+def check_stream_input(spark, params: StreamParams, model: resolve.ResolvedModel) -> None:
     """The files already there must carry the model's columns (their schema only: a restart must not
     re-read the stream's history; values are checked row by row as they stream, see guard_values)."""
-    df = data_lib.read_dataset(spark, params.input_path)
-    models.check_input_against_signature(df, model, what=f"input '{params.input_path}'")
+    df = validation.read_dataset(spark, params.input_path)
+    resolve.check_input_against_signature(df, model, what=f"input '{params.input_path}'")
 
 
 class ProgressReporter:
@@ -172,7 +173,7 @@ class ProgressReporter:
 _BAD_ROW = "sparkmlops-bad-value"
 
 
-def guard_values(source, model: models.ResolvedModel):
+def guard_values(source, model: resolve.ResolvedModel):
     """The stream with every numeric model input checked row by row: a null, NaN or infinite value
     stops the query with an error naming the file it came from (the batch scorers count such rows
     before writing; a stream cannot look ahead)."""
@@ -209,14 +210,14 @@ def stream_failure(exception) -> Exception:
     return RuntimeError(f"streaming query failed: {text[:500]}")
 
 
-def run_stream(spark, params: StreamParams, model: models.ResolvedModel, poll_seconds: float = 0.5) -> dict:
+def run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_seconds: float = 0.5) -> dict:
     """Start the query and run it until the input is drained (available_now) or a SIGINT/SIGTERM."""
     check_stream_input(spark, params, model)
     spark_model = scoring.load_spark_model(model)
     _record_identity(params, model)
     # ignoreMissingFiles: a bad file that stopped the stream can be removed, and the restart replays its
     # micro-batch without it (the sink's log keeps that exactly once).
-    source = (spark.readStream.schema(models.spark_schema_for(model))
+    source = (spark.readStream.schema(resolve.spark_schema_for(model))
               .option("maxFilesPerTrigger", params.max_files_per_trigger).option("ignoreMissingFiles", "true")
               .parquet(params.input_path))
     scored = scoring.score_frame(spark_model, guard_values(source, model), model)

@@ -1,7 +1,7 @@
 """The `export_onnx` job: convert a logged Spark pipeline to ONNX, prove it predicts what Spark predicts,
 and log it as an MLflow pyfunc model that serves without Spark.
 
-The conversion reads the saved model files only (sparkmlops.onnx_export), so an unsupported stage is
+The conversion reads the saved model files only (sparkmlops.serve.onnx_convert), so an unsupported stage is
 refused before Spark starts. Parity is then measured on real rows: the model's training data (or the
 generated data, or ``parity_data_path``) plus copies with unseen and null categories, scored by Spark's
 ``transform`` and by the exported model's own pyfunc code; the export fails if any prediction differs
@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sparkmlops import data as data_lib
-from sparkmlops import environment, models, onnx_export, registry, tracking
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import environment, registry, tracking
+from sparkmlops.data import generators, validation
+from sparkmlops.models import resolve, scoring
+from sparkmlops.serve import onnx_convert
+from sparkmlops.serve import onnx_pyfunc
+from sparkmlops.serve.onnx_pyfunc import OnnxPipeline, OnnxPipelineModel
 
 PARITY_TOLERANCE = 1e-6
 PARITY_SAMPLE_ROWS = 20000
@@ -47,12 +50,12 @@ class ExportParams:
         if self.register_as:
             registry.check_model_name(self.register_as)
         if self.parity_data_path:
-            data_lib.check_input_path(self.parity_data_path, "parity_data_path")
-        source = models.resolve_model(self.model_uri)
+            validation.check_input_path(self.parity_data_path, "parity_data_path")
+        source = resolve.resolve_model(self.model_uri)
         workdir = tempfile.mkdtemp(prefix="sparkmlops-export-")
         try:
             local = mlflow.artifacts.download_artifacts(source.load_uri, dst_path=workdir)
-            onnx_model, plan = onnx_export.convert_saved_pipeline(local)
+            onnx_model, plan = onnx_convert.convert_saved_pipeline(local)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -65,10 +68,10 @@ class ExportParams:
 @dataclass
 class ExportPlan:
     params: ExportParams
-    source: models.ResolvedModel
+    source: resolve.ResolvedModel
     spark_model_dir: str
     onnx_model: object
-    plan: onnx_export.PipelinePlan
+    plan: onnx_convert.PipelinePlan
     workdir: str
 
     def metadata(self) -> dict:
@@ -81,7 +84,7 @@ class ExportPlan:
         }
 
 
-def _training_data_path(source: models.ResolvedModel) -> str:
+def _training_data_path(source: resolve.ResolvedModel) -> str:
     """The data the source model was trained on, when its run says so and the path still exists."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -92,7 +95,7 @@ def _training_data_path(source: models.ResolvedModel) -> str:
         path = MlflowClient().get_run(source.run_id).data.params.get("data_path_resolved", "")
     except MlflowException:
         return ""
-    return path if path and (not data_lib.is_local_path(path) or os.path.exists(data_lib.local_path(path))) else ""
+    return path if path and (not validation.is_local_path(path) or os.path.exists(validation.local_path(path))) else ""
 
 
 def parity_frame(spark, data_path: str, string_columns: list[str], feature_columns: list[str], model=None):
@@ -100,9 +103,8 @@ def parity_frame(spark, data_path: str, string_columns: list[str], feature_colum
     ``model``, the data is first checked as scorers check theirs (signature, finite numeric values)."""
     from pyspark.sql import functions as F
 
-    from sparkmlops import scoring
 
-    source = data_lib.read_dataset(spark, data_path)
+    source = validation.read_dataset(spark, data_path)
     if model is not None:
         scoring.check_scorable(source, model, what="parity data")
     source = source.select(*feature_columns)
@@ -124,12 +126,10 @@ def parity_frame(spark, data_path: str, string_columns: list[str], feature_colum
 
 def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     """Score the parity rows with Spark and with the exported model's pyfunc code; return the differences."""
-    from sparkmlops import scoring
-    from sparkmlops.onnx_pyfunc import OnnxPipeline
 
     columns = [c for c, _ in plan.source.input_columns()]
     frame = parity_frame(spark, data_path, list(plan.plan.string_columns), columns, model=plan.source)
-    checked = models.check_input_against_signature(frame, plan.source, what="parity data")
+    checked = resolve.check_input_against_signature(frame, plan.source, what="parity data")
     spark_model = scoring.load_spark_model(plan.source)
     scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()
     onnx_path = os.path.join(plan.workdir, "model.onnx")
@@ -147,22 +147,32 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
                       "onnx": float(exported[worst]) if len(expected) else 0.0}}
 
 
+def _pyfunc_code(workdir: str) -> str:
+    """A copy of the package holding only the serving wrapper (sparkmlops/serve/onnx_pyfunc.py and its
+    packages' empty __init__ files): what the exported model needs, not the Spark project."""
+    package = os.path.join(workdir, "code", "sparkmlops")
+    os.makedirs(os.path.join(package, "serve"), exist_ok=True)
+    for folder in (package, os.path.join(package, "serve")):
+        open(os.path.join(folder, "__init__.py"), "w").close()
+    shutil.copy(onnx_pyfunc.__file__, os.path.join(package, "serve", "onnx_pyfunc.py"))
+    return package
+
+
 def log_onnx_model(plan: ExportPlan, input_example):
     """Log the pyfunc (onnxruntime) model with the Spark model's signature and the graph itself."""
     import mlflow
 
-    from sparkmlops.onnx_pyfunc import OnnxPipelineModel
 
     onnx_path = os.path.join(plan.workdir, "model.onnx")
     metadata_path = os.path.join(plan.workdir, "onnx_metadata.json")
     with open(metadata_path, "w") as f:
         json.dump(plan.metadata(), f, indent=1)
-    package_dir = os.path.dirname(os.path.abspath(__file__))
+    package_dir = _pyfunc_code(plan.workdir)
     return mlflow.pyfunc.log_model(
         name=tracking.MODEL_ARTIFACT_PATH,
         python_model=OnnxPipelineModel(),
         artifacts={"onnx_model": onnx_path, "metadata": metadata_path},
-        code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.onnx_pyfunc
+        code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.serve.onnx_pyfunc
         signature=plan.source.signature,
         input_example=input_example,
         pip_requirements=environment.model_pip_requirements(ONNX_RUNTIME_PACKAGES),
@@ -180,10 +190,10 @@ def export_and_log(spark, plan: ExportPlan) -> dict:
 def _export_and_log(spark, plan: ExportPlan) -> dict:
     started = time.perf_counter()
     data_path = (plan.params.parity_data_path or _training_data_path(plan.source)
-                 or data_lib.ensure_default_data(spark))
+                 or generators.ensure_default_data(spark))
     source_tags = {f"source_{k}": v for k, v in plan.source.tags().items()}
     tracking.set_tags({**source_tags, "parity_data_path": data_path, "tree_model": plan.plan.trees.kind,
-                       "onnx_opsets": f"ai.onnx {onnx_export.ONNX_OPSET}, ai.onnx.ml {onnx_export.ML_OPSET}"})
+                       "onnx_opsets": f"ai.onnx {onnx_convert.ONNX_OPSET}, ai.onnx.ml {onnx_convert.ML_OPSET}"})
     parity = measure_parity(spark, plan, data_path)
     worst = parity.pop("worst")
     tracking.log_metrics({**parity, "n_trees": plan.plan.trees.n_trees})
@@ -191,7 +201,7 @@ def _export_and_log(spark, plan: ExportPlan) -> dict:
         raise ParityError(f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
                           f"(relative) on {int(parity['parity_rows'])} rows (row {worst['row']}: Spark "
                           f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported.")
-    example = data_lib.read_dataset(spark, data_path).select(
+    example = validation.read_dataset(spark, data_path).select(
         *[c for c, _ in plan.source.input_columns()]).limit(5).toPandas()
     info = log_onnx_model(plan, example)
     tracking.log_artifact_file(os.path.join(plan.workdir, "model.onnx"), "onnx")

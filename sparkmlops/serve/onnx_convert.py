@@ -22,15 +22,22 @@ Any other stage, or a parameter the graph cannot honour, is refused with one lin
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparkmlops.errors import UserInputError
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.serve.saved_pipeline import (
+    TREE_MODELS,
+    Stage,
+    TreeEnsembleSpec,
+    _read_parquet,
+    read_stages,
+    read_tree_ensemble,
+    spark_model_dir,
+)
 
 ML_DOMAIN = "ai.onnx.ml"
 ONNX_OPSET = 18

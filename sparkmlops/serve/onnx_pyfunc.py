@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # must equal onnx_export.NULL_SENTINEL
+NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # must equal onnx_convert.NULL_SENTINEL
 
 
 def _bad_request(message: str) -> MlflowException:

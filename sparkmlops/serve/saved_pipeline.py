@@ -1,3 +1,17 @@
+"""Reading a fitted Spark ML pipeline from its saved files (metadata JSON and parquet), with no JVM: its stages and tree ensembles.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sparkmlops.core.errors import UserInputError
+
 BRANCH_LEQ, BRANCH_LT, BRANCH_MEMBER = 0, 1, 6
 
 

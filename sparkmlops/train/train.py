@@ -1,3 +1,13 @@
+"""Entry points `main` and `train`: fit the book's Spark ML pipeline on train's split, log it, and register it when asked.
+"""
+
+from __future__ import annotations
+
+from sparkmlops.core.registry import register_result
+from sparkmlops.data.splits import prepare_data
+from sparkmlops.models.spark_pipeline import TrainParams, TrainResult, fit_evaluate_log
+
+
 def train_and_log(spark, params: TrainParams) -> TrainResult:
     """Train the pipeline and log everything to the active MLflow run (and register the model when
     ``params.register_as`` names a registered model). Returns what was logged."""

@@ -22,11 +22,26 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
-from sparkmlops import data as data_lib
-from sparkmlops import models, scoring, sklearn_models, tracking, training
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import session_conf, ship_package
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import splits, validation
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import resolve, sklearn_forest
+from sparkmlops.models.group_models import (
+    FALLBACK_MODEL,
+    GROUP_TABLE,
+    GroupModels,
+    check_group_col,
+    group_spec,
+    group_value,
+    listed,
+)
+from sparkmlops.models.sklearn_forest import fit_evaluate_log
+from sparkmlops.score.score_per_group import score_groups
 
 SPLIT_COL = "__split"
 RESULT_SCHEMA = ("group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
@@ -38,7 +53,7 @@ class PerGroupParams:
     """The `train_per_group` entry point's parameters (names match MLproject)."""
 
     data_path: str = ""
-    label_col: str = data_lib.DEFAULT_LABEL
+    label_col: str = data_schema.DEFAULT_LABEL
     group_col: str = "neighbourhood_cleansed"
     min_rows: int = 50
     model_type: str = "rf"
@@ -49,8 +64,8 @@ class PerGroupParams:
     seed: int = 42
     train_fraction: float = 0.8
 
-    def forest_params(self) -> sklearn_models.ForestParams:
-        return sklearn_models.ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf,
+    def forest_params(self) -> sklearn_forest.ForestParams:
+        return sklearn_forest.ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf,
                                            self.max_features, False, self.model_type)
 
     def validate(self) -> "PerGroupParams":
@@ -61,7 +76,7 @@ class PerGroupParams:
         if self.min_rows < 2:
             raise UserInputError(f"min_rows must be >= 2 (a model needs rows to fit), got {self.min_rows}.")
         self.forest_params().validate()
-        training.check_training_inputs(self.label_col, self.train_fraction, self.data_path)
+        splits.check_training_inputs(self.label_col, self.train_fraction, self.data_path)
         return self
 
     def as_dict(self) -> dict:
@@ -76,8 +91,8 @@ class GroupContext:
     experiment_id: str
     tracking_uri: str
     group_col: str
-    spec: data_lib.FeatureSpec
-    forest: sklearn_models.ForestParams
+    spec: data_schema.FeatureSpec
+    forest: sklearn_forest.ForestParams
     min_rows: int
     seed: int
 
@@ -89,8 +104,8 @@ def train_group(context: GroupContext, frame):
 
     group = group_value(frame, context.group_col)
     spec = context.spec
-    train = sklearn_models.stable_order(frame.loc[frame[SPLIT_COL] == "train", spec.feature_cols + [spec.label_col]])
-    test = sklearn_models.stable_order(frame.loc[frame[SPLIT_COL] == "test", spec.feature_cols + [spec.label_col]])
+    train = sklearn_forest.stable_order(frame.loc[frame[SPLIT_COL] == "train", spec.feature_cols + [spec.label_col]])
+    test = sklearn_forest.stable_order(frame.loc[frame[SPLIT_COL] == "test", spec.feature_cols + [spec.label_col]])
     row = {"group": group, "status": "skipped", "train_rows": len(train), "test_rows": len(test), "run_id": None,
            "model_uri": None, "rmse": None, "mae": None, "r2": None, "fit_seconds": None, "error": None}
     if group is None or len(train) < context.min_rows:
@@ -104,16 +119,16 @@ def train_group(context: GroupContext, frame):
             child.log_params({**context.forest.as_dict(), "group_col": context.group_col, "group": group,
                               "seed": context.seed})
             started = time.perf_counter()
-            model = sklearn_models.build_forest(spec, context.forest, context.seed, n_jobs=1)
+            model = sklearn_forest.build_forest(spec, context.forest, context.seed, n_jobs=1)
             model.fit(train[spec.feature_cols], train[spec.label_col].to_numpy(dtype=float))
             row["fit_seconds"] = time.perf_counter() - started
             metrics = {"train_rows": len(train), "test_rows": len(test), "fit_seconds": row["fit_seconds"]}
             if len(test):
-                scores = sklearn_models.regression_metrics(test[spec.label_col], model.predict(test[spec.feature_cols]))
+                scores = model_metrics.array_regression_metrics(test[spec.label_col], model.predict(test[spec.feature_cols]))
                 row.update(scores)
                 metrics.update({k: v for k, v in scores.items() if math.isfinite(v)})
             child.log_metrics(metrics)
-            info = sklearn_models.log_sklearn_model(model, train[spec.feature_cols], run_id=child.run_id)
+            info = tracking.log_sklearn_model(model, train[spec.feature_cols], run_id=child.run_id)
             row["model_uri"] = info.model_uri
         row["status"] = "trained"
     except Exception as exc:  # this group's run is FAILED with the error; the others go on
@@ -144,12 +159,10 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
     import pandas as pd
     from pyspark.sql import functions as F
 
-    from sparkmlops.sklearn_training import fit_evaluate_log
-    from sparkmlops.spark import session_conf, ship_package
 
     if params.data_path:
-        check_group_col(data_lib.read_dataset(spark, params.data_path), params.group_col)
-    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+        check_group_col(validation.read_dataset(spark, params.data_path), params.group_col)
+    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
         check_group_col(prepared.train_df, params.group_col)
         spec = group_spec(prepared.spec, params.group_col)
@@ -194,13 +207,13 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
                                f"with the error); first, group '{first['group']}': {first['error']}")
 
         # The fallback model: every training row, the group column as a feature.
-        fallback = sklearn_models.build_forest(prepared.spec, params.forest_params(), params.seed, n_jobs=-1)
+        fallback = sklearn_forest.build_forest(prepared.spec, params.forest_params(), params.seed, n_jobs=-1)
         fallback_metrics, fallback_uri = fit_evaluate_log(prepared, fallback, prefix="fallback_", name=FALLBACK_MODEL)
 
         group_models = GroupModels(params.group_col, dict(zip(trained["group"], trained["model_uri"])), fallback_uri)
-        scored = score_groups(spark, prepared.test_df, group_models, "fallback", models.resolve_model(
+        scored = score_groups(spark, prepared.test_df, group_models, "fallback", resolve.resolve_model(
             fallback_uri, require_flavor="python_function"))
-        metrics = training.regression_metrics(scored, spec.label_col)
+        metrics = model_metrics.regression_metrics(scored, spec.label_col)
         tracking.log_metrics(metrics)
         return PerGroupResult(table, metrics, fallback_metrics, context.parent_run_id)
     finally:

@@ -8,13 +8,17 @@ flavor (skops format, its trusted types recorded) with a signature and explicit 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
-from sparkmlops import data as data_lib
-from sparkmlops import plots, tracking, training
-from sparkmlops.sklearn_models import (ForestParams, build_forest, log_sklearn_model, regression_metrics,
-                                       single_threaded, to_pandas)
+from sparkmlops.core import registry, tracking
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import splits
+from sparkmlops.models import spark_pipeline
+from sparkmlops.models.sklearn_forest import (
+    ForestParams,
+    build_forest,
+    fit_evaluate_log,
+)
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class SklearnTrainParams:
     """The `train_sklearn` entry point's parameters (names match MLproject)."""
 
     data_path: str = ""
-    label_col: str = data_lib.DEFAULT_LABEL
+    label_col: str = data_schema.DEFAULT_LABEL
     model_type: str = "rf"
     num_trees: int = 100
     max_depth: int = 10
@@ -39,7 +43,7 @@ class SklearnTrainParams:
 
     def validate(self) -> "SklearnTrainParams":
         self.forest_params().validate()
-        training.check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
+        splits.check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
         return self
 
     def model_params(self) -> dict:
@@ -59,15 +63,15 @@ class SklearnTrainResult:
 
 def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResult:
     """Read and split as `train` does, fit the scikit-learn pipeline, log (and register) it."""
-    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
         if params.log_label:
-            training.check_log_label(prepared.profile, prepared.spec)
+            spark_pipeline.check_log_label(prepared.profile, prepared.spec)
         model = build_forest(prepared.spec, params.forest_params(), params.seed, n_jobs=-1)
         metrics, model_uri = fit_evaluate_log(prepared, model)
         result = SklearnTrainResult(metrics, model_uri, tracking.active_run_id())
         if params.register_as:
-            result.registered_version = training.register_result(
+            result.registered_version = registry.register_result(
                 params.register_as, "train_sklearn", model_uri, params.model_params(), metrics, prepared)
         return result
     finally:

@@ -12,10 +12,19 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 
-from sparkmlops import data as data_lib
-from sparkmlops import tracking, training
-from sparkmlops.errors import UserInputError
-from sparkmlops.tuning import METRIC_SIGN, SearchFailed, check_search_params, refit_sklearn
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import splits
+from sparkmlops.models.search import SearchFailed, check_search_params, refit_sklearn
+from sparkmlops.models.sklearn_forest import (
+    MODEL_TYPES,
+    ForestEstimator,
+    ForestParams,
+    _max_features,
+    to_pandas,
+)
 
 # 2 x 2 x 2 x 2 = 16 candidates: 48 fits with cv=3.
 DEFAULT_GRID = {"num_trees": [50, 150], "max_depth": [8, 16], "min_samples_leaf": [1, 5],
@@ -27,7 +36,6 @@ MAX_CANDIDATES = 10_000
 def searchable_parameters() -> list[str]:
     """What param_grid may set: the parameters the searched estimator itself takes (get_params), but
     the data spec and the seed, which the entry point sets."""
-    from sparkmlops.sklearn_models import ForestEstimator
 
     return [name for name in ForestEstimator().get_params() if name not in ("spec", "seed")]
 
@@ -35,7 +43,6 @@ def searchable_parameters() -> list[str]:
 def parse_grid(text: str) -> dict[str, list]:
     """The param_grid parameter: a JSON object of the estimator's parameters to lists of values; every
     candidate is checked as train_sklearn checks its parameters, before Spark starts."""
-    from sparkmlops.sklearn_models import ForestParams, _max_features
 
     if not text.strip():
         return dict(DEFAULT_GRID)
@@ -86,7 +93,6 @@ def _check_value(name: str, value, max_features_check) -> None:
     elif name == "max_features":
         max_features_check(str(value))
     elif name == "model_type":
-        from sparkmlops.sklearn_models import MODEL_TYPES
 
         if value not in MODEL_TYPES:
             raise UserInputError(f"param_grid['model_type'] values must be one of {', '.join(MODEL_TYPES)}, "
@@ -98,7 +104,7 @@ class GridParams:
     """The `tune_grid` entry point's parameters (names match MLproject)."""
 
     data_path: str = ""
-    label_col: str = data_lib.DEFAULT_LABEL
+    label_col: str = data_schema.DEFAULT_LABEL
     param_grid: str = ""
     cv: int = 3
     parallelism: int = 2
@@ -128,20 +134,18 @@ class GridResult:
 
 
 def grid_search_and_log(spark, params: GridParams) -> GridResult:
-    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
         return _grid_search(spark, params, prepared)
     finally:
         prepared.unpersist()
 
 
-def _grid_search(spark, params: GridParams, prepared: training.PreparedData) -> GridResult:
+def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> GridResult:
     from joblib import parallel_backend
     from joblibspark import register_spark
     from sklearn.model_selection import GridSearchCV, KFold
 
-    from sparkmlops.sklearn_models import ForestEstimator, to_pandas
-    from sparkmlops.spark import quiet_python_task_warnings, ship_package
 
     grid = parse_grid(params.param_grid)
     candidates = len(list(itertools.product(*grid.values())))

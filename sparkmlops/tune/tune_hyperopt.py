@@ -17,13 +17,22 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops import data as data_lib
-from sparkmlops import plots, registry, tracking, training
-from sparkmlops.errors import UserInputError
+from sparkmlops.core import plots, registry, tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
+from sparkmlops.data import schema as data_schema
+from sparkmlops.data import splits
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import sklearn_forest, spark_pipeline
+from sparkmlops.models.search import (
+    METRIC_SIGN,
+    SearchFailed,
+    check_search_params,
+    refit_sklearn,
+)
 
 ENGINES = ("mllib", "sklearn")
 VALIDATION_FRACTION = 0.2  # of the training split
-MAX_PARALLELISM = 128  # SparkTrials' own cap
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
 
@@ -32,7 +41,7 @@ class TuneParams:
     """The `tune_hyperopt` entry point's parameters (names match MLproject)."""
 
     data_path: str = ""
-    label_col: str = data_lib.DEFAULT_LABEL
+    label_col: str = data_schema.DEFAULT_LABEL
     max_evals: int = 16
     parallelism: int = 1
     engine: str = "mllib"
@@ -69,7 +78,7 @@ def mllib_space(min_bins: int, allow_log_label: bool) -> dict:
     return {
         "num_trees": ("int", 20, 200, 10),
         "max_depth": ("int", 3, 15, 1),
-        # Never below what the categorical columns need (see training.check_category_bins).
+        # Never below what the categorical columns need (see spark_pipeline.check_category_bins).
         "max_bins": ("choice", sorted({max(min_bins, b) for b in (32, 64, 128)})),
         "min_instances_per_node": ("int", 1, 20, 1),
         "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5", "all"]),
@@ -143,14 +152,14 @@ def run_trial(context: TrialContext, trial_params: dict, evaluate, run_name: str
 class MllibObjective:
     """Trials of the Spark pipeline on the driver's session, on cached fit and validation rows."""
 
-    def __init__(self, context: TrialContext, fit_df, valid_df, spec, base: training.TrainParams):
+    def __init__(self, context: TrialContext, fit_df, valid_df, spec, base: spark_pipeline.TrainParams):
         self.context, self.fit_df, self.valid_df, self.spec, self.base = context, fit_df, valid_df, spec, base
         self.calls = 0
 
     def _evaluate(self, trial_params: dict) -> dict:
         params = self.base.with_model_params(**trial_params)
-        model = training.fit_pipeline(self.fit_df, self.spec, params)
-        return training.regression_metrics(model.transform(self.valid_df), self.spec.label_col)
+        model = spark_pipeline.fit_pipeline(self.fit_df, self.spec, params)
+        return model_metrics.regression_metrics(model.transform(self.valid_df), self.spec.label_col)
 
     def __call__(self, trial_params: dict) -> dict:
         number = self.calls  # serial Trials: calls come in trial-id order
@@ -163,14 +172,13 @@ class MllibObjective:
 
 def sklearn_trial(context: TrialContext, data, seed: int, trial_params: dict) -> dict:
     """One scikit-learn trial; runs in a Spark Python worker under SparkTrials."""
-    from sparkmlops import sklearn_models
 
     x_fit, y_fit, x_valid, y_valid, spec = data.value
 
     def evaluate(params: dict) -> dict:
-        model = sklearn_models.build_forest(spec, sklearn_models.ForestParams(**params), seed, n_jobs=1)
+        model = sklearn_forest.build_forest(spec, sklearn_forest.ForestParams(**params), seed, n_jobs=1)
         model.fit(x_fit, y_fit)
-        return sklearn_models.regression_metrics(y_valid, model.predict(x_valid))
+        return model_metrics.array_regression_metrics(y_valid, model.predict(x_valid))
 
     return run_trial(context, trial_params, evaluate, "trial")
 
@@ -243,7 +251,6 @@ def log_search_summary(rows: list[dict], metric: str, parent_run_id: str, search
 def _search(objective, space: dict, params: TuneParams, trials) -> tuple[list[dict], float]:
     import numpy as np
     from hyperopt import fmin, tpe
-
     from hyperopt.exceptions import AllTrialsFailed
 
     started = time.perf_counter()
@@ -269,14 +276,14 @@ def _category_counts(df, spec) -> dict[str, int]:
 def tune_and_log(spark, params: TuneParams, space: dict | None = None) -> TuneResult:
     """Run the search inside the active MLflow run (the parent) and log its story; ``space`` overrides
     the engine's default search space (same format as mllib_space)."""
-    prepared = training.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
         return _tune(spark, params, prepared, space)
     finally:
         prepared.unpersist()
 
 
-def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dict | None) -> TuneResult:
+def _tune(spark, params: TuneParams, prepared: splits.PreparedData, space: dict | None) -> TuneResult:
     spec = prepared.spec
     fit_df, valid_df = prepared.train_df.randomSplit([1 - VALIDATION_FRACTION, VALIDATION_FRACTION],
                                                      seed=params.seed)
@@ -290,25 +297,23 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
     allow_log = label_min is not None and label_min > -1.0
     context = TrialContext(tracking.active_run_id(), tracking.experiment_id(), tracking.portable_tracking_uri(),
                            params.engine, params.metric)
-    base = training.TrainParams(label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction)
+    base = spark_pipeline.TrainParams(label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction)
     try:
         if params.engine == "mllib":
             from hyperopt import Trials
 
-            space = space or mllib_space(training.min_bins(_category_counts(prepared.train_df, spec)), allow_log)
+            space = space or mllib_space(spark_pipeline.min_bins(_category_counts(prepared.train_df, spec)), allow_log)
             tracking.log_dict(space, "search_space.json")
             objective = MllibObjective(context, fit_df, valid_df, spec, base)
             rows, seconds = _search(objective, space, params, Trials())
         else:
             from hyperopt import SparkTrials
 
-            from sparkmlops import sklearn_models
-            from sparkmlops.spark import quiet_python_task_warnings, ship_package
 
             space = space or sklearn_space(allow_log)
             tracking.log_dict(space, "search_space.json")
-            x_fit, y_fit = sklearn_models.to_pandas(fit_df, spec)
-            x_valid, y_valid = sklearn_models.to_pandas(valid_df, spec)
+            x_fit, y_fit = sklearn_forest.to_pandas(fit_df, spec)
+            x_valid, y_valid = sklearn_forest.to_pandas(valid_df, spec)
             ship_package(spark)
             quiet_python_task_warnings()
             data = spark.sparkContext.broadcast((x_fit, y_fit, x_valid, y_valid, spec))  # sent once per executor
@@ -326,7 +331,7 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
     print(f"tune_hyperopt: {ok}/{len(rows)} trials ok in {seconds:.1f} s; best trial {best['trial']} "
           f"(val_{params.metric}={best['metrics'][params.metric]:.4f}) {best['params']}", flush=True)
     if params.engine == "mllib":
-        refit = training.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
+        refit = spark_pipeline.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
         test_metrics, model_uri = refit.metrics, refit.model_uri
     else:
         test_metrics, model_uri = refit_sklearn(prepared, best["params"], params.seed)
@@ -335,7 +340,7 @@ def _tune(spark, params: TuneParams, prepared: training.PreparedData, space: dic
     if params.register_as:
         model_params = {"engine": params.engine, "label_col": params.label_col, "seed": params.seed,
                         "train_fraction": params.train_fraction, **best["params"]}
-        result.registered_version = training.register_result(params.register_as, "tune_hyperopt", model_uri,
+        result.registered_version = registry.register_result(params.register_as, "tune_hyperopt", model_uri,
                                                              model_params, test_metrics, prepared)
     return result
 
