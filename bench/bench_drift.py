@@ -29,6 +29,7 @@ from pathlib import Path
 
 from common import ROOT
 
+from sparkmlops.core import compat
 from sparkmlops.core.spark import get_spark, spark_master
 from sparkmlops.data import generators, validation
 from sparkmlops.data import schema as data_schema
@@ -104,7 +105,7 @@ class Probe:
 
     def _read_job_stats(self):
         sc = self.spark.sparkContext
-        jvm_sc = sc._jsc.sc()
+        jvm_sc = compat.jvm_spark_context(sc)
         jvm_sc.listenerBus().waitUntilEmpty()  # the status store is fed asynchronously
         store, tracker = jvm_sc.statusStore(), sc.statusTracker()
         self.jobs = sorted(tracker.getJobIdsForGroup(self.group))

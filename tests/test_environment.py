@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 
-from sparkmlops.core import environment
+from sparkmlops.core import compat, environment
 from sparkmlops.core.errors import UserInputError
 
 
@@ -173,9 +173,7 @@ def test_every_entry_point_command_parses_with_its_script(tmp_path):
     is accepted by the script's options: what `mlflow run -e <entry>` will execute."""
     import shlex
 
-    from mlflow.projects._project_spec import load_project
-
-    project = load_project(str(PROJECT_ROOT))
+    project = compat.load_mlflow_project(str(PROJECT_ROOT))
     for entry, script in SCRIPTS.items():
         entry_point = project.get_entry_point(entry)
         required = {name: f"/x/{name}" for name, p in entry_point.parameters.items() if p.default is None}

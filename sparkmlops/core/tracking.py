@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import mlflow.data.spark_dataset
 
-from sparkmlops.core import environment
+from sparkmlops.core import compat, environment
 from sparkmlops.core.spark import is_connect
 
 MODEL_ARTIFACT_PATH = "model"
@@ -196,7 +196,6 @@ class _ConnectSparkFlavor:
         import shutil
         import uuid
 
-        from mlflow.spark import _SPARK_MODEL_PATH_SUB, _save_model_metadata
         from pyspark.ml import PipelineModel
 
         if not isinstance(spark_model, PipelineModel):
@@ -207,13 +206,13 @@ class _ConnectSparkFlavor:
             if not staging.is_dir():
                 raise RuntimeError(f"the Spark Connect server saved the model to {staging}, which this machine "
                                    "cannot see: set SPARKMLOPS_CONNECT_STAGING_DIR to a folder both share.")
-            shutil.move(str(staging), str(Path(path) / _SPARK_MODEL_PATH_SUB))
+            shutil.move(str(staging), str(Path(path) / compat.spark_model_data_subpath()))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         # MLflow's own metadata writer for the spark flavor: the same MLmodel, env files and example.
-        _save_model_metadata(dst_dir=path, spark_model=spark_model, mlflow_model=mlflow_model, conda_env=None,
-                             code_paths=None, signature=signature, input_example=input_example,
-                             pip_requirements=pip_requirements)
+        compat.save_spark_model_metadata(dst_dir=path, spark_model=spark_model, mlflow_model=mlflow_model,
+                                         conda_env=None, code_paths=None, signature=signature,
+                                         input_example=input_example, pip_requirements=pip_requirements)
 
 
 def load_spark_model(model_uri: str):

@@ -13,6 +13,7 @@ import posixpath
 import time
 import uuid
 
+from sparkmlops.core import compat
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import is_connect
 
@@ -23,9 +24,9 @@ class _HadoopFileSystem:
     """Hadoop's FileSystem API through the driver's JVM: the filesystems Spark itself writes to."""
 
     def __init__(self, spark, path: str):
-        self._jvm = spark.sparkContext._jvm
+        self._jvm = compat.jvm(spark)
         root = self._jvm.org.apache.hadoop.fs.Path(path)
-        self._fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self._fs = root.getFileSystem(compat.hadoop_configuration(spark))
         self.target = root.toString()
 
     def _path(self, path: str):

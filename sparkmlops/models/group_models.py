@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
+from sparkmlops.core import tracking
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import ship_package
 from sparkmlops.data import schema as data_schema
+from sparkmlops.models import resolve
+from sparkmlops.models.pandas_predict import as_prediction, model_features, pandas_casts
 
 GROUP_TABLE = "group_models.csv"
 
@@ -81,3 +86,61 @@ def load_group_models(run_id: str) -> GroupModels:
                         dtype={"group": str})
     trained = table[table["status"] == "trained"]
     return GroupModels(group_col, dict(zip(trained["group"], trained["model_uri"])), f"runs:/{run_id}/{FALLBACK_MODEL}")
+
+
+SCORED_WITH_COL = "scored_with"
+
+
+_GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> loaded model (the fallback's reuse)
+
+
+def _load_model(uri: str, tracking_uri: str):
+    model = _GROUP_MODELS.get(uri)
+    if model is None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        model = mlflow.pyfunc.load_model(uri)
+        if len(_GROUP_MODELS) > 64:
+            _GROUP_MODELS.clear()
+        _GROUP_MODELS[uri] = model
+    return model
+
+
+def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: str, group_columns: list[str],
+                fallback_columns: list[str], casts: dict[str, str], frame):
+    """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
+    import numpy as np
+
+
+    group = group_value(frame, group_models.group_col)
+    uri = group_models.by_group.get(group) if group is not None else None
+    if uri is not None:
+        model = _load_model(uri, tracking_uri)
+        features = model_features(frame, group_columns, casts)
+        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="group")
+    if unknown_groups == "fallback":
+        model = _load_model(group_models.fallback_uri, tracking_uri)
+        features = model_features(frame, fallback_columns, casts)
+        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="fallback")
+    return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
+
+
+def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: resolve.ResolvedModel):
+    """``df`` plus ``prediction`` and ``scored_with``, each group scored by its own model."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+
+    check_group_col(df, group_models.group_col)
+    casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
+    fallback_columns = [c for c, _ in fallback.input_columns()]
+    group_columns = [c for c in fallback_columns if c != group_models.group_col]
+    ship_package(spark)
+    schema = StructType(df.schema.fields + [StructField("prediction", DoubleType(), True),
+                                            StructField(SCORED_WITH_COL, StringType(), True)])
+    scorer = functools.partial(score_group, group_models, unknown_groups, tracking.portable_tracking_uri(),
+                               group_columns, fallback_columns, casts)
+    scored = df.groupBy(group_models.group_col).applyInPandas(scorer, schema)
+    # null predictions (unknown_groups=null) are written as nulls, not NaN
+    return scored.withColumn("prediction", F.when(F.isnan("prediction"), None).otherwise(F.col("prediction")))

@@ -31,7 +31,7 @@ def pandas_casts(df, model: resolve.ResolvedModel) -> dict[str, str]:
     resolve.check_input_against_signature(df, model)
     spark_types = dict(df.dtypes)
     return {name: _NUMPY_DTYPE[kind] for name, kind in model.input_columns()
-            if kind in _NUMPY_DTYPE and spark_types[name] != resolve._SPARK_TYPE[kind]}
+            if kind in _NUMPY_DTYPE and spark_types[name] != resolve.SPARK_TYPE[kind]}
 
 
 def model_features(batch, columns: list[str], casts: dict[str, str]):

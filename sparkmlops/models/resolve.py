@@ -27,7 +27,7 @@ _ACCEPTED = {
     "binary": ("binary",),
     "datetime": ("timestamp", "timestamp_ntz", "date"),
 }
-_SPARK_TYPE = {"string": "string", "double": "double", "float": "float", "long": "bigint",
+SPARK_TYPE = {"string": "string", "double": "double", "float": "float", "long": "bigint",
                "integer": "int", "boolean": "boolean", "binary": "binary", "datetime": "timestamp"}
 
 
@@ -123,10 +123,13 @@ def _registry_version(model_uri: str, run_id: str) -> tuple[str, str, str]:
 
 def spark_schema_for(model: ResolvedModel):
     """The Spark schema of the model's inputs (for streams, which must not infer theirs)."""
-    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+    from pyspark.sql import types as T
 
-    return StructType([StructField(name, _parse_datatype_string(_SPARK_TYPE.get(kind, "string")), True)
-                       for name, kind in model.input_columns()])
+    data_types = {"string": T.StringType, "double": T.DoubleType, "float": T.FloatType, "long": T.LongType,
+                  "integer": T.IntegerType, "boolean": T.BooleanType, "binary": T.BinaryType,
+                  "datetime": T.TimestampType}
+    return T.StructType([T.StructField(name, data_types.get(kind, T.StringType)(), True)
+                         for name, kind in model.input_columns()])
 
 
 def check_input_against_signature(df, model: ResolvedModel, what: str = "input"):
@@ -149,6 +152,6 @@ def check_input_against_signature(df, model: ResolvedModel, what: str = "input")
     if problems:
         raise UserInputError(f"{what} does not match the model's signature: {' and '.join(problems)}. "
                              "Give data with the columns the model was trained on.")
-    casts = {name: F.col(name).cast(_SPARK_TYPE[kind]) for name, kind in model.input_columns()
-             if kind in _SPARK_TYPE and dtypes[name] != _SPARK_TYPE[kind]}
+    casts = {name: F.col(name).cast(SPARK_TYPE[kind]) for name, kind in model.input_columns()
+             if kind in SPARK_TYPE and dtypes[name] != SPARK_TYPE[kind]}
     return df.withColumns(casts) if casts else df

@@ -107,7 +107,7 @@ def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
     udf = mlflow.pyfunc.spark_udf(spark, model.load_uri, result_type="double", env_manager="local")
     # A struct argument reaches the model as a DataFrame with the struct's field names.
-    features = F.struct(*[F.col(c).cast(resolve._SPARK_TYPE.get(kind, "string")).alias(c)
+    features = F.struct(*[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c)
                           for c, kind in model.input_columns()])
     return df.withColumn("prediction", udf(features))
 

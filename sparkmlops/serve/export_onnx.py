@@ -22,8 +22,7 @@ import numpy as np
 from sparkmlops.core import environment, registry, tracking
 from sparkmlops.data import generators, validation
 from sparkmlops.models import resolve, scoring
-from sparkmlops.serve import onnx_convert
-from sparkmlops.serve import onnx_pyfunc
+from sparkmlops.serve import onnx_convert, onnx_pyfunc
 from sparkmlops.serve.onnx_pyfunc import OnnxPipeline, OnnxPipelineModel
 
 PARITY_TOLERANCE = 1e-6

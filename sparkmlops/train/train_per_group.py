@@ -39,9 +39,9 @@ from sparkmlops.models.group_models import (
     group_spec,
     group_value,
     listed,
+    score_groups,
 )
 from sparkmlops.models.sklearn_forest import fit_evaluate_log
-from sparkmlops.score.score_per_group import score_groups
 
 SPLIT_COL = "__split"
 RESULT_SCHEMA = ("group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "

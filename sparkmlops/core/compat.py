@@ -1,0 +1,56 @@
+"""Every private MLflow and PySpark symbol the project relies on, and nothing else.
+
+A version bump that moves or removes one fails here first: tests/core/test_compat.py resolves each
+symbol below against the pinned versions. Code elsewhere calls these functions, never the private
+names themselves.
+"""
+
+from __future__ import annotations
+
+
+def jvm(spark):
+    """The driver's py4j gateway view of the JVM (classic sessions only): ``SparkContext._jvm``."""
+    return spark.sparkContext._jvm
+
+
+def hadoop_configuration(spark):
+    """The Hadoop configuration Spark's own readers and writers use: ``SparkContext._jsc``."""
+    return spark.sparkContext._jsc.hadoopConfiguration()
+
+
+def jvm_spark_context(spark_context):
+    """The Scala SparkContext behind a Python one (its status store and listener bus, for benches)."""
+    return spark_context._jsc.sc()
+
+
+def spark_model_data_subpath() -> str:
+    """The folder inside an MLflow spark-flavor model that holds the saved pipeline ("sparkml")."""
+    from mlflow.spark import _SPARK_MODEL_PATH_SUB
+
+    return _SPARK_MODEL_PATH_SUB
+
+
+def save_spark_model_metadata(**kwargs) -> None:
+    """MLflow's writer of a spark-flavor model's MLmodel, environment files and input example, for a
+    pipeline whose files are already in place (what ``mlflow.spark.save_model`` does after saving)."""
+    from mlflow.spark import _save_model_metadata
+
+    _save_model_metadata(**kwargs)
+
+
+def load_mlflow_project(project_dir: str):
+    """MLflow's own reading of an MLproject file (entry points, parameters, commands) as ``mlflow run``
+    reads it."""
+    from mlflow.projects._project_spec import load_project
+
+    return load_project(project_dir)
+
+
+# (module, attribute) of every private symbol above, for the test that imports each.
+PRIVATE_SYMBOLS = (
+    ("pyspark", "SparkContext._jvm"),
+    ("pyspark", "SparkContext._jsc"),
+    ("mlflow.spark", "_SPARK_MODEL_PATH_SUB"),
+    ("mlflow.spark", "_save_model_metadata"),
+    ("mlflow.projects._project_spec", "load_project"),
+)
