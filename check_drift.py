@@ -6,17 +6,12 @@
 Exit code 0 = no drift, 3 = drift found (the run is FINISHED either way), 2 = bad input, 1 = failure.
 """
 
-import sys
 
 import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.monitor.check_drift import (
-    DRIFT_EXIT_CODE,
-    DriftParams,
-    check_drift_and_log,
-)
+from sparkmlops.monitor.check_drift import DriftParams, check_drift
 
 
 @click.command(name="check_drift")
@@ -32,11 +27,8 @@ def main(**options):
     master = options.pop("spark_master")
     params = DriftParams(**options)
     summary = run_entry_point("check_drift", params, master,
-                              lambda spark, checked: check_drift_and_log(spark, params, checked),
-                              exit_code=lambda summary: DRIFT_EXIT_CODE if summary["drift_found"] else 0)
+                              lambda spark, checked: check_drift(spark, params, checked))
     print(f"check_drift: {summary['verdict']}")
-    if summary["drift_found"]:
-        sys.exit(DRIFT_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Running an entry point's click command: every failure ends as one clear line and a non-zero exit.
+"""Running an entry point's click command: every outcome ends as one clear line and its exit code.
 
-Exit codes: 0 success, 1 unexpected error (traceback above the last line), 2 bad input.
+The exit codes are core.errors' (0 success, 1 failure, 2 bad input, 3 drift, 4 not reproduced, 130
+interrupted); an unexpected exception keeps its traceback above the last line.
 MLflow passes each ``-P name=value`` as ``--name value``; names the script does not declare reach
 click as unknown options and are refused, never silently ignored.
 """
@@ -12,16 +13,20 @@ import traceback
 
 import click
 
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import INTERRUPTED_EXIT_CODE, Outcome
 
 
 def _parameter_names(command: click.Command) -> list[str]:
     return [p.name for p in command.params if isinstance(p, click.Option)]
 
 
-def fail(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _exit(line: str, code: int, stream=None) -> None:
+    print(line, file=stream or sys.stderr, flush=True)
     sys.exit(code)
+
+
+def fail(message: str, code: int) -> None:
+    _exit(f"error: {message}", code)
 
 
 def run(command: click.Command, args: list[str] | None = None) -> None:
@@ -37,11 +42,12 @@ def run(command: click.Command, args: list[str] | None = None) -> None:
     except click.ClickException as exc:
         fail(exc.format_message(), 2)
     except click.exceptions.Abort:
-        fail("aborted.", 130)
-    except UserInputError as exc:
-        fail(str(exc), exc.exit_code)
+        fail("aborted.", INTERRUPTED_EXIT_CODE)
+    except Outcome as exc:
+        # a finished outcome (drift found) is a result, printed where results go
+        _exit(exc.line(), exc.exit_code, sys.stdout if exc.run_status == "FINISHED" else sys.stderr)
     except KeyboardInterrupt:
-        fail("interrupted.", 130)
+        fail("interrupted.", INTERRUPTED_EXIT_CODE)
     except Exception as exc:  # a bug or an environment failure: keep the traceback, end with one line
         traceback.print_exc()
         text = " ".join(str(exc).split())[:500] or type(exc).__name__

@@ -77,14 +77,12 @@ def run_name(name: str, options: dict) -> str:
         return name
 
 
-def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True,
-                    exit_code: Callable = lambda result: 0):
+def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True):
     """Run ``job(spark, checked)`` inside a tracked run; ``checked`` is what ``params.validate()`` returns.
 
     Bad parameters, paths, models and a missing Java fail before a JVM starts, and the run ends FAILED.
     When ``needs_spark(checked)`` is false (a registry-only action), no JVM starts and ``spark`` is None.
-    ``exit_code(result)`` is the code the script exits with on success (check_drift: 3 on drift); it is
-    tagged on the run (``exit_code``), as every failure's code is, because ``mlflow run`` exits 1 for all.
+    How the run ends, and with which exit code, is the outcome's (core.errors), tagged ``exit_code``.
     """
     with tracking.tracked_run(run_name=run_name(name, params.as_dict())):
         tracking.log_params(params.as_dict())
@@ -102,5 +100,4 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
                 result = job(spark, checked)
             finally:
                 end_connect_session(spark)
-        tracking.set_tags({"exit_code": str(exit_code(result))})
         return result

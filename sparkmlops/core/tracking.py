@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import mlflow.data.spark_dataset
 
-from sparkmlops.core import compat, environment
+from sparkmlops.core import compat, environment, errors
 from sparkmlops.core.spark import is_connect
 
 MODEL_ARTIFACT_PATH = "model"
@@ -27,18 +27,10 @@ SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas"
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
 
 
-def exit_code_of(exc: BaseException) -> int:
-    """The exit code the scripts end with for ``exc`` (README: exit codes)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    if isinstance(exc, SystemExit):
-        return exc.code if isinstance(exc.code, int) else 1
-    return getattr(exc, "exit_code", 1)
-
-
 @contextlib.contextmanager
 def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None):
-    """Start (or continue) a run; end it FAILED on any exception, FINISHED otherwise.
+    """Start (or continue) a run; end it with the status the outcome leaves (core.errors): FINISHED on
+    success or drift, KILLED on Ctrl-C, FAILED otherwise, tagged with the script's exit code.
 
     A run `mlflow run` created without a name gets ``run_name``, so the UI names runs after what they
     are however they were launched; a name the user gave (--run-name) is kept.
@@ -52,14 +44,18 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
             mlflow.set_tags(tags)
         yield run
     except BaseException as exc:
-        # Ctrl-C is a stop asked for by the user: KILLED, as MLflow marks it.
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status = errors.run_status_of(exc)
         with contextlib.suppress(Exception):
             # exit_code: what `python <script>.py` exits with; `mlflow run` exits 1 for any failure.
-            mlflow.set_tags({"error": str(exc)[:5000] or type(exc).__name__, "exit_code": str(exit_code_of(exc))})
+            tags = {"exit_code": str(errors.exit_code_of(exc))}
+            if status != "FINISHED":
+                tags["error"] = str(exc)[:5000] or type(exc).__name__
+            mlflow.set_tags(tags)
         mlflow.end_run(status=status)
         raise
     else:
+        with contextlib.suppress(Exception):
+            mlflow.set_tags({"exit_code": "0"})
         mlflow.end_run(status="FINISHED")
 
 

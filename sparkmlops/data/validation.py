@@ -154,10 +154,15 @@ def data_format(path: str) -> str:
     return "csv" if path.rstrip("/").lower().endswith(".csv") else "parquet"
 
 
+# What Spark says when the data itself, or its path, is wrong: bad input the user can fix (exit 2).
+# Anything else while reading (a storage timeout, a refused connection, a missing filesystem jar) is
+# a failure (exit 1) and keeps Spark's own error.
+BAD_DATA_SIGNS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "CANNOT_READ_FILE_FOOTER", "is not a Parquet file",
+                  "expected magic number")
+
+
 def read_dataset(spark, path: str):
     """Read a parquet (default) or CSV (``*.csv``) file or folder; bad files become one clear line."""
-    from pyspark.errors import PySparkException
-
     fmt = data_format(path)
     try:
         if fmt == "csv":
@@ -165,14 +170,13 @@ def read_dataset(spark, path: str):
         else:
             df = spark.read.parquet(path)
         df.schema  # forces schema resolution, where unreadable files fail
-    except (PySparkException, Exception) as exc:  # Py4J errors are not PySparkExceptions
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"could not read '{path}' as {fmt}: {first_line[:300]}") from exc
+    except Exception as exc:  # Py4J errors are not PySparkExceptions
+        text = str(exc)
+        if not any(sign in text for sign in BAD_DATA_SIGNS):
+            raise
+        sign_line = next((line for line in text.splitlines() if any(s in line for s in BAD_DATA_SIGNS)), text)
+        raise UserInputError(f"could not read '{path}' as {fmt}: {sign_line.strip()[:300]}") from exc
     return df
-
-
-# ----------------------------------------------------------------------------------------------
-# The generator
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import splits, validation
 from sparkmlops.models import sklearn_forest
 
@@ -13,10 +13,8 @@ METRIC_SIGN = {"rmse": 1.0, "mae": 1.0, "r2": -1.0}
 MAX_PARALLELISM = 128  # SparkTrials' own cap
 
 
-class SearchFailed(UserInputError):
+class SearchFailed(JobFailed):
     """No trial succeeded: nothing to report or refit."""
-
-    exit_code = 1
 
 
 def check_search_params(label_col: str, parallelism: int, metric: str, train_fraction: float,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import plots, registry, tracking
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import DriftFound, UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import validation
 from sparkmlops.models import resolve, scoring
@@ -34,7 +34,6 @@ from sparkmlops.monitor.drift_statistics import (
 # ----------------------------------------------------------------------------------------------
 # The check_drift job
 
-DRIFT_EXIT_CODE = 3  # distinct from 1 (a failure) and 2 (bad input), so schedulers can tell drift apart
 
 
 @dataclass(frozen=True)
@@ -167,3 +166,11 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
             "drift_verdict": verdict, "drift_max_psi": f"{summary['max_psi']:.4f}",
             "drift_run_id": tracking.active_run_id(), "drift_current_path": params.current_path})
     return {**summary, "verdict": verdict, "drift_found": bool(len(drifted))}
+
+
+def check_drift(spark, params: DriftParams, checked) -> dict:
+    """The `check_drift` job: log the check, and end with DriftFound (exit 3, run FINISHED) on drift."""
+    summary = check_drift_and_log(spark, params, checked)
+    if summary["drift_found"]:
+        raise DriftFound(summary["verdict"])
+    return summary

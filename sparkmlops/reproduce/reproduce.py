@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sparkmlops.core import environment, tracking
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import NotReproduced, UserInputError
 from sparkmlops.data import splits, validation
 from sparkmlops.reproduce.code_source import (
     clone_at,
@@ -39,15 +39,6 @@ REPRODUCIBLE_ENTRY_POINTS = ("main", "train", "train_sklearn", "tune_hyperopt", 
 LIBRARY_TAGS = ("python_version", "pyspark_version", "mlflow_version", "pandas_version", "java_version")
 # Wall-clock measurements differ on every run; they are listed in the report, not compared.
 _TIMING_METRIC = re.compile(r"(^|_)seconds$|per_second|_ms$")
-NOT_REPRODUCED_EXIT_CODE = 4
-
-
-class NotReproducedError(UserInputError):
-    """The reproduction ran, but its metrics differ from the original's beyond the tolerance."""
-
-    exit_code = NOT_REPRODUCED_EXIT_CODE
-
-
 @dataclass(frozen=True)
 class OriginalRun:
     """What the reproduction needs from the original run, read and checked without Spark."""
@@ -342,5 +333,5 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
     MlflowClient().set_tag(new_run_id, "reproduction_verdict", verdict[:5000])
     result = ReproduceResult(new_run_id, report, check.changes, libraries, not len(failing), verdict)
     if not result.reproduced:
-        raise NotReproducedError(f"{verdict}; see reproduction/metrics.csv of this run and run {new_run_id}.")
+        raise NotReproduced(f"{verdict}; see reproduction/metrics.csv of this run and run {new_run_id}.")
     return result

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sparkmlops.core import environment, registry, tracking
+from sparkmlops.core.errors import JobFailed
 from sparkmlops.data import generators, validation
 from sparkmlops.models import resolve, scoring
 from sparkmlops.serve import onnx_convert, onnx_pyfunc
@@ -32,7 +33,7 @@ UNSEEN_CATEGORY = "__sparkmlops_unseen__"
 ONNX_RUNTIME_PACKAGES = ("mlflow", "onnxruntime", "pandas", "numpy")
 
 
-class ParityError(Exception):
+class ParityError(JobFailed):
     """The exported graph does not reproduce Spark's predictions: a converter bug, never exported."""
 
 
