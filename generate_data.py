@@ -9,7 +9,7 @@ Deterministic in `seed`: the same seed gives the same rows, whatever n_files or 
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
 from sparkmlops.data.generate_data import DATASETS, GenerateParams, generate_and_write
 
@@ -20,8 +20,7 @@ from sparkmlops.data.generate_data import DATASETS, GenerateParams, generate_and
 @click.option("--n_files", type=int, default=1, show_default=True, help="Number of parquet part files.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
-@click.option("--dataset", default="airbnb", show_default=True,
-              help=" or ".join(f"{name} ({what})" for name, what in DATASETS.items()))
+@click.option("--dataset", default="airbnb", show_default=True, help=choices.describe(DATASETS)+".")
 @click.option("--n_devices", type=int, default=36, show_default=True, help="Number of devices (dataset=iot only).")
 @click.option("--drift", type=bool, default=False, show_default=True,
               help="The drifted variant (airbnb only): prices up 50%, new neighbourhoods, more missing reviews.")

@@ -12,7 +12,7 @@ version. A rejection is a normal outcome (exit 0); bad input exits 2 and changes
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
 from sparkmlops.registry.promote import METRICS, PromoteParams, promote_and_log
 
@@ -21,7 +21,7 @@ from sparkmlops.registry.promote import METRICS, PromoteParams, promote_and_log
 @click.option("--model_name", default="", help="Registered model name.")
 @click.option("--version", default="", help="Candidate: a version number or an alias; empty = the newest version.")
 @cli.data_path_option
-@click.option("--metric", default="rmse", show_default=True, help=" | ".join(METRICS))
+@click.option("--metric", default="rmse", show_default=True, help=choices.describe(METRICS)+", on the held-out rows.")
 @click.option("--min_improvement", type=float, default=0.0, show_default=True,
               help="Relative gain over @champion needed to promote, in [0, 1).")
 @click.option("--force", type=bool, default=False, show_default=True,

@@ -11,15 +11,18 @@ difference) and ends FAILED, exit code 4, when a metric differs by more than the
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.reproduce.reproduce import ReproduceParams, reproduce_and_log
+from sparkmlops.reproduce.reproduce import (
+    ENV_MANAGERS,
+    ReproduceParams,
+    reproduce_and_log,
+)
 
 
 @click.command(name="reproduce")
 @click.option("--run_id", default="", help="The run to reproduce.")
-@click.option("--env_manager", default="local", show_default=True,
-              help="local (this environment) or uv (a new environment from the commit's pins).")
+@click.option("--env_manager", default="local", show_default=True, help="Where the re-run runs: "+choices.describe(ENV_MANAGERS)+".")
 @click.option("--tolerance", type=float, default=0.0, show_default=True,
               help="Largest allowed |reproduced - original| per metric; 0 = bit-identical.")
 @click.option("--allow_data_change", type=bool, default=False, show_default=True,

@@ -10,18 +10,20 @@ The output (the input's columns plus `prediction`) appears at output_path only w
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.score.score_pandas_udf import PandasUdfParams, score_with_pandas_udf
+from sparkmlops.score.score_pandas_udf import (
+    METHODS,
+    PandasUdfParams,
+    score_with_pandas_udf,
+)
 
 
 @click.command(name="score_pandas_udf")
 @cli.model_uri_option
 @click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
 @click.option("--output_path", default="", help="Parquet folder to write.")
-@click.option("--method", default="map_in_pandas", show_default=True,
-              help="map_in_pandas (DataFrame.mapInPandas, model loaded once per task) or spark_udf "
-                   "(mlflow.pyfunc.spark_udf with env_manager=local).")
+@click.option("--method", default="map_in_pandas", show_default=True, help=choices.describe(METHODS)+".")
 @click.option("--batch_size", type=int, default=10000, show_default=True, help="Rows per Arrow batch.")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
 @cli.spark_master_option

@@ -10,18 +10,20 @@ prediction (null), or refused (error). The output is the input's columns plus `p
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.score.score_per_group import ScorePerGroupParams, score_per_group
+from sparkmlops.score.score_per_group import (
+    UNKNOWN_GROUPS,
+    ScorePerGroupParams,
+    score_per_group,
+)
 
 
 @click.command(name="score_per_group")
 @click.option("--run_id", default="", help="The parent run of a train_per_group run.")
 @click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
 @click.option("--output_path", default="", help="Parquet folder to write.")
-@click.option("--unknown_groups", default="fallback", show_default=True,
-              help="Rows of groups without a model: fallback (the run's fallback model), null (no prediction) "
-                   "or error (refuse the input).")
+@click.option("--unknown_groups", default="fallback", show_default=True, help="Rows of a group without a model: "+choices.describe(UNKNOWN_GROUPS)+".")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
 @cli.spark_master_option
 def main(**options):

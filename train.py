@@ -8,17 +8,16 @@ With no data_path, the embedded generated SF Airbnb dataset is used (created on 
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.models.spark_pipeline import MODEL_TYPES, TrainParams
 from sparkmlops.train.train import train_and_log
 
 
 @click.command(name="train")
 @cli.data_path_option
 @cli.label_col_option
-@click.option("--model_type", default="rf", show_default=True,
-              help="rf (random forest, the book's) or gbt (gradient-boosted trees; num_trees = iterations).")
+@click.option("--model_type", default="rf", show_default=True, help=choices.describe(MODEL_TYPES)+".")
 @click.option("--num_trees", type=int, default=100, show_default=True)
 @click.option("--max_depth", type=int, default=5, show_default=True, help="0 to 30.")
 @click.option("--max_bins", type=int, default=40, show_default=True, help=">= categories of any string column + 1.")

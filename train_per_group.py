@@ -12,6 +12,7 @@ import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models import options as model_options
 from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
 
 
@@ -22,7 +23,7 @@ from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and
               help="String column: one model per value.")
 @click.option("--min_rows", type=int, default=50, show_default=True,
               help="Groups with fewer training rows are skipped (listed; the fallback model scores them).")
-@cli.sklearn_model_options
+@model_options.sklearn_model_options
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the models.")
 @cli.train_fraction_option
 @cli.spark_master_option

@@ -9,13 +9,14 @@ import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models import options as model_options
 from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 
 
 @click.command(name="train_sklearn")
 @cli.data_path_option
 @cli.label_col_option
-@cli.sklearn_model_options
+@model_options.sklearn_model_options
 @click.option("--log_label", type=bool, default=False, show_default=True,
               help="Fit log1p(label); the model still predicts the label.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the model.")

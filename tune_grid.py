@@ -11,6 +11,7 @@ import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models import options as model_options
 from sparkmlops.models.search import summary_line
 from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
 
@@ -23,7 +24,7 @@ from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
                    "max_features, log_label; empty = the built-in 16-candidate grid.")
 @click.option("--cv", type=int, default=3, show_default=True, help="Number of folds.")
 @click.option("--parallelism", type=int, default=2, show_default=True, help="Concurrent fits (Spark tasks).")
-@cli.metric_option
+@model_options.metric_option
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split, folds and forests.")
 @cli.train_fraction_option
 @cli.spark_master_option

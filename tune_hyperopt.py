@@ -11,8 +11,9 @@ the training split and logged under `model`.
 
 import click
 
-from sparkmlops.core import cli
+from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
+from sparkmlops.models import options as model_options
 from sparkmlops.models.search import summary_line
 from sparkmlops.tune.tune_hyperopt import ENGINES, TuneParams, tune_and_log
 
@@ -23,8 +24,8 @@ from sparkmlops.tune.tune_hyperopt import ENGINES, TuneParams, tune_and_log
 @click.option("--max_evals", type=int, default=16, show_default=True, help="Number of trials.")
 @click.option("--parallelism", type=int, default=1, show_default=True,
               help="Concurrent trials (engine=sklearn; Spark task slots are the real limit).")
-@click.option("--engine", default="mllib", show_default=True, help=" | ".join(ENGINES))
-@cli.metric_option
+@click.option("--engine", default="mllib", show_default=True, help=choices.describe(ENGINES)+".")
+@model_options.metric_option
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the splits, the models and TPE.")
 @click.option("--timeout_seconds", type=int, default=0, show_default=True,
               help="Stop starting trials after this many seconds; 0 = no limit.")

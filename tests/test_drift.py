@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 from conftest import assert_refused, newest_run, python_script, script_in_process
 
-from sparkmlops.monitor import check_drift as monitor_check_drift
 from sparkmlops.monitor import drift_statistics
 
 

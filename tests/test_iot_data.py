@@ -95,7 +95,7 @@ def test_generate_data_script_writes_iot(spark, tmp_path, client):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--dataset", "taxi"], "unknown dataset 'taxi': use airbnb (the SF listings schema), iot ("),
+    (["--dataset", "taxi"], "unknown dataset 'taxi': use airbnb (the SF listings schema) or iot ("),
     (["--dataset", "iot", "--n_devices", "0"], f"n_devices must be between 1 and {generators.MAX_DEVICES}, got 0."),
     (["--n_devices", "5"], "n_devices applies to dataset=iot only, got n_devices=5 with dataset=airbnb"),
 ])

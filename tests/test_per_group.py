@@ -160,7 +160,7 @@ def test_bad_inputs_are_refused(client, spark, default_data, per_group_run, trai
     assert_refused(train("--group_col", "accommodates"), client, "is double, not a string column",
                    before_spark=False)
     assert_refused(_score(run_id, per_group_input, out, "--unknown_groups", "skip"), client,
-                   "unknown_groups must be fallback", before_spark=False)
+                   "unknown unknown_groups", before_spark=False)
     assert_refused(_score("0123456789abcdef0123456789abcdef", per_group_input, out), client, "not found",
                    before_spark=False)
     train_run_id = trained_model[0].split("/")[1]

@@ -173,7 +173,7 @@ def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project
         reproduce_reproduce.ReproduceParams(run_id=generate_run.info.run_id).validate()
     with pytest.raises(UserInputError, match="run 'nope' not found"):
         reproduce_reproduce.ReproduceParams(run_id="nope").validate()
-    with pytest.raises(UserInputError, match="env_manager must be one of local, uv"):
+    with pytest.raises(UserInputError, match="unknown env_manager .conda.: use local"):
         reproduce_reproduce.ReproduceParams(run_id="x", env_manager="conda").validate()
     with pytest.raises(UserInputError, match="tolerance must be >= 0"):
         reproduce_reproduce.ReproduceParams(run_id="x", tolerance=-1).validate()

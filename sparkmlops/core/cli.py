@@ -68,25 +68,7 @@ label_col_option = click.option(
 train_fraction_option = click.option(
     "--train_fraction", type=float, default=0.8, show_default=True, help="Share of rows for training; the rest "
     "is the test split.")
-metric_option = click.option(
-    "--metric", default="rmse", show_default=True, help="rmse | mae | r2: what the search optimises.")
 register_as_option = click.option(
     "--register_as", default="", help="Registered model name: the logged model becomes its newest version; "
     "empty = do not register.")
 
-
-def sklearn_model_options(command):
-    """The scikit-learn model's options (train_sklearn, train_per_group): same names, defaults and help."""
-    options = [
-        click.option("--model_type", default="rf", show_default=True,
-                     help="rf (RandomForestRegressor) or gbt (HistGradientBoostingRegressor)."),
-        click.option("--num_trees", type=int, default=100, show_default=True,
-                     help="Trees (rf) or boosting iterations (gbt)."),
-        click.option("--max_depth", type=int, default=10, show_default=True, help="0 = unlimited."),
-        click.option("--min_samples_leaf", type=int, default=1, show_default=True),
-        click.option("--max_features", default="1.0", show_default=True,
-                     help="Share of features per split in (0, 1]; rf also takes sqrt or log2."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command

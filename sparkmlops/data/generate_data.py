@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import tracking
+from sparkmlops.core import choices, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import generators, validation, writing
 
@@ -28,9 +28,7 @@ class GenerateParams:
     def validate(self) -> "GenerateParams":
         if not self.output_path:
             raise UserInputError("output_path is empty: pass -P output_path=<folder to create>.")
-        if self.dataset not in DATASETS:
-            choices = ", ".join(f"{name} ({what})" for name, what in DATASETS.items())
-            raise UserInputError(f"unknown dataset '{self.dataset}': use {choices}.")
+        choices.check("dataset", self.dataset, DATASETS)
         # A changed n_devices with airbnb is a mistake (probably a forgotten -P dataset=iot), not a no-op.
         if self.dataset != "iot" and self.n_devices != generators.DEFAULT_N_DEVICES:
             raise UserInputError(f"n_devices applies to dataset=iot only, got n_devices={self.n_devices} with "

@@ -7,6 +7,10 @@ import numpy as np
 
 from sparkmlops.core.errors import UserInputError
 
+# The metrics every entry point reports, and which way is better.
+METRICS = {"rmse": "root mean squared error", "mae": "mean absolute error", "r2": "coefficient of determination"}
+LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
+
 
 def regression_metrics(predictions, label_col: str) -> dict[str, float]:
     """rmse, mae and r2 (as RegressionEvaluator defines them) in one pass."""

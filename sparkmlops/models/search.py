@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from sparkmlops.core import choices
 from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import splits, validation
 from sparkmlops.models import sklearn_forest
+from sparkmlops.models.metrics import LOWER_IS_BETTER, METRICS
 
 # loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
-METRIC_SIGN = {"rmse": 1.0, "mae": 1.0, "r2": -1.0}
+METRIC_SIGN = {metric: 1.0 if lower else -1.0 for metric, lower in LOWER_IS_BETTER.items()}
 
 MAX_PARALLELISM = 128  # SparkTrials' own cap
 
@@ -24,8 +26,7 @@ def check_search_params(label_col: str, parallelism: int, metric: str, train_fra
         raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
     if not 1 <= parallelism <= MAX_PARALLELISM:
         raise UserInputError(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}.")
-    if metric not in METRIC_SIGN:
-        raise UserInputError(f"unknown metric '{metric}': use one of {', '.join(METRIC_SIGN)}.")
+    choices.check("metric", metric, METRICS)
     splits.check_train_fraction(train_fraction)
     if data_path:
         validation.check_input_path(data_path)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from sparkmlops.core import plots, tracking
+from sparkmlops.core import choices, plots, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.tracking import log_sklearn_model
 from sparkmlops.data import schema as data_schema
@@ -22,7 +22,7 @@ from sparkmlops.models.metrics import array_regression_metrics
 
 # What a logged scikit-learn model needs at load time (MLflow 3 saves it with skops).
 MAX_FEATURES_NAMES = ("sqrt", "log2")
-MODEL_TYPES = ("rf", "gbt")
+MODEL_TYPES = {"rf": "RandomForestRegressor", "gbt": "HistGradientBoostingRegressor, num_trees = iterations"}
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ class ForestParams:
 
     def validate(self) -> "ForestParams":
         """One clear line per bad value, before any data is read."""
-        if self.model_type not in MODEL_TYPES:
-            raise UserInputError(f"unknown model_type '{self.model_type}': use rf (random forest) or gbt "
-                                 "(scikit-learn's histogram gradient boosting).")
+        choices.check("model_type", self.model_type, MODEL_TYPES)
         if self.num_trees < 1:
             raise UserInputError(f"num_trees must be >= 1, got {self.num_trees}.")
         if not 0 <= self.max_depth <= 100:

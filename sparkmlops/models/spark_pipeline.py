@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from sparkmlops.core import plots, tracking
+from sparkmlops.core import choices, plots, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import PreparedData, check_training_inputs
@@ -23,7 +23,8 @@ from sparkmlops.models.metrics import regression_metrics
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 PLOT_SAMPLE_ROWS = 5000
 FEATURE_SUBSET_STRATEGIES = ("auto", "all", "onethird", "sqrt", "log2")
-MODEL_TYPES = ("rf", "gbt", "xgboost")
+MODEL_TYPES = {"rf": "random forest, the book's", "gbt": "Spark's gradient-boosted trees, num_trees = iterations",
+               "xgboost": "xgboost.spark, num_trees = boosting rounds"}
 LOG_LABEL_COL = "__log_label"
 LOG_PREDICTION_COL = "__log_prediction"
 
@@ -61,9 +62,7 @@ class TrainParams:
     def validate(self) -> "TrainParams":
         """Checks that need no data; raise one clear line per problem, before Spark starts."""
         check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
-        if self.model_type not in MODEL_TYPES:
-            raise UserInputError(f"unknown model_type '{self.model_type}': use rf (random forest, the book's), "
-                                 "gbt (Spark's gradient-boosted trees) or xgboost (xgboost.spark).")
+        choices.check("model_type", self.model_type, MODEL_TYPES)
         if self.model_type == "xgboost" and self.feature_subset_strategy not in ("auto", "all"):
             raise UserInputError("feature_subset_strategy applies to rf and gbt: XGBoost uses every feature here; "
                                  "pass -P feature_subset_strategy=auto with model_type=xgboost.")

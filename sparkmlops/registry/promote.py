@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops.core import registry, tracking
+from sparkmlops.core import choices, registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests, generators, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.models import metrics as model_metrics
 from sparkmlops.models import resolve, scoring
+from sparkmlops.models.metrics import LOWER_IS_BETTER, METRICS
 
-METRICS = ("rmse", "mae", "r2")
-LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
 MIN_HELDOUT_ROWS = 10
 
 
@@ -42,8 +41,7 @@ class PromoteParams:
         if not self.model_name:
             raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
         registry.check_model_name(self.model_name, "model_name")
-        if self.metric not in METRICS:
-            raise UserInputError(f"unknown metric '{self.metric}': use one of {', '.join(METRICS)}.")
+        choices.check("metric", self.metric, METRICS)
         if not 0.0 <= self.min_improvement < 1.0:
             raise UserInputError(f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
                                  f"@champion), got {self.min_improvement}.")

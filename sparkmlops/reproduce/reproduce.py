@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sparkmlops.core import environment, tracking
+from sparkmlops.core import choices, environment, tracking
 from sparkmlops.core.errors import NotReproduced, UserInputError
 from sparkmlops.data import splits, validation
 from sparkmlops.reproduce.code_source import (
@@ -31,7 +31,7 @@ from sparkmlops.reproduce.code_source import (
     project_subdirectory,
 )
 
-ENV_MANAGERS = ("local", "uv")
+ENV_MANAGERS = {"local": "this environment", "uv": "a new one built from the commit's pins"}
 # Entry points whose run is a pure function of code, parameters and data: they read data_path, train
 # and log metrics. The others write outputs (scoring, generate_data), move aliases (promote) or read
 # other runs (reproduce, check_drift), so running them again is not a reproduction.
@@ -75,9 +75,7 @@ class ReproduceParams:
         if not self.run_id:
             raise UserInputError("run_id is empty: pass -P run_id=<id of the run to reproduce> (the UI shows it "
                                  "on the run's page).")
-        if self.env_manager not in ENV_MANAGERS:
-            raise UserInputError(f"env_manager must be one of {', '.join(ENV_MANAGERS)}, got '{self.env_manager}': "
-                                 "local = this environment, uv = a new one built from the commit's pins.")
+        choices.check("env_manager", self.env_manager, ENV_MANAGERS)
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise UserInputError(f"tolerance must be >= 0 (largest allowed |reproduced - original| per metric; "
                                  f"0 = bit-identical), got {self.tolerance}.")

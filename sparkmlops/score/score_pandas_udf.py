@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import tracking
+from sparkmlops.core import choices, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.models import resolve, scoring
@@ -30,7 +30,7 @@ from sparkmlops.models.pandas_predict import (
     ship_model,
 )
 
-METHODS = ("map_in_pandas", "spark_udf")
+METHODS = {"map_in_pandas": "model loaded once per task", "spark_udf": "mlflow.pyfunc.spark_udf"}
 MAX_BATCH_SIZE = 1_000_000
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
@@ -47,9 +47,7 @@ class PandasUdfParams:
     mode: str = "error"
 
     def validate(self) -> resolve.ResolvedModel:
-        if self.method not in METHODS:
-            raise UserInputError(f"unknown method '{self.method}': use map_in_pandas (model loaded once per task) "
-                                 "or spark_udf (mlflow.pyfunc.spark_udf).")
+        choices.check("method", self.method, METHODS)
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise UserInputError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} rows per Arrow batch, "
                                  f"got {self.batch_size}.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import tracking
+from sparkmlops.core import choices, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.models import resolve, scoring
 from sparkmlops.models.group_models import (
@@ -17,7 +17,8 @@ from sparkmlops.models.group_models import (
     score_groups,
 )
 
-UNKNOWN_GROUPS = ("fallback", "null", "error")
+UNKNOWN_GROUPS = {"fallback": "scored by the fallback model", "null": "no prediction",
+                  "error": "refuse the input, listing them"}
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,7 @@ class ScorePerGroupParams:
     mode: str = "error"
 
     def validate(self) -> tuple[GroupModels, resolve.ResolvedModel]:
-        if self.unknown_groups not in UNKNOWN_GROUPS:
-            raise UserInputError(f"unknown_groups must be fallback (score them with the fallback model), null "
-                                 f"(no prediction) or error (refuse the input), got '{self.unknown_groups}'.")
+        choices.check("unknown_groups", self.unknown_groups, UNKNOWN_GROUPS)
         scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
         group_models = load_group_models(self.run_id)
         fallback = resolve.resolve_model(group_models.fallback_uri, require_flavor="python_function")

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops.core import plots, registry, tracking
+from sparkmlops.core import choices, plots, registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.data import schema as data_schema
@@ -31,7 +31,8 @@ from sparkmlops.models.search import (
     refit_sklearn,
 )
 
-ENGINES = ("mllib", "sklearn")
+ENGINES = {"mllib": "Spark ML trials, one after another",
+           "sklearn": "scikit-learn trials in parallel on the executors"}
 VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
@@ -54,9 +55,7 @@ class TuneParams:
     def validate(self) -> "TuneParams":
         if self.max_evals < 1:
             raise UserInputError(f"max_evals must be >= 1 (the number of trials), got {self.max_evals}.")
-        if self.engine not in ENGINES:
-            raise UserInputError(f"unknown engine '{self.engine}': use mllib (Spark ML trials, one after "
-                                 "another) or sklearn (scikit-learn trials in parallel on the executors).")
+        choices.check("engine", self.engine, ENGINES)
         check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
         if self.engine == "mllib" and self.parallelism != 1:
             raise UserInputError("parallelism applies to engine=sklearn: with engine=mllib every trial already "
