@@ -110,7 +110,6 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
 
 
 def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max_depth: int):
-
     path = str(tmp / "iot.parquet")
     generators.generate_iot(spark, iot_rows, n_devices=devices).write.parquet(path)
     params = PerGroupParams(data_path=path, label_col=data_schema.IOT_LABEL, group_col=data_schema.IOT_GROUP_COL,

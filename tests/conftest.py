@@ -75,7 +75,6 @@ def test_environment(workdir):
 
 @pytest.fixture(scope="session")
 def spark(test_environment):
-
     session = get_spark("sparkmlops-tests", master="local[2]", conf=SPARK_CONF)
     yield session
     session.stop()
@@ -271,7 +270,6 @@ def trained_model(spark, default_data):
 
 @pytest.fixture(scope="session")
 def other_trained_model(spark, default_data):
-
     with tracking.tracked_run("fixture-train-other") as run:
         train_and_log(spark, TrainParams(data_path=default_data, num_trees=3, max_depth=3, seed=1))
     return f"runs:/{run.info.run_id}/model"

@@ -163,7 +163,6 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
 
 
 def _sklearn_model(spark, default_data) -> str:
-
     with tracking.tracked_run("fixture-sklearn-for-cluster"):
         result = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default_data, num_trees=5, max_depth=4))
     return result.model_uri
@@ -263,7 +262,6 @@ def test_master_contradicting_spark_remote_is_refused(client, monkeypatch):
 
 
 def test_requested_master_follows_spark_precedence(tmp_path, monkeypatch):
-
     (tmp_path / "spark-defaults.conf").write_text("# comment\nspark.master   spark://confhost:7077\n")
     for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME", "SPARK_CONNECT_MODE_ENABLED"):
         monkeypatch.delenv(key, raising=False)

@@ -164,3 +164,19 @@ def register_result(name: str, entry_point: str, model_uri: str, model_params: d
     tracking.set_tags({"registered_model": name, "registered_model_version": str(version.version)})
     print(f"{entry_point}: registered models:/{name}/{version.version}", flush=True)
     return str(version.version)
+
+
+def version_of_uri(model_uri: str, run_id: str) -> tuple[str, str, str]:
+    """(name, version, run id) of a ``models:/<name>@<alias>`` or ``models:/<name>/<n>`` URI; the version is
+    empty for "latest" or a legacy stage, which MLflow resolves itself."""
+    body = model_uri[len("models:/"):]
+    client = _client()
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+    else:
+        name, _, ref = body.partition("/")
+        mv = client.get_model_version(name, ref) if ref.isdigit() else None
+        if mv is None:
+            return name, "", run_id
+    return name, str(mv.version), mv.run_id or run_id

@@ -10,10 +10,12 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
 import mlflow.data.spark_dataset
+import mlflow.exceptions
 
 from sparkmlops.core import compat, environment, errors
 from sparkmlops.core.spark import is_connect
@@ -114,6 +116,68 @@ def get_run(run_id: str):
         return MlflowClient().get_run(run_id)
     except MlflowException:
         return None
+
+
+def run_parameters_of(run_id: str) -> dict[str, str]:
+    """``run_parameters`` of the run ``run_id``; empty when there is no id or no such run (a model logged
+    outside a run, or a run deleted since)."""
+    run = get_run(run_id) if run_id else None
+    return run_parameters(run) if run else {}
+
+
+# What MLflow raises when a run, model or artifact is not there (callers turn it into their own line).
+MlflowError = mlflow.exceptions.MlflowException
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def set_tracking_uri(uri: str) -> None:
+    """On a Python worker, where the driver's environment is not: log and load where the driver does."""
+    mlflow.set_tracking_uri(uri)
+
+
+def model_info(model_uri: str):
+    """MLflow's ModelInfo (flavors, signature, run) of ``model_uri``, read without loading the model."""
+    return mlflow.models.get_model_info(model_uri)
+
+
+def download_artifacts(**kwargs) -> str:
+    """mlflow.artifacts.download_artifacts: a local copy of a model or a run's artifact; its path."""
+    return mlflow.artifacts.download_artifacts(**kwargs)
+
+
+def load_pyfunc_model(model_uri: str):
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):
+    """MLflow's own Spark UDF of a python_function model, in this process's environment."""
+    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
+
+
+def log_pyfunc_model(**kwargs):
+    """mlflow.pyfunc.log_model into the active run (a python_function model with its own code)."""
+    return mlflow.pyfunc.log_model(**kwargs)
+
+
+def log_step_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Metrics of one step (a stream's micro-batch) in one call, from any thread."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+
+def dataset_schema(df, source: str) -> dict[str, str]:
+    """Column -> type of ``df`` as MLflow records a Spark dataset's schema (to compare with a logged one)."""
+    return {c["name"]: c["type"] for c in mlflow.data.from_spark(df, path=source).schema.to_dict()}
+
+
+def run_project(project_dir: str, **kwargs):
+    """mlflow.projects.run of a project folder (asynchronously: the caller tags the run and waits)."""
+    return mlflow.projects.run(project_dir, synchronous=False, **kwargs)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:

@@ -114,7 +114,6 @@ class _ArrowFileSystem:
 
 
 def _filesystem(spark, path: str):
-
     return _ArrowFileSystem(path) if is_connect(spark) else _HadoopFileSystem(spark, path)
 
 

@@ -62,18 +62,14 @@ class GroupModels:
 
 def load_group_models(run_id: str) -> GroupModels:
     """Read a train_per_group run's table of models (no Spark); one clear line when it is not one."""
-    import mlflow
     import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     if not run_id:
         raise UserInputError("run_id is empty: pass -P run_id=<id of a train_per_group run>.")
-    try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException as exc:
-        raise UserInputError(f"run '{run_id}' not found in {mlflow.get_tracking_uri()}: pass the id of a "
-                             "train_per_group run (see its parent run in the MLflow UI).") from exc
+    run = tracking.get_run(run_id)
+    if run is None:
+        raise UserInputError(f"run '{run_id}' not found in {tracking.tracking_uri()}: pass the id of a "
+                             "train_per_group run (see its parent run in the MLflow UI).")
     group_col = run.data.tags.get("group_col")
     if not group_col:
         raise UserInputError(f"run '{run_id}' is not a train_per_group run (no group_col tag): pass the parent "
@@ -81,7 +77,7 @@ def load_group_models(run_id: str) -> GroupModels:
     if run.info.status != "FINISHED":
         raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that "
                              "FINISHED.")
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
+    path = tracking.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
     table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
                         dtype={"group": str})
     trained = table[table["status"] == "trained"]
@@ -97,10 +93,8 @@ _GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> loaded 
 def _load_model(uri: str, tracking_uri: str):
     model = _GROUP_MODELS.get(uri)
     if model is None:
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(uri)
+        tracking.set_tracking_uri(tracking_uri)
+        model = tracking.load_pyfunc_model(uri)
         if len(_GROUP_MODELS) > 64:
             _GROUP_MODELS.clear()
         _GROUP_MODELS[uri] = model

@@ -7,6 +7,7 @@ import os
 import tempfile
 import uuid
 
+from sparkmlops.core import tracking
 from sparkmlops.models import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -63,12 +64,10 @@ def ship_model(spark, model: resolve.ResolvedModel) -> str:
     master refuses addFile of a local folder); return its name."""
     import shutil
 
-    import mlflow
-
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
     local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
     # The returned folder holds MLmodel: for runs:/<id>/model it is a subfolder of dst_path, named "model".
-    downloaded = mlflow.artifacts.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
+    downloaded = tracking.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
     spark.sparkContext.addFile(shutil.make_archive(local, "zip", downloaded))
     return name
 
@@ -109,9 +108,7 @@ def load_shipped_model(name: str, loads=None):
     actual loads)."""
     predict = _LOADED.get(name)
     if predict is None:
-        import mlflow
-
-        predict = batch_predictor(mlflow.pyfunc.load_model(shipped_model_dir(name)))
+        predict = batch_predictor(tracking.load_pyfunc_model(shipped_model_dir(name)))
         _LOADED.clear()  # a long-lived worker keeps only the newest job's model
         _LOADED[name] = predict
         if loads is not None:

@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from sparkmlops.core import registry, tracking
 from sparkmlops.core.errors import UserInputError
 
 _LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
@@ -74,17 +75,14 @@ class ResolvedModel:
 
 def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedModel:
     """Resolve ``model_uri`` through MLflow without Spark; one clear line when it is wrong."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     if not model_uri:
         raise UserInputError(f"model_uri is empty: {_URI_HELP}.")
     scheme = model_uri.split(":", 1)[0] if re.match(r"^[a-z][a-z0-9+.-]*:", model_uri) else ""
     if not scheme and not os.path.exists(model_uri):
         raise UserInputError(f"model '{model_uri}' is neither a model URI nor an existing folder: {_URI_HELP}.")
     try:
-        info = mlflow.models.get_model_info(model_uri)
-    except (MlflowException, OSError, ValueError) as exc:
+        info = tracking.model_info(model_uri)
+    except (tracking.MlflowError, OSError, ValueError) as exc:
         first = " ".join(str(exc).split())[:300]
         raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
     flavors = tuple(sorted(info.flavors))
@@ -99,26 +97,10 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
     if scheme == "models" and _LOGGED_MODEL_ID.match(model_uri[len("models:/"):]):
         pass  # MLflow 3's logged-model URI (models:/m-<id>): a run's model, not a registered one
     elif scheme == "models":
-        name, version, run_id = _registry_version(model_uri, run_id)
+        name, version, run_id = registry.version_of_uri(model_uri, run_id)
     elif scheme == "runs":
         run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else run_id
     return ResolvedModel(model_uri, run_id, name, version, flavors, info.signature)
-
-
-def _registry_version(model_uri: str, run_id: str) -> tuple[str, str, str]:
-    from mlflow import MlflowClient
-
-    body = model_uri[len("models:/"):]
-    client = MlflowClient()
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        mv = client.get_model_version_by_alias(name, alias)
-    else:
-        name, _, ref = body.partition("/")
-        mv = client.get_model_version(name, ref) if ref.isdigit() else None
-        if mv is None:  # "latest" or a legacy stage: take MLflow's own resolution
-            return name, "", run_id
-    return name, str(mv.version), mv.run_id or run_id
 
 
 def spark_schema_for(model: ResolvedModel):

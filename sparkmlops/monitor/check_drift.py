@@ -67,19 +67,12 @@ class DriftParams:
         return asdict(self)
 
 
-def _training_params(model) -> dict:
-
-    run = tracking.get_run(model.run_id) if model.run_id else None
-    return tracking.run_parameters(run) if run else {}
-
-
 def _training_label(model) -> str:
-    return _training_params(model).get("label_col", "")
+    return tracking.run_parameters_of(model.run_id).get("label_col", "")
 
 
 def _training_data_path(model) -> str:
-
-    path = _training_params(model).get("data_path_resolved")
+    path = tracking.run_parameters_of(model.run_id).get("data_path_resolved")
     if not path:
         raise UserInputError(f"model '{model.identity}' has no training data on record (no data_path_resolved "
                              "parameter in its run): pass -P reference_path=<its training data>.")

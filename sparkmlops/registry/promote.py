@@ -152,17 +152,13 @@ class TrainingSplit:
 def training_split(version) -> TrainingSplit | None:
     """How the version's training run split its data: from the tags ``register_model`` wrote, else from
     the run (a version registered by hand); None when neither says (not produced by this project)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     tags = dict(version.tags or {})
     known = {"seed": tags.get("param.seed"), "train_fraction": tags.get("param.train_fraction"),
              "label_col": tags.get("param.label_col"), "data_digest": tags.get("data_digest"),
              "test_digest": tags.get("test_digest")}
     if None in (known["seed"], known["train_fraction"], known["data_digest"]) and version.run_id:
-        try:
-            run = MlflowClient().get_run(version.run_id)
-        except MlflowException:
+        run = tracking.get_run(version.run_id)
+        if run is None:
             return None
         params = tracking.run_parameters(run)
         known.update({"seed": params.get("seed"), "train_fraction": params.get("train_fraction"),

@@ -83,15 +83,10 @@ class ReproduceParams:
 
 
 def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise UserInputError(f"run '{run_id}' not found in the tracking store {_tracking_uri()} "
-                             f"({' '.join(str(exc).split())[:200]}): check the id and MLFLOW_TRACKING_URI.") from exc
+    run = tracking.get_run(run_id)
+    if run is None:
+        raise UserInputError(f"run '{run_id}' not found in the tracking store {tracking.tracking_uri()}: check "
+                             "the id and MLFLOW_TRACKING_URI.")
 
     tags, params = run.data.tags, tracking.run_parameters(run)
     entry_point = tags.get("entry_point") or tags.get("mlflow.project.entryPoint") or tags.get("mlflow.runName", "")
@@ -124,12 +119,6 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
         data_rows=int(sum(rows)) if None not in rows else None, data_schema=_logged_schema(run))
 
 
-def _tracking_uri() -> str:
-    import mlflow
-
-    return mlflow.get_tracking_uri()
-
-
 def _logged_schema(run) -> dict[str, str]:
     """Column -> MLflow type of the run's training dataset input (MLflow records its schema)."""
     for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
@@ -155,9 +144,6 @@ class DataCheck:
 
 def check_data(spark, original: OriginalRun) -> DataCheck:
     """Does the run's data still have its logged content digest? If not, say what changed."""
-    import mlflow
-
-
     try:
         validation.check_input_path(original.data_path)
         data = splits.load_labelled(spark, original.data_path, original.label_col)
@@ -171,8 +157,7 @@ def check_data(spark, original: OriginalRun) -> DataCheck:
     if original.data_rows is not None and rows != original.data_rows:
         changes.append(f"rows {original.data_rows} -> {rows}")
     if original.data_schema:
-        now = {c["name"]: c["type"] for c in mlflow.data.from_spark(data.df, path=original.data_path)
-               .schema.to_dict()}
+        now = tracking.dataset_schema(data.df, original.data_path)
         before = original.data_schema
         added = [c for c in now if c not in before]
         removed = [c for c in before if c not in now]
@@ -242,9 +227,6 @@ class ReproduceResult:
 def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, str], env_manager: str,
                  reproduce_run_id: str) -> str:
     """``mlflow.projects.run`` of the entry point at the commit; returns the new run's id once it ended."""
-    import mlflow
-    from mlflow import MlflowClient
-
     # local: MLflow runs `python <script>` from PATH, so make that this environment's Python; uv: the
     # `uv` executable is found on PATH too (make setup installs it next to this Python).
     env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
@@ -259,12 +241,11 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
         os.environ.pop(key, None)
     try:
         # The clone is at the commit already; MLflow records it from the folder's git state.
-        submitted = mlflow.projects.run(
+        submitted = tracking.run_project(
             os.path.join(project_dir, original.subdirectory), entry_point=original.entry_point, parameters=parameters,
-            env_manager=env_manager, experiment_id=original.experiment_id, synchronous=False)
-        client = MlflowClient()
-        client.set_tag(submitted.run_id, "reproduction_of", original.run_id)
-        client.set_tag(submitted.run_id, "reproduced_by", reproduce_run_id)
+            env_manager=env_manager, experiment_id=original.experiment_id)
+        tracking.set_run_tags(submitted.run_id, {"reproduction_of": original.run_id,
+                                                 "reproduced_by": reproduce_run_id})
         ok = submitted.wait()
     finally:
         for key, value in saved.items():
@@ -280,8 +261,6 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
 
 def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> ReproduceResult:
     import pandas as pd
-    from mlflow import MlflowClient
-
 
     tracking.set_tags({"original_run_id": original.run_id, "original_entry_point": original.entry_point,
                        "original_git_commit": original.commit})
@@ -306,7 +285,7 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
                            "source": original.source, "parameters": parameters}, "reproduction/command.json")
         new_run_id = _run_project(project_dir, original, parameters, params.env_manager, tracking.active_run_id())
 
-    reproduced = MlflowClient().get_run(new_run_id)
+    reproduced = tracking.get_run(new_run_id)
     libraries = library_differences(original.tags, reproduced.data.tags)
     report = compare_metrics(original.metrics, reproduced.data.metrics, params.tolerance)
     tracking.log_dataframe_csv(report, "reproduction/metrics.csv")
@@ -328,7 +307,7 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
     if libraries:
         verdict += f"; library versions differ: {_format_differences(libraries)}"
     tracking.set_tags({"reproduced_run_id": new_run_id, "reproduction_verdict": verdict[:5000]})
-    MlflowClient().set_tag(new_run_id, "reproduction_verdict", verdict[:5000])
+    tracking.set_run_tags(new_run_id, {"reproduction_verdict": verdict[:5000]})
     result = ReproduceResult(new_run_id, report, check.changes, libraries, not len(failing), verdict)
     if not result.reproduced:
         raise NotReproduced(f"{verdict}; see reproduction/metrics.csv of this run and run {new_run_id}.")

@@ -99,11 +99,10 @@ def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict 
 
 def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     """``df`` plus ``prediction``, scored by ``mlflow.pyfunc.spark_udf`` (same process environment)."""
-    import mlflow
     from pyspark.sql import functions as F
 
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
-    udf = mlflow.pyfunc.spark_udf(spark, model.load_uri, result_type="double", env_manager="local")
+    udf = tracking.pyfunc_spark_udf(spark, model.load_uri)
     # A struct argument reaches the model as a DataFrame with the struct's field names.
     features = F.struct(*[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c)
                           for c, kind in model.input_columns()])

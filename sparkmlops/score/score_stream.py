@@ -150,9 +150,6 @@ class ProgressReporter:
         self.rows = 0
 
     def report(self, query) -> None:
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric
-
         for progress in query.recentProgress:
             # Attributes, not keys: over Spark Connect the JSON has no numInputRows (the property sums the sources).
             batch_id, rows = progress.batchId, progress.numInputRows
@@ -164,9 +161,7 @@ class ProgressReporter:
             self.rows += rows
             print(f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
                   f"({rows / latency * 1000 if latency else 0:.0f} rows/s)", flush=True)
-            now = int(time.time() * 1000)
-            MlflowClient().log_batch(self.run_id, metrics=[
-                Metric("batch_rows", rows, now, batch_id), Metric("batch_latency_ms", latency, now, batch_id)])
+            tracking.log_step_metrics(self.run_id, {"batch_rows": rows, "batch_latency_ms": latency}, batch_id)
 
 
 # Marks the error a guarded row raises, so the failure is told apart from Spark's own.

@@ -45,8 +45,6 @@ class ExportParams:
 
     def validate(self) -> "ExportPlan":
         """Resolve the model, download it and convert it: all before Spark starts."""
-        import mlflow
-
         if self.register_as:
             registry.check_model_name(self.register_as)
         if self.parity_data_path:
@@ -54,7 +52,7 @@ class ExportParams:
         source = resolve.resolve_model(self.model_uri)
         workdir = tempfile.mkdtemp(prefix="sparkmlops-export-")
         try:
-            local = mlflow.artifacts.download_artifacts(source.load_uri, dst_path=workdir)
+            local = tracking.download_artifacts(artifact_uri=source.load_uri, dst_path=workdir)
             onnx_model, plan = onnx_convert.convert_saved_pipeline(local)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -86,15 +84,7 @@ class ExportPlan:
 
 def _training_data_path(source: resolve.ResolvedModel) -> str:
     """The data the source model was trained on, when its run says so and the path still exists."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    if not source.run_id:
-        return ""
-    try:
-        path = MlflowClient().get_run(source.run_id).data.params.get("data_path_resolved", "")
-    except MlflowException:
-        return ""
+    path = tracking.run_parameters_of(source.run_id).get("data_path_resolved", "")
     return path if path and (not validation.is_local_path(path) or os.path.exists(validation.local_path(path))) else ""
 
 
@@ -160,15 +150,12 @@ def _pyfunc_code(workdir: str) -> str:
 
 def log_onnx_model(plan: ExportPlan, input_example):
     """Log the pyfunc (onnxruntime) model with the Spark model's signature and the graph itself."""
-    import mlflow
-
-
     onnx_path = os.path.join(plan.workdir, "model.onnx")
     metadata_path = os.path.join(plan.workdir, "onnx_metadata.json")
     with open(metadata_path, "w") as f:
         json.dump(plan.metadata(), f, indent=1)
     package_dir = _pyfunc_code(plan.workdir)
-    return mlflow.pyfunc.log_model(
+    return tracking.log_pyfunc_model(
         name=tracking.MODEL_ARTIFACT_PATH,
         python_model=OnnxPipelineModel(),
         artifacts={"onnx_model": onnx_path, "metadata": metadata_path},

@@ -99,7 +99,6 @@ class GroupContext:
 
 def train_group(context: GroupContext, frame):
     """applyInPandas function: fit, evaluate and log one group's model in a nested run; one result row."""
-    import mlflow
     import pandas as pd
 
     group = group_value(frame, context.group_col)
@@ -110,7 +109,7 @@ def train_group(context: GroupContext, frame):
            "model_uri": None, "rmse": None, "mae": None, "r2": None, "fit_seconds": None, "error": None}
     if group is None or len(train) < context.min_rows:
         return pd.DataFrame([row])
-    mlflow.set_tracking_uri(context.tracking_uri)
+    tracking.set_tracking_uri(context.tracking_uri)
     tags = {"group_col": context.group_col, "group": group, "entry_point": "train_per_group"}
     try:
         with tracking.child_run(context.parent_run_id, context.experiment_id, f"group-{group}", tags,
