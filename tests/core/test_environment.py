@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 
-from sparkmlops.core import compat, environment
+from sparkmlops.core import environment
 from sparkmlops.core.errors import UserInputError
 
 
@@ -100,56 +100,6 @@ def test_git_state_reports_commit_and_dirtiness(tmp_path):
     assert environment.git_state(tmp_path)["git_dirty"] == "true"
 
 
-def _mlproject():
-    return yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
-
-
-SCRIPTS = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
-           "score_batch": "score_batch.py", "score_stream": "score_stream.py", "tune_hyperopt": "tune_hyperopt.py",
-           "tune_grid": "tune_grid.py", "promote": "promote.py", "export_onnx": "export_onnx.py",
-           "train_sklearn": "train_sklearn.py", "score_pandas_udf": "score_pandas_udf.py",
-           "train_per_group": "train_per_group.py", "score_per_group": "score_per_group.py",
-           "check_drift": "check_drift.py", "reproduce": "reproduce.py"}
-
-
-def _script_module(entry: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"script_{entry}", PROJECT_ROOT / SCRIPTS[entry])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_mlproject_entry_points_match_the_scripts_options():
-    """Every MLproject parameter is an option of its script with the same default, and vice versa."""
-    project = _mlproject()
-    assert project["conda_env"] == "conda.yaml"
-    assert set(project["entry_points"]) == set(SCRIPTS)
-    for entry, script in SCRIPTS.items():
-        module = _script_module(entry)
-        options = {p.name: p.default for p in module.main.params}
-        declared = project["entry_points"][entry]["parameters"]
-        assert set(declared) == set(options), entry
-        for name, decl in declared.items():
-            if "default" in decl:
-                default = options[name]
-                # MLflow has no boolean type: booleans are declared as the strings click parses.
-                expected = str(default).lower() if isinstance(default, bool) else str(default)
-                assert str(decl["default"]) == expected, (entry, name)
-            assert f"--{name} {{{name}}}" in project["entry_points"][entry]["command"], (entry, name)
-
-
-def test_train_contract_defaults():
-    params = _mlproject()["entry_points"]["train"]["parameters"]
-    assert {k: v.get("default") for k, v in params.items()} == {
-        "data_path": "", "label_col": "price", "model_type": "rf", "num_trees": 100, "max_depth": 5, "max_bins": 40,
-        "min_instances_per_node": 1, "feature_subset_strategy": "auto", "log_label": "false",
-        "seed": 42, "train_fraction": 0.8, "register_as": "", "spark_master": "",
-    }
-    assert _mlproject()["entry_points"]["main"] == _mlproject()["entry_points"]["train"]
-
-
 def test_python_workers_use_the_drivers_interpreter(tmp_path):
     """Without PYSPARK_PYTHON, Spark would start `python3` from PATH for its workers."""
     import subprocess
@@ -168,19 +118,3 @@ def test_python_workers_use_the_drivers_interpreter(tmp_path):
     assert f"WORKER {sys.prefix}" in result.stdout
 
 
-def test_every_entry_point_command_parses_with_its_script(tmp_path):
-    """MLflow's rendering of each entry point's command (defaults, required values, an empty string)
-    is accepted by the script's options: what `mlflow run -e <entry>` will execute."""
-    import shlex
-
-    project = compat.load_mlflow_project(str(PROJECT_ROOT))
-    for entry, script in SCRIPTS.items():
-        entry_point = project.get_entry_point(entry)
-        required = {name: f"/x/{name}" for name, p in entry_point.parameters.items() if p.default is None}
-        argv = shlex.split(entry_point.compute_command(required, str(tmp_path)))
-        assert argv[:2] == ["python", script], entry
-        module = _script_module(entry)
-        context = module.main.make_context(script, argv[2:])
-        assert set(context.params) == set(entry_point.parameters), entry
-        for name, value in required.items():
-            assert context.params[name] == value, (entry, name)

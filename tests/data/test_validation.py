@@ -86,6 +86,20 @@ def test_unreadable_file_is_one_line(spark, tmp_path):
     assert "could not read" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_storage_failure_is_not_bad_input(spark):
+    """A filesystem that does not answer (here: nothing listens on the port) is a failure, exit 1, with
+    Spark's own error: not "bad input", which would tell the user to fix data that may be fine."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(Exception) as info:
+        validation.read_dataset(spark, f"hdfs://127.0.0.1:{port}/listings.parquet")
+    assert not isinstance(info.value, UserInputError)
+    assert "Connection refused" in str(info.value)
+
+
 def test_csv_is_read_with_header_and_types(spark, tmp_path):
     path = tmp_path / "small.csv"
     path.write_text("room_type,accommodates,price\nPrivate room,2,100\nEntire home/apt,4,250\n")

@@ -1,4 +1,4 @@
-"""Every entry point that reads data against the one catalogue of broken inputs (tests/bad_inputs.py).
+"""Every entry point that reads data against the one catalogue of broken inputs (tests/e2e/bad_inputs.py).
 
 Each pair runs the entry point's own script in-process (``script_in_process``: its click options, checks,
 tracked run, one-line error and exit code, sharing the session's Spark) and checks what the catalogue
@@ -168,7 +168,7 @@ def test_broken_input(spark, client, models, base_data, case_inputs, tmp_path, c
 
 
 def test_doc_is_generated_from_the_catalogue():
-    assert bad_inputs.DOC.read_text() == bad_inputs.render_doc(), "run: python tests/bad_inputs.py"
+    assert bad_inputs.DOC.read_text() == bad_inputs.render_doc(), "run: python tests/e2e/bad_inputs.py"
 
 
 def test_every_case_has_an_outcome_for_every_entry_point():

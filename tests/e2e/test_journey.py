@@ -72,7 +72,7 @@ def test_readme_journey(client, spark, project, default_data, tmp_path):
         [{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])).first()["prediction"]
     assert abs(served - expected) <= 1e-6 * abs(expected)  # the export's documented parity tolerance
 
-    # (no drift on a fresh sample, exit 0, is tests/test_drift.py's; here the path a scheduler takes on drift)
+    # (no drift on a fresh sample, exit 0, is tests/monitor/test_check_drift.py's; here the path a scheduler takes on drift)
     drifted = str(tmp_path / "drifted.parquet")
     launched_run_id(_mlflow_run(project, "-e", "generate_data", "-P", f"output_path={drifted}", "-P", "drift=true"))
     drift = _mlflow_run(project, "-e", "check_drift", "-P", "model_uri=models:/sf_price@champion",
