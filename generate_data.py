@@ -16,9 +16,9 @@ from sparkmlops.data.generate_data import DATASETS, GenerateParams, generate_and
 
 @click.command(name="generate_data")
 @click.option("--output_path", default="", help="Parquet folder to create (must not exist unless mode=overwrite).")
-@click.option("--n_rows", type=int, default=7146, show_default=True)
+@click.option("--n_rows", type=int, default=7146, show_default=True, help="Rows (7146 = the real data's size).")
 @click.option("--n_files", type=int, default=1, show_default=True, help="Number of parquet part files.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same rows, whatever n_files.")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
 @click.option("--dataset", default="airbnb", show_default=True, help=choices.describe(DATASETS)+".")
 @click.option("--n_devices", type=int, default=36, show_default=True, help="Number of devices (dataset=iot only).")

@@ -20,7 +20,7 @@ from sparkmlops.score.score_stream import StreamParams, run_stream
 @click.option("--input_path", default="", help="Folder that receives parquet files.")
 @click.option("--output_path", default="", help="Parquet folder the file sink writes.")
 @click.option("--checkpoint_path", default="", help="Checkpoint folder of this stream (one per model and output).")
-@click.option("--max_files_per_trigger", type=int, default=1, show_default=True)
+@click.option("--max_files_per_trigger", type=int, default=1, show_default=True, help="New files per micro-batch.")
 @click.option("--trigger", default="available_now", show_default=True,
               help="available_now, or an interval such as '10 seconds' (runs until stopped).")
 @cli.spark_master_option

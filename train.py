@@ -18,10 +18,11 @@ from sparkmlops.train.train import train_and_log
 @cli.data_path_option
 @cli.label_col_option
 @click.option("--model_type", default="rf", show_default=True, help=choices.describe(MODEL_TYPES)+".")
-@click.option("--num_trees", type=int, default=100, show_default=True)
+@click.option("--num_trees", type=int, default=100, show_default=True, help="Trees, or boosting rounds for gbt and xgboost.")
 @click.option("--max_depth", type=int, default=5, show_default=True, help="0 to 30.")
 @click.option("--max_bins", type=int, default=40, show_default=True, help=">= categories of any string column + 1.")
-@click.option("--min_instances_per_node", type=int, default=1, show_default=True)
+@click.option("--min_instances_per_node", type=int, default=1, show_default=True,
+              help="Fewest training rows in a leaf.")
 @click.option("--feature_subset_strategy", default="auto", show_default=True,
               help="auto, all, onethird, sqrt, log2, a fraction such as 0.5, or a number of features.")
 @click.option("--log_label", type=bool, default=False, show_default=True,

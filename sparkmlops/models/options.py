@@ -20,7 +20,7 @@ def sklearn_model_options(command):
         click.option("--num_trees", type=int, default=100, show_default=True,
                      help="Trees (rf) or boosting iterations (gbt)."),
         click.option("--max_depth", type=int, default=10, show_default=True, help="0 = unlimited."),
-        click.option("--min_samples_leaf", type=int, default=1, show_default=True),
+        click.option("--min_samples_leaf", type=int, default=1, show_default=True, help="Fewest training rows in a leaf."),
         click.option("--max_features", default="1.0", show_default=True,
                      help="Share of features per split in (0, 1]; rf also takes sqrt or log2."),
     ]

@@ -138,3 +138,9 @@ def test_readme_lists_every_entry_point_once():
     rows = re.findall(r"^\| \[?`([a-z_]+)`", readme, flags=re.M)
     for entry in SCRIPTS:
         assert rows.count(entry) == 1, (entry, rows)
+
+
+def test_the_parameter_reference_is_generated_from_the_options():
+    from tools import parameters_doc
+
+    assert parameters_doc.DOC.read_text() == parameters_doc.render(), "run: python -m tools.parameters_doc"
