@@ -136,8 +136,9 @@ def test_the_book_model_types_include_xgboost():
 def test_readme_lists_every_entry_point_once():
     readme = (PROJECT_ROOT / "README.md").read_text()
     rows = re.findall(r"^\| \[?`([a-z_]+)`", readme, flags=re.M)
-    for entry in SCRIPTS:
+    for entry in set(SCRIPTS) - {"main"}:  # main is train, said in train's row
         assert rows.count(entry) == 1, (entry, rows)
+    assert "`main` is `train`" in readme
 
 
 def test_the_parameter_reference_is_generated_from_the_options():
