@@ -1,4 +1,6 @@
-"""The one place that talks to MLflow: runs, environment tags, datasets, models, figures and tables.
+"""Runs in MLflow: starting and ending them, their parameters, metrics, tags, datasets, figures and
+tables, nested runs, and launching projects. With core.mlflow_models (models) and core.registry (the
+Model Registry), the only modules that call MLflow.
 
 Tracking goes wherever MLFLOW_TRACKING_URI points (MLflow's own default otherwise). Under
 ``mlflow run`` the run already exists (MLFLOW_RUN_ID) and ``tracked_run`` continues it.
@@ -17,13 +19,7 @@ import mlflow
 import mlflow.data.spark_dataset
 import mlflow.exceptions
 
-from sparkmlops.core import compat, environment, errors
-from sparkmlops.core.spark import is_connect
-
-MODEL_ARTIFACT_PATH = "model"
-# What a logged scikit-learn model needs to load and predict (its pinned requirements).
-SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
-
+from sparkmlops.core import environment, errors
 
 # The names MLflow gives runs that were not named (`mlflow run` without --run-name): "upbeat-gnu-759".
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
@@ -138,30 +134,6 @@ def set_tracking_uri(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
-def model_info(model_uri: str):
-    """MLflow's ModelInfo (flavors, signature, run) of ``model_uri``, read without loading the model."""
-    return mlflow.models.get_model_info(model_uri)
-
-
-def download_artifacts(**kwargs) -> str:
-    """mlflow.artifacts.download_artifacts: a local copy of a model or a run's artifact; its path."""
-    return mlflow.artifacts.download_artifacts(**kwargs)
-
-
-def load_pyfunc_model(model_uri: str):
-    return mlflow.pyfunc.load_model(model_uri)
-
-
-def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):
-    """MLflow's own Spark UDF of a python_function model, in this process's environment."""
-    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
-
-
-def log_pyfunc_model(**kwargs):
-    """mlflow.pyfunc.log_model into the active run (a python_function model with its own code)."""
-    return mlflow.pyfunc.log_model(**kwargs)
-
-
 def log_step_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
     """Metrics of one step (a stream's micro-batch) in one call, from any thread."""
     from mlflow.entities import Metric
@@ -207,104 +179,6 @@ class _CountedSparkDataset(mlflow.data.spark_dataset.SparkDataset):
     @property
     def profile(self):
         return {"num_rows": self._num_rows}
-
-
-def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5,
-                    extra_packages: tuple[str, ...] = ()):
-    """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements.
-
-    Over Spark Connect, ``mlflow.spark.log_model`` cannot work (it copies the saved model through the
-    client's JVM, and a Connect client has none): the model is saved with its own writer by the server
-    and the folder logged in the same layout, so ``mlflow.spark.load_model`` loads it either way.
-    """
-    from mlflow.models import infer_signature
-
-
-    signature = infer_signature(input_sample_df, output_sample_df)
-    input_example = input_sample_df.limit(input_example_rows).toPandas()
-    # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
-    pip_requirements = environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages)
-    if is_connect(input_sample_df.sparkSession):
-        return mlflow.models.Model.log(
-            None, flavor=_ConnectSparkFlavor, name=MODEL_ARTIFACT_PATH, spark_model=model, signature=signature,
-            input_example=input_example, pip_requirements=pip_requirements,
-            validate_serving_input=False)  # the check would load the model through a JVM
-    return mlflow.spark.log_model(
-        model,
-        MODEL_ARTIFACT_PATH,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements,
-    )
-
-
-def connect_staging_dir() -> str:
-    """Where a Spark Connect server writes a model for the client to log, and reads one the client
-    downloaded: a folder both sides reach. The default (the client's temp dir) works when the server
-    runs on the same machine; otherwise set SPARKMLOPS_CONNECT_STAGING_DIR to a shared mount."""
-    return os.environ.get("SPARKMLOPS_CONNECT_STAGING_DIR") or tempfile.gettempdir()
-
-
-class _ConnectSparkFlavor:
-    """A flavor module for ``Model.log`` that writes mlflow.spark's layout without a JVM."""
-
-    __name__ = "mlflow.spark"
-
-    @staticmethod
-    def save_model(path, mlflow_model, spark_model, signature=None, input_example=None, pip_requirements=None,
-                   **_):
-        import shutil
-        import uuid
-
-        from pyspark.ml import PipelineModel
-
-        if not isinstance(spark_model, PipelineModel):
-            spark_model = PipelineModel([spark_model])
-        staging = Path(connect_staging_dir()).resolve() / f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
-        try:
-            spark_model.write().save(str(staging))  # runs on the server
-            if not staging.is_dir():
-                raise RuntimeError(f"the Spark Connect server saved the model to {staging}, which this machine "
-                                   "cannot see: set SPARKMLOPS_CONNECT_STAGING_DIR to a folder both share.")
-            shutil.move(str(staging), str(Path(path) / compat.spark_model_data_subpath()))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        # MLflow's own metadata writer for the spark flavor: the same MLmodel, env files and example.
-        compat.save_spark_model_metadata(dst_dir=path, spark_model=spark_model, mlflow_model=mlflow_model,
-                                         conda_env=None, code_paths=None, signature=signature,
-                                         input_example=input_example, pip_requirements=pip_requirements)
-
-
-def load_spark_model(model_uri: str):
-    """The Spark model at ``model_uri``. Over Spark Connect, the files are downloaded to a folder the
-    server reads (see ``connect_staging_dir``) and loaded with the model's own reader."""
-    from pyspark.sql.utils import is_remote
-
-    if not is_remote():
-        return mlflow.spark.load_model(model_uri)
-    import shutil
-
-    from mlflow.models import Model
-    from pyspark.ml import PipelineModel
-
-    local = Path(tempfile.mkdtemp(prefix="sparkmlops-model-", dir=connect_staging_dir())).resolve()
-    try:
-        mlflow.artifacts.download_artifacts(model_uri, dst_path=str(local))
-        folder = next(p.parent for p in local.rglob("MLmodel"))
-        data = Model.load(str(folder)).flavors["spark"]["model_data"]
-        return PipelineModel.load(str(folder / data))  # the server reads the files and keeps the model
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
-
-
-def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost") -> None:
-    """The booster as XGBoost's JSON model plus the feature order it expects."""
-    import json
-
-    with tempfile.TemporaryDirectory() as tmp:
-        booster.save_model(str(Path(tmp) / "booster.json"))
-        (Path(tmp) / "feature_names.json").write_text(json.dumps(names, indent=1))
-        mlflow.log_artifacts(tmp, artifact_dir)
 
 
 def log_figure(figure, artifact_file: str) -> None:
@@ -425,16 +299,3 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
         client.set_tag(run_id, key, value)
 
 
-def log_sklearn_model(model, input_sample, name: str = "model", run_id: str | None = None):
-    """Log a fitted estimator with signature, input example and pinned requirements (skops format),
-    to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
-    import skops.io
-    from mlflow.models import infer_signature
-
-    sample = input_sample.head(5)
-    signature = infer_signature(input_sample, model.predict(input_sample))
-    # MLflow loads skops files only with the types it was told to trust: ours are plain sklearn/numpy types.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=sample,
-                                    pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
-                                    skops_trusted_types=trusted or None, run_id=run_id)

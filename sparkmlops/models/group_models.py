@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
-from sparkmlops.core import tracking
+from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import ship_package
 from sparkmlops.data import schema as data_schema
@@ -77,7 +77,7 @@ def load_group_models(run_id: str) -> GroupModels:
     if run.info.status != "FINISHED":
         raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that "
                              "FINISHED.")
-    path = tracking.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
+    path = mlflow_models.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
     table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
                         dtype={"group": str})
     trained = table[table["status"] == "trained"]
@@ -94,7 +94,7 @@ def _load_model(uri: str, tracking_uri: str):
     model = _GROUP_MODELS.get(uri)
     if model is None:
         tracking.set_tracking_uri(tracking_uri)
-        model = tracking.load_pyfunc_model(uri)
+        model = mlflow_models.load_pyfunc_model(uri)
         if len(_GROUP_MODELS) > 64:
             _GROUP_MODELS.clear()
         _GROUP_MODELS[uri] = model

@@ -7,7 +7,7 @@ import os
 import tempfile
 import uuid
 
-from sparkmlops.core import tracking
+from sparkmlops.core import mlflow_models
 from sparkmlops.models import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -67,7 +67,7 @@ def ship_model(spark, model: resolve.ResolvedModel) -> str:
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
     local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
     # The returned folder holds MLmodel: for runs:/<id>/model it is a subfolder of dst_path, named "model".
-    downloaded = tracking.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
+    downloaded = mlflow_models.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
     spark.sparkContext.addFile(shutil.make_archive(local, "zip", downloaded))
     return name
 
@@ -108,7 +108,7 @@ def load_shipped_model(name: str, loads=None):
     actual loads)."""
     predict = _LOADED.get(name)
     if predict is None:
-        predict = batch_predictor(tracking.load_pyfunc_model(shipped_model_dir(name)))
+        predict = batch_predictor(mlflow_models.load_pyfunc_model(shipped_model_dir(name)))
         _LOADED.clear()  # a long-lived worker keeps only the newest job's model
         _LOADED[name] = predict
         if loads is not None:

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sparkmlops.core import registry, tracking
+from sparkmlops.core import mlflow_models, registry, tracking
 from sparkmlops.core.errors import UserInputError
 
 _LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
@@ -81,7 +81,7 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
     if not scheme and not os.path.exists(model_uri):
         raise UserInputError(f"model '{model_uri}' is neither a model URI nor an existing folder: {_URI_HELP}.")
     try:
-        info = tracking.model_info(model_uri)
+        info = mlflow_models.model_info(model_uri)
     except (tracking.MlflowError, OSError, ValueError) as exc:
         first = " ".join(str(exc).split())[:300]
         raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc

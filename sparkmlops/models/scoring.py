@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sparkmlops.core import tracking
+from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import validation, writing
 from sparkmlops.models import resolve
@@ -43,7 +43,7 @@ def check_scorable(df, model: resolve.ResolvedModel, what: str = "input") -> Non
 
 
 def load_spark_model(model: resolve.ResolvedModel):
-    return tracking.load_spark_model(model.load_uri)
+    return mlflow_models.load_spark_model(model.load_uri)
 
 
 def score_frame(spark_model, df, model: resolve.ResolvedModel):

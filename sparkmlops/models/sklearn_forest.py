@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from sparkmlops.core import choices, plots, tracking
 from sparkmlops.core.errors import UserInputError
-from sparkmlops.core.tracking import log_sklearn_model
+from sparkmlops.core.mlflow_models import log_sklearn_model
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits
 from sparkmlops.models.metrics import array_regression_metrics

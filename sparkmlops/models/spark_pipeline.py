@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from sparkmlops.core import choices, plots, tracking
+from sparkmlops.core import choices, mlflow_models, plots, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import PreparedData, check_training_inputs
@@ -225,12 +225,12 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
     plots.close(fig)
 
     extra_packages = ("xgboost-cpu",) if params.model_type == "xgboost" else ()
-    info = tracking.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
+    info = mlflow_models.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
                                     predictions.select("prediction"), extra_packages=extra_packages)
     if params.model_type == "xgboost":
         # The native booster, loadable with xgboost.Booster(model_file=...) in plain Python (features in
         # the order of feature_names.json, categories as train's StringIndexer indices).
-        tracking.log_xgboost_booster(forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols)
+        mlflow_models.log_xgboost_booster(forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols)
     predictions.unpersist()
     return TrainResult(model=model, metrics=metrics, spec=spec, data_path=prepared.data_path,
                        feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id(),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import choices, tracking
+from sparkmlops.core import choices, mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.models import resolve, scoring
@@ -102,7 +102,7 @@ def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     from pyspark.sql import functions as F
 
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
-    udf = tracking.pyfunc_spark_udf(spark, model.load_uri)
+    udf = mlflow_models.pyfunc_spark_udf(spark, model.load_uri)
     # A struct argument reaches the model as a DataFrame with the struct's field names.
     features = F.struct(*[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c)
                           for c, kind in model.input_columns()])

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sparkmlops.core import environment, registry, tracking
+from sparkmlops.core import environment, mlflow_models, registry, tracking
 from sparkmlops.core.errors import JobFailed
 from sparkmlops.data import generators, validation
 from sparkmlops.models import resolve, scoring
@@ -52,7 +52,7 @@ class ExportParams:
         source = resolve.resolve_model(self.model_uri)
         workdir = tempfile.mkdtemp(prefix="sparkmlops-export-")
         try:
-            local = tracking.download_artifacts(artifact_uri=source.load_uri, dst_path=workdir)
+            local = mlflow_models.download_artifacts(artifact_uri=source.load_uri, dst_path=workdir)
             onnx_model, plan = onnx_convert.convert_saved_pipeline(local)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -155,8 +155,8 @@ def log_onnx_model(plan: ExportPlan, input_example):
     with open(metadata_path, "w") as f:
         json.dump(plan.metadata(), f, indent=1)
     package_dir = _pyfunc_code(plan.workdir)
-    return tracking.log_pyfunc_model(
-        name=tracking.MODEL_ARTIFACT_PATH,
+    return mlflow_models.log_pyfunc_model(
+        name=mlflow_models.MODEL_ARTIFACT_PATH,
         python_model=OnnxPipelineModel(),
         artifacts={"onnx_model": onnx_path, "metadata": metadata_path},
         code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.serve.onnx_pyfunc

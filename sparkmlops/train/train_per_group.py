@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import tracking
+from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.data import schema as data_schema
@@ -127,7 +127,7 @@ def train_group(context: GroupContext, frame):
                 row.update(scores)
                 metrics.update({k: v for k, v in scores.items() if math.isfinite(v)})
             child.log_metrics(metrics)
-            info = tracking.log_sklearn_model(model, train[spec.feature_cols], run_id=child.run_id)
+            info = mlflow_models.log_sklearn_model(model, train[spec.feature_cols], run_id=child.run_id)
             row["model_uri"] = info.model_uri
         row["status"] = "trained"
     except Exception as exc:  # this group's run is FAILED with the error; the others go on

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from conftest import assert_refused, in_tracked_run, python_script, served_model
 
-from sparkmlops.core import tracking
+from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.models.spark_pipeline import TrainParams
@@ -44,7 +44,7 @@ def _log_pipeline(spark, data_path, regressor, extra_stages=()):
     model = Pipeline(stages=[*stages, *extra_stages, regressor]).fit(df.withColumn("price", df["price"].cast("double")))
     sample = df.select(*spec.feature_cols)
     with tracking.tracked_run("export-test-pipeline"):
-        info = tracking.log_spark_model(model, sample, model.transform(sample).select("prediction"))
+        info = mlflow_models.log_spark_model(model, sample, model.transform(sample).select("prediction"))
     return info.model_uri
 
 
