@@ -1,6 +1,6 @@
 """Every private MLflow and PySpark symbol the project relies on, and nothing else.
 
-A version bump that moves or removes one fails here first: tests/core/test_compat.py resolves each
+A version bump that moves or removes one fails here first: tests/core/test_layout.py resolves each
 symbol below against the pinned versions. Code elsewhere calls these functions, never the private
 names themselves.
 """

@@ -1,4 +1,4 @@
-"""Data: the SF Airbnb schema contract, the deterministic generator, and the one loader/validator.
+"""The deterministic generators of the embedded default data.
 
 The real listings data (CC0, 7,146 rows, 34 columns) cannot ship with the project, so
 ``generate_airbnb`` builds rows with exactly its schema, realistic categories and ranges, and a price

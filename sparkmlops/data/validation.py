@@ -1,13 +1,9 @@
-"""Data: the SF Airbnb schema contract, the deterministic generator, and the one loader/validator.
+"""The one reader and validator of input data, for every entry point that reads data.
 
-The real listings data (CC0, 7,146 rows, 34 columns) cannot ship with the project, so
-``generate_airbnb`` builds rows with exactly its schema, realistic categories and ranges, and a price
-that depends on the features plus noise. Every random draw is a hash of (seed, row id, draw number),
-so a row depends only on its id and the seed: the output is the same whatever the number of files,
-partitions or executors, and the first N rows of a larger dataset equal the N-row dataset.
-``generate_iot`` builds the book's per-group example (Learning Spark ch. 11, one model per device with
-``groupBy("device_id").applyInPandas``) the same way: sensor readings whose power depends on the
-sensors through coefficients that differ per device.
+Before Spark starts, paths and parquet footers are checked (``check_input_path``, ``check_output_path``),
+so a missing, empty, corrupt or misplaced input fails in a second; ``read_dataset`` reads with Spark and
+says what Spark found wrong with the data, while leaving a storage failure a failure. The value checks
+(nulls, NaN, infinities) fold into a pass the caller makes anyway.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Batch scoring with a logged or registered Spark model: checked, atomic, tracked.
+"""Scoring with a logged model, checked and atomic: the steps every scoring entry point shares.
 
-``predict_batch(spark, model_uri, input_path, output_path)`` loads the model once, checks the input
-against the model's signature before any work, scores with ``transform`` and writes the input's
-columns plus ``prediction`` through a staging folder that is renamed into place only on success.
+``score_input_to_output`` reads the input, checks it against the model's signature (columns, types,
+then values) before any work, scores it with the caller's function and writes the input's columns plus
+``prediction`` through a staging folder renamed into place only on success, logging what it did.
 """
 
 from __future__ import annotations

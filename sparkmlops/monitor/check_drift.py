@@ -1,18 +1,6 @@
-"""Data drift between a reference dataset and a current one, computed with Spark aggregations.
-
-Per feature:
-- PSI (population stability index) = sum over buckets of (c - r) * ln(c / r), with r and c the
-  reference and current shares of the bucket. Numeric buckets are the reference's quantile bins
-  (``bins`` of them, fewer when values repeat); string buckets are the reference's categories plus
-  one bucket for categories the reference never saw. Nulls are not a bucket: their rate is reported
-  apart. An empty bucket gets a share of EPSILON so PSI stays finite.
-- KS (numeric only): the two-sample Kolmogorov-Smirnov statistic, the largest gap between the two
-  empirical CDFs, evaluated at a grid made of both datasets' percentiles (exact up to the grid).
-- null-rate change, and for strings the share of current rows whose category is unseen.
-
-Nothing collects raw rows: quantiles come from ``approxQuantile`` and every count from one
-``groupBy`` over (feature, bucket), whose result has O(features x buckets) rows; two passes over each
-dataset in all.
+"""Entry point `check_drift`: the statistics of drift_statistics over a reference (a model's training
+data, or a path) and the current data; a table, a plot, the verdict on the run (and on the model's
+registry version), and DriftFound (exit 3, run FINISHED) when a feature drifted.
 """
 
 from __future__ import annotations

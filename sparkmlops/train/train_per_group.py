@@ -1,17 +1,13 @@
-"""One scikit-learn model per group, trained and applied on the executors with ``applyInPandas``.
+"""Entry point `train_per_group`: one scikit-learn model per group, trained on the executors with
+``applyInPandas``.
 
-train_per_group: the data is read, checked and split exactly as `train` does; each group's training
+The data is read, checked and split exactly as `train` does; each group's training
 rows reach one task (``groupBy(group_col).applyInPandas``), which fits the group's model, scores the
 group's test rows and logs both as a nested run of the parent run (tagged with the group) from the
 executor. Groups with fewer than ``min_rows`` training rows (and rows with a null group) are skipped
 and listed. A fallback model fitted on every training row (the group column as a feature) is logged
 in the parent under ``fallback_model``; the parent's rmse/mae/r2 are those of the per-group models (the
 fallback for skipped groups) on the whole test split, next to fallback_rmse/mae/r2 for comparison.
-
-score_per_group: applies each group's model to its rows (``groupBy + applyInPandas``, one model load per
-group); rows of a group without a model (unseen, skipped in training, or null) are scored by the
-fallback model (unknown_groups=fallback), get a null prediction (null), or make the job refuse to
-start, listing them (error). A column ``scored_with`` says which model scored each row.
 
 Executors log and load the models through the tracking server: on a cluster, MLFLOW_TRACKING_URI must
 be a server (or a store) they can reach.
