@@ -20,6 +20,7 @@ from conftest import (
 
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests, generators
+from sparkmlops.models import resolve
 from sparkmlops.score.score_stream import StreamParams, run_stream
 
 
@@ -48,7 +49,7 @@ def test_generated_100_files_exactly_once(spark, client, trained_model, generate
     params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
                           max_files_per_trigger=25)
     run_id, summary = _stream(spark, params)
-    columns = [c for c, _ in __import__("sparkmlops.models.resolve", fromlist=["x"]).resolve_model(uri).input_columns()]
+    columns = [c for c, _ in resolve.resolve_model(uri).input_columns()]
     assert spark.read.parquet(str(tmp_path / "out")).count() == 3000
     assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
         spark, pipeline, generated_100_files, columns)
@@ -263,7 +264,7 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     bad.unlink()
     result = script_in_process(*command)
     assert result.returncode == 0, result.stderr[-3000:]
-    columns = [c for c, _ in __import__("sparkmlops.models.resolve", fromlist=["x"]).resolve_model(uri).input_columns()]
+    columns = [c for c, _ in resolve.resolve_model(uri).input_columns()]
     assert _sink_digest(spark, str(out), columns) == _expected_digest(spark, pipeline, str(incoming), columns)
     assert spark.read.parquet(str(out)).count() == 400  # every good row once: none lost, none twice
 

@@ -17,6 +17,7 @@ from conftest import assert_refused, in_tracked_run, python_script, served_model
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
+from sparkmlops.models import spark_pipeline
 from sparkmlops.models.spark_pipeline import TrainParams
 from sparkmlops.serve import onnx_convert, saved_pipeline
 from sparkmlops.serve.export_onnx import (
@@ -37,10 +38,9 @@ def _log_pipeline(spark, data_path, regressor, extra_stages=()):
     """Fit StringIndexer(keep) + VectorAssembler + ``regressor`` (+ extra stages) and log it as train does."""
     from pyspark.ml import Pipeline
 
-
     df = spark.read.parquet(data_path)
     spec = data_schema.infer_feature_spec(df, "price")
-    stages = __import__("sparkmlops.models.spark_pipeline", fromlist=["x"]).build_pipeline(spec, TrainParams()).getStages()[:2]
+    stages = spark_pipeline.build_pipeline(spec, TrainParams()).getStages()[:2]
     model = Pipeline(stages=[*stages, *extra_stages, regressor]).fit(df.withColumn("price", df["price"].cast("double")))
     sample = df.select(*spec.feature_cols)
     with tracking.tracked_run("export-test-pipeline"):
@@ -82,7 +82,8 @@ def test_parity_on_generated_data_with_unseen_and_null_categories(spark, client,
     assert metrics["parity_rows"] == summary["parity_rows"] > 7146  # every row plus the edge cases
     tags = client.get_run(run_id).data.tags
     assert tags["source_model_uri"] == exported_models[kind]
-    assert tags["tree_model"] == kind.replace("_log_label", "").replace("gbt", "gbt")
+    assert tags["tree_model"] == {"random_forest_log_label": "random_forest", "gbt": "gbt",
+                                  "decision_tree": "decision_tree", "xgboost": "xgboost"}[kind]
 
     # The logged pyfunc, loaded as a user would, predicts what Spark predicts, unseen categories included.
     data = spark.read.parquet(default_data).limit(300)
