@@ -2,6 +2,7 @@
 
 import mlflow
 import pytest
+from conftest import pinned
 from pyspark.sql import functions as F
 
 from sparkmlops.core import tracking
@@ -53,7 +54,7 @@ def test_artifacts_and_model(client, trained, spark, default_data):
     info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
     assert [c.name for c in info.signature.inputs.inputs] == result.spec.feature_cols
     requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt")
-    assert "pyspark==4.1.1" in requirements and "mlflow==" in requirements
+    assert f"pyspark=={pinned('pyspark')}" in requirements.split() and f"mlflow=={pinned('mlflow')}" in requirements.split()
 
     loaded = mlflow.spark.load_model(f"runs:/{run_id}/model")
     rows = spark.read.parquet(default_data).limit(50)
@@ -157,8 +158,19 @@ def test_failed_run_is_marked_failed(client, spark, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["auto", "all", "onethird", "sqrt", "log2", "0.5", "1.0", "8"])
-def test_feature_subset_strategies_spark_accepts(strategy):
-    assert TrainParams(feature_subset_strategy=strategy).validate().feature_subset_strategy == strategy
+def test_feature_subset_strategies_validate_accepts_are_the_ones_spark_fits(spark, strategy):
+    params = TrainParams(feature_subset_strategy=strategy, num_trees=2, max_depth=2).validate()
+    df = spark.createDataFrame([(float(i), float(i % 3), float(i % 5), "a" if i % 2 else "b") for i in range(40)],
+                               "price double, x double, y double, kind string")
+    spec = data_schema.infer_feature_spec(df, "price")
+    forest = spark_pipeline.forest_of(fit_pipeline(df, spec, params))
+    assert forest.getFeatureSubsetStrategy() == strategy and len(forest.trees) == 2
+
+
+@pytest.mark.parametrize("strategy", ["0", "1.5", "-1", "half", "0.0", ""])
+def test_feature_subset_strategies_spark_refuses_are_refused_before_spark(strategy):
+    with pytest.raises(UserInputError, match="feature_subset_strategy"):
+        TrainParams(feature_subset_strategy=strategy).validate()
 
 
 def test_log_label_model_predicts_the_label_itself(spark, default_data):
