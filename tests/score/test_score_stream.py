@@ -130,24 +130,27 @@ def _stream_command(uri, inp, out, ckpt, *extra):
 
 
 def _popen(cmd):
+    """The stream in its own process, stdout and stderr in one pipe read line by line: a second pipe
+    nobody reads would fill (64 KB of Spark's warnings) and block the child."""
     env = {**os.environ}
     env.pop("MLFLOW_EXPERIMENT_ID", None)
-    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 
 def _wait_for_batches(proc, count, timeout=240):
-    """Read stdout until `count` 'batch N' lines were printed; return them."""
-    lines, deadline = [], time.time() + timeout
+    """Read the output until `count` 'batch N' lines were printed; return them."""
+    lines, seen, deadline = [], [], time.time() + timeout
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        seen.append(line)
         if line.startswith("score_stream: batch "):
             lines.append(line)
             if len(lines) >= count:
                 return lines
-    raise AssertionError(f"only {len(lines)} batches before timeout; stderr: {proc.stderr.read()[-3000:]}")
+    raise AssertionError(f"only {len(lines)} batches before timeout; output: {''.join(seen)[-3000:]}")
 
 
 def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, generated_100_files, tmp_path):
