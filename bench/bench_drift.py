@@ -29,13 +29,13 @@ from pathlib import Path
 
 from common import ROOT
 
-from sparkmlops.core import compat
-from sparkmlops.core.spark import get_spark, spark_master
-from sparkmlops.data import generators, validation
-from sparkmlops.data import schema as data_schema
-from sparkmlops.monitor.drift_statistics import feature_drift
-
 sys.path.insert(0, str(ROOT))
+
+from sparkmlops.core import compat  # noqa: E402
+from sparkmlops.core.spark import get_spark, spark_master  # noqa: E402
+from sparkmlops.data import generators, validation  # noqa: E402
+from sparkmlops.data import schema as data_schema  # noqa: E402
+from sparkmlops.monitor.drift_statistics import feature_drift  # noqa: E402
 
 REFERENCE_SEED, CURRENT_SEED = 42, 7
 THRESHOLD = 0.2  # check_drift's default
