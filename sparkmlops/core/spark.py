@@ -147,20 +147,27 @@ _SHIPPED: set[str] = set()
 def ship_package(spark) -> None:
     """Make ``sparkmlops`` importable in the Python workers (functions they run refer to it), once per
     application: local workers may start in another directory, cluster executors have no copy at all."""
+    app_id = spark.sparkContext.applicationId
+    if app_id in _SHIPPED:
+        return
+    spark.sparkContext.addPyFile(str(package_archive()))
+    _SHIPPED.add(app_id)
+
+
+def package_archive():
+    """The whole ``sparkmlops`` package (every subfolder's modules) as a zip for addPyFile."""
     import tempfile
     import zipfile
     from pathlib import Path
 
-    app_id = spark.sparkContext.applicationId
-    if app_id in _SHIPPED:
-        return
-    package = Path(__file__).resolve().parent
+    import sparkmlops
+
+    package = Path(sparkmlops.__file__).resolve().parent
     archive = Path(tempfile.mkdtemp(prefix="sparkmlops-pkg-")) / "sparkmlops.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(package.rglob("*.py")):
             zf.write(path, str(path.relative_to(package.parent)))
-    spark.sparkContext.addPyFile(str(archive))
-    _SHIPPED.add(app_id)
+    return archive
 
 
 def quiet_python_task_warnings() -> None:

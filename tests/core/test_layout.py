@@ -88,7 +88,13 @@ def test_every_private_symbol_still_exists():
             target = getattr(target, part)
 
 
-def test_the_local_cluster_helper_is_not_shipped():
-    """Executors and exported models get the package; the cluster launcher is a developer tool."""
-    assert not (PACKAGE / "local_cluster.py").exists()
-    assert (PROJECT_ROOT / "tools" / "local_cluster.py").exists()
+def test_executors_get_the_whole_package_and_no_tools():
+    """What addPyFile ships: every module of every folder (a cluster's executors have no other copy),
+    and not the cluster launcher, which is a developer tool."""
+    import zipfile
+
+    from sparkmlops.core.spark import package_archive
+
+    shipped = set(zipfile.ZipFile(package_archive()).namelist())
+    assert shipped == {str(path.relative_to(PROJECT_ROOT)) for path in _modules()}
+    assert "sparkmlops/models/pandas_predict.py" in shipped and not any("local_cluster" in n for n in shipped)
