@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -160,7 +161,6 @@ def sync_conda_pins(path: Path = CONDA_FILE) -> bool:
 
 
 if __name__ == "__main__":
-    import sys
 
     if sys.argv[1:] == ["sync-conda-pins"]:
         print("conda.yaml updated" if sync_conda_pins() else "conda.yaml already matches requirements.txt")

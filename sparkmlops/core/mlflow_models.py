@@ -5,8 +5,11 @@ Connect, where MLflow's own spark flavor needs a JVM the client does not have.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -89,8 +92,6 @@ class _ConnectSparkFlavor:
     @staticmethod
     def save_model(path, mlflow_model, spark_model, signature=None, input_example=None, pip_requirements=None,
                    **_):
-        import shutil
-        import uuid
 
         from pyspark.ml import PipelineModel
 
@@ -118,7 +119,6 @@ def load_spark_model(model_uri: str):
 
     if not is_remote():
         return mlflow.spark.load_model(model_uri)
-    import shutil
 
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
@@ -135,7 +135,6 @@ def load_spark_model(model_uri: str):
 
 def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost") -> None:
     """The booster as XGBoost's JSON model plus the feature order it expects."""
-    import json
 
     with tempfile.TemporaryDirectory() as tmp:
         booster.save_model(str(Path(tmp) / "booster.json"))

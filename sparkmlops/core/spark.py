@@ -14,7 +14,12 @@ import gc
 import os
 import re
 import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
 
+import sparkmlops
 from sparkmlops.core.environment import check_java
 from sparkmlops.core.errors import UserInputError
 
@@ -156,11 +161,6 @@ def ship_package(spark) -> None:
 
 def package_archive():
     """The whole ``sparkmlops`` package (every subfolder's modules) as a zip for addPyFile."""
-    import tempfile
-    import zipfile
-    from pathlib import Path
-
-    import sparkmlops
 
     package = Path(sparkmlops.__file__).resolve().parent
     archive = Path(tempfile.mkdtemp(prefix="sparkmlops-pkg-")) / "sparkmlops.zip"
@@ -174,7 +174,6 @@ def quiet_python_task_warnings() -> None:
     """Hide two warnings that SparkTrials and joblibspark print on every search and that need no action:
     pyspark's InheritableThread has no session to copy job tags from, and local mode has no stage-level
     scheduling."""
-    import warnings
 
     warnings.filterwarnings("ignore", message="Spark session is not provided")
     warnings.filterwarnings("ignore", message="Spark local mode doesn't support stage-level scheduling")

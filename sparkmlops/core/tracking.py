@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +88,6 @@ def run_parameters(run) -> dict[str, str]:
     run a value that is exactly one shell-quoted word is unquoted; values the script logged never have
     that form unless they contain quotes (a path such as ``/data/it's``), which do not split to one word.
     """
-    import shlex
 
     params = dict(run.data.params)
     if "mlflow.project.entryPoint" not in run.data.tags:
@@ -231,11 +231,9 @@ class ChildRun:
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        import time as _time
-
         from mlflow.entities import Metric
 
-        now = int(_time.time() * 1000)
+        now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
     def set_tags(self, tags: dict[str, str]) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 
 def _digest_aggregates(df) -> list:
     from pyspark.sql import functions as F
@@ -15,8 +17,6 @@ def _digest_aggregates(df) -> list:
 
 
 def _digest_from(df, row) -> str:
-    import hashlib
-
     payload = f"{df.schema.simpleString()}|{row['__n']}|{row['__s1']}|{row['__s2']}"
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

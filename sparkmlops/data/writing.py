@@ -8,10 +8,12 @@ Connect client has no JVM: it does the same with pyarrow's filesystems, on paths
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import time
 import uuid
+from urllib.parse import urlparse
 
 from sparkmlops.core import compat
 from sparkmlops.core.errors import UserInputError
@@ -72,8 +74,6 @@ class _ArrowFileSystem:
 
     @staticmethod
     def _local(path: str) -> str:
-        from urllib.parse import urlparse
-
         return urlparse(path).path if path.startswith("file:") else os.path.abspath(path)
 
     def _strip(self, path: str) -> str:
@@ -179,7 +179,6 @@ def _delete_staging(fs, staging, checks: int = 8, pause_seconds: float = 0.25) -
 def files_digest(spark, path: str) -> tuple[str, int]:
     """(digest, file count) of the data files under ``path`` from their names, sizes and modification
     times: O(files), not O(rows), so scoring large inputs pays no extra pass for it."""
-    import hashlib
 
     fs = _filesystem(spark, path)
     entries = [f"{relative}|{size}|{mtime}" for relative, size, mtime in fs.list_files(fs.target)

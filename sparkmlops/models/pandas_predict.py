@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
+import zipfile
 
 from sparkmlops.core import mlflow_models
 from sparkmlops.models import resolve
@@ -62,7 +64,6 @@ _LOADED: dict[str, object] = {}  # per Python worker process: shipped folder nam
 def ship_model(spark, model: resolve.ResolvedModel) -> str:
     """Download the model once on the driver and ship it to every executor as one zip file (a cluster
     master refuses addFile of a local folder); return its name."""
-    import shutil
 
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
     local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
@@ -75,8 +76,6 @@ def ship_model(spark, model: resolve.ResolvedModel) -> str:
 def shipped_model_dir(name: str) -> str:
     """The shipped model's folder on this executor, unzipped once per executor (atomically, as several
     Python workers may race)."""
-    import shutil
-    import zipfile
 
     from pyspark import SparkFiles
 

@@ -17,6 +17,7 @@ dataset in all.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass
 
@@ -176,7 +177,6 @@ def _numeric_result(c: str, grid: list[float], edges: list[float], ref_counts: d
 
 def _bin_index(edges: list[float], value: float) -> int:
     """Index of the bin [edges[i], edges[i+1]) holding ``value`` (edges start at -inf, end at +inf)."""
-    import bisect
 
     return min(max(bisect.bisect_right(edges, value) - 1, 0), len(edges) - 2)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 
@@ -187,7 +188,6 @@ def _metric_value(score: float, metric: str) -> float:
 
 def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: int) -> str:
     """cv_results.csv on the parent, one nested run per candidate, the best one tagged. Returns its run id."""
-    import math
 
     import pandas as pd
 
