@@ -10,12 +10,16 @@ scripts, so the daemons are started the way those scripts start them: ``spark-cl
 and ``spark-submit --class SparkConnectServer``. Both exec java, so the PID recorded is the JVM's.
 ``up`` also writes ``<state_dir>/conf/spark-defaults.conf`` (the master, driver bound to 127.0.0.1, this
 Python for the executors) and ``<state_dir>/env.sh`` to source, so ``mlflow run`` needs no change.
+
+A port of 0 lets the daemon bind a free port itself; the port it got is read from its log. Tests and
+benchmarks do that: a port picked beforehand could be taken by another process before the daemon binds it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +33,7 @@ import click
 
 HOST = "127.0.0.1"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+CONNECT_SERVICE_CLASS = "org.apache.spark.sql.connect.service.SparkConnectService"
 STATE_FILE = "cluster.json"
 
 
@@ -41,12 +46,6 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def port_open(port: int, host: str = HOST) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -55,7 +54,8 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 @dataclass
 class Cluster:
-    """What ``up`` started: ports and PIDs, saved as <state_dir>/cluster.json for ``down``."""
+    """What ``up`` started: ports and PIDs, saved as <state_dir>/cluster.json for ``down``. A port of 0
+    before ``start`` means "any free port"; after it, the port the daemon bound."""
 
     state_dir: str
     master_port: int = 7077
@@ -64,9 +64,13 @@ class Cluster:
     worker_cores: int = 1
     worker_memory: str = "2g"
     executor_memory: str = "1g"
-    connect_port: int = 0  # 0 = no Connect server
+    connect: bool = False  # also a Spark Connect server
+    connect_port: int = 15002
     connect_master: str = "local[2]"
+    # Extra JVM options for every daemon (SPARK_DAEMON_JAVA_OPTS) and the Connect server's driver.
+    java_options: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    log_offsets: dict[str, int] = field(default_factory=dict)
 
     @property
     def master_url(self) -> str:
@@ -104,25 +108,52 @@ class Cluster:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
-def _daemon_env(state_dir: Path) -> dict[str, str]:
+def _daemon_env(cluster: Cluster) -> dict[str, str]:
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST,
            # Without it, executors and the Connect server's Python workers run `python3` from PATH.
-           "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(state_dir / "logs"),
+           "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(Path(cluster.state_dir) / "logs"),
            # No REST submission server: it would take port 6066 on every cluster of the machine.
-           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
+           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+           "SPARK_DAEMON_JAVA_OPTS": cluster.java_options}
     for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "MASTER"):
         env.pop(key, None)  # a daemon must not inherit a driver's settings
     return env
 
 
+def _log_path(cluster: Cluster, name: str) -> Path:
+    return Path(cluster.state_dir) / "logs" / f"{name}.log"
+
+
 def _launch(cluster: Cluster, name: str, command: list[str]) -> int:
-    state_dir = Path(cluster.state_dir)
-    log = open(state_dir / "logs" / f"{name}.log", "ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=_daemon_env(state_dir), start_new_session=True)
+    path = _log_path(cluster, name)
+    cluster.log_offsets[name] = path.stat().st_size if path.exists() else 0  # this start's lines come after
+    with open(path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=_daemon_env(cluster), start_new_session=True)
     cluster.pids[name] = process.pid
     cluster.save()
     return process.pid
+
+
+def _service_port(service: str) -> str:
+    """Spark's log line for a service bound to a port (org.apache.spark.util.Utils.startServiceOnPort)."""
+    return rf"Successfully started service '{re.escape(service)}' on port (\d+)"
+
+
+def _logged_port(cluster: Cluster, name: str, pattern: str, deadline: float) -> int:
+    """The port daemon ``name`` logged since its start (``pattern``'s one group), waiting until ``deadline``."""
+    path = _log_path(cluster, name)
+    while True:
+        with open(path, "rb") as log:
+            log.seek(cluster.log_offsets.get(name, 0))
+            match = re.search(pattern, log.read().decode(errors="replace"))
+        if match:
+            return int(match.group(1))
+        if not _running(cluster.pids[name]):
+            raise click.ClickException(f"{name} exited at start: see {path}")
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{name} did not say which port it bound: see {path}")
+        time.sleep(0.2)
 
 
 def _check_ports_free(ports: list[int]) -> None:
@@ -133,18 +164,24 @@ def _check_ports_free(ports: list[int]) -> None:
 
 
 def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
-    """Start the master, ``workers`` workers and (when ``connect_port``) a Connect server; wait until ready."""
+    """Start the master, ``workers`` workers and (when ``connect``) a Connect server; wait until ready.
+    Ports given as 0 are bound by the daemons themselves and read back from their logs."""
     state_dir = Path(cluster.state_dir)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
     cluster.worker_ui_ports = list(cluster.worker_ui_ports)[:workers]
     while len(cluster.worker_ui_ports) < workers:
-        cluster.worker_ui_ports.append(max(cluster.worker_ui_ports + [cluster.master_ui_port]) + 1)
-    _check_ports_free([cluster.master_port, cluster.master_ui_port, *cluster.worker_ui_ports, cluster.connect_port])
-    write_spark_conf(cluster)
+        last = max(cluster.worker_ui_ports + [cluster.master_ui_port])
+        cluster.worker_ui_ports.append(last + 1 if last else 0)
+    _check_ports_free([cluster.master_port, cluster.master_ui_port, *cluster.worker_ui_ports,
+                       cluster.connect_port if cluster.connect else 0])
     spark_class = str(spark_home() / "bin" / "spark-class")
     try:
         _launch(cluster, "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
                                     "--port", str(cluster.master_port), "--webui-port", str(cluster.master_ui_port)])
+        cluster.master_port = _logged_port(cluster, "master", _service_port("sparkMaster"), deadline)
+        cluster.master_ui_port = _logged_port(cluster, "master", _service_port("MasterUI"), deadline)
+        write_spark_conf(cluster)
         for index, ui_port in enumerate(cluster.worker_ui_ports, start=1):
             work_dir = state_dir / f"worker-{index}"
             work_dir.mkdir(exist_ok=True)
@@ -152,9 +189,15 @@ def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
                 spark_class, "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host", HOST,
                 "--cores", str(cluster.worker_cores), "--memory", cluster.worker_memory,
                 "--webui-port", str(ui_port), "--work-dir", str(work_dir)])
-        if cluster.connect_port:
+        for index in range(1, workers + 1):
+            cluster.worker_ui_ports[index - 1] = _logged_port(cluster, f"worker-{index}", _service_port("WorkerUI"),
+                                                              deadline)
+        if cluster.connect:
             start_connect_server(cluster)
-        wait_until_ready(cluster, workers, timeout)
+            cluster.connect_port = _logged_port(cluster, "connect", _service_port(CONNECT_SERVICE_CLASS), deadline)
+            cluster.save()
+        write_spark_conf(cluster)
+        wait_until_ready(cluster, workers, max(1.0, deadline - time.monotonic()))
     except BaseException:
         stop(cluster)
         raise
@@ -174,11 +217,32 @@ def start_connect_server(cluster: Cluster) -> int:
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": "4",
     }
+    if cluster.java_options:
+        conf["spark.driver.extraJavaOptions"] = cluster.java_options
     command = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
                "--name", "Spark Connect server", "--master", master]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return _launch(cluster, "connect", command)
+
+
+def restart_connect_server(cluster: Cluster, port: int = 0, timeout: float = 120) -> float:
+    """Stop the cluster's Connect server (if running) and start a new one on ``port`` (0: any free port);
+    return the seconds until it accepts connections: what a client of a cold server waits."""
+    started = time.monotonic()
+    if "connect" in cluster.pids:
+        _stop_pid(cluster.pids.pop("connect"), timeout=30)
+    cluster.connect, cluster.connect_port = True, port
+    start_connect_server(cluster)
+    deadline = started + timeout
+    cluster.connect_port = _logged_port(cluster, "connect", _service_port(CONNECT_SERVICE_CLASS), deadline)
+    cluster.save()
+    write_spark_conf(cluster)
+    while not port_open(cluster.connect_port):
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the Connect server did not listen in time: see {_log_path(cluster, 'connect')}")
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def alive_workers(cluster: Cluster) -> int:
@@ -216,12 +280,25 @@ def wait_until_ready(cluster: Cluster, workers: int, timeout: float) -> None:
         if dead:
             raise click.ClickException(f"{', '.join(dead)} exited at start: see {Path(cluster.state_dir) / 'logs'}")
         ready = alive_workers(cluster) >= workers
-        if cluster.connect_port:
+        if cluster.connect:
             ready = ready and port_open(cluster.connect_port)
         if ready:
             return
         time.sleep(1)
     raise click.ClickException(f"the cluster was not ready after {timeout:.0f} s: see {Path(cluster.state_dir) / 'logs'}")
+
+
+def _stop_pid(pid: int, timeout: float) -> bool:
+    """SIGTERM ``pid``, SIGKILL after ``timeout``; whether it was running."""
+    if not _running(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def stop(cluster: Cluster, timeout: float = 30) -> list[str]:
@@ -231,8 +308,8 @@ def stop(cluster: Cluster, timeout: float = 30) -> list[str]:
         if _running(pid):
             os.kill(pid, signal.SIGTERM)
             stopped.append(name)
-    deadline = time.monotonic() + timeout
-    for name, pid in cluster.pids.items():
+    deadline = time.monotonic() + timeout  # one deadline for all: they stop in parallel
+    for pid in cluster.pids.values():
         while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _running(pid):
@@ -250,7 +327,7 @@ def write_spark_conf(cluster: Cluster) -> None:
     (Path(cluster.state_dir) / "env.sh").write_text(
         "# Drivers started after `source` use the standalone master (spark-defaults.conf).\n"
         + "\n".join(env_lines) + "\n"
-        + (f"# Spark Connect instead: export SPARK_REMOTE={cluster.remote_url}\n" if cluster.connect_port else ""))
+        + (f"# Spark Connect instead: export SPARK_REMOTE={cluster.remote_url}\n" if cluster.connect else ""))
 
 
 @click.group()
@@ -263,10 +340,10 @@ def cli():
 @click.option("--workers", default=2, show_default=True)
 @click.option("--worker-cores", default=1, show_default=True)
 @click.option("--worker-memory", default="2g", show_default=True)
-@click.option("--master-port", default=7077, show_default=True)
-@click.option("--master-ui-port", default=8080, show_default=True)
+@click.option("--master-port", default=7077, show_default=True, help="0 = any free port.")
+@click.option("--master-ui-port", default=8080, show_default=True, help="0 = any free port (workers' too).")
 @click.option("--connect/--no-connect", default=False, show_default=True, help="Also start a Spark Connect server.")
-@click.option("--connect-port", default=15002, show_default=True)
+@click.option("--connect-port", default=15002, show_default=True, help="0 = any free port.")
 @click.option("--connect-master", default="local[2]", show_default=True,
               help="The Connect server's master: local[N], or 'standalone' for this cluster's master.")
 def up(state_dir, workers, worker_cores, worker_memory, master_port, master_ui_port, connect, connect_port,
@@ -277,16 +354,16 @@ def up(state_dir, workers, worker_cores, worker_memory, master_port, master_ui_p
     if previous and any(_running(pid) for pid in previous.pids.values()):
         raise click.ClickException(f"a cluster from {state} is running: make cluster-down first.")
     cluster = Cluster(state_dir=str(state), master_port=master_port, master_ui_port=master_ui_port,
-                      worker_ui_ports=[master_ui_port + i for i in range(1, workers + 1)], worker_cores=worker_cores,
-                      worker_memory=worker_memory, connect_port=connect_port if connect else 0,
-                      connect_master=connect_master)
+                      worker_ui_ports=[master_ui_port + i if master_ui_port else 0 for i in range(1, workers + 1)],
+                      worker_cores=worker_cores, worker_memory=worker_memory, connect=connect,
+                      connect_port=connect_port, connect_master=connect_master)
     started = time.monotonic()
     start(cluster, workers=workers)
     click.echo(f"master {cluster.master_url} (UI http://{HOST}:{cluster.master_ui_port}), {workers} workers"
-               + (f", Spark Connect {cluster.remote_url}" if cluster.connect_port else "")
+               + (f", Spark Connect {cluster.remote_url}" if cluster.connect else "")
                + f", ready in {time.monotonic() - started:.0f} s; PIDs {cluster.pids}")
     click.echo(f"Use it: source {state / 'env.sh'}   (then `mlflow run . --env-manager local` runs on it)")
-    if cluster.connect_port:
+    if cluster.connect:
         click.echo(f"Or over Spark Connect: SPARK_REMOTE={cluster.remote_url} mlflow run . --env-manager local")
 
 
