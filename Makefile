@@ -1,5 +1,6 @@
-# make run   : set up .venv (pinned) and train on the embedded generated data through `mlflow run`
-# make test  : set up and run the test suite
+# make run       : set up .venv (pinned) and train on the embedded generated data through `mlflow run`
+# make test      : set up and run the whole test suite (what CI runs)
+# make test-fast : the inner loop: unit and in-process tests (no tests/e2e, nothing that starts a process)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -13,9 +14,14 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 ARGS ?=
 ENTRY ?= main
 PYTEST_ARGS ?=
+# pytest-xdist workers: the suite is CPU-bound, one worker per core (2 on the reference machine). Each
+# worker takes whole test modules, longest first (tests/conftest.py), and has its own Spark session,
+# tracking store and temp dir.
+TEST_WORKERS ?= 2
+PYTEST := python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
-.PHONY: setup run test ui pins bench clean cluster-up cluster-down
+.PHONY: setup run test test-fast ui pins bench clean cluster-up cluster-down
 
 setup: $(VENV)/.installed
 
@@ -31,7 +37,10 @@ run: setup
 	@echo "Runs are in $$(python -c 'import mlflow; print(mlflow.get_tracking_uri())'). Open the UI with: make ui  (then http://127.0.0.1:$(UI_PORT))"
 
 test: setup
-	python -m pytest tests $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PYTEST) -m "not process and not e2e" $(PYTEST_ARGS)
 
 ui: setup
 	mlflow ui --host 127.0.0.1 --port $(UI_PORT)

@@ -6,8 +6,9 @@ through environment variables, as a user would set them.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -20,6 +21,9 @@ from sparkmlops.core.spark import get_spark
 from sparkmlops.data.generators import ensure_default_data
 from sparkmlops.models.spark_pipeline import TrainParams
 from sparkmlops.train.train import train_and_log
+from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
+from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
+from tools import model_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # get_spark sets PYSPARK_PYTHON in this process; commands the tests start must see the user's own value.
@@ -28,16 +32,54 @@ REAL_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "sf-airbnb"
 REAL_DATA = REAL_DATA_DIR / "sf-airbnb-clean.parquet"
 REAL_DATA_100P = REAL_DATA_DIR / "sf-airbnb-clean-100p.parquet"
 EXPERIMENT = "sparkmlops-tests"
-# Small, quiet Spark for every process a test starts: 2 cores, few shuffle partitions, no UI.
+PER_GROUP_MIN_ROWS = 150
+SHARED_TRAIN_PARAMS = TrainParams(num_trees=10, max_depth=4)  # trained_run's (the data: the generated default)
+# The suite is CPU-bound on 2 cores (two pytest-xdist workers keep both busy), so every JVM it starts is
+# tuned for short lives on tiny data: the C1 JIT only and the serial collector (C2's compiler threads and
+# G1's concurrent threads cost more CPU than they save in JVMs that live seconds to minutes), no adaptive
+# query re-planning (many small queries: 8% of in-process time). None of it changes a result.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# Small, quiet Spark for the session and every process a test starts: 2 cores, few shuffle partitions, no
+# UI, and the driver's ports on 127.0.0.1 only.
 SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "2g",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.driver.extraJavaOptions": JVM_OPTIONS,
+    "spark.executor.extraJavaOptions": JVM_OPTIONS,
 }
 PYSPARK_SUBMIT_ARGS = " ".join(
-    ["--master local[2]"] + [f"--conf {k}={v}" for k, v in SPARK_CONF.items()] + ["pyspark-shell"]
+    ["--master local[2]"] + [f"--conf {k}={shlex.quote(v)}" for k, v in SPARK_CONF.items()] + ["pyspark-shell"]
 )
+# Test modules, longest first (measured with pytest-xdist, 2 workers; unlisted ones follow in their own
+# order): `make test` hands whole modules to the workers in this order, so none waits behind a long one.
+LONGEST_FIRST = ["e2e/test_bad_inputs.py", "e2e/test_cluster.py", "e2e/test_journey.py", "e2e/test_user_path.py",
+                 "reproduce/test_reproduce.py", "score/test_score_stream.py", "tune/test_tune.py",
+                 "serve/test_export_onnx.py", "e2e/test_mlflow_run.py", "monitor/test_check_drift.py",
+                 "registry/test_promote.py", "tune/test_tune_cli.py", "train/test_train.py",
+                 "score/test_score_batch_cli.py", "train/test_train_per_group.py", "score/test_score_batch.py",
+                 "score/test_score_pandas_udf.py", "data/test_validation.py", "train/test_train_cli.py"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "process: starts a process, cluster or server of its own (not in make test-fast)")
+    config.addinivalue_line("markers", "e2e: tests/e2e, the user's path end to end and the bad-input catalogue "
+                                       "(not in make test-fast)")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith("tests/" + name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
+    for item in items:
+        if "/tests/e2e/" in item.path.as_posix():
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -185,45 +227,10 @@ def commit_all(repo: Path, message: str = "project") -> str:
                           check=True).stdout.strip()
 
 
-@contextlib.contextmanager
 def served_model(model_uri: str, log_path: Path):
-    """`mlflow models serve -m <model_uri> --env-manager local` on a free 127.0.0.1 port, as the README
-    starts it; yields its URL once /ping answers, then stops it by PID (its process group). Its output
-    goes to ``log_path``, a file: a chatty server never blocks on a full pipe."""
-    import signal
-    import socket
-    import urllib.error
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                                   "local", "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the model server did not start: " + Path(log_path).read_text()[-3000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    """`mlflow models serve -m <model_uri> --env-manager local` on 127.0.0.1 (tools.model_server: a port
+    no other process holds, output to ``log_path``, stopped by PID): yields its URL once /ping answers."""
+    return model_server.served(model_uri, log_path)
 
 
 def launched_run_id(result, outcome: str = "succeeded") -> str:
@@ -269,13 +276,38 @@ def newest_run(client):
     return runs[0] if runs else None
 
 
-@pytest.fixture(scope="session")
-def trained_model(spark, default_data):
-    """A small model trained once on the generated data: (model URI, fitted PipelineModel)."""
+# One trained model of each kind for the whole session (per worker under pytest-xdist): the tests that only
+# need some model of that kind share it instead of training their own.
 
+@pytest.fixture(scope="session")
+def trained_run(spark, default_data):
+    """`train` (10 trees, depth 4) once on the generated data, as the script runs it: (run id, TrainResult)."""
     with tracking.tracked_run("fixture-train") as run:
-        result = train_and_log(spark, TrainParams(data_path=default_data, num_trees=10, max_depth=4))
-    return f"runs:/{run.info.run_id}/model", result.model
+        result = train_and_log(spark, dataclasses.replace(SHARED_TRAIN_PARAMS, data_path=default_data))
+    return run.info.run_id, result
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_run):
+    """The shared Spark model: (runs:/ URI, fitted PipelineModel)."""
+    run_id, result = trained_run
+    return f"runs:/{run_id}/model", result.model
+
+
+@pytest.fixture(scope="session")
+def sklearn_model(spark, default_data):
+    """`train_sklearn` (8 trees, depth 6) once on the generated data: (run id, model URI, result)."""
+    params = SklearnTrainParams(data_path=default_data, num_trees=8, max_depth=6)
+    run_id, result = in_tracked_run(params, lambda checked: train_sklearn_and_log(spark, checked))
+    return run_id, result.model_uri, result
+
+
+@pytest.fixture(scope="session")
+def per_group_run(spark, default_data):
+    """`train_per_group` once on the generated data, one model per neighbourhood with at least
+    PER_GROUP_MIN_ROWS training rows (about a third of the 36): (run id, result)."""
+    params = PerGroupParams(data_path=default_data, min_rows=PER_GROUP_MIN_ROWS, num_trees=5, max_depth=5)
+    return in_tracked_run(params, lambda checked: train_per_group_and_log(spark, checked))
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,7 @@ def test_git_state_reports_commit_and_dirtiness(tmp_path):
     assert environment.git_state(tmp_path)["git_dirty"] == "true"
 
 
+@pytest.mark.process
 def test_python_workers_use_the_drivers_interpreter(tmp_path):
     """Without PYSPARK_PYTHON, Spark would start `python3` from PATH for its workers."""
     import subprocess

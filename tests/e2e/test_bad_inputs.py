@@ -14,7 +14,9 @@ from pathlib import Path
 import bad_inputs
 import pytest
 from bad_inputs import DRIFT, EXPECTED, OK
-from conftest import PROJECT_ROOT, last_line, runs_of, script_in_process
+from conftest import SHARED_TRAIN_PARAMS, PROJECT_ROOT, last_line, runs_of, script_in_process
+
+from sparkmlops.core import registry
 
 MODEL_NAME = "bad_inputs_price"
 SMALL_FOREST = ["--num_trees", "3", "--max_depth", "3"]
@@ -34,13 +36,6 @@ def base_data(spark, default_data, folder) -> str:
     return str(path)
 
 
-def _ok(result) -> str:
-    import re
-
-    assert result.returncode == 0, result.stderr[-3000:]
-    return re.search(r"run_id=([0-9a-f]{32})", result.stdout).group(1)
-
-
 def entry_point_run(client, script: str):
     """The newest top-level run of the script's entry point: searches and per-group training add nested
     runs, which start later (and per-group ones carry the entry_point tag too)."""
@@ -49,14 +44,14 @@ def entry_point_run(client, script: str):
 
 
 @pytest.fixture(scope="module")
-def models(base_data):
-    """The models the scorers, promote and export_onnx use, trained once on the good rows."""
-    spark_run = _ok(script_in_process("train.py", "--data_path", base_data, *SMALL_FOREST, "--register_as",
-                                      MODEL_NAME))
-    sklearn_run = _ok(script_in_process("train_sklearn.py", "--data_path", base_data, *SMALL_FOREST))
-    per_group_run = _ok(script_in_process("train_per_group.py", "--data_path", base_data, "--group_col", "room_type",
-                                          "--min_rows", "5", *SMALL_FOREST))
-    return {"spark": f"runs:/{spark_run}/model", "sklearn": f"runs:/{sklearn_run}/model", "per_group": per_group_run}
+def models(trained_run, sklearn_model, per_group_run):
+    """The models the scorers, promote and export_onnx use: the session's shared ones (trained on the
+    generated data the good rows come from). The Spark model is registered as train registers it."""
+    run_id, result = trained_run
+    registry.register_model(result.model_uri, MODEL_NAME, run_id=run_id, entry_point="train",
+                            params=SHARED_TRAIN_PARAMS.model_params(), metrics=result.metrics, digests=result.digests,
+                            data_path=result.data_path)
+    return {"spark": f"runs:/{run_id}/model", "sklearn": sklearn_model[1], "per_group": per_group_run[0]}
 
 
 @pytest.fixture(scope="module")

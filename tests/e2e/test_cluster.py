@@ -1,25 +1,26 @@
 """Entry points on a real Spark standalone cluster (a master and two workers) and over Spark Connect,
 compared with local mode, plus the checks that refuse a bad or unsupported master before Spark starts.
 
-One session-scoped fixture starts the cluster and a Connect server from the pyspark package on
-127.0.0.1 (free ports, so other Spark processes on the machine do not matter) and stops them by PID.
+One module-scoped fixture starts the cluster and a Connect server from the pyspark package on
+127.0.0.1 (each daemon binds a free port itself, so other Spark processes on the machine and parallel
+test workers do not matter) and stops them by PID when this module is done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sparkmlops.core import tracking
 from sparkmlops.core.spark import connect_requested, requested_master
 from sparkmlops.data.writing import write_parquet_atomically
-from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 from tests.conftest import (
+    JVM_OPTIONS,
     PROJECT_ROOT,
     SPARK_CONF,
     assert_refused,
@@ -32,17 +33,15 @@ from tests.conftest import (
 from tools import local_cluster
 
 SMALL_MODEL = ["--num_trees", "10", "--max_depth", "4"]  # the trained_model fixture's parameters
-QUIET_CONF = " ".join(f"--conf {k}={v}" for k, v in SPARK_CONF.items() if k != "spark.driver.memory")
+QUIET_CONF = " ".join(f"--conf {k}={shlex.quote(v)}" for k, v in SPARK_CONF.items() if k != "spark.driver.memory")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark_cluster(workdir):
     """A standalone master, two 1-core workers and a Spark Connect server (local[2]), all on 127.0.0.1."""
 
-    cluster = local_cluster.Cluster(
-        state_dir=str(workdir / "cluster"), master_port=local_cluster.free_port(),
-        master_ui_port=local_cluster.free_port(), worker_ui_ports=[local_cluster.free_port() for _ in range(2)],
-        connect_port=local_cluster.free_port())
+    cluster = local_cluster.Cluster(state_dir=str(workdir / "cluster"), master_port=0, master_ui_port=0,
+                                    worker_ui_ports=[0, 0], connect=True, connect_port=0, java_options=JVM_OPTIONS)
     local_cluster.start(cluster, workers=2, timeout=180)
     pids = dict(cluster.pids)
     yield cluster
@@ -74,13 +73,13 @@ def assert_same_rows(spark, output_path: str, expected_df):
     assert expected_df.exceptAll(output).count() == 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_predictions(spark, default_data, trained_model):
     data = spark.read.parquet(default_data)
     return trained_model[1].transform(data).select(*data.columns, "prediction")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fixture_run(client, trained_model):
     return client.get_run(trained_model[0].split("/")[1])
 
@@ -93,7 +92,7 @@ def conf_dir_env(cluster) -> dict:
     return {**cluster.env(), "PYSPARK_SUBMIT_ARGS": f"{QUIET_CONF} pyspark-shell"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standalone_train(spark_cluster, default_data, client):
     """train on the cluster, its master from spark-defaults.conf in SPARK_CONF_DIR (what cluster-up writes)."""
     result = python_script("train.py", "--data_path", default_data, *SMALL_MODEL, env=conf_dir_env(spark_cluster))
@@ -122,7 +121,7 @@ def test_score_batch_on_standalone_cluster_equals_local(spark_cluster, standalon
 
     output = tmp_path / "scored"
     result = run_entry([str(local_cluster.spark_home() / "bin" / "spark-submit"), "--master", spark_cluster.master_url,
-                        *QUIET_CONF.split(), str(PROJECT_ROOT / "score_batch.py"),
+                        *shlex.split(QUIET_CONF), str(PROJECT_ROOT / "score_batch.py"),
                         "--model_uri", f"runs:/{standalone_train.info.run_id}/model", "--input_path", default_data,
                         "--output_path", str(output)], env=standalone_env(spark_cluster, PYSPARK_SUBMIT_ARGS=""))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -130,8 +129,8 @@ def test_score_batch_on_standalone_cluster_equals_local(spark_cluster, standalon
     assert_same_rows(spark, str(output), local_predictions)
 
 
-def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_model, spark, default_data, tmp_path,
-                                                     client, local_predictions):
+def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_model, sklearn_model, spark, default_data,
+                                                     tmp_path, client, local_predictions):
     """score_stream (spark_master parameter) and score_pandas_udf (spark-defaults.conf) run on the
     executors of the cluster and give local mode's predictions."""
 
@@ -148,8 +147,8 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
     assert_same_rows(spark, str(tmp_path / "stream_out"), local_predictions)
 
     # Python tasks on the executors, with the Python spark-defaults.conf names (no PYSPARK_PYTHON set).
-    sklearn_model = _sklearn_model(spark, default_data)
-    result = python_script("score_pandas_udf.py", "--model_uri", sklearn_model, "--input_path", default_data,
+    _, sklearn_uri, _ = sklearn_model
+    result = python_script("score_pandas_udf.py", "--model_uri", sklearn_uri, "--input_path", default_data,
                            "--output_path", str(tmp_path / "pandas_out"), env=conf_dir_env(spark_cluster))
     assert result.returncode == 0, result.stderr[-3000:]
     run = newest_run(client)
@@ -158,19 +157,13 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
     import mlflow
 
     scored = spark.read.parquet(str(tmp_path / "pandas_out")).toPandas()
-    expected = mlflow.pyfunc.load_model(sklearn_model).predict(scored.drop(columns=["prediction"]))
+    expected = mlflow.pyfunc.load_model(sklearn_uri).predict(scored.drop(columns=["prediction"]))
     assert (scored["prediction"].to_numpy() == expected).all()
-
-
-def _sklearn_model(spark, default_data) -> str:
-    with tracking.tracked_run("fixture-sklearn-for-cluster"):
-        result = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default_data, num_trees=5, max_depth=4))
-    return result.model_uri
 
 
 # --- Spark Connect ------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def connect_train(spark_cluster, default_data, client):
     result = python_script("train.py", "--data_path", default_data, *SMALL_MODEL,
                            env={"SPARK_REMOTE": spark_cluster.remote_url})

@@ -1,14 +1,14 @@
-"""End to end through `mlflow run`: local project, real data, a git URL over smart HTTP, uv environments."""
+"""End to end through `mlflow run`: the local project with defaults and -P overrides, bad parameters, real data,
+uv environments. A git URL is tests/e2e/test_user_path.py's; the other entry points are the journey's."""
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, newest_run, pinned, run_entry
+from conftest import PROJECT_ROOT, newest_run, pinned, run_entry, script_in_process
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 BOOK_RMSE = 211.5
@@ -83,44 +83,20 @@ def test_bad_parameter_fails_the_run(client):
 
 
 def test_real_data_matches_the_book(client, real_data):
-    result = mlflow_run(".", "--env-manager", "local", "-P", f"data_path={real_data}",
-                        "-P", "num_trees=100", "-P", "max_depth=5", "-P", "max_bins=40", "-P", "seed=42")
+    """The book's forest on the real data (train's command in-process: the model is the subject here, the
+    process is the other tests')."""
+    result = script_in_process("train.py", "--data_path", real_data, "--num_trees", "100", "--max_depth", "5",
+                               "--max_bins", "40", "--seed", "42")
     assert result.returncode == 0, result.stderr[-4000:]
-    metrics = client.get_run(run_id_of(result)).data.metrics
+    metrics = client.get_run(re.search(r"run_id=([0-9a-f]{32})", result.stdout).group(1)).data.metrics
     assert abs(metrics["rmse"] - BOOK_RMSE) / BOOK_RMSE <= 0.05, metrics
     assert metrics["train_rows"] + metrics["test_rows"] == 7146
 
 
-def test_run_from_git_url_with_subdirectory_version_and_overrides(client, git_server, local_run, tmp_path):
-    url, sha = git_server
-    result = mlflow_run(f"{url}#project", "--version", sha, "--env-manager", "local", *SMALL, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    run = client.get_run(run_id_of(result))
-    assert run.data.tags["mlflow.source.git.commit"] == sha
-    assert run.data.tags["git_commit"] == sha and run.data.tags["git_dirty"] == "false"
-    assert run.data.params["num_trees"] == "10" and run.data.params["max_depth"] == "4"
-    # same code, parameters and data as the local run: identical metrics
-    for name in ("rmse", "r2", "mae"):
-        assert run.data.metrics[name] == local_run.data.metrics[name], name
-
-
-@pytest.mark.skipif(shutil.which("uv", path=str(Path(sys.executable).parent)) is None
-                    and shutil.which("uv") is None, reason="uv is installed by make setup")
 def test_run_with_uv_environment(client, local_run):
+    """requirements-dev.txt installs uv next to this Python: no skip, a missing uv fails here."""
     env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
     result = mlflow_run(".", "--env-manager", "uv", *SMALL, env=env, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     run = client.get_run(run_id_of(result))
     assert run.data.metrics["rmse"] == local_run.data.metrics["rmse"]
-
-
-def test_score_batch_entry_point(client, local_run, default_data, tmp_path, spark):
-    # score_stream's and the other entry points' commands are checked without running them in
-    # test_environment.py::test_every_entry_point_command_parses_with_its_script.
-    model_uri = f"runs:/{local_run.info.run_id}/model"
-    result = mlflow_run(".", "-e", "score_batch", "--env-manager", "local", "-P", f"model_uri={model_uri}",
-                        "-P", f"input_path={default_data}", "-P", f"output_path={tmp_path / 'scored'}")
-    assert result.returncode == 0, result.stderr[-4000:]
-    run = client.get_run(run_id_of(result))
-    assert run.data.metrics["rows_scored"] == spark.read.parquet(str(tmp_path / "scored")).count() == 7146
-    assert run.data.tags["model_run_id"] == local_run.info.run_id

@@ -51,16 +51,20 @@ def _assert_reproduced(client, run_id: str) -> None:
 
 
 def test_mlflow_run_from_a_git_url_with_defaults_is_reproduced_by_mlflow_run(client, git_server, odd_data, tmp_path):
-    """The issue's path: `mlflow run <url> -P data_path=... -P num_trees=...` (register_as and spark_master
-    left at their empty defaults, which MLflow logs as ''), then `mlflow run <url> -e reproduce`."""
+    """`mlflow run <url>#project --version <sha> -P data_path=... -P num_trees=...` (register_as and spark_master
+    left at their empty defaults, which MLflow logs as ''), then `mlflow run <url> -e reproduce`: the same code,
+    parameters and data fetched again give bit-identical metrics."""
     url, sha = git_server
     launched = run_entry([MLFLOW, "run", f"{url}#project", "--version", sha, "--env-manager", "local",
                           "-P", f"data_path={odd_data}", *SMALL], cwd=tmp_path)
     run_id = launched_run_id(launched)
     run = client.get_run(run_id)
     assert run.data.params["spark_master"] == "''" and run.data.params["register_as"] == "''"  # MLflow's quoting
+    assert run.data.params["num_trees"] == "5" and run.data.params["max_depth"] == "3"  # the -P overrides
     assert run.data.tags["mlflow.runName"] == "train rf 5x3"
     assert run.data.tags["git_subdirectory"] == "project"
+    assert run.data.tags["mlflow.source.git.commit"] == sha  # --version
+    assert run.data.tags["git_commit"] == sha and run.data.tags["git_dirty"] == "false"  # MLflow's clean checkout
 
     result = run_entry([MLFLOW, "run", f"{url}#project", "--version", sha, "--env-manager", "local",
                         "-e", "reproduce", "-P", f"run_id={run_id}"], cwd=tmp_path)

@@ -65,6 +65,7 @@ def test_shift_new_categories_and_nulls_are_measured(spark, airbnb):
     assert results["accommodates"].psi == 0.0
 
 
+@pytest.mark.process
 def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained_model, default_data, tmp_path):
     """No drift on a fresh sample (exit 0); the generator's drift option is found (exit 3), the run is
     FINISHED either way with the table and metrics logged."""
@@ -171,6 +172,7 @@ def test_current_data_missing_columns_is_refused(client, default_data, spark, tm
     assert "bedrooms" in run.data.tags["error"]
 
 
+@pytest.mark.process
 def test_bad_input_fails_in_a_fresh_process_without_a_jvm(client):
     result = python_script("check_drift.py", "--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur")
     assert_refused(result, client, "/nonexistent/cur")

@@ -13,10 +13,12 @@ import sys
 import pytest
 from conftest import assert_refused, commit_all, copy_project, last_line, run_entry
 
+from sparkmlops.core import tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.reproduce import reproduce as reproduce_reproduce
 
 SMALL = ["--num_trees", "5", "--max_depth", "3"]
+REGISTERED = "reproduce-test-price"
 
 
 def script(project, name: str, *options: str):
@@ -41,7 +43,8 @@ def project(tmp_path_factory, spark):
     sha = commit_all(work)
     data = str(root / "listings.parquet")
     write_parquet_atomically(generate_airbnb(spark, 2000, 42, n_partitions=1), data)
-    result = script(work, "train.py", "--data_path", data, *SMALL)
+    # registered, as a run users want to reproduce often is: the reproduction must not register again
+    result = script(work, "train.py", "--data_path", data, *SMALL, "--register_as", REGISTERED)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, sha, data, run_id_in(result.stdout)
 
@@ -60,6 +63,7 @@ def reproduce_run_of(client, run_id: str):
     return runs[0]
 
 
+@pytest.mark.process
 def test_fresh_run_is_reproduced_bit_identically(client, project):
     import mlflow
     import pandas as pd
@@ -81,6 +85,10 @@ def test_fresh_run_is_reproduced_bit_identically(client, project):
         assert reproduced.data.params[name] == original.data.params[name], name
     for name in ("rmse", "mae", "r2", "train_rows", "test_rows"):
         assert reproduced.data.metrics[name] == original.data.metrics[name], name  # bit-identical
+    # the original registered version 1; a reproduction registers nothing
+    assert original.data.tags["registered_model_version"] == "1"
+    assert "registered_model" not in tags and tracking.run_parameters(reproduced)["register_as"] == ""
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{REGISTERED}'")] == ["1"]
 
     parent = reproduce_run_of(client, original_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["reproduced_run_id"] == reproduced.info.run_id
@@ -98,6 +106,7 @@ def test_fresh_run_is_reproduced_bit_identically(client, project):
     assert (libraries["original"] == libraries["reproduced"]).all()
 
 
+@pytest.mark.process
 def test_changed_data_is_detected_before_any_training(client, project, spark, tmp_path):
     """Rows dropped and a column added since the run: refused before re-running, naming both; with
     allow_data_change the re-run happens, its metrics differ, and reproduce ends FAILED (exit 4)."""
@@ -138,6 +147,7 @@ def test_changed_data_is_detected_before_any_training(client, project, spark, tm
         shutil.copytree(saved, data)
 
 
+@pytest.mark.process
 def test_dirty_tree_run_is_refused(client, project):
     """A run made while a tracked file had uncommitted changes cannot be reproduced: refused before Spark."""
     work, _, data, _ = project
@@ -157,6 +167,7 @@ def test_dirty_tree_run_is_refused(client, project):
     assert not reproductions_of(client, dirty_run.info.run_id)
 
 
+@pytest.mark.process
 def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project):
     work, _, data, _ = project
     plain = copy_project(tmp_path / "not-git")  # no repository: git_commit=unknown

@@ -1,4 +1,6 @@
-"""score_batch as users run it: bad inputs end in one line and a FAILED run; a kill leaves no output."""
+"""score_batch's command: bad inputs end in one line and a FAILED run, refused before Spark where the
+files tell; a SIGKILL of its process mid-write leaves no output. (Its run as a process of its own through
+`mlflow run` is the journey's.)"""
 
 import os
 import signal
@@ -7,29 +9,13 @@ import sys
 import time
 
 import pytest
-from conftest import (
-    PROJECT_ROOT,
-    last_line,
-    newest_run,
-    python_script,
-    script_in_process,
-)
+from conftest import PROJECT_ROOT, assert_refused, newest_run, script_in_process
 
 from sparkmlops.data import generators
 
 
-def _refused(result, client, message, before_spark=True):
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert last_line(result.stderr).startswith("error: ") and message in last_line(result.stderr), \
-        result.stderr[-3000:]
-    if before_spark:
-        assert "log4j" not in result.stderr
-    assert newest_run(client).info.status == "FAILED"
-
-
-def _score(uri, inp, out, *extra, in_process=False):
-    run = script_in_process if in_process else python_script
-    return run("score_batch.py", "--model_uri", uri, "--input_path", inp, "--output_path", out, *extra)
+def _score(uri, inp, out, *extra):
+    return script_in_process("score_batch.py", "--model_uri", uri, "--input_path", inp, "--output_path", out, *extra)
 
 
 def test_score_batch_script_end_to_end(client, trained_model, default_data, tmp_path, spark):
@@ -45,34 +31,35 @@ def test_score_batch_script_end_to_end(client, trained_model, default_data, tmp_
 def test_bad_inputs(client, trained_model, pyfunc_model_uri, default_data, tmp_path):
     uri, _ = trained_model
     out = str(tmp_path / "out")
-    _refused(_score("runs:/0123456789abcdef0123456789abcdef/model", default_data, out), client, "not found")
-    # The same checks in-process (same code path, no new interpreter each time).
-    _refused(_score(pyfunc_model_uri, default_data, out, in_process=True), client, "is not a Spark model", False)
-    _refused(_score(uri, str(tmp_path / "missing.parquet"), out, in_process=True), client, "does not exist", False)
+    assert_refused(_score("runs:/0123456789abcdef0123456789abcdef/model", default_data, out), client, "not found")
+    assert_refused(_score(pyfunc_model_uri, default_data, out), client, "is not a Spark model")
+    assert_refused(_score(uri, str(tmp_path / "missing.parquet"), out), client, "does not exist")
     (tmp_path / "empty").mkdir()
-    _refused(_score(uri, str(tmp_path / "empty"), out, in_process=True), client, "is an empty folder", False)
-    _refused(_score(uri, default_data, out, "--mode", "append", in_process=True), client,
-             "mode must be 'error' or 'overwrite'", False)
+    assert_refused(_score(uri, str(tmp_path / "empty"), out), client, "is an empty folder")
+    assert_refused(_score(uri, default_data, out, "--mode", "append"), client, "mode must be 'error' or 'overwrite'")
     (tmp_path / "exists").mkdir()
-    _refused(_score(uri, default_data, str(tmp_path / "exists"), in_process=True), client, "already exists", False)
+    assert_refused(_score(uri, default_data, str(tmp_path / "exists")), client, "already exists")
     assert not os.path.exists(out)
 
 
 def test_schema_mismatch(client, spark, trained_model, default_data, tmp_path):
     uri, _ = trained_model
     spark.read.parquet(default_data).limit(5).drop("latitude").write.parquet(str(tmp_path / "in"))
-    result = _score(uri, str(tmp_path / "in"), str(tmp_path / "out"), in_process=True)
-    _refused(result, client, "missing columns latitude", before_spark=False)
+    result = _score(uri, str(tmp_path / "in"), str(tmp_path / "out"))
+    assert_refused(result, client, "missing columns latitude", before_spark=False)  # Spark reads the schema
     assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")
-def large_input(spark, tmp_path_factory):
+def large_input(spark, default_data, tmp_path_factory):
+    """1.5 million rows (the generated data 210 times), so scoring is still writing when it is killed."""
     folder = tmp_path_factory.mktemp("large") / "in.parquet"
-    generators.generate_airbnb(spark, 1_500_000, seed=3, n_partitions=6).write.parquet(str(folder))
+    copies = spark.range(210).withColumnRenamed("id", "copy")
+    spark.read.parquet(default_data).crossJoin(copies).drop("copy").repartition(6).write.parquet(str(folder))
     return str(folder)
 
 
+@pytest.mark.process
 def test_kill_mid_write_leaves_no_output(trained_model, large_input, tmp_path):
     uri, _ = trained_model
     out = tmp_path / "scored"

@@ -5,18 +5,10 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_refused, in_tracked_run, python_script, script_in_process
+from conftest import assert_refused, script_in_process
 
 from sparkmlops.data import generators
-from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
-
-
-@pytest.fixture(scope="module")
-def sklearn_model(spark, default_data):
-    """(run id, model URI, result) of a small forest trained by train_sklearn's job on the generated data."""
-    params = SklearnTrainParams(data_path=default_data, num_trees=8, max_depth=6)
-    run_id, result = in_tracked_run(params, lambda checked: train_sklearn_and_log(spark, checked))
-    return run_id, result.model_uri, result
+from sparkmlops.train.train_sklearn import SklearnTrainParams
 
 
 @pytest.fixture(scope="module")
@@ -139,18 +131,15 @@ def test_bad_inputs_are_refused(client, spark, sklearn_model, trained_model, pyf
         return script_in_process("score_pandas_udf.py", "--model_uri", uri, "--input_path", inp,
                                  "--output_path", output, *extra)
 
-    assert_refused(score(model_uri, scoring_input, out, "--method", "apply"), client, "unknown method 'apply'",
-                   before_spark=False)
-    assert_refused(score(model_uri, scoring_input, out, "--batch_size", "0"), client, "batch_size must be between",
-                   before_spark=False)
-    assert_refused(score(model_uri, str(tmp_path / "missing")), client, "does not exist", before_spark=False)
+    # before Spark starts (assert_refused: the run has no spark_master tag) up to the data's columns
+    assert_refused(score(model_uri, scoring_input, out, "--method", "apply"), client, "unknown method 'apply'")
+    assert_refused(score(model_uri, scoring_input, out, "--batch_size", "0"), client, "batch_size must be between")
+    assert_refused(score(model_uri, str(tmp_path / "missing")), client, "does not exist")
     (tmp_path / "exists").mkdir()
-    assert_refused(score(model_uri, scoring_input, str(tmp_path / "exists")), client, "already exists",
-                   before_spark=False)
-    assert_refused(score(trained_model[0]), client, "is a Spark ML model: score it with score_batch",
-                   before_spark=False)
-    assert_refused(score(pyfunc_model_uri), client, "has no input signature", before_spark=False)
-    assert_refused(score("runs:/0123456789abcdef0123456789abcdef/model"), client, "not found", before_spark=False)
+    assert_refused(score(model_uri, scoring_input, str(tmp_path / "exists")), client, "already exists")
+    assert_refused(score(trained_model[0]), client, "is a Spark ML model: score it with score_batch")
+    assert_refused(score(pyfunc_model_uri), client, "has no input signature")
+    assert_refused(score("runs:/0123456789abcdef0123456789abcdef/model"), client, "not found")
     wrong = str(tmp_path / "wrong.parquet")
     spark.read.parquet(scoring_input).limit(5).drop("latitude").write.parquet(wrong)
     assert_refused(score(model_uri, wrong), client, "missing columns latitude", before_spark=False)
@@ -158,13 +147,6 @@ def test_bad_inputs_are_refused(client, spark, sklearn_model, trained_model, pyf
     spark.read.parquet(scoring_input).limit(5).withColumnRenamed("row_id", "prediction").write.parquet(taken)
     assert_refused(score(model_uri, taken), client, "already has a column named prediction", before_spark=False)
     assert not os.path.exists(out)
-
-
-def test_script_refuses_bad_input_before_spark(client, sklearn_model, scoring_input, tmp_path):
-    _, model_uri, _ = sklearn_model
-    result = python_script("score_pandas_udf.py", "--model_uri", model_uri, "--input_path", scoring_input,
-                           "--output_path", str(tmp_path / "out"), "--method", "apply")
-    assert_refused(result, client, "unknown method 'apply'")
 
 
 @pytest.mark.parametrize("params, message", [

@@ -10,12 +10,12 @@ import pytest
 from conftest import (
     PROJECT_ROOT,
     REAL_DATA_100P,
+    assert_refused,
     in_tracked_run,
     last_line,
     newest_run,
-    python_script,
     require_real_data,
-    run_entry,
+    script_in_process,
 )
 
 from sparkmlops.core.errors import UserInputError
@@ -153,6 +153,7 @@ def _wait_for_batches(proc, count, timeout=240):
     raise AssertionError(f"only {len(lines)} batches before timeout; output: {''.join(seen)[-3000:]}")
 
 
+@pytest.mark.process
 def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, generated_100_files, tmp_path):
     uri, pipeline = trained_model
     out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
@@ -169,7 +170,8 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
     time.sleep(2)
     committed = spark.read.parquet(out).count()
     assert 0 < committed < 3000
-    result = run_entry(cmd + ["--max_files_per_trigger", "50"])
+    # the same command again (its click command in-process: what resumes is the checkpoint, not the process)
+    result = script_in_process(*cmd[1:], "--max_files_per_trigger", "50")
     assert result.returncode == 0, result.stderr[-3000:]
     from sparkmlops.models.resolve import resolve_model
 
@@ -178,6 +180,7 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
     assert _sink_digest(spark, out, columns) == _expected_digest(spark, pipeline, generated_100_files, columns)
 
 
+@pytest.mark.process
 def test_sigterm_stops_gracefully(client, trained_model, generated_100_files, tmp_path):
     uri, _ = trained_model
     cmd = _stream_command(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
@@ -197,11 +200,10 @@ def test_sigterm_stops_gracefully(client, trained_model, generated_100_files, tm
 
 
 def test_score_stream_script_bad_model_is_one_line(client, generated_100_files, pyfunc_model_uri, tmp_path):
-    result = python_script("score_stream.py", "--model_uri", pyfunc_model_uri, "--input_path", generated_100_files,
-                           "--output_path", str(tmp_path / "o"), "--checkpoint_path", str(tmp_path / "c"))
-    assert result.returncode == 2 and "is not a Spark model" in last_line(result.stderr)
-    assert "log4j" not in result.stderr  # refused before Spark started
-    assert newest_run(client).info.status == "FAILED"
+    result = script_in_process("score_stream.py", "--model_uri", pyfunc_model_uri, "--input_path",
+                               generated_100_files, "--output_path", str(tmp_path / "o"), "--checkpoint_path",
+                               str(tmp_path / "c"))
+    assert_refused(result, client, "is not a Spark model")  # before Spark: no spark_master tag
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 
 
@@ -220,7 +222,6 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     removed, the same command resumes and scores the file that came after it, every row exactly once."""
     import threading
 
-    from conftest import script_in_process
     from pyspark.sql import functions as F
 
     uri, pipeline = trained_model

@@ -5,6 +5,7 @@ pyfunc, and serving through a real `mlflow models serve` process on 127.0.0.1.""
 import json
 import os
 import shutil
+import socket
 import urllib.error
 import urllib.request
 
@@ -12,7 +13,7 @@ import mlflow
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_refused, in_tracked_run, python_script, served_model
+from conftest import assert_refused, in_tracked_run, script_in_process, served_model
 
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
@@ -26,6 +27,7 @@ from sparkmlops.serve.export_onnx import (
     export_and_log,
 )
 from sparkmlops.train.train import train_and_log
+from tools import model_server
 
 # The export's documented parity: relative difference at most 1e-6 (docs/serving.md), a literal here
 # so that loosening it in the code fails this test.
@@ -162,7 +164,7 @@ def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_mod
 
 
 def test_export_script_refuses_bad_input(client):
-    assert_refused(python_script("export_onnx.py", "--model_uri", "runs:/0123456789abcdef0123456789abcdef/model"),
+    assert_refused(script_in_process("export_onnx.py", "--model_uri", "runs:/0123456789abcdef0123456789abcdef/model"),
                    client, "not found")
 
 
@@ -171,10 +173,27 @@ def test_export_script_refuses_bad_input(client):
 
 @pytest.fixture(scope="module")
 def served(exports, test_environment, tmp_path_factory):
-    """`mlflow models serve` of the exported RF on 127.0.0.1; stopped by PID (its process group)."""
+    """`mlflow models serve` of the exported RF on 127.0.0.1; stopped by PID (its process group).
+
+    The first port it is given is already held by another socket, as happens when another process takes
+    a free port before the server binds it: the server must come up on another port anyway."""
     _, summary = exports["random_forest_log_label"]
-    with served_model(summary["model_uri"], tmp_path_factory.mktemp("serve") / "server.log") as url:
-        yield url, summary
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with socket.socket() as taken, pytest.MonkeyPatch.context() as patch:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = [taken.getsockname()[1]]
+        free_port = model_server._free_port
+        patch.setattr(model_server, "_free_port", lambda: first.pop() if first else free_port())
+        with served_model(summary["model_uri"], log) as url:
+            yield url, summary, taken.getsockname()[1], log
+
+
+@pytest.mark.process
+def test_the_server_comes_up_on_another_port_when_its_port_was_taken(served):
+    url, _, taken_port, log = served
+    assert int(url.rsplit(":", 1)[1]) != taken_port
+    assert "address already in use" in log.read_text().lower()  # it did try the taken port first
 
 
 def _post(url: str, body: bytes):
@@ -186,8 +205,9 @@ def _post(url: str, body: bytes):
         return error.code, error.read().decode()
 
 
+@pytest.mark.process
 def test_served_export_answers_records_like_spark(spark, served, default_data, exported_models):
-    url, summary = served
+    url, summary, _, _ = served
     data = spark.read.parquet(default_data).limit(20)
     records = data.drop("price").toPandas()
     records.loc[0, "neighbourhood_cleansed"] = UNSEEN_CATEGORY  # unseen: still a prediction
@@ -200,8 +220,9 @@ def test_served_export_answers_records_like_spark(spark, served, default_data, e
     np.testing.assert_allclose(predicted, expected, rtol=PARITY, atol=0)
 
 
+@pytest.mark.process
 def test_served_export_answers_bad_requests_with_4xx(spark, served, default_data):
-    url, _ = served
+    url = served[0]
     record = spark.read.parquet(default_data).drop("price").limit(1).toPandas().to_dict(orient="records")[0]
     cases = {
         "malformed JSON": b'{"dataframe_records": [',

@@ -21,18 +21,12 @@ from conftest import last_line, newest_run, python_script, script_in_process
     (["--model_type", "lightgbm"], "unknown model_type 'lightgbm'"),
 ])
 def test_bad_parameters(client, options, message):
-    _assert_refused(script_in_process("train.py", *options), client, message, before_spark=False)
+    _assert_refused(script_in_process("train.py", *options), client, message)  # before Spark: no session
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--num_trees", "0"], "num_trees must be >= 1"),
-    (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
-])
-def test_bad_parameters_fail_before_spark(client, options, message):
-    _assert_refused(python_script("train.py", *options), client, message)
-
-
+@pytest.mark.process
 def test_missing_java_fails_before_spark(client, tmp_path):
+    """A process of its own: the Java check runs before a JVM exists, which the test session's already does."""
     result = python_script("train.py", env={"JAVA_HOME": str(tmp_path / "no-jdk")})
     _assert_refused(result, client, "PySpark 4 needs Java 17 or 21")
 
@@ -47,15 +41,15 @@ def bad_datasets(spark, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("file, message", [
-    ("garbage.parquet", "cannot be read as parquet"),
-    ("nolabel.parquet", "label column 'price' is not in the data"),
-    ("strlabel.parquet", "label column 'price' is string, not numeric"),
-    ("nofeat.parquet", "no feature columns"),
+@pytest.mark.parametrize("file, message, before_spark", [
+    ("garbage.parquet", "cannot be read as parquet", True),  # the parquet footers, read without Spark
+    ("nolabel.parquet", "label column 'price' is not in the data", False),  # the schema, read by Spark
+    ("strlabel.parquet", "label column 'price' is string, not numeric", False),
+    ("nofeat.parquet", "no feature columns", False),
 ])
-def test_bad_data(client, bad_datasets, file, message):
+def test_bad_data(client, bad_datasets, file, message, before_spark):
     result = script_in_process("train.py", "--data_path", str(bad_datasets / file))
-    _assert_refused(result, client, message, before_spark=False)
+    _assert_refused(result, client, message, before_spark)
 
 
 def test_max_bins_smaller_than_categories(client, default_data):
@@ -65,7 +59,7 @@ def test_max_bins_smaller_than_categories(client, default_data):
 
 
 def test_unknown_option_is_refused():
-    result = python_script("train.py", "--num_tress", "5")
+    result = script_in_process("train.py", "--num_tress", "5")
     assert result.returncode == 2
     assert last_line(result.stderr).startswith("error: unknown parameter 'num_tress' for train: valid parameters")
 

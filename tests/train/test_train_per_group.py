@@ -3,19 +3,12 @@ their group, each group scored by its own model, unknown groups handled as docum
 
 import numpy as np
 import pytest
-from conftest import assert_refused, in_tracked_run, python_script, script_in_process
+from conftest import PER_GROUP_MIN_ROWS, assert_refused, in_tracked_run, script_in_process
 
 from sparkmlops.data import generators
 from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
 
-MIN_ROWS = 150  # about a third of the generated data's 36 neighbourhoods have that many training rows
-
-
-@pytest.fixture(scope="module")
-def per_group_run(spark, default_data):
-    params = PerGroupParams(data_path=default_data, min_rows=MIN_ROWS, num_trees=5, max_depth=5)
-    run_id, result = in_tracked_run(params, lambda checked: train_per_group_and_log(spark, checked))
-    return run_id, result
+MIN_ROWS = PER_GROUP_MIN_ROWS  # the shared per_group_run's (conftest)
 
 
 def _training_rows_per_group(spark, default_data) -> dict:
@@ -152,26 +145,22 @@ def test_bad_inputs_are_refused(client, spark, default_data, per_group_run, trai
     run_id, _ = per_group_run
     out = str(tmp_path / "out")
     train = lambda *options: script_in_process("train_per_group.py", "--data_path", default_data, *options)  # noqa
-    assert_refused(train("--min_rows", "1"), client, "min_rows must be >= 2", before_spark=False)
-    assert_refused(train("--group_col", "price"), client, "group_col and label_col are both 'price'",
-                   before_spark=False)
+    # parameters and models before Spark starts (assert_refused: no spark_master tag); the data's columns after
+    assert_refused(train("--min_rows", "1"), client, "min_rows must be >= 2")
+    assert_refused(train("--min_rows", "0"), client, "min_rows must be >= 2")
+    assert_refused(train("--group_col", "price"), client, "group_col and label_col are both 'price'")
     assert_refused(train("--group_col", "zipcode"), client, "group_col 'zipcode' is not in the data",
                    before_spark=False)
-    assert_refused(train("--group_col", "accommodates"), client, "is double, not a string column",
-                   before_spark=False)
+    assert_refused(train("--group_col", "accommodates"), client, "is double, not a string column", before_spark=False)
     assert_refused(_score(run_id, per_group_input, out, "--unknown_groups", "skip"), client,
-                   "unknown unknown_groups", before_spark=False)
-    assert_refused(_score("0123456789abcdef0123456789abcdef", per_group_input, out), client, "not found",
-                   before_spark=False)
+                   "unknown unknown_groups")
+    assert_refused(_score("0123456789abcdef0123456789abcdef", per_group_input, out), client, "not found")
     train_run_id = trained_model[0].split("/")[1]
-    assert_refused(_score(train_run_id, per_group_input, out), client, "is not a train_per_group run",
-                   before_spark=False)
+    assert_refused(_score(train_run_id, per_group_input, out), client, "is not a train_per_group run")
     wrong = str(tmp_path / "wrong.parquet")
     spark.read.parquet(per_group_input).limit(5).drop("neighbourhood_cleansed").write.parquet(wrong)
     assert_refused(_score(run_id, wrong, out), client, "group_col 'neighbourhood_cleansed' is not in the data",
                    before_spark=False)
-    result = python_script("train_per_group.py", "--min_rows", "0")
-    assert_refused(result, client, "min_rows must be >= 2")
 
 
 def test_a_failing_group_fails_its_nested_run_and_the_parent(client, spark, default_data, tmp_path):

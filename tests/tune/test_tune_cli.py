@@ -1,5 +1,5 @@
-"""tune_hyperopt.py and tune_grid.py as users run them: bad input refused before Spark, a real search
-end to end, and its parent run's model scored by score_batch."""
+"""tune_hyperopt.py and tune_grid.py as users run them (their click commands, in-process): bad input refused
+before Spark, a real search end to end, and its parent run's model scored by score_batch."""
 
 import json
 import re
@@ -8,7 +8,6 @@ import pytest
 from conftest import (
     assert_refused,
     last_line,
-    python_script,
     runs_of,
     script_in_process,
 )
@@ -56,12 +55,11 @@ def test_parameter_checks(params, message):
     ("tune_grid.py", ["--cv", "1"], "cv must be >= 2"),
 ])
 def test_scripts_refuse_bad_input_before_spark(client, script, options, message):
-    run = assert_refused(python_script(script, *options), client, message)
-    assert "spark_master" not in run.data.tags  # Spark never started
+    assert_refused(script_in_process(script, *options), client, message)  # no spark_master tag: no session
 
 
 def test_unknown_parameter_is_refused():
-    result = python_script("tune_hyperopt.py", "--max_depth", "5")
+    result = script_in_process("tune_hyperopt.py", "--max_depth", "5")
     assert result.returncode == 2
     assert "unknown parameter 'max_depth' for tune_hyperopt: valid parameters are" in last_line(result.stderr)
 
@@ -82,8 +80,8 @@ def small_data(spark, default_data, tmp_path_factory) -> str:
 
 
 def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small_data, tmp_path):
-    result = python_script("tune_hyperopt.py", "--data_path", small_data, "--max_evals", "2",
-                           "--register_as", "tune-test-price")
+    result = script_in_process("tune_hyperopt.py", "--data_path", small_data, "--max_evals", "2",
+                               "--register_as", "tune-test-price")
     assert result.returncode == 0, result.stderr[-3000:]
     line = last_line(result.stdout)
     assert line.startswith("tune_hyperopt: best {") and "best_run_id=" in line
