@@ -182,23 +182,31 @@ def python_script(script: str, *options: str, **kw):
 def script_in_process(script: str, *options: str):
     """Run a script's click command inside the test process, sharing the session's Spark: the same code
     path as ``python <script>`` (options, validation, tracked run, one-line error, exit code) without a
-    new JVM. Use ``python_script`` where the separate process matters (before-Spark checks, signals)."""
+    new JVM. ``spark_sessions`` counts the sessions the entry point asked the factory for (0: refused
+    before Spark). Use ``python_script`` where the separate process matters (signals, environment)."""
     import contextlib
     import importlib.util
     import io
     from types import SimpleNamespace
 
+    from sparkmlops.core import jobs
 
     spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", PROJECT_ROOT / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    out, err, code, sessions = io.StringIO(), io.StringIO(), 0, []
+
+    def counted_get_spark(*args, **kwargs):
+        sessions.append(args)
+        return get_spark(*args, **kwargs)
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobs, "get_spark", counted_get_spark)
         try:
             cli.run(module.main, list(options))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue(), spark_sessions=len(sessions))
 
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -256,6 +264,10 @@ def runs_of(client, **filters):
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], **filters)
 
 
+# What a JVM writes to stderr as it starts (log4j's first lines, Spark's own).
+JVM_SIGNS = ("log4j", "SparkContext", "NativeCodeLoader", "Using Spark's default")
+
+
 def assert_refused(result, client, message, before_spark=True):
     """A script refused bad input: exit 2, one `error:` line naming the problem, the run FAILED."""
     assert result.returncode == 2, result.stderr[-3000:]
@@ -263,9 +275,13 @@ def assert_refused(result, client, message, before_spark=True):
     assert line.startswith("error: ") and message in line, result.stderr[-3000:]
     run = newest_run(client)
     if before_spark:
-        # run_entry_point tags spark_master right after it gets the SparkSession: no tag, no session
-        # (stderr cannot tell: an in-process run shares the test session's JVM, which logs to fd 2)
+        # No session asked of the factory (in-process), and none tagged: run_entry_point tags spark_master
+        # right after it gets the session. (stderr cannot tell: an in-process run shares the test session's
+        # JVM, which logs to fd 2; tests/e2e/test_before_spark.py checks fresh processes.)
+        assert getattr(result, "spark_sessions", 0) == 0, "a SparkSession was requested before the refusal"
         assert "spark_master" not in run.data.tags, run.data.tags.get("spark_master")
+        if not hasattr(result, "spark_sessions"):  # a process of its own: a JVM would have written to its stderr
+            assert not [sign for sign in JVM_SIGNS if sign in result.stderr], result.stderr[-3000:]
     assert run.info.status == "FAILED"
     assert message in run.data.tags["error"]
     return run

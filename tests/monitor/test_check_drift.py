@@ -172,13 +172,6 @@ def test_current_data_missing_columns_is_refused(client, default_data, spark, tm
     assert "bedrooms" in run.data.tags["error"]
 
 
-@pytest.mark.process
-def test_bad_input_fails_in_a_fresh_process_without_a_jvm(client):
-    result = python_script("check_drift.py", "--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur")
-    assert_refused(result, client, "/nonexistent/cur")
-    assert result.seconds < 30
-
-
 def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_path):
     """The real data as reference: empty current data is bad input; columns null in every row, or of
     another type, are drift even though PSI over the remaining values cannot see them."""
