@@ -11,8 +11,9 @@ size only (unless --large-no-drift): generating 10M rows takes ~8 min on 2 cores
 
 Also shown: the Spark jobs of the check and the parquet rows they read (passes over each dataset), what
 reaches Python (rows collected from the groupBy results, values from approxQuantile), the peak RSS of this
-driver Python process before and after the checks (the session has a modest driver memory: nothing big may
-reach the driver), and the largest PSI without and with drift. Spark runs where the environment says
+driver Python process and the resident and peak RSS of the driver JVM (local mode: the executors' work runs
+in it too) before and after the checks (the session has a modest driver memory: nothing big may reach the
+driver), and the largest PSI without and with drift. Spark runs where the environment says
 (the factory's default: local[*]).
 
     python bench/bench_drift.py [--rows 10000000] [--small-rows 1000000] [--repeats 1] [--driver-memory 4g]
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT
+from common import ROOT, java_rss_mb
 
 sys.path.insert(0, str(ROOT))
 
@@ -197,7 +198,9 @@ def main():
         warm = {name: validation.read_dataset(spark, path) for name, path in data[WARMUP_ROWS].items()}
         measure_pair(spark, warm["reference"], warm["current"], numeric_cols, categorical_cols, 1)
 
-        rss_start = peak_rss_mb()
+        rss_start, jvm_start = peak_rss_mb(), java_rss_mb()
+        if not jvm_start[0]:
+            sys.exit("bench_drift: no driver JVM among this process's children (run it with python, not spark-submit)")
         rows_out = []
         for rows in sizes:
             frames = {name: validation.read_dataset(spark, path) for name, path in data[rows].items()}
@@ -210,7 +213,7 @@ def main():
                     "rows": rows, "current": name, "base_s": base_s, "drift_s": drift_s, "probe": probe,
                     "mb": folder_mb(data[rows]["reference"]) + folder_mb(data[rows][name]),
                     "max_psi": top.psi, "top": top.feature, "drifted": [r.feature for r in results if r.psi >= THRESHOLD],
-                    "buckets": sum(r.buckets for r in results), "rss": peak_rss_mb()})
+                    "buckets": sum(r.buckets for r in results), "rss": peak_rss_mb(), "jvm": java_rss_mb()})
         spark.stop()
 
     features = len(numeric_cols) + len(categorical_cols)
@@ -220,14 +223,15 @@ def main():
           f"median of {args.repeats}; data generation {generation_s:.0f} s (not timed)")
     print("| rows per dataset | current data | parquet MB (both) | baseline scan s | feature_drift s | vs baseline "
           "| drift us/row | Spark jobs | parquet passes per dataset | values to Python | Python peak RSS MB "
-          "| max PSI (feature) | PSI >= 0.2 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| JVM RSS MB (peak) | max PSI (feature) | PSI >= 0.2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows_out:
         probe, drifted = r["probe"], f" ({', '.join(r['drifted'])})" if r["drifted"] else ""
         print(f"| {r['rows']:,} | {r['current']} | {r['mb']:.0f} | {r['base_s']:.1f} | {r['drift_s']:.1f} | "
               f"{r['drift_s'] / r['base_s']:.2f}x | {us_per_row(r['drift_s'], r['rows']):.2f} | {len(probe.jobs)} | "
               f"{probe.input_rows / (2 * r['rows']):.1f} | {probe.values_collected:,} | {r['rss']:.0f} | "
-              f"{r['max_psi']:.3f} ({r['top']}) | {len(r['drifted'])} of {features}{drifted} |")
+              f"{r['jvm'][0]:.0f} ({r['jvm'][1]:.0f}) | {r['max_psi']:.3f} ({r['top']}) | "
+              f"{len(r['drifted'])} of {features}{drifted} |")
 
     drifted_pairs = [r for r in rows_out if r["current"] == "current, drift=True"]
     small, large = drifted_pairs[0], drifted_pairs[-1]  # at both sizes
@@ -240,7 +244,9 @@ def main():
               "rows")
     returned = ", ".join(f"{r['probe'].values_collected:,}" for r in rows_out)
     print(f"Python peak RSS: {rss_start:.0f} MB before the checks, {rows_out[-1]['rss']:.0f} MB after all of them "
-          f"(+{rows_out[-1]['rss'] - rss_start:.0f} MB). Values returned to Python per check (groupBy rows + "
+          f"(+{rows_out[-1]['rss'] - rss_start:.0f} MB); the driver JVM (heap at most {args.driver_memory}): "
+          f"{jvm_start[0]:.0f} MB resident before the checks, peak {rows_out[-1]['jvm'][1]:.0f} MB. "
+          "Values returned to Python per check (groupBy rows + "
           f"quantiles): {returned}, whatever the row count; {large['buckets']} PSI buckets over {features} features")
 
     calls = large["probe"].calls

@@ -3,13 +3,17 @@
 Batch: score_batch end to end (read, signature check, transform, atomic write) on N generated rows
 (default 10 million) vs a Spark job that only reads the same rows and writes them back with a constant
 column (the I/O floor). Target: <= 1.5x. Also mlflow.pyfunc.spark_udf of the same model on a slice.
+Where score_batch's time goes, on --breakdown-rows of the same rows in one process: reading alone and the
+model's transform alone (both to Spark's noop sink), score_batch's own path (signature check, column
+selection, atomic parquet write) and a plain ``model.transform(df).write.parquet``.
 Stream: micro-batch latency p50/p95 over a 100-file set (the real one when ../shared is present),
 one file per trigger, and the extra wall time a SIGKILL + restart costs over an uninterrupted run.
 
-    python bench/bench_score.py [--rows 10000000] [--udf-rows 100000]
+    python bench/bench_score.py [--rows 10000000] [--udf-rows 100000] [--breakdown-rows 2000000]
 """
 
 import argparse
+import json
 import re
 import signal
 import statistics
@@ -19,15 +23,41 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REAL_DIR, ROOT, isolated_env
+from common import REAL_DIR, ROOT, isolated_env, parsed, percentile
 from common import timed as run
 
 REAL_100P = REAL_DIR / "sf-airbnb-clean-100p.parquet"
 
 
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+# One process, the session warm: each step once, in this order, on the same --breakdown-rows rows.
+BREAKDOWN = r"""
+import json, sys, time
+from sparkmlops.core.spark import get_spark
+from sparkmlops.models import resolve
+from sparkmlops.score.score_batch import BatchParams, predict_batch
+from sparkmlops.core import tracking
+model_uri, rows_path, rows, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+spark = get_spark("bench-score-breakdown")
+subset = out + "/input"
+spark.read.parquet(rows_path).limit(rows).write.parquet(subset)
+model = resolve.resolve_model(model_uri)
+pipeline = __import__("mlflow").spark.load_model(model.load_uri)
+df = spark.read.parquet(subset)
+pipeline.transform(df.limit(1000)).write.format("noop").mode("overwrite").save()  # warm-up
+sys.path.insert(0, "bench")
+from common import CpuMeter
+def timed(step):
+    started = time.perf_counter(); step(); return time.perf_counter() - started
+figures = {"read": timed(lambda: df.write.format("noop").mode("overwrite").save())}
+with CpuMeter() as meter:
+    pipeline.transform(df).select("prediction").write.format("noop").mode("overwrite").save()
+figures["transform"], figures["transform_cores"] = meter.seconds, meter.cores
+params = BatchParams(model_uri, subset, out + "/scored")
+with tracking.tracked_run("bench-score-breakdown"):
+    figures["score_batch"] = timed(lambda: predict_batch(spark, params, params.validate()))
+figures["plain"] = timed(lambda: pipeline.transform(df).write.parquet(out + "/plain"))
+print(json.dumps(figures))
+"""
 
 
 def stream_latencies(stdout):
@@ -39,13 +69,14 @@ def main():
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--udf-rows", type=int, default=100_000)
+    parser.add_argument("--breakdown-rows", type=int, default=2_000_000)
     args = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = isolated_env(tmp)
         _, trained = run([py, "train.py"], env)
-        model_uri = f"runs:/{re.search(r'run_id=([0-9a-f]+)', trained.stdout).group(1)}/model"
+        model_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', trained.stdout, 'the train run id')}/model"
         rows_path = tmp / "rows.parquet"
         gen_s, _ = run([py, "generate_data.py", "--output_path", rows_path, "--n_rows", str(args.rows),
                         "--n_files", str(args.files)], env)
@@ -57,6 +88,8 @@ def main():
                           str(args.udf_rows)], env, check=False)
         udf_line = (f"{args.udf_rows / udf_s:,.0f} rows/s end to end on {args.udf_rows:,} rows"
                     if udf.returncode == 0 else "failed: " + (udf.stderr.strip().splitlines() or ["?"])[-1][:200])
+        _, split = run([py, "-c", BREAKDOWN, model_uri, rows_path, str(args.breakdown_rows), tmp / "breakdown"], env)
+        steps = json.loads(split.stdout.strip().splitlines()[-1])
 
         if REAL_100P.exists():
             stream_in = str(REAL_100P)
@@ -66,6 +99,8 @@ def main():
         stream = [py, "score_stream.py", "--model_uri", model_uri, "--input_path", stream_in]
         full_s, full = run(stream + ["--output_path", tmp / "s1", "--checkpoint_path", tmp / "c1"], env)
         latencies = stream_latencies(full.stdout)
+        if not latencies:
+            sys.exit(f"bench_score: score_stream printed no micro-batch latencies:\n{full.stdout[-3000:]}")
 
         # interrupted: SIGKILL after half the batches, then the same command again
         cmd = stream + ["--output_path", str(tmp / "s2"), "--checkpoint_path", str(tmp / "c2")]
@@ -87,9 +122,17 @@ def main():
     print(f"  score_batch end to end:                      {score_s:7.1f} s  {args.rows / score_s:>12,.0f} rows/s")
     print(f"  ratio score_batch / floor: {score_s / floor_s:.2f}x (target <= 1.5x)")
     print(f"  mlflow.pyfunc.spark_udf of the same model: {udf_line}")
+    n = args.breakdown_rows
+    print(f"where the time goes, {n:,} of those rows in one warm process:")
+    print(f"  read alone (noop sink):                      {steps['read']:7.1f} s")
+    print(f"  the model's transform, prediction only (noop): {steps['transform']:5.1f} s on "
+          f"{steps['transform_cores']:.2f} cores used = {steps['transform'] * steps['transform_cores'] / n * 1e6:.1f} "
+          "us per row per core")
+    print(f"  score_batch's path (check, select, atomic parquet write): {steps['score_batch']:.1f} s")
+    print(f"  plain model.transform(df).write.parquet (all pipeline columns): {steps['plain']:.1f} s")
     print(f"stream: {stream_in}, 1 file per trigger, {len(latencies)} micro-batches in {full_s:.1f} s")
-    if latencies:
-        print(f"  micro-batch latency p50 {statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms")
+    print(f"  micro-batch latency p50 {statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms "
+          f"({len(latencies)} samples: no p99)")
     print(f"  SIGKILL after 50 batches + restart: {first_s:.1f} s + {second_s:.1f} s = {first_s + second_s:.1f} s; "
           f"extra over uninterrupted: {first_s + second_s - full_s:.1f} s")
 

@@ -48,4 +48,4 @@ with mlflow.start_run(run_name="random-forest") as run:
     path = os.path.join(tempfile.mkdtemp(), "feature-importance.csv")
     pandasDF.to_csv(path, index=False)
     mlflow.log_artifact(path)
-    print(f"book: rmse={rmse:.2f} r2={r2:.3f} run_id={run.info.run_id}")
+    print(f"book: rmse={rmse:.2f} r2={r2:.3f} test_rows={predDF.count()} of {testDF.count()} run_id={run.info.run_id}")
