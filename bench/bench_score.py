@@ -39,7 +39,10 @@ from sparkmlops.core import tracking
 model_uri, rows_path, rows, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 spark = get_spark("bench-score-breakdown")
 subset = out + "/input"
-spark.read.parquet(rows_path).limit(rows).write.parquet(subset)
+source = spark.read.parquet(rows_path)
+# limit() gathers the rows into one partition: spread them over as many files as the input has, or
+# every step below runs as one task on one core.
+source.limit(rows).repartition(len(source.inputFiles())).write.parquet(subset)
 model = resolve.resolve_model(model_uri)
 pipeline = __import__("mlflow").spark.load_model(model.load_uri)
 df = spark.read.parquet(subset)

@@ -136,7 +136,12 @@ def main():
     parser.add_argument("--spark-requests", type=int, default=60, help="Spark model requests per level")
     parser.add_argument("--batch-rows", type=int, default=200_000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args, tmp: Path):
+    """Train, export, serve and load both models; the tracking store and server logs live in tmp."""
     env, data = bench_setup(tmp, args.data, REAL)
 
     _, trained = timed([sys.executable, "train.py", "--data_path", data, "--max_bins", "40"], env)
