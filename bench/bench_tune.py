@@ -12,8 +12,12 @@ speed    the search against the same 16 trials run the way MLflow's examples/hyp
          rows as a trial's fit split). Target: >= 3x faster.
 overhead A trivial objective, 16 trials with Hyperopt's serial Trials vs SparkTrials(parallelism=1 and 2):
          the seconds SparkTrials adds per trial.
+tuners   tune_hyperopt against tune_optuna: the same engine(s), space, max_evals and seed, one `mlflow run`
+         each, alternating, on the same split: the refit best model's test metrics (the same test rows for
+         both), the best validation rmse, the trials' time, trials pruned, and the whole run's time.
 
-    python bench/bench_tune.py [--data PATH] [--parts search,speed,overhead]
+    python bench/bench_tune.py [--data PATH] [--parts search,speed,overhead,tuners]
+                               [--tuners_engines mllib,sklearn] [--tuners_evals 16]
 
 Without --data it uses ../shared/data/sf-airbnb/sf-airbnb-clean.parquet if present, else the generated
 default dataset.
@@ -154,11 +158,44 @@ print(f"overhead: SparkTrials adds {(p1 - serial) / 16:.2f} s per trial (paralle
     print("\n" + "\n".join(line for line in result.stdout.splitlines() if line.startswith("overhead:")))
 
 
+def tuner_run(tuner: str, data: str, engine: str, evals: int, env) -> dict:
+    params = {"data_path": data, "engine": engine, "max_evals": evals}
+    if engine == "sklearn":
+        params["parallelism"] = 2  # one trial per core: MLflow reseeds each task's sampler, TPE stays TPE
+    seconds, output = mlflow_run(tuner, params, env)
+    metrics = {name: float(parsed(rf"{tuner}: best .* test .*{name}=([0-9.-]+)", output, f"the test {name}"))
+               for name in ("rmse", "r2", "mae")}
+    pruned = parsed(r"trials ok \((\d+) pruned\)", output, "pruned trials") if "pruned)" in output else "0"
+    return {"seconds": seconds, **metrics, "pruned": int(pruned),
+            "trials_seconds": float(parsed(r"trials ok(?: \(\d+ pruned\))? in ([0-9.]+) s", output,
+                                           "the trials' time")),
+            "ok": parsed(rf"{tuner}: (\d+/\d+) trials ok", output, "the trial count"),
+            "best_val": float(parsed(r"best trial \d+ \(val_rmse=([0-9.]+)\)", output, "the best validation rmse"))}
+
+
+def tuners(data: str, engines: list[str], evals: int, env) -> None:
+    print(f"\ntuners: tune_hyperopt vs tune_optuna, {evals} trials each, seed 42, the default space of each "
+          "engine, the same split and test rows; one `mlflow run` each, hyperopt first")
+    print("| engine | tuner | test rmse | test r2 | best val rmse | trials ok (pruned) | trials s | run s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for engine in engines:
+        got = {tuner: tuner_run(tuner, data, engine, evals, env) for tuner in ("tune_hyperopt", "tune_optuna")}
+        for tuner, r in got.items():
+            print(f"| {engine} | {tuner} | {r['rmse']:.1f} | {r['r2']:.3f} | {r['best_val']:.1f} | "
+                  f"{r['ok']} ({r['pruned']}) | {r['trials_seconds']:.1f} | {r['seconds']:.1f} |")
+        hyperopt, optuna = got["tune_hyperopt"], got["tune_optuna"]
+        print(f"tuners ({engine}): optuna/hyperopt test r2 {optuna['r2'] - hyperopt['r2']:+.3f}, trials time "
+              f"{optuna['trials_seconds'] / hyperopt['trials_seconds']:.2f}x, run time "
+              f"{optuna['seconds'] / hyperopt['seconds']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="")
-    parser.add_argument("--parts", default="search,speed,overhead",
-                        help="search (and the quality comparison), speed (needs search), overhead")
+    parser.add_argument("--parts", default="search,speed,overhead,tuners",
+                        help="search (and the quality comparison), speed (needs search), overhead, tuners")
+    parser.add_argument("--tuners_engines", default="mllib,sklearn")
+    parser.add_argument("--tuners_evals", type=int, default=16)
     args = parser.parse_args()
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,6 +209,8 @@ def main():
                 speed(data, tuned, env)
         if "overhead" in parts:
             overhead(env)
+        if "tuners" in parts:
+            tuners(data, args.tuners_engines.split(","), args.tuners_evals, env)
         print(f"total benchmark time: {time.perf_counter() - started:.0f} s")
 
 

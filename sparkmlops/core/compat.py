@@ -46,6 +46,12 @@ def load_mlflow_project(project_dir: str):
     return load_project(project_dir)
 
 
+def optuna_trial_run_id(trial) -> str:
+    """The MLflow run of an Optuna trial stored by MLflow's MlflowStorage: the storage's trial id
+    (``Trial._trial_id``, ``FrozenTrial._trial_id``), which Optuna keeps private."""
+    return trial._trial_id
+
+
 # (module, attribute) of every private symbol above, for the test that imports each.
 PRIVATE_SYMBOLS = (
     ("pyspark", "SparkContext._jvm"),
@@ -53,4 +59,6 @@ PRIVATE_SYMBOLS = (
     ("mlflow.spark", "_SPARK_MODEL_PATH_SUB"),
     ("mlflow.spark", "_save_model_metadata"),
     ("mlflow.projects._project_spec", "load_project"),
+    ("optuna.trial", "Trial._trial_id"),
+    ("optuna.trial", "FrozenTrial._trial_id"),
 )

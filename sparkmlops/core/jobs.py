@@ -20,6 +20,7 @@ from sparkmlops.core.spark import (
 # client does not have, and what they use it for.
 NEEDS_SPARK_CONTEXT = {
     "tune_hyperopt": "SparkTrials, broadcasts and RDD partition counts",
+    "tune_optuna": "broadcasts and RDD partition counts",
     "tune_grid": "joblibspark and addPyFile",
     "score_pandas_udf": "addFile, addPyFile and accumulators",
     "train_per_group": "addPyFile for the per-group function",
@@ -55,6 +56,7 @@ RUN_NAMES: dict[str, Callable[[str, dict], str]] = {
                                   + (" log" if p.get("log_label") else ""),
     "train_per_group": lambda n, p: f"{n} {p['model_type']} by {p['group_col']}",
     "tune_hyperopt": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
+    "tune_optuna": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
     "tune_grid": lambda n, p: f"{n} {p['cv']}-fold {p['metric']}",
     "generate_data": lambda n, p: f"{n} {p['dataset']} {p['n_rows']} rows" + (" drift" if p.get("drift") else ""),
     "score_batch": _model_run_name,

@@ -17,7 +17,8 @@ import mlflow
 from sparkmlops.core import compat, environment
 from sparkmlops.core.spark import is_connect
 
-MODEL_ARTIFACT_PATH = "model"
+# The name of every model the project logs: runs:/<run_id>/model resolves to the run's logged model.
+MODEL_NAME = "model"
 
 
 # What a logged scikit-learn model needs to load and predict (its pinned requirements).
@@ -50,31 +51,27 @@ def log_pyfunc_model(**kwargs):
 
 def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5,
                     extra_packages: tuple[str, ...] = ()):
-    """Log a fitted Spark model under ``model`` with signature, input example and pinned requirements.
+    """Log a fitted Spark model as the run's logged model ``model`` (MLflow 3: listed by
+    search_logged_models, with the run's params; ``runs:/<run_id>/model`` resolves to it), with
+    signature, input example and pinned requirements.
 
-    Over Spark Connect, ``mlflow.spark.log_model`` cannot work (it copies the saved model through the
-    client's JVM, and a Connect client has none): the model is saved with its own writer by the server
-    and the folder logged in the same layout, so ``mlflow.spark.load_model`` loads it either way.
+    ``mlflow.spark.log_model`` (MLflow 3.17) still writes the legacy run-artifact layout, so the model
+    is logged with ``Model.log`` and the spark flavor's own writer. Over Spark Connect that writer cannot
+    work (it copies the saved model through the client's JVM, and a Connect client has none): the model is
+    saved by the server with its own writer and the folder logged in the same layout, so
+    ``mlflow.spark.load_model`` loads it either way.
     """
     from mlflow.models import infer_signature
-
 
     signature = infer_signature(input_sample_df, output_sample_df)
     input_example = input_sample_df.limit(input_example_rows).toPandas()
     # Explicit pins: MLflow's requirement inference would start a second Spark JVM (30-60 s).
     pip_requirements = environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages)
-    if is_connect(input_sample_df.sparkSession):
-        return mlflow.models.Model.log(
-            None, flavor=_ConnectSparkFlavor, name=MODEL_ARTIFACT_PATH, spark_model=model, signature=signature,
-            input_example=input_example, pip_requirements=pip_requirements,
-            validate_serving_input=False)  # the check would load the model through a JVM
-    return mlflow.spark.log_model(
-        model,
-        MODEL_ARTIFACT_PATH,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements,
-    )
+    connect = is_connect(input_sample_df.sparkSession)
+    return mlflow.models.Model.log(
+        None, flavor=_ConnectSparkFlavor if connect else mlflow.spark, name=MODEL_NAME, spark_model=model,
+        signature=signature, input_example=input_example, pip_requirements=pip_requirements,
+        validate_serving_input=not connect)  # over Connect the check would load the model through a JVM
 
 
 def connect_staging_dir() -> str:
@@ -142,7 +139,7 @@ def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost"
         mlflow.log_artifacts(tmp, artifact_dir)
 
 
-def log_sklearn_model(model, input_sample, name: str = "model", run_id: str | None = None):
+def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str | None = None):
     """Log a fitted estimator with signature, input example and pinned requirements (skops format),
     to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
     import skops.io

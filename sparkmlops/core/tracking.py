@@ -1,5 +1,5 @@
 """Runs in MLflow: starting and ending them, their parameters, metrics, tags, datasets, figures and
-tables, nested runs, and launching projects. With core.mlflow_models (models) and core.registry (the
+tables, nested runs, Optuna studies kept in runs, and launching projects. With core.mlflow_models (models) and core.registry (the
 Model Registry), the only modules that call MLflow.
 
 Tracking goes wherever MLFLOW_TRACKING_URI points (MLflow's own default otherwise). Under
@@ -152,8 +152,11 @@ def run_project(project_dir: str, **kwargs):
     return mlflow.projects.run(project_dir, synchronous=False, **kwargs)
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics(metrics, step=step)
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
+                dataset=None) -> None:
+    """Metrics of the active run; with ``model_id`` (and the ``dataset`` they were measured on) also
+    linked to that logged model, so the experiment's Models view shows them."""
+    mlflow.log_metrics(metrics, step=step, model_id=model_id, dataset=dataset)
 
 
 def log_spark_dataset(df, source: str, name: str, context: str, digest: str, label_col: str | None = None,
@@ -217,6 +220,13 @@ def portable_tracking_uri() -> str:
     if "://" not in uri:
         return str(Path(uri).resolve())
     return uri
+
+
+def client(tracking_uri: str | None = None):
+    """An MlflowClient: for writing to runs other than the active one (children, trials)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
 
 
 class ChildRun:
@@ -297,3 +307,49 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
         client.set_tag(run_id, key, value)
 
 
+
+
+def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
+    """An Optuna study kept in MLflow by MLflow's own ``MlflowStorage`` (a study is a run, each trial a
+    run nested in it) whose study is the run ``run_id``, so the trials are that run's children as every
+    search's are. With ``on_spark``, MLflow's ``MlflowSparkStudy``, which runs the trials in Spark tasks.
+
+    MlflowStorage finds a study by run name: the run is renamed ``<name>-<run id prefix>`` if another
+    run of the experiment has its name, and tagged with the study's direction (minimize: every loss here
+    is minimised), so the study opens as a resumed one instead of creating another run.
+    """
+    import optuna
+    from mlflow import MlflowClient
+    from mlflow.optuna.storage import MlflowStorage
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    name = run.info.run_name
+    namesakes = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'",
+                                   max_results=2)
+    if len(namesakes) > 1 or "'" in name:
+        name = f"{name.replace(chr(39), '')}-{run_id[:8]}"
+        client.set_tag(run_id, "mlflow.runName", name)
+    client.set_tag(run_id, "optuna.study_direction", optuna.study.StudyDirection.MINIMIZE.name)
+    storage = MlflowStorage(experiment_id=run.info.experiment_id)
+    if on_spark:
+        from mlflow.pyspark.optuna.study import MlflowSparkStudy
+
+        study = MlflowSparkStudy(name, storage, sampler=sampler, pruner=pruner,
+                                 mlflow_tracking_uri=portable_tracking_uri())
+    else:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if storage.get_study_id_from_name(name) != run_id:
+        raise RuntimeError(f"the Optuna study {name!r} is not the run {run_id}: another run took its name")
+    return study
+
+
+def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int) -> None:
+    """MlflowSparkStudy.optimize, after which the study's run (the entry point's, still logging) is
+    RUNNING again: MlflowSparkStudy ends it as it ends its own study runs."""
+    from mlflow import MlflowClient
+
+    try:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,))
+    finally:
+        MlflowClient().update_run(run_id, status="RUNNING")

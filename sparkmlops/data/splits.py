@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sparkmlops.core import registry, tracking
 from sparkmlops.core.errors import UserInputError
@@ -64,6 +64,7 @@ class PreparedData:
     test_rows: int
     digests: dict[str, str]
     cached: object
+    datasets: dict = field(default_factory=dict)  # "train"/"test" -> the MLflow dataset logged as an input
 
     def unpersist(self) -> None:
         for frame in (self.test_df, self.train_df, self.cached):
@@ -123,9 +124,12 @@ def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, s
     train_df, test_df = train_df.cache(), test_df.cache()
     (train_digest, train_rows), (test_digest, test_rows) = map(data_digests.digest_and_count, (train_df, test_df))
     digests = {"full": data.digest, "train": train_digest, "test": test_digest}
-    tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col, train_rows)
-    tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col, test_rows)
+    datasets = {"train": tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col,
+                                                    train_rows),
+                "test": tracking.log_spark_dataset(test_df, data_path, "test", "testing", test_digest, label_col,
+                                                   test_rows)}
     tracking.set_tags({"data_digest": digests["full"]})
     tracking.log_metrics({"rows_null_label_dropped": profile["null_labels"], "train_rows": train_rows,
                           "test_rows": test_rows})
-    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, data.cached)
+    return PreparedData(data_path, spec, profile, train_df, test_df, train_rows, test_rows, digests, data.cached,
+                        datasets)

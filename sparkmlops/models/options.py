@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import click
 
-from sparkmlops.core import choices
+from sparkmlops.core import choices, cli
 from sparkmlops.models.metrics import METRICS
+from sparkmlops.models.search import ENGINES
 from sparkmlops.models.sklearn_forest import MODEL_TYPES as SKLEARN_MODEL_TYPES
 
 metric_option = click.option(
@@ -23,6 +24,29 @@ def sklearn_model_options(command):
         click.option("--min_samples_leaf", type=int, default=1, show_default=True, help="Fewest training rows in a leaf."),
         click.option("--max_features", default="1.0", show_default=True,
                      help="Share of features per split in (0, 1]; rf also takes sqrt or log2."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def search_options(command):
+    """The options of the sequential tuners (tune_hyperopt, tune_optuna): same names, defaults and help."""
+    options = [
+        cli.data_path_option,
+        cli.label_col_option,
+        click.option("--max_evals", type=int, default=16, show_default=True, help="Number of trials."),
+        click.option("--parallelism", type=int, default=1, show_default=True,
+                     help="Concurrent trials (engine=sklearn; Spark task slots are the real limit)."),
+        click.option("--engine", default="mllib", show_default=True, help=choices.describe(ENGINES) + "."),
+        metric_option,
+        click.option("--seed", type=int, default=42, show_default=True,
+                     help="Seed of the splits, the models and the sampler."),
+        click.option("--timeout_seconds", type=int, default=0, show_default=True,
+                     help="Stop starting trials after this many seconds; 0 = no limit."),
+        cli.train_fraction_option,
+        cli.register_as_option,
+        cli.spark_master_option,
     ]
     for option in reversed(options):
         command = option(command)

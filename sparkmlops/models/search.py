@@ -1,12 +1,20 @@
-"""What the two searches (tune_hyperopt, tune_grid) share: parameter checks, the loss sign, the refit of a scikit-learn winner and the summary line.
+"""What the searches share: parameter checks, the loss sign, the refit of a scikit-learn winner and the
+summary line (tune_hyperopt, tune_optuna, tune_grid); the parameters, search spaces, fit/validation
+rows, trial evaluation, summary of the trials and refit of the sequential tuners (tune_hyperopt,
+tune_optuna), which differ only in the library that proposes the trials.
 """
 
 from __future__ import annotations
 
-from sparkmlops.core import choices
+import math
+from dataclasses import asdict, dataclass, field
+
+from sparkmlops.core import choices, plots, registry, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
+from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits, validation
-from sparkmlops.models import sklearn_forest
+from sparkmlops.models import metrics as model_metrics
+from sparkmlops.models import sklearn_forest, spark_pipeline
 from sparkmlops.models.metrics import LOWER_IS_BETTER, METRICS
 
 # loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
@@ -48,3 +56,248 @@ def refit_sklearn(prepared: splits.PreparedData, model_params: dict, seed: int, 
         model = sklearn_forest.build_forest(prepared.spec, sklearn_forest.ForestParams(**model_params), seed,
                                             n_jobs=-1)
     return sklearn_forest.fit_evaluate_log(prepared, model, fitted=fitted)
+
+
+ENGINES = {"mllib": "Spark ML trials, one after another",
+           "sklearn": "scikit-learn trials in parallel on the executors"}
+VALIDATION_FRACTION = 0.2  # of the training split
+MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """The `tune_hyperopt` entry point's parameters (names match MLproject)."""
+
+    data_path: str = ""
+    label_col: str = data_schema.DEFAULT_LABEL
+    max_evals: int = 16
+    parallelism: int = 1
+    engine: str = "mllib"
+    metric: str = "rmse"
+    seed: int = 42
+    timeout_seconds: int = 0
+    train_fraction: float = 0.8
+    register_as: str = ""  # registered model name for the refit best model; empty = do not register
+
+    def validate(self) -> "TuneParams":
+        if self.max_evals < 1:
+            raise UserInputError(f"max_evals must be >= 1 (the number of trials), got {self.max_evals}.")
+        choices.check("engine", self.engine, ENGINES)
+        check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
+        if self.engine == "mllib" and self.parallelism != 1:
+            raise UserInputError("parallelism applies to engine=sklearn: with engine=mllib every trial already "
+                                 "trains on the whole cluster, one after another; pass -P parallelism=1 or "
+                                 "-P engine=sklearn.")
+        if self.timeout_seconds < 0:
+            raise UserInputError(f"timeout_seconds must be >= 0 (0 = no limit), got {self.timeout_seconds}.")
+        if self.register_as:
+            registry.check_model_name(self.register_as)
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Search spaces as plain data (logged as search_space.json), turned into Hyperopt expressions below.
+# ("int", low, high, step) | ("choice", [values])
+def mllib_space(min_bins: int, allow_log_label: bool) -> dict:
+    return {
+        "num_trees": ("int", 20, 200, 10),
+        "max_depth": ("int", 3, 15, 1),
+        # Never below what the categorical columns need (see spark_pipeline.check_category_bins).
+        "max_bins": ("choice", sorted({max(min_bins, b) for b in (32, 64, 128)})),
+        "min_instances_per_node": ("int", 1, 20, 1),
+        "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5", "all"]),
+        "log_label": ("choice", [False, True] if allow_log_label else [False]),
+    }
+
+
+def sklearn_space(allow_log_label: bool) -> dict:
+    return {
+        "num_trees": ("int", 20, 200, 10),
+        "max_depth": ("int", 3, 25, 1),
+        "min_samples_leaf": ("int", 1, 20, 1),
+        "max_features": ("choice", ["1.0", "0.5", "0.33", "sqrt", "log2"]),
+        "log_label": ("choice", [False, True] if allow_log_label else [False]),
+    }
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What a trial needs to log its nested run, wherever it runs (driver or Spark worker)."""
+
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    engine: str
+    metric: str
+
+
+@dataclass
+class TuneResult:
+    best_params: dict
+    best_run_id: str
+    best_val_metrics: dict
+    test_metrics: dict
+    trials: list = field(default_factory=list)  # one dict per trial, in trial order
+    run_id: str = ""
+    registered_version: str = ""
+
+
+def startup_trials(max_evals: int) -> int:
+    # TPE's default (20 random trials first) would make a 16-trial search a random search.
+    return min(MAX_STARTUP_TRIALS, max(2, max_evals // 2))
+
+
+def trials_table(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame([{"trial": r["trial"], "status": r["status"], "loss": r["loss"], "run_id": r["run_id"],
+                          **r["params"], **{f"val_{k}": v for k, v in r["metrics"].items()},
+                          "seconds": r["seconds"], "error": r["error"]} for r in rows])
+
+
+def log_search_summary(rows: list[dict], metric: str, parent_run_id: str, search_seconds: float) -> dict:
+    """Name and tag the children, then give the parent the best trial's params, metrics and run id,
+    the loss-per-trial plot and the trials table. Returns the best row."""
+    tracking.fail_unfinished_children(parent_run_id)
+    for row in rows:
+        if row["run_id"]:
+            tracking.set_run_tags(row["run_id"], {"mlflow.runName": f"trial-{row['trial']:03d}",
+                                                  "trial_number": str(row["trial"])})
+    ok = [r for r in rows if r["status"] == "ok"]
+    pruned = sum(r["status"] == "pruned" for r in rows)  # stopped early by the pruner (tune_optuna)
+    tracking.log_metrics({"trials_total": len(rows), "trials_failed": len(rows) - len(ok) - pruned,
+                          "trials_pruned": pruned, "search_seconds": search_seconds})
+    if rows:
+        tracking.log_dataframe_csv(trials_table(rows), "trials.csv")
+        fig = plots.loss_per_trial_figure([r["trial"] for r in rows], [r["loss"] for r in rows], metric,
+                                          METRIC_SIGN[metric] < 0)
+        tracking.log_figure(fig, "loss_per_trial.png")
+        plots.close(fig)
+    if not ok:
+        first = next((r["error"] for r in rows if r["error"]), "no trial ran to the end (timeout too short?)")
+        raise SearchFailed(f"all {len(rows)} trials failed, nothing to refit; first error: {first}")
+    best = min(ok, key=lambda r: (r["loss"], r["trial"]))
+    tracking.log_params({f"best_{k}": v for k, v in best["params"].items()})
+    tracking.log_metrics({f"best_val_{k}": v for k, v in best["metrics"].items()})
+    tracking.set_tags({"best_run_id": best["run_id"], "best_trial_number": str(best["trial"])})
+    tracking.set_run_tags(best["run_id"], {"best_trial": "true"})
+    return best
+
+
+def category_counts(df, spec) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    if not spec.categorical_cols:
+        return {}
+    row = df.agg(*[F.countDistinct(c).alias(c) for c in spec.categorical_cols]).first()
+    return row.asDict()
+
+
+
+
+@dataclass
+class SearchData:
+    """What every trial of a search reads: the training split divided into cached fit and validation
+    rows, the search space (logged as search_space.json), where trials log, and train's defaults."""
+
+    fit_df: object
+    valid_df: object
+    space: dict
+    context: TrialContext
+    base: spark_pipeline.TrainParams
+
+    def unpersist(self) -> None:
+        self.fit_df.unpersist()
+        self.valid_df.unpersist()
+
+
+def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, space: dict | None) -> SearchData:
+    """Split the training split once more (the test split is never seen by a trial), cache both parts
+    and log their sizes and the space: ``space``, or the engine's default for these data."""
+    fit_df, valid_df = prepared.train_df.randomSplit([1 - VALIDATION_FRACTION, VALIDATION_FRACTION],
+                                                     seed=params.seed)
+    parallelism = spark.sparkContext.defaultParallelism
+    if params.engine == "mllib" and fit_df.rdd.getNumPartitions() < parallelism:
+        fit_df = fit_df.repartition(parallelism)  # a one-file dataset would fit every trial on one core
+    fit_df, valid_df = fit_df.cache(), valid_df.cache()
+    tracking.log_metrics({"fit_rows": fit_df.count(), "validation_rows": valid_df.count()})
+    label_min = prepared.profile["label_min"]
+    allow_log = label_min is not None and label_min > -1.0
+    if space is None:
+        space = (mllib_space(spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)), allow_log)
+                 if params.engine == "mllib" else sklearn_space(allow_log))
+    tracking.log_dict(space, "search_space.json")
+    context = TrialContext(tracking.active_run_id(), tracking.experiment_id(), tracking.portable_tracking_uri(),
+                           params.engine, params.metric)
+    base = spark_pipeline.TrainParams(label_col=params.label_col, seed=params.seed,
+                                      train_fraction=params.train_fraction)
+    return SearchData(fit_df, valid_df, space, context, base)
+
+
+def evaluate_mllib(data: SearchData, spec: data_schema.FeatureSpec, trial_params: dict) -> dict:
+    """One configuration of train's Spark pipeline: fitted on the fit rows, scored on the validation rows."""
+    model = spark_pipeline.fit_pipeline(data.fit_df, spec, data.base.with_model_params(**trial_params))
+    return model_metrics.regression_metrics(model.transform(data.valid_df), spec.label_col)
+
+
+def sklearn_arrays(data: SearchData, spec: data_schema.FeatureSpec) -> tuple:
+    """(x_fit, y_fit, x_valid, y_valid, spec): what single-node trials need, to broadcast once."""
+    x_fit, y_fit = sklearn_forest.to_pandas(data.fit_df, spec)
+    x_valid, y_valid = sklearn_forest.to_pandas(data.valid_df, spec)
+    return x_fit, y_fit, x_valid, y_valid, spec
+
+
+def loss_of(metrics: dict, metric: str) -> float:
+    """The minimised loss of a trial's validation metrics; a trial without a finite one failed."""
+    loss = METRIC_SIGN[metric] * metrics[metric]
+    if not math.isfinite(loss):
+        raise ValueError(f"validation {metric} is {metrics[metric]}")
+    return loss
+
+
+def refit_and_log(prepared: splits.PreparedData, params: TuneParams, rows: list[dict], best: dict,
+                  entry_point: str) -> TuneResult:
+    """Refit the best configuration on the whole training split, score the test split, log the model
+    (and register it with ``register_as``) as `train` would."""
+    if params.engine == "mllib":
+        base = spark_pipeline.TrainParams(label_col=params.label_col, seed=params.seed,
+                                          train_fraction=params.train_fraction)
+        refit = spark_pipeline.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
+        test_metrics, model_uri = refit.metrics, refit.model_uri
+    else:
+        test_metrics, model_uri = refit_sklearn(prepared, best["params"], params.seed)
+    result = TuneResult(best_params=best["params"], best_run_id=best["run_id"], best_val_metrics=best["metrics"],
+                        test_metrics=test_metrics, trials=rows, run_id=tracking.active_run_id())
+    if params.register_as:
+        model_params = {"engine": params.engine, "label_col": params.label_col, "seed": params.seed,
+                        "train_fraction": params.train_fraction, **best["params"]}
+        result.registered_version = registry.register_result(params.register_as, entry_point, model_uri,
+                                                             model_params, test_metrics, prepared)
+    return result
+
+
+def report_search(entry_point: str, rows: list[dict], best: dict, seconds: float, metric: str) -> None:
+    ok = sum(r["status"] == "ok" for r in rows)
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    print(f"{entry_point}: {ok}/{len(rows)} trials ok{f' ({pruned} pruned)' if pruned else ''} in {seconds:.1f} s; "
+          f"best trial {best['trial']} (val_{metric}={best['metrics'][metric]:.4f}) {best['params']}", flush=True)
+
+
+def search_and_log(spark, params: TuneParams, space: dict | None, entry_point: str, run_trials) -> TuneResult:
+    """A sequential tuner's whole job inside the active MLflow run (the parent): read, check and split
+    the data, prepare the search (``space``, or the engine's default), ``run_trials(spark, params, data,
+    spec) -> (trial rows, seconds)``, then the trials' summary and the refit and logging of the best."""
+    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    try:
+        data = prepare_search(spark, params, prepared, space)
+        try:
+            rows, seconds = run_trials(spark, params, data, prepared.spec)
+        finally:
+            data.unpersist()
+        best = log_search_summary(rows, params.metric, data.context.parent_run_id, seconds)
+        report_search(entry_point, rows, best, seconds, params.metric)
+        return refit_and_log(prepared, params, rows, best, entry_point)
+    finally:
+        prepared.unpersist()

@@ -8,7 +8,7 @@ is a random forest (``rf``) or histogram gradient boosting (``gbt``) behind that
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -95,6 +95,22 @@ def build_forest(spec: data_schema.FeatureSpec, params: ForestParams, seed: int,
     return model
 
 
+def fit_in_stages(spec: data_schema.FeatureSpec, params: ForestParams, seed: int, x, y, stages: int):
+    """Fit ``build_forest``'s model growing its trees (rf) or boosting iterations (gbt) in ``stages``
+    warm-started steps, yielding (trees so far, predict function) after each: a search can stop a poor
+    configuration early. scikit-learn's warm start draws the new trees' seeds as one fit would, so the
+    last stage predicts exactly as ``build_forest``'s model fitted at once (tested)."""
+    model = build_forest(spec, replace(params, log_label=False), seed, n_jobs=1)
+    model.set_params(forest__warm_start=True)
+    size = "forest__n_estimators" if params.model_type == "rf" else "forest__max_iter"
+    target = np.log1p(y) if params.log_label else y  # what the TransformedTargetRegressor would fit
+    for trees in sorted({max(1, round(params.num_trees * k / stages)) for k in range(1, stages + 1)}):
+        model.set_params(**{size: trees})
+        model.fit(x, target)
+        yield trees, (lambda rows, fitted=model: np.expm1(fitted.predict(rows))) if params.log_label \
+            else model.predict
+
+
 class ForestEstimator(BaseEstimator, RegressorMixin):
     """``build_forest`` as a scikit-learn estimator whose parameters are ForestParams' fields, so a
     GridSearchCV can search them (log_label included). Only ``model_`` (plain scikit-learn) is logged."""
@@ -175,10 +191,13 @@ def fit_evaluate_log(prepared: splits.PreparedData, model, fitted: bool = False,
     model = single_threaded(model)
     predicted = model.predict(x_test)
     metrics = array_regression_metrics(y_test, predicted)
-    tracking.log_metrics({f"{prefix}{k}": v for k, v in {**metrics, "fit_seconds": fit_seconds}.items()})
     fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
     tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")
     plots.close(fig)
     _log_importance(model, spec, prefix)
     info = log_sklearn_model(model, x_test, name=name)
+    # Test metrics linked to the logged model and the test split they were measured on.
+    tracking.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, model_id=info.model_id,
+                         dataset=prepared.datasets.get("test"))
+    tracking.log_metrics({f"{prefix}fit_seconds": fit_seconds}, model_id=info.model_id)
     return metrics, info.model_uri

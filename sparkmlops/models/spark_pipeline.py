@@ -212,7 +212,6 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
 
     predictions = model.transform(prepared.test_df).select(spec.label_col, "prediction").cache()
     metrics = regression_metrics(predictions, spec.label_col)
-    tracking.log_metrics({**metrics, "fit_seconds": fit_seconds})
 
     importance = feature_importance_table(model, spec)
     tracking.log_dataframe_csv(importance, "feature_importance.csv")
@@ -227,6 +226,9 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
     extra_packages = ("xgboost-cpu",) if params.model_type == "xgboost" else ()
     info = mlflow_models.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
                                     predictions.select("prediction"), extra_packages=extra_packages)
+    # Test metrics linked to the logged model and the test split they were measured on.
+    tracking.log_metrics(metrics, model_id=info.model_id, dataset=prepared.datasets.get("test"))
+    tracking.log_metrics({"fit_seconds": fit_seconds}, model_id=info.model_id)
     if params.model_type == "xgboost":
         # The native booster, loadable with xgboost.Booster(model_file=...) in plain Python (features in
         # the order of feature_names.json, categories as train's StringIndexer indices).

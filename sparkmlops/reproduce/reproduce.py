@@ -35,7 +35,7 @@ ENV_MANAGERS = {"local": "this environment", "uv": "a new one built from the com
 # Entry points whose run is a pure function of code, parameters and data: they read data_path, train
 # and log metrics. The others write outputs (scoring, generate_data), move aliases (promote) or read
 # other runs (reproduce, check_drift), so running them again is not a reproduction.
-REPRODUCIBLE_ENTRY_POINTS = ("main", "train", "train_sklearn", "tune_hyperopt", "tune_grid", "train_per_group")
+REPRODUCIBLE_ENTRY_POINTS = ("main", "train", "train_sklearn", "tune_hyperopt", "tune_optuna", "tune_grid", "train_per_group")
 LIBRARY_TAGS = ("python_version", "pyspark_version", "mlflow_version", "pandas_version", "java_version")
 # Wall-clock measurements differ on every run; they are listed in the report, not compared.
 _TIMING_METRIC = re.compile(r"(^|_)seconds$|per_second|_ms$")

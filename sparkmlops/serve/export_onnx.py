@@ -156,7 +156,7 @@ def log_onnx_model(plan: ExportPlan, input_example):
         json.dump(plan.metadata(), f, indent=1)
     package_dir = _pyfunc_code(plan.workdir)
     return mlflow_models.log_pyfunc_model(
-        name=mlflow_models.MODEL_ARTIFACT_PATH,
+        name=mlflow_models.MODEL_NAME,
         python_model=OnnxPipelineModel(),
         artifacts={"onnx_model": onnx_path, "metadata": metadata_path},
         code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.serve.onnx_pyfunc
@@ -194,7 +194,8 @@ def _export_and_log(spark, plan: ExportPlan) -> dict:
     tracking.log_artifact_file(os.path.join(plan.workdir, "model.onnx"), "onnx")
     summary = {**parity, "export_seconds": time.perf_counter() - started, "model_uri": info.model_uri,
                "run_id": tracking.active_run_id(), "registered_version": ""}
-    tracking.log_metrics({"export_seconds": summary["export_seconds"]})
+    # The parity metrics, logged before the model, MLflow links to it as it logs it; this one comes after.
+    tracking.log_metrics({"export_seconds": summary["export_seconds"]}, model_id=info.model_id)
     if plan.params.register_as:
         version = registry.register_model(
             info.model_uri, plan.params.register_as, run_id=summary["run_id"], entry_point="export_onnx",

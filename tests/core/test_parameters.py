@@ -9,10 +9,9 @@ from conftest import PROJECT_ROOT
 
 from sparkmlops.core import compat
 from sparkmlops.data import generate_data
-from sparkmlops.models import metrics, sklearn_forest, spark_pipeline
+from sparkmlops.models import metrics, search, sklearn_forest, spark_pipeline
 from sparkmlops.reproduce import reproduce
 from sparkmlops.score import score_pandas_udf, score_per_group
-from sparkmlops.tune import tune_hyperopt
 
 
 def _mlproject():
@@ -21,6 +20,7 @@ def _mlproject():
 
 SCRIPTS = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
            "score_batch": "score_batch.py", "score_stream": "score_stream.py", "tune_hyperopt": "tune_hyperopt.py",
+           "tune_optuna": "tune_optuna.py",
            "tune_grid": "tune_grid.py", "promote": "promote.py", "export_onnx": "export_onnx.py",
            "train_sklearn": "train_sklearn.py", "score_pandas_udf": "score_pandas_udf.py",
            "train_per_group": "train_per_group.py", "score_per_group": "score_per_group.py",
@@ -111,8 +111,10 @@ def test_required_parameters_are_checked_by_the_script():
     ("train", "model_type", spark_pipeline.MODEL_TYPES),
     ("train_sklearn", "model_type", sklearn_forest.MODEL_TYPES),
     ("train_per_group", "model_type", sklearn_forest.MODEL_TYPES),
-    ("tune_hyperopt", "engine", tune_hyperopt.ENGINES),
+    ("tune_hyperopt", "engine", search.ENGINES),
     ("tune_hyperopt", "metric", metrics.METRICS),
+    ("tune_optuna", "engine", search.ENGINES),
+    ("tune_optuna", "metric", metrics.METRICS),
     ("tune_grid", "metric", metrics.METRICS),
     ("promote", "metric", metrics.METRICS),
     ("score_pandas_udf", "method", score_pandas_udf.METHODS),

@@ -49,10 +49,10 @@ CASES = [
     Case("output_parent_is_file", "an output path whose parent is a file"),
 ]
 
-ENTRY_POINTS = ["train", "train_sklearn", "tune_hyperopt_mllib", "tune_hyperopt_sklearn", "tune_grid",
+ENTRY_POINTS = ["train", "train_sklearn", "tune_hyperopt_mllib", "tune_hyperopt_sklearn", "tune_optuna", "tune_grid",
                 "train_per_group", "score_batch", "score_stream", "score_pandas_udf", "score_per_group", "promote",
                 "export_onnx", "check_drift", "reproduce"]
-TRAINERS = ENTRY_POINTS[:6]
+TRAINERS = ENTRY_POINTS[:7]
 SCORERS = ["score_batch", "score_stream", "score_pandas_udf", "score_per_group"]
 # What each entry point reads from the case: its data (train), input (score_*), evaluation data
 # (promote), parity data (export_onnx), current data (check_drift), the original run's data (reproduce).
@@ -213,7 +213,8 @@ def render_doc() -> str:
         "",
         "What each entry point reads: " + "; ".join(f"`{e}`: {READS[e]}" for e in ENTRY_POINTS) + ".",
         "`tune_hyperopt_mllib` and `tune_hyperopt_sklearn` are `tune_hyperopt` with `engine=mllib` and "
-        "`engine=sklearn`.",
+        "`engine=sklearn`; `tune_optuna` runs with `engine=mllib` (both engines read and check the data "
+        "before the engine is chosen, as tune_hyperopt's do).",
         "",
         "Rules behind the table:",
         "",

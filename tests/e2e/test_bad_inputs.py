@@ -98,6 +98,8 @@ def _command(entry: str, path: str, output: str, models: dict, base_data: str, c
         return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1"]
     if entry == "tune_hyperopt_sklearn":
         return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1", "--engine", "sklearn"]
+    if entry == "tune_optuna":
+        return ["tune_optuna.py", "--data_path", path, "--max_evals", "1"]
     if entry == "tune_grid":
         return ["tune_grid.py", "--data_path", path, "--param_grid", '{"num_trees": [3], "max_depth": [3]}',
                 "--cv", "2", "--parallelism", "1"]

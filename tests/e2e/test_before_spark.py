@@ -21,6 +21,7 @@ REFUSALS = {
     "train_sklearn": (["--max_features", "half"], "max_features 'half' is not valid"),
     "train_per_group": (["--min_rows", "1"], "min_rows must be >= 2"),
     "tune_hyperopt": (["--max_evals", "0"], "max_evals must be >= 1"),
+    "tune_optuna": (["--engine", "tpe"], "unknown engine 'tpe'"),
     "tune_grid": (["--cv", "1"], "cv must be >= 2"),
     "generate_data": (["--output_path", "{tmp}/gen", "--dataset", "tpch"], "unknown dataset 'tpch'"),
     "score_batch": (["--model_uri", MISSING_RUN, "--input_path", "{tmp}/nothing", "--output_path", "{tmp}/out"],

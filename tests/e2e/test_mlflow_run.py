@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, newest_run, pinned, run_entry, script_in_process
+from conftest import PROJECT_ROOT, assert_logged_model, newest_run, pinned, run_entry, script_in_process
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 BOOK_RMSE = 211.5
@@ -58,7 +58,8 @@ def test_local_run_logs_params_metrics_and_tags(local_run, default_data):
 def test_local_run_logs_datasets_and_artifacts(client, local_run):
     run_id = local_run.info.run_id
     names = {a.path for a in client.list_artifacts(run_id)}
-    assert {"model", "feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png"} <= names
+    assert {"feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png"} <= names
+    assert_logged_model(run_id)  # a run of the `mlflow run` CLI: its params are logged quoted, and linked
     contexts = sorted(next(t.value for t in i.tags if t.key == "mlflow.data.context")
                       for i in local_run.inputs.dataset_inputs)
     assert contexts == ["testing", "training"]

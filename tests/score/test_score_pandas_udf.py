@@ -96,6 +96,33 @@ def test_score_pandas_udf_equals_the_models_own_predict(client, spark, sklearn_m
         assert 1 <= run.data.metrics["model_loads"] <= 3
 
 
+INT_EXTENSION_DTYPE = "spark.sql.execution.pythonUDF.pandas.preferIntExtensionDtype"
+
+
+def test_integer_columns_as_pandas_nullable_int_dtypes_score_the_same(spark, sklearn_model, scoring_input):
+    """Since PySpark 4.2 integer columns can reach pandas UDFs as pandas' nullable Int32/Int64 instead of
+    int32/float64 (off by default in 4.3; a cluster's spark-defaults.conf may turn it on): the batch the
+    model gets is the same either way (the int feature cast to the signature's double)."""
+    import mlflow
+
+    from sparkmlops.models import pandas_predict, resolve
+
+    _, model_uri, _ = sklearn_model
+    assert spark.conf.get(INT_EXTENSION_DTYPE) == "false"  # the pinned PySpark's default
+    df = spark.read.parquet(scoring_input)
+    model = resolve.resolve_model(model_uri, require_flavor="python_function")
+    columns = [name for name, _ in model.input_columns()]
+    casts = pandas_predict.pandas_casts(df, model)
+    assert casts == {"accommodates": "float64"}
+    frame = df.limit(500).toPandas()
+    as_extension = frame.astype({"accommodates": "Int32"})  # what the batch holds with the setting on
+    predict = mlflow.sklearn.load_model(model_uri).predict
+    plain = predict(pandas_predict.model_features(frame, columns, casts))
+    extension = pandas_predict.model_features(as_extension, columns, casts)
+    assert str(extension["accommodates"].dtype) == "float64"
+    assert np.array_equal(predict(extension), plain)
+
+
 def test_a_failing_model_leaves_no_output(client, spark, scoring_input, tmp_path):
     """A model that fails on some rows: exit 1, the run FAILED, nothing at the output path."""
     import mlflow

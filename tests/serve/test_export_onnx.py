@@ -133,7 +133,7 @@ def test_xgboost_booster_is_logged_for_plain_python(spark, client, exported_mode
     features = np.stack([v.toArray() for v in scored["features"]])
     assert features.shape[1] == len(names) == booster.num_features()
     np.testing.assert_array_equal(booster.predict(xgboost.DMatrix(features)), scored["prediction"].to_numpy())
-    requirements = mlflow.artifacts.load_text(f"{model_uri}/requirements.txt")
+    requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt")  # (models:/m-... takes no subpath)
     assert "xgboost-cpu==3.2.0" in requirements
 
 

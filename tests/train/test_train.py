@@ -4,7 +4,7 @@ import dataclasses
 
 import mlflow
 import pytest
-from conftest import SHARED_TRAIN_PARAMS, pinned
+from conftest import SHARED_TRAIN_PARAMS, assert_logged_model, pinned
 from pyspark.sql import functions as F
 
 from sparkmlops.core import tracking
@@ -46,12 +46,13 @@ def test_metrics_and_params_logged(client, trained):
 def test_artifacts_and_model(client, trained, spark, default_data):
     run_id, result = trained
     names = {a.path for a in client.list_artifacts(run_id)}
-    assert {"feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png", "model"} <= names
+    assert {"feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png"} <= names
+    logged = assert_logged_model(run_id)
     importance = mlflow.artifacts.load_text(f"runs:/{run_id}/feature_importance.csv").splitlines()
     assert importance[0] == "feature,importance"
     assert {line.split(",")[0] for line in importance[1:]} == set(result.spec.feature_cols)
-    model_names = {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"model/MLmodel", "model/requirements.txt", "model/input_example.json"} <= model_names
+    model_files = {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
+    assert {"MLmodel", "requirements.txt", "input_example.json", "sparkml"} <= model_files
 
     info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
     assert [c.name for c in info.signature.inputs.inputs] == result.spec.feature_cols

@@ -1,17 +1,22 @@
 """Hyperparameter search in-process against the real SQLite store: nested runs, best-run tagging,
-failed trials, determinism by seed, both engines, the grid search, and the refit models."""
+failed trials, determinism by seed, both engines, the grid search, and the refit models. The sequential
+tuners (tune_hyperopt, tune_optuna) meet the same tests; pruning is Optuna's alone."""
 
 import json
 
 import mlflow
 import pytest
+from conftest import assert_logged_model
 
 from sparkmlops.core import tracking
 from sparkmlops.models import metrics as model_metrics
 from sparkmlops.models import spark_pipeline
 from sparkmlops.models.search import SearchFailed
 from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
-from sparkmlops.tune.tune_hyperopt import TuneParams, tune_and_log
+from sparkmlops.tune import tune_hyperopt, tune_optuna
+from sparkmlops.models.search import TuneParams
+
+TUNERS = {"hyperopt": tune_hyperopt.tune_and_log, "optuna": tune_optuna.tune_and_log}
 
 # Small spaces keep each trial to a second or two; the default spaces are exercised by the CLI tests.
 SMALL_MLLIB_SPACE = {
@@ -30,10 +35,15 @@ SMALL_SKLEARN_SPACE = {
 }
 
 
-def _tune(spark, params, space):
+def _tune(spark, params, space, tuner="hyperopt"):
     with tracking.tracked_run("test-tune") as run:
-        result = tune_and_log(spark, params.validate(), space)
+        result = TUNERS[tuner](spark, params.validate(), space)
     return run.info.run_id, result
+
+
+@pytest.fixture(scope="module", params=sorted(TUNERS))
+def tuner(request):
+    return request.param
 
 
 def _children(client, parent_id):
@@ -51,8 +61,8 @@ def _test_split(spark, data_path):
 
 
 @pytest.fixture(scope="module")
-def mllib_search(spark, default_data):
-    return _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE)
+def mllib_search(spark, default_data, tuner):
+    return _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE, tuner)
 
 
 def test_mllib_nested_runs_and_best_tagging(client, mllib_search):
@@ -76,7 +86,8 @@ def test_mllib_nested_runs_and_best_tagging(client, mllib_search):
         assert parent.data.params[f"best_{name}"] == value
     assert parent.data.metrics["trials_total"] == 4 and parent.data.metrics["trials_failed"] == 0
     artifacts = {a.path for a in client.list_artifacts(parent_id)}
-    assert {"model", "trials.csv", "loss_per_trial.png", "search_space.json", "feature_importance.csv"} <= artifacts
+    assert {"trials.csv", "loss_per_trial.png", "search_space.json", "feature_importance.csv"} <= artifacts
+    assert_logged_model(parent_id)
     trials_csv = mlflow.artifacts.load_text(f"runs:/{parent_id}/trials.csv").splitlines()
     assert len(trials_csv) == 5 and trials_csv[0].startswith("trial,status,loss,run_id")
 
@@ -97,21 +108,21 @@ def test_mllib_refit_model_is_the_best_and_scores_the_test_split(spark, client, 
     assert {c.name for c in info.signature.inputs.inputs} == set(columns) - {"price"}
 
 
-def test_same_seed_same_trials_other_seed_other_trials(spark, default_data, mllib_search):
+def test_same_seed_same_trials_other_seed_other_trials(spark, default_data, mllib_search, tuner):
     _, first = mllib_search
-    _, again = _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE)
+    _, again = _tune(spark, TuneParams(data_path=default_data, max_evals=4), SMALL_MLLIB_SPACE, tuner)
     assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
     assert [t["loss"] for t in again.trials] == [t["loss"] for t in first.trials]
     assert again.best_params == first.best_params and again.test_metrics == first.test_metrics
     # another seed draws another first trial (TPE's first trials are random draws from the seed)
-    _, other = _tune(spark, TuneParams(data_path=default_data, max_evals=1, seed=7), SMALL_MLLIB_SPACE)
+    _, other = _tune(spark, TuneParams(data_path=default_data, max_evals=1, seed=7), SMALL_MLLIB_SPACE, tuner)
     assert other.trials[0]["params"] != first.trials[0]["params"]
 
 
-def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_data):
+def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_data, tuner):
     # max_bins=4 cannot hold the 36 neighbourhoods: those trials fail inside the fit.
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4, 64])}
-    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=6), space)
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=6), space, tuner)
     children = _children(client, parent_id)
     failed = [c for c in children if c.info.status == "FAILED"]
     ok = [c for c in children if c.info.status == "FINISHED"]
@@ -125,24 +136,27 @@ def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_
     assert result.best_params["max_bins"] == 64
 
 
-def test_all_trials_failing_fails_the_run(spark, client, default_data):
+def test_all_trials_failing_fails_the_run(spark, client, default_data, tuner):
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4])}
     with pytest.raises(SearchFailed, match="all 2 trials failed, nothing to refit; first error: UserInputError"):
-        _tune(spark, TuneParams(data_path=default_data, max_evals=2), space)
+        _tune(spark, TuneParams(data_path=default_data, max_evals=2), space, tuner)
+    # (tune_optuna names its run test-tune-<run id prefix> when, as here, other runs are named test-tune)
     runs = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                              filter_string="attributes.run_name = 'test-tune'", order_by=["attributes.start_time DESC"],
+                              filter_string="attributes.run_name LIKE 'test-tune%'", order_by=["attributes.start_time DESC"],
                               max_results=1)
     assert runs[0].info.status == "FAILED" and "all 2 trials failed" in runs[0].data.tags["error"]
     assert {c.info.status for c in _children(client, runs[0].info.run_id)} == {"FAILED"}
 
 
-def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data):
+def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data, tuner):
     parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=4, engine="sklearn",
-                                                parallelism=2), SMALL_SKLEARN_SPACE)
+                                                parallelism=2), SMALL_SKLEARN_SPACE, tuner)
     children = _children(client, parent_id)
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    pruned = {t["run_id"] for t in result.trials if t["status"] == "pruned"}  # tune_optuna's pruner may stop some
+    assert len(children) == 4 and all(c.info.status == ("KILLED" if c.info.run_id in pruned else "FINISHED")
+                                      for c in children)
     assert all(c.data.tags["engine"] == "sklearn" for c in children)
-    best = min(children, key=lambda c: c.data.metrics["val_rmse"])
+    best = min((c for c in children if c.info.run_id not in pruned), key=lambda c: c.data.metrics["val_rmse"])
     parent = client.get_run(parent_id)
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert best.data.tags["best_trial"] == "true"
@@ -158,10 +172,10 @@ def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data):
     assert result.test_metrics["r2"] > 0.3
 
 
-def test_sklearn_engine_is_deterministic_with_one_worker(spark, default_data):
+def test_sklearn_engine_is_deterministic_with_one_worker(spark, default_data, tuner):
     params = TuneParams(data_path=default_data, max_evals=2, engine="sklearn", parallelism=1)
-    _, first = _tune(spark, params, SMALL_SKLEARN_SPACE)
-    _, again = _tune(spark, params, SMALL_SKLEARN_SPACE)
+    _, first = _tune(spark, params, SMALL_SKLEARN_SPACE, tuner)
+    _, again = _tune(spark, params, SMALL_SKLEARN_SPACE, tuner)
     assert [t["params"] for t in again.trials] == [t["params"] for t in first.trials]
     assert [t["loss"] for t in again.trials] == [t["loss"] for t in first.trials]
 
@@ -186,3 +200,42 @@ def test_grid_search_nested_runs_cv_results_and_model(spark, client, default_dat
     test = _test_split(spark, default_data).toPandas()
     rmse = float(((model.predict(test.drop(columns=["price"])) - test["price"]) ** 2).mean() ** 0.5)
     assert rmse == pytest.approx(parent.data.metrics["rmse"], rel=1e-9)
+
+
+def test_forest_grown_in_stages_equals_the_forest_fitted_at_once(spark, default_data):
+    """What makes pruning free for the trials that run to the end: the last stage is the same model."""
+    from sparkmlops.data import schema as data_schema
+    from sparkmlops.models import sklearn_forest
+
+    frame = spark.read.parquet(default_data).limit(800).toPandas()
+    spec = data_schema.infer_feature_spec(spark.read.parquet(default_data), "price")
+    x, y = frame[spec.feature_cols], frame["price"].to_numpy(dtype=float)
+    for model_type, log_label in (("rf", False), ("rf", True), ("gbt", False)):
+        params = sklearn_forest.ForestParams(num_trees=12, max_depth=6, log_label=log_label, model_type=model_type)
+        # (each stage's predict holds until the next stage grows the model)
+        stages = [(trees, predict(x)) for trees, predict in sklearn_forest.fit_in_stages(spec, params, 42, x, y, 4)]
+        assert [trees for trees, _ in stages] == [3, 6, 9, 12]
+        at_once = sklearn_forest.build_forest(spec, params, 42).fit(x, y).predict(x)
+        assert (stages[-1][1] == at_once).all(), (model_type, log_label)
+        assert not (stages[0][1] == at_once).all()
+
+
+def test_optuna_prunes_trials_worse_than_the_median_at_the_same_stage(spark, client, default_data):
+    # Depth-1 forests are far worse than depth-12 ones at every stage: once the first trials have
+    # finished, the pruner stops the depth-1 trials TPE still draws before their last stage.
+    space = {"num_trees": ("int", 20, 20, 1), "max_depth": ("choice", [1, 12]), "min_samples_leaf": ("int", 1, 1, 1),
+             "max_features": ("choice", ["1.0"]), "log_label": ("choice", [False])}
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=10, engine="sklearn"), space,
+                              "optuna")
+    children = {c.info.run_id: c for c in _children(client, parent_id)}
+    pruned = [t for t in result.trials if t["status"] == "pruned"]
+    assert pruned, [(t["params"]["max_depth"], t["status"]) for t in result.trials]
+    assert all(t["params"]["max_depth"] == 1 for t in pruned)
+    for trial in pruned:
+        run = children[trial["run_id"]]
+        assert run.info.status == "KILLED" and "val_rmse" not in run.data.metrics
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "intermediate_value")]
+        assert 2 <= len(steps) < 4  # reported at each stage it grew, stopped before the last
+    parent = client.get_run(parent_id)
+    assert parent.data.metrics["trials_pruned"] == len(pruned) and parent.data.metrics["trials_failed"] == 0
+    assert result.best_params["max_depth"] == 12

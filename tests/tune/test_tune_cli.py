@@ -14,7 +14,7 @@ from conftest import (
 
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.tune.tune_grid import GridParams
-from sparkmlops.tune.tune_hyperopt import TuneParams
+from sparkmlops.models.search import TuneParams
 
 
 @pytest.mark.parametrize("params, message", [
@@ -51,6 +51,7 @@ def test_parameter_checks(params, message):
     ("tune_hyperopt.py", ["--max_evals", "0"], "max_evals must be >= 1"),
     ("tune_hyperopt.py", ["--engine", "xgboost"], "unknown engine 'xgboost'"),
     ("tune_hyperopt.py", ["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
+    ("tune_optuna.py", ["--parallelism", "0"], "parallelism must be between 1 and 128"),
     ("tune_grid.py", ["--param_grid", '{"trees": [10]}'], "param_grid has unknown parameter 'trees'"),
     ("tune_grid.py", ["--cv", "1"], "cv must be >= 2"),
 ])
