@@ -268,24 +268,25 @@ def runs_of(client, **filters):
 JVM_SIGNS = ("log4j", "SparkContext", "NativeCodeLoader", "Using Spark's default")
 
 
-def assert_logged_model(run_id: str, test_metrics=("rmse", "r2", "mae"), dataset: str | None = "test"):
-    """The run's model is an MLflow 3 logged model named ``model``: listed by search_logged_models,
-    the run's output, with the run's params and ``test_metrics`` linked to it (measured on ``dataset``),
-    and not a run artifact folder. Returns the LoggedModel."""
+def assert_logged_model(run_id: str, test_metrics=("rmse", "r2", "mae"), dataset: str | None = "test",
+                        name: str = "model"):
+    """The run's model ``name`` is an MLflow 3 logged model: listed by search_logged_models, an output
+    of the run, with the run's params and ``test_metrics`` linked to it (measured on ``dataset``), and
+    not a run artifact folder. Returns the LoggedModel."""
     import mlflow
 
     run = mlflow.get_run(run_id)
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
                                          filter_string=f"source_run_id = '{run_id}'", output_format="list")
-    assert [m.name for m in models] == ["model"], models
-    model = models[0]
-    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    assert name in [m.name for m in models], models
+    model = next(m for m in models if m.name == name)
+    assert model.model_id in [o.model_id for o in run.outputs.model_outputs]
     assert set(run.data.params) <= set(model.params)
     linked = {m.key: m for m in model.metrics}
     for key in test_metrics:
         assert linked[key].value == pytest.approx(run.data.metrics[key], rel=1e-12), key
         assert linked[key].dataset_name == dataset, key
-    assert "model" not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert name not in {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     return model
 
 

@@ -37,8 +37,9 @@ ENV_MANAGERS = {"local": "this environment", "uv": "a new one built from the com
 # other runs (reproduce, check_drift), so running them again is not a reproduction.
 REPRODUCIBLE_ENTRY_POINTS = ("main", "train", "train_sklearn", "tune_hyperopt", "tune_optuna", "tune_grid", "train_per_group")
 LIBRARY_TAGS = ("python_version", "pyspark_version", "mlflow_version", "pandas_version", "java_version")
-# Wall-clock measurements differ on every run; they are listed in the report, not compared.
-_TIMING_METRIC = re.compile(r"(^|_)seconds$|per_second|_ms$")
+# Wall-clock measurements differ on every run; they are listed in the report, not compared. So does
+# `trial_id`, MLflow's Optuna storage's trial numbering on a tune_optuna run (hashes of the trials' run ids).
+_UNCOMPARED_METRIC = re.compile(r"(^|_)seconds$|per_second|_ms$|^trial_id$")
 @dataclass(frozen=True)
 class OriginalRun:
     """What the reproduction needs from the original run, read and checked without Spark."""
@@ -201,7 +202,7 @@ def compare_metrics(original: dict[str, float], reproduced: dict[str, float], to
     rows = []
     for name in sorted(set(original) | set(reproduced)):
         before, after = original.get(name), reproduced.get(name)
-        compared = not _TIMING_METRIC.search(name)
+        compared = not _UNCOMPARED_METRIC.search(name)
         if before is None or after is None:
             difference, within = None, not compared
         else:

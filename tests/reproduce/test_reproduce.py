@@ -194,11 +194,14 @@ def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project
 
 def test_metric_comparison_rules():
     report = reproduce_reproduce.compare_metrics(
-        {"rmse": 200.0, "r2": 0.5, "fit_seconds": 10.0, "gone": 1.0, "nan": math.nan},
-        {"rmse": 200.0 + 1e-10, "r2": 0.5, "fit_seconds": 99.0, "new": 2.0, "nan": math.nan}, tolerance=0.0)
+        {"rmse": 200.0, "r2": 0.5, "fit_seconds": 10.0, "gone": 1.0, "nan": math.nan, "trial_id": 1.5e18},
+        {"rmse": 200.0 + 1e-10, "r2": 0.5, "fit_seconds": 99.0, "new": 2.0, "nan": math.nan, "trial_id": -3e17},
+        tolerance=0.0)
     rows = report.set_index("metric")
     assert not rows.loc["rmse", "within_tolerance"] and rows.loc["r2", "within_tolerance"]
     assert rows.loc["fit_seconds", "within_tolerance"] and not rows.loc["fit_seconds", "compared"]
+    # tune_optuna's trial_id: MLflow's Optuna storage's numbering (hashes of run ids), new on every run
+    assert rows.loc["trial_id", "within_tolerance"] and not rows.loc["trial_id", "compared"]
     assert not rows.loc["gone", "within_tolerance"] and not rows.loc["new", "within_tolerance"]
     assert rows.loc["nan", "within_tolerance"]
     loose = reproduce_reproduce.compare_metrics({"rmse": 200.0}, {"rmse": 200.0 + 1e-10}, tolerance=1e-9)

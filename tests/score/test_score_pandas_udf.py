@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_refused, script_in_process
+from conftest import assert_logged_model, assert_refused, script_in_process
 
 from sparkmlops.data import generators
 from sparkmlops.train.train_sklearn import SklearnTrainParams
@@ -65,6 +65,7 @@ def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(client, spar
     assert any(line.startswith("scikit-learn==") for line in open(requirements).read().splitlines())
     assert model.steps[-1][1].n_jobs == 1  # one thread per Spark task
     assert "feature_importance.csv" in [a.path for a in client.list_artifacts(run_id)]
+    assert_logged_model(run_id)
 
 
 @pytest.mark.parametrize("method", ["map_in_pandas", "spark_udf"])

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_refused, in_tracked_run, script_in_process, served_model
+from conftest import assert_logged_model, assert_refused, in_tracked_run, script_in_process, served_model
 
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
@@ -85,6 +85,7 @@ def test_parity_on_generated_data_with_unseen_and_null_categories(spark, client,
     metrics = client.get_run(run_id).data.metrics
     assert metrics["parity_max_rel_diff"] <= PARITY
     assert metrics["parity_rows"] == summary["parity_rows"] > 7146  # every row plus the edge cases
+    assert_logged_model(run_id, ("parity_max_rel_diff", "parity_rows"), dataset=None)  # the exported model
     tags = client.get_run(run_id).data.tags
     assert tags["source_model_uri"] == exported_models[kind]
     assert tags["tree_model"] == {"random_forest_log_label": "random_forest", "gbt": "gbt",

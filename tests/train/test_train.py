@@ -201,3 +201,17 @@ def test_log_label_model_predicts_the_label_itself(spark, default_data):
     assert row["d"] < 1e-9
     assert 0.5 < row["mean_prediction"] / row["mean_price"] < 1.5
     assert model_metrics.regression_metrics(scored, "price")["r2"] > 0.3
+
+
+def test_the_books_notebook_code_applies_the_logged_model(spark, trained, default_data):
+    """Chapter 11's own consumers of a run's model: mlflow.spark.load_model and mlflow.pyfunc.spark_udf
+    (columns by name: a struct of the features, or no arguments and the signature's columns)."""
+    from pyspark.sql.functions import struct
+
+    run_id, result = trained
+    rows = spark.read.parquet(default_data).limit(40)
+    expected = [r.prediction for r in mlflow.spark.load_model(f"runs:/{run_id}/model").transform(rows).collect()]
+    pyfunc_udf = mlflow.pyfunc.spark_udf(spark, f"runs:/{run_id}/model")
+    features = [c for c in rows.columns if c != "price"]
+    assert [r.p for r in rows.select(pyfunc_udf(struct(*features)).alias("p")).collect()] == expected
+    assert [r.p for r in rows.select(pyfunc_udf().alias("p")).collect()] == expected

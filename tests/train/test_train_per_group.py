@@ -3,7 +3,7 @@ their group, each group scored by its own model, unknown groups handled as docum
 
 import numpy as np
 import pytest
-from conftest import PER_GROUP_MIN_ROWS, assert_refused, in_tracked_run, script_in_process
+from conftest import PER_GROUP_MIN_ROWS, assert_logged_model, assert_refused, in_tracked_run, script_in_process
 
 from sparkmlops.data import generators
 from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
@@ -48,6 +48,9 @@ def test_each_group_is_a_nested_run_tagged_with_its_group(client, spark, default
     import mlflow
 
     assert "group_models.csv" in {a.path for a in client.list_artifacts(run_id)}
+    assert_logged_model(run_id, ("fallback_rmse", "fallback_r2", "fallback_mae"), name="fallback_model")
+    for child in children:  # each group's model, its metrics on the group's own test rows
+        assert_logged_model(child.info.run_id, ("rmse", "r2", "mae"), dataset=None)
     assert "sklearn" in mlflow.models.get_model_info(f"runs:/{run_id}/fallback_model").flavors
     assert {"rmse", "r2", "fallback_rmse", "fallback_r2"} <= set(parent.data.metrics)
 

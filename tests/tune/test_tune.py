@@ -162,6 +162,7 @@ def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data, tu
     assert best.data.tags["best_trial"] == "true"
 
     # The logged model is plain scikit-learn (skops), loads without Spark and reproduces the test metrics.
+    assert_logged_model(parent_id)
     model = mlflow.sklearn.load_model(f"runs:/{parent_id}/model")
     test = _test_split(spark, default_data).toPandas()
     predicted = model.predict(test.drop(columns=["price"]))
@@ -196,6 +197,7 @@ def test_grid_search_nested_runs_cv_results_and_model(spark, client, default_dat
     assert by_rank[0].data.metrics["cv_rmse"] == min(c.data.metrics["cv_rmse"] for c in children)
     cv_results = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/cv_results.csv").splitlines()
     assert len(cv_results) == 5 and "mean_test_score" in cv_results[0]
+    assert_logged_model(run.info.run_id)
     model = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
     test = _test_split(spark, default_data).toPandas()
     rmse = float(((model.predict(test.drop(columns=["price"])) - test["price"]) ** 2).mean() ** 0.5)
