@@ -3,11 +3,17 @@ before Spark, a real search end to end, and its parent run's model scored by sco
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import (
+    PROJECT_ROOT,
+    assert_logged_model,
     assert_refused,
     last_line,
+    launched_run_id,
+    run_entry,
     runs_of,
     script_in_process,
 )
@@ -110,3 +116,19 @@ def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small
     scored = spark.read.parquet(out)
     assert summary["rows_scored"] == scored.count() == 1500
     assert scored.filter("prediction IS NULL OR isnan(prediction)").count() == 0
+
+
+@pytest.mark.process
+def test_tune_optuna_through_the_mlflow_run_cli(client, small_data):
+    """Where a user starts: `mlflow run -e tune_optuna` with -P overrides, trials on the executors."""
+    result = run_entry([str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "tune_optuna",
+                        "--env-manager", "local", "-P", f"data_path={small_data}", "-P", "max_evals=3",
+                        "-P", "engine=sklearn"], cwd=PROJECT_ROOT)
+    parent_id = launched_run_id(result)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "tune_optuna"
+    assert parent.data.tags["exit_code"] == "0" and parent.data.tags["optuna.study_direction"] == "MINIMIZE"
+    children = runs_of(client, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(c.info.run_name for c in children) == ["trial-000", "trial-001", "trial-002"]
+    assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+    assert_logged_model(parent_id)  # its params logged by `mlflow run` (quoted) and by the script
