@@ -319,18 +319,17 @@ def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
     is minimised), so the study opens as a resumed one instead of creating another run.
     """
     import optuna
-    from mlflow import MlflowClient
     from mlflow.optuna.storage import MlflowStorage
 
-    client = MlflowClient()
-    run = client.get_run(run_id)
+    store = client()
+    run = store.get_run(run_id)
     name = run.info.run_name
-    namesakes = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'",
+    namesakes = store.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'",
                                    max_results=2)
     if len(namesakes) > 1 or "'" in name:
         name = f"{name.replace(chr(39), '')}-{run_id[:8]}"
-        client.set_tag(run_id, "mlflow.runName", name)
-    client.set_tag(run_id, "optuna.study_direction", optuna.study.StudyDirection.MINIMIZE.name)
+        store.set_tag(run_id, "mlflow.runName", name)
+    store.set_tag(run_id, "optuna.study_direction", optuna.study.StudyDirection.MINIMIZE.name)
     storage = MlflowStorage(experiment_id=run.info.experiment_id)
     if on_spark:
         from mlflow.pyspark.optuna.study import MlflowSparkStudy
@@ -347,9 +346,7 @@ def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
 def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int) -> None:
     """MlflowSparkStudy.optimize, after which the study's run (the entry point's, still logging) is
     RUNNING again: MlflowSparkStudy ends it as it ends its own study runs."""
-    from mlflow import MlflowClient
-
     try:
         study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,))
     finally:
-        MlflowClient().update_run(run_id, status="RUNNING")
+        client().update_run(run_id, status="RUNNING")
