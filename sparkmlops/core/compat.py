@@ -38,6 +38,15 @@ def save_spark_model_metadata(**kwargs) -> None:
     _save_model_metadata(**kwargs)
 
 
+def parse_serving_input(serving_input: str, signature):
+    """The pandas frame MLflow's scoring server makes of a serving payload for a model with this
+    signature (``mlflow.pyfunc.scoring_server._parse_json_data``), without loading the model."""
+    from mlflow.models import Model
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    return _parse_json_data(serving_input, Model(signature=signature), signature.inputs).data
+
+
 def load_mlflow_project(project_dir: str):
     """MLflow's own reading of an MLproject file (entry points, parameters, commands) as ``mlflow run``
     reads it."""
@@ -58,6 +67,7 @@ PRIVATE_SYMBOLS = (
     ("pyspark", "SparkContext._jsc"),
     ("mlflow.spark", "_SPARK_MODEL_PATH_SUB"),
     ("mlflow.spark", "_save_model_metadata"),
+    ("mlflow.pyfunc.scoring_server", "_parse_json_data"),
     ("mlflow.projects._project_spec", "load_project"),
     ("optuna.trial", "Trial._trial_id"),
     ("optuna.trial", "FrozenTrial._trial_id"),

@@ -3,6 +3,9 @@ that need no Spark, the environment tags, the SparkSession, then the job itself.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import importlib
 import os
 from typing import Callable
 
@@ -79,27 +82,62 @@ def run_name(name: str, options: dict) -> str:
         return name
 
 
+# Modules most jobs import once Spark is up, imported instead while the JVM starts (each only if it is
+# still starting): the same work, done in time the process would otherwise spend waiting.
+WARM_IMPORTS = ("pyspark.ml", "mlflow.models", "mlflow.spark", "pandas", "matplotlib.pyplot")
+
+
 def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True):
     """Run ``job(spark, checked)`` inside a tracked run; ``checked`` is what ``params.validate()`` returns.
 
     Bad parameters, paths, models and a missing Java fail before a JVM starts, and the run ends FAILED.
     When ``needs_spark(checked)`` is false (a registry-only action), no JVM starts and ``spark`` is None.
     How the run ends, and with which exit code, is the outcome's (core.errors), tagged ``exit_code``.
+
+    Once the parameters pass, the SparkSession starts in a background thread while the run is created
+    and its parameters and tags logged (a JVM's start and MLflow's store are both seconds of waiting).
     """
+    refusal, checked = None, None
+    try:
+        check_master(master)
+        check_connect_support(name, master)
+        checked = params.validate()
+    except BaseException as exc:  # bad input, a store that is down, Ctrl-C: all end the run (below) as usual
+        refusal = exc
+    starting = None
+    if refusal is None and needs_spark(checked):
+        starting = _start_in_background(get_spark, name, master=master)
     with tracking.tracked_run(run_name=run_name(name, params.as_dict())):
         tracking.log_params(params.as_dict())
         # entry_point: what `reproduce` re-runs (also for `python <script>.py` runs, which MLflow does not tag)
         tracking.set_tags({**tracking.environment_tags(), "entry_point": name})
-        check_master(master)
-        check_connect_support(name, master)
-        checked = params.validate()
-        if not needs_spark(checked):
-            result = job(None, checked)
-        else:
-            spark = get_spark(name, master=master)
-            try:
-                tracking.set_tags({"spark_master": spark_master(spark)})
-                result = job(spark, checked)
-            finally:
-                end_connect_session(spark)
-        return result
+        if refusal is not None:
+            raise refusal
+        if starting is None:
+            return job(None, checked)
+        _import_while_waiting(starting)
+        spark = starting.result()
+        try:
+            tracking.set_tags({"spark_master": spark_master(spark)})
+            return job(spark, checked)
+        finally:
+            end_connect_session(spark)
+
+
+def _start_in_background(function, *args, **kwargs) -> concurrent.futures.Future:
+    # PySpark's SQL modules are imported here first: two threads importing the same modules at once
+    # (the session's and the main thread's warm imports) could see each other's half-initialised modules.
+    importlib.import_module("pyspark.sql")
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spark-start")
+    try:
+        return executor.submit(function, *args, **kwargs)
+    finally:
+        executor.shutdown(wait=False)
+
+
+def _import_while_waiting(future) -> None:
+    for module in WARM_IMPORTS:
+        if future.done():
+            return
+        with contextlib.suppress(Exception):  # only a head start: the job imports what it needs itself
+            importlib.import_module(module)

@@ -9,6 +9,7 @@ Tracking goes wherever MLFLOW_TRACKING_URI points (MLflow's own default otherwis
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shlex
@@ -16,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
-import mlflow.data.spark_dataset
-import mlflow.exceptions
-
 from sparkmlops.core import environment, errors
+from sparkmlops.core.imports import lazy_module
+
+mlflow = lazy_module("mlflow")
 
 # The names MLflow gives runs that were not named (`mlflow run` without --run-name): "upbeat-gnu-759".
 _GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
@@ -121,8 +121,14 @@ def run_parameters_of(run_id: str) -> dict[str, str]:
     return run_parameters(run) if run else {}
 
 
-# What MLflow raises when a run, model or artifact is not there (callers turn it into their own line).
-MlflowError = mlflow.exceptions.MlflowException
+def __getattr__(name: str):
+    # MlflowError: what MLflow raises when a run, model or artifact is not there (callers turn it into
+    # their own line); read from MLflow when first asked for, as MLflow itself is.
+    if name == "MlflowError":
+        from mlflow.exceptions import MlflowException
+
+        return MlflowException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tracking_uri() -> str:
@@ -168,20 +174,28 @@ def log_spark_dataset(df, source: str, name: str, context: str, digest: str, lab
     """
     dataset = mlflow.data.from_spark(df, path=source, name=name, digest=digest, targets=label_col)
     if num_rows is not None:
-        dataset = _CountedSparkDataset(df=df, source=dataset.source, targets=label_col, name=name, digest=digest,
+        dataset = _counted_spark_dataset_class()(df=df, source=dataset.source, targets=label_col, name=name, digest=digest,
                                        num_rows=num_rows)
     mlflow.log_input(dataset, context=context)
     return dataset
 
 
-class _CountedSparkDataset(mlflow.data.spark_dataset.SparkDataset):
-    def __init__(self, *args, num_rows: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._num_rows = num_rows
+@functools.cache
+def _counted_spark_dataset_class():
+    """A SparkDataset whose profile is the row count the caller already has (defined at first use, as
+    MLflow is imported)."""
+    from mlflow.data.spark_dataset import SparkDataset
 
-    @property
-    def profile(self):
-        return {"num_rows": self._num_rows}
+    class CountedSparkDataset(SparkDataset):
+        def __init__(self, *args, num_rows: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._num_rows = num_rows
+
+        @property
+        def profile(self):
+            return {"num_rows": self._num_rows}
+
+    return CountedSparkDataset
 
 
 def log_figure(figure, artifact_file: str) -> None:
@@ -343,10 +357,12 @@ def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
     return study
 
 
-def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int) -> None:
+def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int,
+                      callbacks: list | None = None) -> None:
     """MlflowSparkStudy.optimize, after which the study's run (the entry point's, still logging) is
     RUNNING again: MlflowSparkStudy ends it as it ends its own study runs."""
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,))
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,),
+                       callbacks=callbacks)
     finally:
         client().update_run(run_id, status="RUNNING")

@@ -79,7 +79,11 @@ class LabelledData:
     profile: dict
     df: object  # the rows used (labelled, label cast to double)
     cached: object  # what to unpersist
-    digest: str  # content digest of ``df`` (the run's data_digest tag)
+    content: data_digests.ContentDigest  # of ``df``; its hex is the run's data_digest tag
+
+    @property
+    def digest(self) -> str:
+        return self.content.hex
 
 
 def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
@@ -93,7 +97,7 @@ def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
     check_against_data(profile, spec)
     if profile["null_labels"]:
         df = cached.filter(F.col(label_col).isNotNull())
-        return LabelledData(spec, profile, df, cached, data_digests.content_digest(df))
+        return LabelledData(spec, profile, df, cached, data_digests.compute(df))
     return LabelledData(spec, profile, cached, cached, profile["digest"])
 
 
@@ -122,7 +126,11 @@ def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, s
 
     train_df, test_df = split_train_test(data.df, train_fraction, seed)
     train_df, test_df = train_df.cache(), test_df.cache()
-    (train_digest, train_rows), (test_digest, test_rows) = map(data_digests.digest_and_count, (train_df, test_df))
+    # One pass over the train split; the test split's digest is the whole's minus train's (no pass).
+    train_content = data_digests.compute(train_df)
+    test_content = data.content.minus(train_content)
+    train_digest, train_rows, test_digest, test_rows = (train_content.hex, train_content.rows, test_content.hex,
+                                                        test_content.rows)
     digests = {"full": data.digest, "train": train_digest, "test": test_digest}
     datasets = {"train": tracking.log_spark_dataset(train_df, data_path, "train", "training", train_digest, label_col,
                                                     train_rows),

@@ -253,7 +253,7 @@ def profile_for_training(df, spec: FeatureSpec) -> dict:
         "numeric_nulls": problems["nulls"],
         "non_finite": problems["non_finite"],
         "all_null_strings": problems["all_null"],
-        "digest": _digest_from(df, row),
+        "digest": _digest_from(df, row),  # a digests.ContentDigest
     }
 
 

@@ -7,7 +7,7 @@ import click
 
 from sparkmlops.core import choices, cli
 from sparkmlops.models.metrics import METRICS
-from sparkmlops.models.search import ENGINES
+from sparkmlops.models.search import ENGINES, SEARCH_SPACES
 from sparkmlops.models.sklearn_forest import MODEL_TYPES as SKLEARN_MODEL_TYPES
 
 metric_option = click.option(
@@ -44,6 +44,10 @@ def search_options(command):
                      help="Seed of the splits, the models and the sampler."),
         click.option("--timeout_seconds", type=int, default=0, show_default=True,
                      help="Stop starting trials after this many seconds; 0 = no limit."),
+        click.option("--early_stop_trials", type=int, default=0, show_default=True,
+                     help="Stop when this many trials in a row have not improved the best loss; 0 = run all."),
+        click.option("--search_space", default="default", show_default=True,
+                     help=choices.describe(SEARCH_SPACES) + "."),
         cli.train_fraction_option,
         cli.register_as_option,
         cli.spark_master_option,

@@ -10,6 +10,8 @@ import uuid
 import zipfile
 
 from sparkmlops.core import mlflow_models
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import ship_package
 from sparkmlops.models import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -26,6 +28,29 @@ def _is_one_number(spec) -> bool:
     if shape is not None:  # TensorSpec
         return spec.type.kind in "fiu" and tuple(shape) in ((-1,), (-1, 1))
     return getattr(spec.type, "name", "") in _NUMERIC_OUTPUT
+
+
+def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
+    """A python_function model with an input signature and one numeric output; Spark models refused."""
+    model = resolve.resolve_model(model_uri, require_flavor="python_function")
+    if "spark" in model.flavors:
+        raise UserInputError(f"model '{model_uri}' is a Spark ML model: score it with score_batch (a pandas UDF "
+                             "would need a SparkSession inside every task).")
+    check_pyfunc_model(model)
+    return model
+
+
+def check_pyfunc_model(model: resolve.ResolvedModel) -> None:
+    """A python_function model with an input signature and one numeric output, or one clear line."""
+    if "python_function" not in model.flavors:
+        raise UserInputError(f"model '{model.uri}' has no python_function flavor (its flavors: "
+                             f"{', '.join(model.flavors)}): pass a Spark model or any pyfunc model.")
+    model.input_columns()  # refuses a model without an input signature
+    outputs = model.signature.outputs
+    if outputs is not None and outputs.inputs:
+        if len(outputs.inputs) != 1 or not _is_one_number(outputs.inputs[0]):
+            raise UserInputError(f"model '{model.uri}' does not predict one number per row (its output: "
+                                 f"{outputs}): scoring writes one numeric prediction column.")
 
 
 def pandas_casts(df, model: resolve.ResolvedModel) -> dict[str, str]:
@@ -122,3 +147,43 @@ def predict_partition(name: str, columns: list[str], casts: dict[str, str], load
         batches.add(1)
         prediction = as_prediction(predict(model_features(frame, columns, casts)), len(frame))
         yield frame.assign(prediction=prediction)
+
+
+def predict_series(name: str, columns: list[str], casts: dict[str, str], loads, batches, frames):
+    """Scalar iterator pandas UDF body: one task's Arrow batches of the model's columns in, one
+    prediction Series per batch out."""
+    import pandas as pd
+
+    predict = load_shipped_model(name, loads)  # once per task, before the first batch
+    for frame in frames:
+        batches.add(1)
+        yield pd.Series(as_prediction(predict(model_features(frame, columns, casts)), len(frame)))
+
+
+def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict | None = None):
+    """``df`` plus ``prediction`` from a python_function model run on the executors by a scalar iterator
+    pandas UDF: only the model's input columns go through Arrow to the Python workers (the others stay
+    in the JVM and are zipped back with the predictions), the model is shipped once and loaded once per
+    task. ``counters`` receives the accumulators ``model_loads`` and ``batches``."""
+    import functools
+    from typing import Iterator
+
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    casts = pandas_casts(df, model)
+    ship_package(spark)  # predict_series lives in this package
+    name = ship_model(spark, model)
+    loads, batches = spark.sparkContext.accumulator(0), spark.sparkContext.accumulator(0)
+    if counters is not None:
+        counters.update(model_loads=loads, batches=batches)
+    columns = [c for c, _ in model.input_columns()]
+    body = functools.partial(predict_series, name, columns, casts, loads, batches)
+
+    def predict(frames):
+        return body(frames)
+
+    # The type hints that make it a scalar *iterator* UDF (called once per task with all its batches).
+    predict.__annotations__ = {"frames": Iterator[pd.DataFrame], "return": Iterator[pd.Series]}
+    udf = F.pandas_udf(predict, "double")
+    return df.withColumn("prediction", udf(F.struct(*[F.col(c) for c in columns])))

@@ -60,6 +60,8 @@ def refit_sklearn(prepared: splits.PreparedData, model_params: dict, seed: int, 
 
 ENGINES = {"mllib": "Spark ML trials, one after another",
            "sklearn": "scikit-learn trials in parallel on the executors"}
+SEARCH_SPACES = {"default": "cost-aware: rf, gbt and xgboost families of moderate size",
+                 "wide": "also the costly corner: up to 200 trees, depth 15 (25 single-node), every feature per split"}
 VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
@@ -76,6 +78,8 @@ class TuneParams:
     metric: str = "rmse"
     seed: int = 42
     timeout_seconds: int = 0
+    early_stop_trials: int = 0  # stop when the best loss has not improved for this many trials; 0 = never
+    search_space: str = "default"
     train_fraction: float = 0.8
     register_as: str = ""  # registered model name for the refit best model; empty = do not register
 
@@ -90,6 +94,10 @@ class TuneParams:
                                  "-P engine=sklearn.")
         if self.timeout_seconds < 0:
             raise UserInputError(f"timeout_seconds must be >= 0 (0 = no limit), got {self.timeout_seconds}.")
+        if self.early_stop_trials < 0:
+            raise UserInputError(f"early_stop_trials must be >= 0 (0 = run all max_evals trials), got "
+                                 f"{self.early_stop_trials}.")
+        choices.check("search_space", self.search_space, SEARCH_SPACES)
         if self.register_as:
             registry.check_model_name(self.register_as)
         return self
@@ -98,28 +106,56 @@ class TuneParams:
         return asdict(self)
 
 
-# Search spaces as plain data (logged as search_space.json), turned into Hyperopt expressions below.
-# ("int", low, high, step) | ("choice", [values])
-def mllib_space(min_bins: int, allow_log_label: bool) -> dict:
-    return {
-        "num_trees": ("int", 20, 200, 10),
-        "max_depth": ("int", 3, 15, 1),
-        # Never below what the categorical columns need (see spark_pipeline.check_category_bins).
-        "max_bins": ("choice", sorted({max(min_bins, b) for b in (32, 64, 128)})),
-        "min_instances_per_node": ("int", 1, 20, 1),
-        "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5", "all"]),
-        "log_label": ("choice", [False, True] if allow_log_label else [False]),
+# Search spaces as plain data (logged as search_space.json), turned into Hyperopt expressions or Optuna
+# suggestions by the tuners: ("int", low, high, step) | ("choice", [values]) | ("family", {name: space}),
+# the last a choice whose every value brings its own parameters (a conditional space).
+def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default") -> dict:
+    """train's pipeline with each model family's own parameters. The default keeps every trial around
+    the cost of train's own forest (at most 100 trees of depth 12, 40 boosting iterations of depth 6);
+    ``wide`` adds the corner where one trial of ~200 depth-15 trees on all features costs minutes."""
+    # Never below what the categorical columns need (see spark_pipeline.check_category_bins).
+    bins = ("choice", sorted({max(min_bins, b) for b in (32, 64)}))
+    leaf = ("int", 1, 20, 1)
+    wide = preset == "wide"
+    families = {
+        "rf": {"num_trees": ("int", 20, 200 if wide else 100, 10), "max_depth": ("int", 3, 15 if wide else 12, 1),
+               "max_bins": bins, "min_instances_per_node": leaf,
+               "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5"] + (["all"] if wide else []))},
+        "gbt": {"num_trees": ("int", 10, 100 if wide else 40, 10), "max_depth": ("int", 2, 8 if wide else 6, 1),
+                "max_bins": bins, "min_instances_per_node": leaf,
+                "feature_subset_strategy": ("choice", ["all", "0.5", "onethird"])},
+        "xgboost": {"num_trees": ("int", 20, 300 if wide else 200, 20), "max_depth": ("int", 2, 10 if wide else 8, 1),
+                    "max_bins": bins, "min_instances_per_node": leaf},
     }
+    return {"model_type": ("family", families),
+            "log_label": ("choice", [False, True] if allow_log_label else [False])}
 
 
-def sklearn_space(allow_log_label: bool) -> dict:
+def sklearn_space(allow_log_label: bool, preset: str = "default") -> dict:
+    wide = preset == "wide"
     return {
-        "num_trees": ("int", 20, 200, 10),
-        "max_depth": ("int", 3, 25, 1),
+        "num_trees": ("int", 20, 200 if wide else 100, 10),
+        "max_depth": ("int", 3, 25 if wide else 20, 1),
         "min_samples_leaf": ("int", 1, 20, 1),
-        "max_features": ("choice", ["1.0", "0.5", "0.33", "sqrt", "log2"]),
+        "max_features": ("choice", ["0.5", "0.33", "sqrt", "log2"] + (["1.0"] if wide else [])),
         "log_label": ("choice", [False, True] if allow_log_label else [False]),
     }
+
+
+def check_space(space: dict) -> None:
+    """A space in the format above, or ValueError naming the bad entry."""
+    for name, entry in space.items():
+        kind = entry[0] if isinstance(entry, (tuple, list)) and entry else None
+        if kind == "family":
+            for family in entry[1].values():
+                check_space(family)
+        elif kind not in ("int", "choice"):
+            raise ValueError(f"unknown search-space kind {kind!r} for {name}")
+
+
+def family_parameter(family: str, name: str) -> str:
+    """The sampler's name for a family's own parameter (unique across families, as samplers need)."""
+    return f"{family}.{name}"
 
 
 @dataclass(frozen=True)
@@ -226,8 +262,10 @@ def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, spa
     label_min = prepared.profile["label_min"]
     allow_log = label_min is not None and label_min > -1.0
     if space is None:
-        space = (mllib_space(spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)), allow_log)
-                 if params.engine == "mllib" else sklearn_space(allow_log))
+        space = (mllib_space(spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)), allow_log,
+                             params.search_space)
+                 if params.engine == "mllib" else sklearn_space(allow_log, params.search_space))
+    check_space(space)
     tracking.log_dict(space, "search_space.json")
     context = TrialContext(tracking.active_run_id(), tracking.experiment_id(), tracking.portable_tracking_uri(),
                            params.engine, params.metric)
@@ -247,6 +285,19 @@ def sklearn_arrays(data: SearchData, spec: data_schema.FeatureSpec) -> tuple:
     x_fit, y_fit = sklearn_forest.to_pandas(data.fit_df, spec)
     x_valid, y_valid = sklearn_forest.to_pandas(data.valid_df, spec)
     return x_fit, y_fit, x_valid, y_valid, spec
+
+
+def no_progress(losses: list, trials: int) -> bool:
+    """Early stopping: true once the last ``trials`` finished trials (in trial order; None for a failed or
+    pruned one) have not improved on the best loss before them. Stateless, so every Spark task of a
+    parallel search can ask it of the trials stored so far."""
+    if not trials or len(losses) < trials:
+        return False
+    finished = [loss for loss in losses if loss is not None]
+    if not finished:
+        return True  # ``trials`` trials in a row without one loss
+    best_at = losses.index(min(finished))  # the first trial to reach the best loss
+    return len(losses) - 1 - best_at >= trials
 
 
 def loss_of(metrics: dict, metric: str) -> float:

@@ -1,11 +1,20 @@
-"""Entry point `score_batch`: a logged Spark ML model's ``transform`` over a batch of files, written atomically.
+"""Entry point `score_batch`: a logged model over a batch of files, checked and written atomically.
+
+A Spark model is applied with its ``transform``; any other python_function model (the ONNX export of
+a pipeline by export_onnx, a scikit-learn model) runs on the executors in a pandas UDF fed by Arrow
+with only the model's input columns, loaded once per task.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
+from sparkmlops.core import tracking
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import is_connect
 from sparkmlops.models import resolve
+from sparkmlops.models.pandas_predict import check_pyfunc_model, score_with_arrow_udf
 from sparkmlops.models.scoring import (
     check_batch_paths,
     load_spark_model,
@@ -24,7 +33,10 @@ class BatchParams:
     def validate(self) -> resolve.ResolvedModel:
         """Everything checkable without Spark; returns the resolved model."""
         check_batch_paths(self.input_path, self.output_path, self.mode)
-        return resolve.resolve_model(self.model_uri)
+        model = resolve.resolve_model(self.model_uri, require_flavor="")
+        if "spark" not in model.flavors:
+            check_pyfunc_model(model)
+        return model
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,5 +44,18 @@ class BatchParams:
 
 def predict_batch(spark, params: BatchParams, model: resolve.ResolvedModel) -> dict:
     """Score ``params.input_path`` into ``params.output_path``; log and return rows, seconds, rate."""
-    return score_input_to_output(spark, params, model, lambda input_df: score_frame(load_spark_model(model),
-                                                                                     input_df, model))
+    if "spark" in model.flavors:
+        return score_input_to_output(spark, params, model,
+                                     lambda input_df: score_frame(load_spark_model(model), input_df, model),
+                                     tags={"scored_with": "spark_transform"})
+    if is_connect(spark):
+        raise UserInputError(f"model '{model.uri}' is a python_function model, which score_batch ships to the "
+                             "executors with SparkContext.addFile, not available over Spark Connect: use a "
+                             "master instead of SPARK_REMOTE, or score the Spark model it was exported from.")
+    counters: dict = {}
+    summary = score_input_to_output(spark, params, model,
+                                    functools.partial(score_with_arrow_udf, spark, model=model, counters=counters),
+                                    tags={"scored_with": "arrow_pandas_udf"})
+    extra = {"model_loads": counters["model_loads"].value, "arrow_batches": counters["batches"].value}
+    tracking.log_metrics(extra)
+    return {**summary, **extra}

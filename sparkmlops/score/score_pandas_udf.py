@@ -24,9 +24,9 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.models import resolve, scoring
 from sparkmlops.models.pandas_predict import (
-    _is_one_number,
     pandas_casts,
     predict_partition,
+    resolve_pyfunc_model,
     ship_model,
 )
 
@@ -56,21 +56,6 @@ class PandasUdfParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
-    """A python_function model with an input signature and one numeric output; Spark models refused."""
-    model = resolve.resolve_model(model_uri, require_flavor="python_function")
-    if "spark" in model.flavors:
-        raise UserInputError(f"model '{model_uri}' is a Spark ML model: score it with score_batch (a pandas UDF "
-                             "would need a SparkSession inside every task).")
-    model.input_columns()  # refuses a model without an input signature
-    outputs = model.signature.outputs
-    if outputs is not None and outputs.inputs:
-        if len(outputs.inputs) != 1 or not _is_one_number(outputs.inputs[0]):
-            raise UserInputError(f"model '{model_uri}' does not predict one number per row (its output: "
-                                 f"{outputs}): score_pandas_udf writes a numeric prediction column.")
-    return model
 
 
 # ----------------------------------------------------------------------------------------------

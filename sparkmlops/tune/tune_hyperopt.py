@@ -25,27 +25,56 @@ from sparkmlops.models.search import (
     TuneParams,
     TuneResult,
     evaluate_mllib,
+    family_parameter,
     loss_of,
+    no_progress,
     search_and_log,
     sklearn_arrays,
     startup_trials,
 )
 
 
-def hyperopt_space(space: dict) -> dict:
+def hyperopt_space(space: dict, family: str = "") -> dict:
+    """Hyperopt expressions of a space (models.search's format). A family choice is an ``hp.choice`` of
+    dicts, each holding its family's own parameters under labels unique to it ("rf.max_depth");
+    ``flat_params`` turns a sample back into train's parameter names."""
     from hyperopt import hp
     from hyperopt.pyll import scope
 
     expressions = {}
     for name, (kind, *args) in space.items():
+        label = family_parameter(family, name) if family else name
         if kind == "int":
             low, high, step = args
-            expressions[name] = scope.int(hp.quniform(name, low, high, step))
+            expressions[name] = scope.int(hp.quniform(label, low, high, step))
         elif kind == "choice":
-            expressions[name] = hp.choice(name, list(args[0]))
+            expressions[name] = hp.choice(label, list(args[0]))
+        elif kind == "family":
+            expressions[name] = hp.choice(label, [{name: value, **hyperopt_space(own, family=value)}
+                                                  for value, own in args[0].items()])
         else:
             raise ValueError(f"unknown search-space kind {kind!r} for {name}")
     return expressions
+
+
+def flat_params(sample: dict) -> dict:
+    """{"model_type": {"model_type": "gbt", "max_depth": 4}, "log_label": True} ->
+    {"model_type": "gbt", "max_depth": 4, "log_label": True}."""
+    flat = {}
+    for name, value in sample.items():
+        flat.update(flat_params(value) if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def early_stop(trials_without_progress: int, trials, *args):
+    """Hyperopt's early_stop_fn: models.search.no_progress over the finished trials, in trial order."""
+    from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR
+
+    finished = sorted((t for t in trials.trials if t["state"] in (JOB_STATE_DONE, JOB_STATE_ERROR)),
+                      key=lambda t: t["tid"])
+    losses = [(t.get("result") or {}).get("loss") if (t.get("result") or {}).get("status") == "ok" else None
+              for t in finished]
+    return no_progress(losses, trials_without_progress), args
 
 
 def run_trial(context: TrialContext, trial_params: dict, evaluate, run_name: str) -> dict:
@@ -79,7 +108,8 @@ class MllibObjective:
         self.data, self.spec = data, spec
         self.calls = 0
 
-    def __call__(self, trial_params: dict) -> dict:
+    def __call__(self, sample: dict) -> dict:
+        trial_params = flat_params(sample)
         number = self.calls  # serial Trials: calls come in trial-id order
         self.calls += 1
         result = run_trial(self.data.context, trial_params, functools.partial(evaluate_mllib, self.data, self.spec),
@@ -89,8 +119,9 @@ class MllibObjective:
         return result
 
 
-def sklearn_trial(context: TrialContext, data, seed: int, trial_params: dict) -> dict:
+def sklearn_trial(context: TrialContext, data, seed: int, sample: dict) -> dict:
     """One scikit-learn trial; runs in a Spark Python worker under SparkTrials."""
+    trial_params = flat_params(sample)
 
     x_fit, y_fit, x_valid, y_valid, spec = data.value
 
@@ -125,6 +156,7 @@ def _search(objective, space: dict, params: TuneParams, trials) -> tuple[list[di
         fmin(objective, hyperopt_space(space),
              algo=functools.partial(tpe.suggest, n_startup_jobs=startup_trials(params.max_evals)),
              max_evals=params.max_evals, timeout=params.timeout_seconds or None, trials=trials,
+             early_stop_fn=functools.partial(early_stop, params.early_stop_trials) if params.early_stop_trials else None,
              rstate=np.random.default_rng(params.seed), show_progressbar=False, return_argmin=False)
     except AllTrialsFailed:
         pass  # reported by log_search_summary, with the trials' errors

@@ -35,18 +35,35 @@ from sparkmlops.models import search, sklearn_forest
 PRUNING_STAGES = 4
 
 
-def suggest(trial, space: dict) -> dict:
-    """A configuration from the shared search space (see models.search.mllib_space), asked of Optuna."""
+def suggest(trial, space: dict, family: str = "") -> dict:
+    """A configuration from the shared search space (see models.search.mllib_space), asked of Optuna,
+    with train's parameter names. A family's own parameters are asked under names unique to it
+    ("rf.max_depth"): Optuna's TPE models each name on the trials that had it."""
     params = {}
     for name, (kind, *args) in space.items():
+        label = search.family_parameter(family, name) if family else name
         if kind == "int":
             low, high, step = args
-            params[name] = trial.suggest_int(name, low, high, step=step)
+            params[name] = trial.suggest_int(label, low, high, step=step)
         elif kind == "choice":
-            params[name] = trial.suggest_categorical(name, list(args[0]))
+            params[name] = trial.suggest_categorical(label, list(args[0]))
+        elif kind == "family":
+            params[name] = trial.suggest_categorical(label, list(args[0]))
+            params.update(suggest(trial, args[0][params[name]], family=params[name]))
         else:
             raise ValueError(f"unknown search-space kind {kind!r} for {name}")
     return params
+
+
+def early_stop(trials_without_progress: int, study, _trial) -> None:
+    """Optuna callback: stop the study once models.search.no_progress says so. Stateless: on Spark each
+    task asks it of every trial stored so far and stops its own share."""
+    from optuna.trial import TrialState
+
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    losses = [t.value if t.state == TrialState.COMPLETE else None for t in sorted(finished, key=lambda t: t.number)]
+    if search.no_progress(losses, trials_without_progress):
+        study.stop()
 
 
 def run_trial(context: search.TrialContext, space: dict, evaluate, trial) -> float:
@@ -60,6 +77,9 @@ def run_trial(context: search.TrialContext, space: dict, evaluate, trial) -> flo
     started = time.perf_counter()
     run.set_tags({"engine": context.engine})
     trial_params = suggest(trial, space)
+    trial.set_user_attr("params", trial_params)
+    # The storage logs Optuna's names ("gbt.max_depth"); the run also gets train's ("max_depth").
+    run.log_params({k: v for k, v in trial_params.items() if k not in trial.params})
     try:
         metrics = evaluate(trial_params, trial)
         loss = search.loss_of(metrics, context.metric)
@@ -122,7 +142,8 @@ def _trial_rows(trials) -> list[dict]:
         if status == "failed" and not error:
             error = "cancelled or lost"
         rows.append({"trial": trial.number, "status": status, "loss": trial.value if status == "ok" else None,
-                     "run_id": compat.optuna_trial_run_id(trial), "params": trial.params,
+                     "run_id": compat.optuna_trial_run_id(trial),
+                     "params": trial.user_attrs.get("params", trial.params),
                      "metrics": trial.user_attrs.get("metrics", {}),
                      "seconds": trial.duration.total_seconds() if trial.duration else None, "error": error})
     return rows
@@ -150,11 +171,12 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
     run_id = data.context.parent_run_id
     sampler, pruner = _sampler_and_pruner(params)
     timeout = params.timeout_seconds or None
+    callbacks = [functools.partial(early_stop, params.early_stop_trials)] if params.early_stop_trials else None
     started = time.perf_counter()
     if params.engine == "mllib":
         study = tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=False)
         study.optimize(functools.partial(mllib_objective, data, spec), n_trials=params.max_evals, timeout=timeout,
-                       catch=(Exception,))
+                       catch=(Exception,), callbacks=callbacks)
     else:
         ship_package(spark)
         quiet_python_task_warnings()
@@ -162,7 +184,8 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
         try:
             study = tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=True)
             objective = functools.partial(sklearn_objective, data.context, data.space, broadcast, params.seed)
-            tracking.optimize_on_spark(study, run_id, objective, params.max_evals, timeout, params.parallelism)
+            tracking.optimize_on_spark(study, run_id, objective, params.max_evals, timeout, params.parallelism,
+                                       callbacks)
         finally:
             broadcast.destroy()
     return _trial_rows(study.trials), time.perf_counter() - started

@@ -132,3 +132,14 @@ def test_content_digest_sees_a_changed_value(spark):
                             .otherwise(F.col("price")))
     assert digests.content_digest(df) == digests.content_digest(df.orderBy(F.rand(1)))  # order-free
     assert digests.content_digest(df) != digests.content_digest(changed)
+
+
+def test_a_split_sides_digest_is_the_whole_minus_the_other_side(spark):
+    from sparkmlops.data.splits import split_train_test
+
+    df = generators.generate_airbnb(spark, 300, seed=3)
+    train, test = split_train_test(df, 0.8, 42)
+    whole = digests.compute(df)
+    derived = whole.minus(digests.compute(train))
+    assert (derived.hex, derived.rows) == digests.digest_and_count(test)
+    assert whole.minus(whole).hex == digests.content_digest(df.limit(0))

@@ -3,8 +3,9 @@
 import time
 
 import mlflow
+import numpy as np
 import pytest
-from conftest import in_tracked_run
+from conftest import in_tracked_run, runs_of, script_in_process
 from pyspark.sql import functions as F
 
 from sparkmlops.core.errors import UserInputError
@@ -117,3 +118,46 @@ def test_bad_model_uris(uri, message):
 def test_non_spark_model_is_refused(pyfunc_model_uri):
     with pytest.raises(UserInputError, match="is not a Spark model"):
         resolve.resolve_model(pyfunc_model_uri)
+    # score_batch takes any python_function model, but only one it can check: this one has no signature
+    from sparkmlops.models.pandas_predict import check_pyfunc_model
+
+    with pytest.raises(UserInputError, match="has no input signature"):
+        check_pyfunc_model(resolve.resolve_model(pyfunc_model_uri, require_flavor=""))
+
+
+# The export's documented parity (docs/serving.md), a literal here so that loosening it fails this test.
+EXPORT_PARITY = 1e-6
+
+
+def test_an_onnx_export_scores_like_its_spark_model_sending_only_its_columns(spark, client, trained_model,
+                                                                             default_data, tmp_path):
+    """score_batch of export_onnx's pyfunc: the Spark model's predictions within the export's parity, the
+    input's other columns (a wide text one here) kept with their types, one model load per Python worker."""
+    from sparkmlops.serve.export_onnx import ExportParams, export_and_log
+
+    uri, _ = trained_model
+    _, exported = in_tracked_run(ExportParams(model_uri=uri), lambda plan: export_and_log(spark, plan))
+    source = str(tmp_path / "in")
+    (spark.read.parquet(default_data).withColumn("listing_text", F.repeat(F.lit("lorem ipsum "), 50))
+     .withColumn("accommodates", F.col("accommodates").cast("int")).repartition(3).write.parquet(source))
+    # The export as a user scores it: `python score_batch.py --model_uri <the export>`.
+    result = script_in_process("score_batch.py", "--model_uri", f"runs:/{exported['run_id']}/model",
+                               "--input_path", source, "--output_path", str(tmp_path / "onnx"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = runs_of(client, filter_string=f"params.output_path = '{tmp_path / 'onnx'}'")
+    run_id = run.info.run_id
+    _score(spark, BatchParams(uri, source, str(tmp_path / "spark")))
+
+    by_onnx, by_spark = (spark.read.parquet(str(tmp_path / side)) for side in ("onnx", "spark"))
+    assert by_onnx.dtypes == by_spark.dtypes and by_onnx.columns[-1] == "prediction"
+    keys = [c for c in by_onnx.columns if c != "prediction"]
+    onnx_rows, spark_rows = (frame.toPandas().sort_values(keys, kind="stable").reset_index(drop=True)
+                             for frame in (by_onnx, by_spark))
+    assert len(onnx_rows) == client.get_run(run_id).data.metrics["rows_scored"] == spark.read.parquet(default_data).count()
+    assert onnx_rows[keys].equals(spark_rows[keys])
+    np.testing.assert_allclose(onnx_rows["prediction"], spark_rows["prediction"], rtol=EXPORT_PARITY, atol=0)
+    run = client.get_run(run_id)
+    assert run.data.tags["scored_with"] == "arrow_pandas_udf"
+    partitions = spark.read.parquet(source).rdd.getNumPartitions()
+    assert 1 <= run.data.metrics["model_loads"] <= partitions
+    assert run.data.metrics["arrow_batches"] >= partitions

@@ -32,7 +32,7 @@ def test_bad_inputs(client, trained_model, pyfunc_model_uri, default_data, tmp_p
     uri, _ = trained_model
     out = str(tmp_path / "out")
     assert_refused(_score("runs:/0123456789abcdef0123456789abcdef/model", default_data, out), client, "not found")
-    assert_refused(_score(pyfunc_model_uri, default_data, out), client, "is not a Spark model")
+    assert_refused(_score(pyfunc_model_uri, default_data, out), client, "has no input signature")
     assert_refused(_score(uri, str(tmp_path / "missing.parquet"), out), client, "does not exist")
     (tmp_path / "empty").mkdir()
     assert_refused(_score(uri, str(tmp_path / "empty"), out), client, "is an empty folder")

@@ -119,6 +119,71 @@ def test_same_seed_same_trials_other_seed_other_trials(spark, default_data, mlli
     assert other.trials[0]["params"] != first.trials[0]["params"]
 
 
+# Each family with its own small parameters; xgboost has no feature_subset_strategy (train refuses one).
+SMALL_FAMILY_SPACE = {
+    "model_type": ("family", {
+        "rf": {"num_trees": ("int", 5, 10, 5), "max_depth": ("int", 2, 4, 1),
+               "feature_subset_strategy": ("choice", ["onethird", "all"])},
+        "gbt": {"num_trees": ("int", 3, 6, 3), "max_depth": ("int", 2, 3, 1)},
+        "xgboost": {"num_trees": ("int", 5, 20, 5), "max_depth": ("int", 2, 5, 1)},
+    }),
+    "log_label": ("choice", [False, True]),
+}
+FAMILY_PARAMETERS = {"rf": {"num_trees", "max_depth", "feature_subset_strategy"},
+                     "gbt": {"num_trees", "max_depth"}, "xgboost": {"num_trees", "max_depth"}}
+
+
+def test_family_search_gives_each_trial_its_familys_parameters_and_refits_the_best_family(
+        spark, client, default_data, tuner):
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=8), SMALL_FAMILY_SPACE, tuner)
+    assert len({t["params"]["model_type"] for t in result.trials}) >= 2, "8 seeded draws reach two families"
+    for child, trial in zip(_children(client, parent_id), result.trials):
+        family = trial["params"]["model_type"]
+        assert set(trial["params"]) == FAMILY_PARAMETERS[family] | {"model_type", "log_label"}
+        assert child.info.status == "FINISHED", child.data.tags.get("error")
+        # the trial's run carries train's parameter names, as a train run does
+        assert {k: child.data.params[k] for k in trial["params"]} == {k: str(v) for k, v in trial["params"].items()}
+    model = mlflow.spark.load_model(f"runs:/{parent_id}/model")
+    stage = type(spark_pipeline.forest_of(model)).__name__
+    assert stage == {"rf": "RandomForestRegressionModel", "gbt": "GBTRegressionModel",
+                     "xgboost": "SparkXGBRegressorModel"}[result.best_params["model_type"]]
+    assert client.get_run(parent_id).data.params["best_model_type"] == result.best_params["model_type"]
+
+
+def test_early_stop_ends_the_search_after_trials_without_progress(spark, client, default_data, tuner):
+    # One configuration: every trial has the first one's loss, so none improves on it.
+    space = {"num_trees": ("choice", [5]), "max_depth": ("choice", [2]), "max_bins": ("choice", [64]),
+             "feature_subset_strategy": ("choice", ["all"]), "log_label": ("choice", [False])}
+    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=10, early_stop_trials=2), space,
+                              tuner)
+    assert len(result.trials) == 3  # the best (first) trial, then two without progress
+    assert client.get_run(parent_id).data.metrics["trials_total"] == 3
+
+
+def test_no_progress_counts_trials_since_the_first_best_loss():
+    from sparkmlops.models.search import no_progress
+
+    assert not no_progress([5.0, 4.0, 4.5], 2) and no_progress([5.0, 4.0, 4.5, 4.0], 2)  # a tie is no progress
+    assert no_progress([None, None], 2) and not no_progress([None], 2)  # failed trials make no progress
+    assert not no_progress([3.0, 4.0, 5.0, 6.0], 0)  # 0 = never stop
+
+
+def test_default_spaces_leave_out_the_costly_corner_unless_wide_is_asked():
+    """The issue's corner: about 200 trees of depth 15 on every feature, minutes per trial."""
+    from sparkmlops.models.search import mllib_space, sklearn_space
+
+    def reaches_corner(space):
+        return (space["num_trees"][2] >= 200 and space["max_depth"][2] >= 15
+                and any(v in ("all", "1.0") for v in space.get("feature_subset_strategy", space.get("max_features"))[1]))
+
+    families = mllib_space(37, True)["model_type"][1]
+    assert set(families) == {"rf", "gbt", "xgboost"}
+    assert not reaches_corner(families["rf"]) and not reaches_corner(sklearn_space(True))
+    assert reaches_corner(mllib_space(37, True, "wide")["model_type"][1]["rf"])
+    assert reaches_corner(sklearn_space(True, "wide"))
+    assert mllib_space(37, False)["log_label"] == ("choice", [False])
+
+
 def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_data, tuner):
     # max_bins=4 cannot hold the 36 neighbourhoods: those trials fail inside the fit.
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4, 64])}

@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from conftest import (
     PROJECT_ROOT,
@@ -31,6 +32,8 @@ from sparkmlops.models.search import TuneParams
     (TuneParams(metric="mape"), "unknown metric 'mape'"),
     (TuneParams(parallelism=2), "parallelism applies to engine=sklearn"),
     (TuneParams(timeout_seconds=-5), "timeout_seconds must be >= 0"),
+    (TuneParams(early_stop_trials=-1), "early_stop_trials must be >= 0"),
+    (TuneParams(search_space="huge"), "unknown search_space 'huge'"),
     (TuneParams(train_fraction=1.0), "train_fraction must be strictly between 0 and 1"),
     (TuneParams(label_col=""), "label_col is empty"),
     (TuneParams(data_path="/no/such/listings.parquet"), "'/no/such/listings.parquet' does not exist"),
@@ -123,7 +126,8 @@ def test_tune_optuna_through_the_mlflow_run_cli(client, small_data):
     """Where a user starts: `mlflow run -e tune_optuna` with -P overrides, trials on the executors."""
     result = run_entry([str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "tune_optuna",
                         "--env-manager", "local", "-P", f"data_path={small_data}", "-P", "max_evals=3",
-                        "-P", "engine=sklearn"], cwd=PROJECT_ROOT)
+                        "-P", "engine=sklearn", "-P", "search_space=wide", "-P", "early_stop_trials=5"],
+                       cwd=PROJECT_ROOT)
     parent_id = launched_run_id(result)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "tune_optuna"
@@ -132,3 +136,7 @@ def test_tune_optuna_through_the_mlflow_run_cli(client, small_data):
     assert sorted(c.info.run_name for c in children) == ["trial-000", "trial-001", "trial-002"]
     assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
     assert_logged_model(parent_id)  # its params logged by `mlflow run` (quoted) and by the script
+    # -P search_space=wide reached the search: its space has the all-features corner
+    space = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=parent_id,
+                                                                 artifact_path="search_space.json")).read_text())
+    assert "1.0" in space["max_features"][1] and space["num_trees"][2] == 200

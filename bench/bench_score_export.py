@@ -1,0 +1,58 @@
+"""Benchmark: score_batch of the ONNX export of the book's forest vs score_batch of the Spark model itself.
+
+The book's forest (train's defaults: 100 trees of depth 5, on the real data when ../shared is present)
+is exported with export_onnx; then, for each size, the same generated rows are scored by `score_batch.py`
+with the Spark model (its `transform`) and with the export (an Arrow pandas UDF on the executors),
+one after the other in separate processes on the same cores. Prints each one's rows/s (the run's own
+`rows_per_second`: read, checks, scoring and the atomic write) and wall seconds, and the ratio export /
+Spark (target: >= 2x). Predictions agree within the export's parity (tested in tests/score).
+
+    python bench/bench_score_export.py [--rows 1000000 10000000] [--files 20]
+"""
+
+import argparse
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from common import REAL_DIR, isolated_env, parsed
+from common import timed as run
+
+REAL = REAL_DIR / "sf-airbnb-clean.parquet"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--files", type=int, default=20)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        env = isolated_env(tmp)
+        _, trained = run([py, "train.py"] + (["--data_path", str(REAL)] if REAL.exists() else []), env)
+        spark_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', trained.stdout, 'the train run id')}/model"
+        _, exported = run([py, "export_onnx.py", "--model_uri", spark_uri], env)
+        export_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', exported.stdout, 'the export run id')}/model"
+        print(f"model: {spark_uri} (train's defaults, data: {REAL if REAL.exists() else 'generated'}); "
+              f"export: {export_uri}")
+        print("| rows | scorer | rows/s (run metric) | wall s (process) |")
+        print("|---|---|---|---|")
+        for rows in args.rows:
+            rows_path = tmp / f"rows-{rows}.parquet"
+            run([py, "generate_data.py", "--output_path", rows_path, "--n_rows", str(rows), "--n_files",
+                 str(args.files)], env)
+            rates = {}
+            for name, uri in (("Spark model, transform", spark_uri), ("ONNX export, Arrow UDF", export_uri)):
+                out = tmp / f"scored-{rows}-{len(rates)}"
+                wall, result = run([py, "score_batch.py", "--model_uri", uri, "--input_path", rows_path,
+                                    "--output_path", out], env)
+                rates[name] = float(re.search(r"\(([0-9.]+) rows/s\)", result.stdout).group(1))
+                print(f"| {rows:,} | {name} | {rates[name]:,.0f} | {wall:.1f} |", flush=True)
+            spark_rate, export_rate = rates.values()
+            print(f"| {rows:,} | ratio export / Spark | {export_rate / spark_rate:.2f}x (target >= 2x) | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
