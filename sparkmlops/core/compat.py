@@ -23,6 +23,20 @@ def jvm_spark_context(spark_context):
     return spark_context._jsc.sc()
 
 
+def activate_session(spark) -> None:
+    """Make ``spark`` the calling thread's active session, as the builder does for the thread that creates
+    it: PySpark keeps the active session per thread (classic: the JVM's thread-local one, through
+    ``SparkSession._activeSession`` and ``_jsparkSession``; Connect: ``_set_default_and_active_session``),
+    and MLflow and pyspark.ml look it up with ``SparkSession.getActiveSession()``."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        type(spark)._set_default_and_active_session(spark)
+        return
+    from pyspark.sql import SparkSession
+
+    SparkSession._activeSession = spark
+    spark._jvm.SparkSession.setActiveSession(spark._jsparkSession)
+
+
 def spark_model_data_subpath() -> str:
     """The folder inside an MLflow spark-flavor model that holds the saved pipeline ("sparkml")."""
     from mlflow.spark import _SPARK_MODEL_PATH_SUB
@@ -63,6 +77,9 @@ def optuna_trial_run_id(trial) -> str:
 
 # (module, attribute) of every private symbol above, for the test that imports each.
 PRIVATE_SYMBOLS = (
+    ("pyspark.sql", "SparkSession._activeSession"),
+    ("pyspark.sql", "SparkSession._jsparkSession"),
+    ("pyspark.sql.connect.session", "SparkSession._set_default_and_active_session"),
     ("pyspark", "SparkContext._jvm"),
     ("pyspark", "SparkContext._jsc"),
     ("mlflow.spark", "_SPARK_MODEL_PATH_SUB"),

@@ -9,7 +9,7 @@ import importlib
 import os
 from typing import Callable
 
-from sparkmlops.core import tracking
+from sparkmlops.core import compat, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import (
     check_master,
@@ -117,6 +117,7 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
             return job(None, checked)
         _import_while_waiting(starting)
         spark = starting.result()
+        compat.activate_session(spark)  # created in another thread: not yet this thread's active session
         try:
             tracking.set_tags({"spark_master": spark_master(spark)})
             return job(spark, checked)
