@@ -79,11 +79,11 @@ class LabelledData:
     profile: dict
     df: object  # the rows used (labelled, label cast to double)
     cached: object  # what to unpersist
-    content: data_digests.ContentDigest  # of ``df``; its hex is the run's data_digest tag
+    content: data_digests.ContentDigest  # of ``df``: its row-hash sums, from which split digests derive
+    digest: str = ""  # content.hex: the run's data_digest tag
 
-    @property
-    def digest(self) -> str:
-        return self.content.hex
+    def __post_init__(self):
+        self.digest = self.digest or self.content.hex
 
 
 def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
