@@ -3,8 +3,9 @@
     mlflow run . -e reproduce -P run_id=<id>
     python reproduce.py --run_id <id> --env_manager uv --tolerance 1e-9
 
-Refuses, before anything runs, a run made from a dirty tree or without a commit, and data whose content
-digest changed since the run (unless --allow_data_change true). The new run is tagged
+Refuses, before anything runs, a run made from a dirty tree or without a commit, code from a source that
+is not https, ssh or a local path, or that only the run's tags name and is not trusted (--trusted_sources),
+and data whose content digest changed since the run (unless --allow_data_change true). The new run is tagged
 ``reproduction_of=<id>``; this run logs reproduction/metrics.csv (metric, original, reproduced,
 difference) and ends FAILED, exit code 4, when a metric differs by more than the tolerance.
 """
@@ -29,6 +30,9 @@ from sparkmlops.reproduce.reproduce import (
               help="Re-run even when the data no longer has the run's digest (the changes are reported).")
 @click.option("--project_uri", default="", help="Git URL or clone holding the run's commit; empty = this "
               "checkout, else the repository URL MLflow recorded for the run.")
+@click.option("--trusted_sources", default="", help="Where the code may be fetched from when the run's tags name "
+              "the repository: comma-separated URL prefixes (https, ssh or local paths), or 'any'; empty = only "
+              "this checkout and its git remotes. project_uri is always allowed.")
 @cli.spark_master_option
 def main(**options):
     """Reproduce a logged run and compare its metrics."""

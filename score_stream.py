@@ -4,7 +4,7 @@
         -P output_path=/data/scored -P checkpoint_path=/data/scored-checkpoint
 
 trigger=available_now (default) drains the files present and stops; an interval such as '10 seconds'
-runs until SIGINT/SIGTERM. Re-running the same command after a crash resumes from the checkpoint.
+runs until SIGINT/SIGTERM, which stop it cleanly (exit 130/143, run KILLED). Re-running the same command after a crash resumes from the checkpoint.
 Read the output with Spark (spark.read.parquet), which skips part files of uncommitted batches.
 """
 
@@ -30,7 +30,7 @@ def main(**options):
     params = StreamParams(**options)
     summary = run_entry_point("score_stream", params, master, lambda spark, model: run_stream(spark, params, model))
     print(f"score_stream: {summary['rows_scored']} rows in {summary['batches']} micro-batches, "
-          f"{summary['seconds']:.1f} s{' (stopped by signal)' if summary['stopped_by_signal'] else ''}")
+          f"{summary['seconds']:.1f} s")
 
 
 if __name__ == "__main__":

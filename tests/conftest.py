@@ -6,6 +6,7 @@ through environment variables, as a user would set them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -57,7 +58,7 @@ PYSPARK_SUBMIT_ARGS = " ".join(
 )
 # Test modules, longest first (measured with pytest-xdist, 2 workers; unlisted ones follow in their own
 # order): `make test` hands whole modules to the workers in this order, so none waits behind a long one.
-LONGEST_FIRST = ["e2e/test_bad_inputs.py", "e2e/test_cluster.py", "e2e/test_journey.py", "e2e/test_user_path.py",
+LONGEST_FIRST = ["e2e/test_bad_inputs.py", "e2e/test_bad_inputs_reproduce.py", "e2e/test_cluster.py", "e2e/test_journey.py", "e2e/test_user_path.py",
                  "reproduce/test_reproduce.py", "score/test_score_stream.py", "tune/test_tune.py",
                  "serve/test_export_onnx.py", "e2e/test_mlflow_run.py", "monitor/test_check_drift.py",
                  "registry/test_promote.py", "tune/test_tune_cli.py", "train/test_train.py",
@@ -103,6 +104,12 @@ def test_environment(workdir):
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    # MLflow's per-process temp folder (mlflow.pyfunc.spark_udf keeps model copies there), removed by MLflow
+    # when the process exits: made here, once, as any process would make it at its first use, so that the
+    # in-process entry points' temp-file checks (temp_dir_checked) see only what each run leaves behind.
+    from mlflow.utils.file_utils import get_or_create_tmp_dir
+
+    get_or_create_tmp_dir()
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=(workdir / "artifacts").as_uri())
@@ -175,8 +182,40 @@ def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None
     return result
 
 
-def python_script(script: str, *options: str, **kw):
-    return run_entry([sys.executable, str(PROJECT_ROOT / script), *options], **kw)
+@contextlib.contextmanager
+def temp_dir_checked(what: str, process_env: dict | None = None):
+    """A fresh temporary folder as this process's (``tempfile.tempdir``) and, through TMPDIR, its children's
+    for the block, checked to be empty after it: an entry point leaves no temporary files behind, whether
+    it succeeds or fails (JVM files go to java.io.tmpdir and are Spark's own)."""
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="sparkmlops-entry-tmp-"))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(scratch)
+    os.environ["TMPDIR"] = str(scratch)
+    if process_env is not None:
+        process_env["TMPDIR"] = str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        # onnxruntime writes one file there when it is imported (its telemetry session, rewritten each time)
+        left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.name != ".ses")
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert not left, f"{what} left temporary files behind: {left[:20]}"
+
+
+def python_script(script: str, *options: str, env: dict | None = None, **kw):
+    env = dict(env or {})
+    if "TMPDIR" in env:  # the test chose the folder itself
+        return run_entry([sys.executable, str(PROJECT_ROOT / script), *options], env=env, **kw)
+    with temp_dir_checked(f"python {script}", env):
+        return run_entry([sys.executable, str(PROJECT_ROOT / script), *options], env=env, **kw)
 
 
 def script_in_process(script: str, *options: str):
@@ -184,7 +223,6 @@ def script_in_process(script: str, *options: str):
     path as ``python <script>`` (options, validation, tracked run, one-line error, exit code) without a
     new JVM. ``spark_sessions`` counts the sessions the entry point asked the factory for (0: refused
     before Spark). Use ``python_script`` where the separate process matters (signals, environment)."""
-    import contextlib
     import importlib.util
     import io
     from types import SimpleNamespace
@@ -200,7 +238,8 @@ def script_in_process(script: str, *options: str):
         sessions.append(args)
         return get_spark(*args, **kwargs)
 
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as patch:
+    with temp_dir_checked(f"{script} (in-process)"), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as patch:
         patch.setattr(jobs, "get_spark", counted_get_spark)
         try:
             cli.run(module.main, list(options))

@@ -11,6 +11,12 @@ and ``spark-submit --class SparkConnectServer``. Both exec java, so the PID reco
 ``up`` also writes ``<state_dir>/conf/spark-defaults.conf`` (the master, driver bound to 127.0.0.1, this
 Python for the executors) and ``<state_dir>/env.sh`` to source, so ``mlflow run`` needs no change.
 
+A recorded PID is signalled only while it is still the daemon started there: after a reboot or a crash
+a stale cluster.json names PIDs another process may have. So each daemon's start time (it survives the
+exec into java) is recorded at launch, and before any signal the process must have that start time and
+the daemon's main class in its command line; one that has not is left alone, reported and forgotten.
+The start time is /proc's; without /proc (macOS) it is ``ps``'s.
+
 A port of 0 lets the daemon bind a free port itself; the port it got is read from its log. Tests and
 benchmarks do that: a port picked beforehand could be taken by another process before the daemon binds it.
 """
@@ -31,10 +37,16 @@ from pathlib import Path
 
 import click
 
+from tools import processes
+
 HOST = "127.0.0.1"
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 CONNECT_SERVICE_CLASS = "org.apache.spark.sql.connect.service.SparkConnectService"
 STATE_FILE = "cluster.json"
+# Each daemon's main class by its name (master, worker-<n>, connect): for state files that did not record it.
+DAEMON_CLASSES = {"master": MASTER_CLASS, "worker": WORKER_CLASS, "connect": CONNECT_SERVER_CLASS}
 
 
 def spark_home() -> Path:
@@ -70,6 +82,9 @@ class Cluster:
     # Extra JVM options for every daemon (SPARK_DAEMON_JAVA_OPTS) and the Connect server's driver.
     java_options: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    # What tells each daemon from a later process with its PID (see record_daemon); absent in old state files.
+    start_times: dict[str, str] = field(default_factory=dict)
+    main_classes: dict[str, str] = field(default_factory=dict)
     log_offsets: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -124,15 +139,61 @@ def _log_path(cluster: Cluster, name: str) -> Path:
     return Path(cluster.state_dir) / "logs" / f"{name}.log"
 
 
-def _launch(cluster: Cluster, name: str, command: list[str]) -> int:
+def _launch(cluster: Cluster, name: str, command: list[str], main_class: str) -> int:
     path = _log_path(cluster, name)
     cluster.log_offsets[name] = path.stat().st_size if path.exists() else 0  # this start's lines come after
     with open(path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=_daemon_env(cluster), start_new_session=True)
-    cluster.pids[name] = process.pid
-    cluster.save()
+    record_daemon(cluster, name, process.pid, main_class)
     return process.pid
+
+
+def record_daemon(cluster: Cluster, name: str, pid: int, main_class: str) -> None:
+    """Record ``pid`` as daemon ``name`` running ``main_class``, with its start time, and save the state.
+    Called right after Popen: the command line may still be spark-class's shell, but the start time stays
+    the same across its exec into java."""
+    identity = processes.identity(pid)
+    cluster.pids[name] = pid
+    cluster.main_classes[name] = main_class
+    if identity and identity[0]:
+        cluster.start_times[name] = identity[0]
+    else:
+        cluster.start_times.pop(name, None)
+    cluster.save()
+
+
+def _not_ours(cluster: Cluster, name: str) -> str | None:
+    """Why the running process at ``name``'s recorded PID is not the daemon started there (its PID was
+    reused), or None if it is, or if nothing runs there any more."""
+    pid = cluster.pids[name]
+    if not processes.running(pid):
+        return None
+    identity = processes.identity(pid)
+    if identity is None:
+        return None if not processes.running(pid) else f"pid {pid} cannot be inspected"
+    start, command = identity
+    recorded = cluster.start_times.get(name)
+    main_class = cluster.main_classes.get(name) or DAEMON_CLASSES.get(name.split("-")[0])
+    if not main_class or main_class not in command or (recorded and start and start != recorded):
+        shown = command if len(command) <= 100 else command[:97] + "..."
+        return f"pid {pid} is now another process: {shown}"
+    return None
+
+
+def _forget(cluster: Cluster, name: str) -> None:
+    for recorded in (cluster.pids, cluster.start_times, cluster.main_classes):
+        recorded.pop(name, None)
+
+
+def forget_foreign(cluster: Cluster) -> dict[str, str]:
+    """Drop from the state, without a signal, every recorded PID that is now another process: {name: why}."""
+    foreign = {name: why for name in list(cluster.pids) if (why := _not_ours(cluster, name))}
+    for name in foreign:
+        _forget(cluster, name)
+    if foreign:
+        cluster.save()
+    return foreign
 
 
 def _service_port(service: str) -> str:
@@ -149,7 +210,7 @@ def _logged_port(cluster: Cluster, name: str, pattern: str, deadline: float) -> 
             match = re.search(pattern, log.read().decode(errors="replace"))
         if match:
             return int(match.group(1))
-        if not _running(cluster.pids[name]):
+        if not processes.running(cluster.pids[name]):
             raise click.ClickException(f"{name} exited at start: see {path}")
         if time.monotonic() > deadline:
             raise click.ClickException(f"{name} did not say which port it bound: see {path}")
@@ -177,8 +238,8 @@ def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
                        cluster.connect_port if cluster.connect else 0])
     spark_class = str(spark_home() / "bin" / "spark-class")
     try:
-        _launch(cluster, "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", HOST,
-                                    "--port", str(cluster.master_port), "--webui-port", str(cluster.master_ui_port)])
+        _launch(cluster, "master", [spark_class, MASTER_CLASS, "--host", HOST, "--port", str(cluster.master_port),
+                                    "--webui-port", str(cluster.master_ui_port)], MASTER_CLASS)
         cluster.master_port = _logged_port(cluster, "master", _service_port("sparkMaster"), deadline)
         cluster.master_ui_port = _logged_port(cluster, "master", _service_port("MasterUI"), deadline)
         write_spark_conf(cluster)
@@ -186,9 +247,9 @@ def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
             work_dir = state_dir / f"worker-{index}"
             work_dir.mkdir(exist_ok=True)
             _launch(cluster, f"worker-{index}", [
-                spark_class, "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host", HOST,
+                spark_class, WORKER_CLASS, cluster.master_url, "--host", HOST,
                 "--cores", str(cluster.worker_cores), "--memory", cluster.worker_memory,
-                "--webui-port", str(ui_port), "--work-dir", str(work_dir)])
+                "--webui-port", str(ui_port), "--work-dir", str(work_dir)], WORKER_CLASS)
         for index in range(1, workers + 1):
             cluster.worker_ui_ports[index - 1] = _logged_port(cluster, f"worker-{index}", _service_port("WorkerUI"),
                                                               deadline)
@@ -223,7 +284,7 @@ def start_connect_server(cluster: Cluster) -> int:
                "--name", "Spark Connect server", "--master", master]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
-    return _launch(cluster, "connect", command)
+    return _launch(cluster, "connect", command, CONNECT_SERVER_CLASS)
 
 
 def restart_connect_server(cluster: Cluster, port: int = 0, timeout: float = 120) -> float:
@@ -231,7 +292,7 @@ def restart_connect_server(cluster: Cluster, port: int = 0, timeout: float = 120
     return the seconds until it accepts connections: what a client of a cold server waits."""
     started = time.monotonic()
     if "connect" in cluster.pids:
-        _stop_pid(cluster.pids.pop("connect"), timeout=30)
+        _stop_pid(cluster, "connect", timeout=30)
     cluster.connect, cluster.connect_port = True, port
     start_connect_server(cluster)
     deadline = started + timeout
@@ -253,30 +314,10 @@ def alive_workers(cluster: Cluster) -> int:
         return 0
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        pass
-    # A child of this process that exited stays a zombie until reaped: reap it.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
 def wait_until_ready(cluster: Cluster, workers: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dead = [name for name, pid in cluster.pids.items() if not _running(pid)]
+        dead = [name for name, pid in cluster.pids.items() if not processes.running(pid)]
         if dead:
             raise click.ClickException(f"{', '.join(dead)} exited at start: see {Path(cluster.state_dir) / 'logs'}")
         ready = alive_workers(cluster) >= workers
@@ -288,33 +329,42 @@ def wait_until_ready(cluster: Cluster, workers: int, timeout: float) -> None:
     raise click.ClickException(f"the cluster was not ready after {timeout:.0f} s: see {Path(cluster.state_dir) / 'logs'}")
 
 
-def _stop_pid(pid: int, timeout: float) -> bool:
-    """SIGTERM ``pid``, SIGKILL after ``timeout``; whether it was running."""
-    if not _running(pid):
+def _stop_pid(cluster: Cluster, name: str, timeout: float) -> bool:
+    """SIGTERM daemon ``name``'s recorded PID, SIGKILL after ``timeout``, and forget it; whether it was
+    running. A PID that is now another process is forgotten without a signal."""
+    why, pid = _not_ours(cluster, name), cluster.pids[name]
+    _forget(cluster, name)
+    cluster.save()
+    if why:
+        click.echo(f"not stopped: {name} ({why})", err=True)
+        return False
+    if not processes.running(pid):
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _running(pid) and time.monotonic() < deadline:
+    while processes.running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _running(pid):
+    if processes.running(pid):
         os.kill(pid, signal.SIGKILL)
     return True
 
 
 def stop(cluster: Cluster, timeout: float = 30) -> list[str]:
-    """Stop every recorded PID (SIGTERM, then SIGKILL after ``timeout``); never by process name."""
+    """Stop every recorded PID (SIGTERM, then SIGKILL after ``timeout``); never by process name. A PID
+    that is now another process is not signalled, only forgotten (``forget_foreign`` says which)."""
+    forget_foreign(cluster)
     stopped = []
     for name, pid in reversed(list(cluster.pids.items())):
-        if _running(pid):
+        if processes.running(pid):
             os.kill(pid, signal.SIGTERM)
             stopped.append(name)
     deadline = time.monotonic() + timeout  # one deadline for all: they stop in parallel
     for pid in cluster.pids.values():
-        while _running(pid) and time.monotonic() < deadline:
+        while processes.running(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _running(pid):
+        if processes.running(pid):  # still the process checked above: a PID is not reused while its process runs
             os.kill(pid, signal.SIGKILL)
-    cluster.pids = {}
+    cluster.pids, cluster.start_times, cluster.main_classes = {}, {}, {}
     cluster.save()
     return stopped
 
@@ -351,7 +401,8 @@ def up(state_dir, workers, worker_cores, worker_memory, master_port, master_ui_p
     """Start the master, the workers and optionally a Connect server; wait until they are ready."""
     state = Path(state_dir).resolve()
     previous = Cluster.load(str(state))
-    if previous and any(_running(pid) for pid in previous.pids.values()):
+    # PIDs of a stale state file that other processes now have do not count (nor are they signalled).
+    if previous and any(processes.running(pid) and not _not_ours(previous, name) for name, pid in previous.pids.items()):
         raise click.ClickException(f"a cluster from {state} is running: make cluster-down first.")
     cluster = Cluster(state_dir=str(state), master_port=master_port, master_ui_port=master_ui_port,
                       worker_ui_ports=[master_ui_port + i if master_ui_port else 0 for i in range(1, workers + 1)],
@@ -375,8 +426,12 @@ def down(state_dir):
     if cluster is None:
         click.echo(f"no cluster recorded in {state_dir}")
         return
+    foreign = forget_foreign(cluster)
+    for name, why in foreign.items():
+        click.echo(f"not stopped: {name} ({why})")
     stopped = stop(cluster)
-    click.echo(f"stopped {', '.join(stopped) or 'nothing (already stopped)'}")
+    if stopped or not foreign:
+        click.echo(f"stopped {', '.join(stopped) or 'nothing (already stopped)'}")
 
 
 if __name__ == "__main__":

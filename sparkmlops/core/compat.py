@@ -23,6 +23,15 @@ def jvm_spark_context(spark_context):
     return spark_context._jsc.sc()
 
 
+def java_array(spark, java_class, values: list):
+    """A Java array of ``java_class`` holding ``values``, for a Java varargs parameter (py4j's
+    ``JavaGateway.new_array`` through ``SparkContext._gateway``)."""
+    array = spark.sparkContext._gateway.new_array(java_class, len(values))
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
 def activate_session(spark) -> None:
     """Make ``spark`` the calling thread's active session, as the builder does for the thread that creates
     it: PySpark keeps the active session per thread (classic: the JVM's thread-local one, through
@@ -69,6 +78,18 @@ def load_mlflow_project(project_dir: str):
     return load_project(project_dir)
 
 
+def is_generated_run_name(name: str) -> bool:
+    """True when ``name`` is one MLflow itself gives an unnamed run (``mlflow run`` without --run-name):
+    ``<predicate>-<noun>-<number>`` from the word lists of ``mlflow.utils.name_utils``
+    (``_GENERATOR_PREDICATES``, ``_GENERATOR_NOUNS``), at most 20 characters."""
+    from mlflow.utils.name_utils import _GENERATOR_NOUNS, _GENERATOR_PREDICATES
+
+    parts = name.split("-")
+    if len(parts) != 3 or len(name) > 20 or not parts[2].isdigit() or int(parts[2]) > 1000:
+        return False
+    return parts[0] in {w.lower() for w in _GENERATOR_PREDICATES} and parts[1] in {w.lower() for w in _GENERATOR_NOUNS}
+
+
 def optuna_trial_run_id(trial) -> str:
     """The MLflow run of an Optuna trial stored by MLflow's MlflowStorage: the storage's trial id
     (``Trial._trial_id``, ``FrozenTrial._trial_id``), which Optuna keeps private."""
@@ -82,10 +103,13 @@ PRIVATE_SYMBOLS = (
     ("pyspark.sql.connect.session", "SparkSession._set_default_and_active_session"),
     ("pyspark", "SparkContext._jvm"),
     ("pyspark", "SparkContext._jsc"),
+    ("pyspark", "SparkContext._gateway"),
     ("mlflow.spark", "_SPARK_MODEL_PATH_SUB"),
     ("mlflow.spark", "_save_model_metadata"),
     ("mlflow.pyfunc.scoring_server", "_parse_json_data"),
     ("mlflow.projects._project_spec", "load_project"),
+    ("mlflow.utils.name_utils", "_GENERATOR_PREDICATES"),
+    ("mlflow.utils.name_utils", "_GENERATOR_NOUNS"),
     ("optuna.trial", "Trial._trial_id"),
     ("optuna.trial", "FrozenTrial._trial_id"),
 )

@@ -8,7 +8,8 @@ with and the status its MLflow run is left in (README, "Exit codes").
     bad input the user can fix                        UserInputError       2     FAILED
     drift found (check_drift)                         DriftFound           3     FINISHED
     not reproduced (reproduce)                        NotReproduced        4     FAILED
-    interrupted (Ctrl-C)                              KeyboardInterrupt    130   KILLED
+    interrupted (Ctrl-C, SIGINT)                      KeyboardInterrupt    130   KILLED
+    terminated (SIGTERM)                              Terminated           143   KILLED
 
 Jobs and scripts raise; ``core.tracking.tracked_run`` ends the run with the status and tags the exit
 code; ``core.cli.run`` prints the one line and exits with the code. Nothing else calls ``sys.exit``.
@@ -17,6 +18,12 @@ code; ``core.cli.run`` prints the one line and exits with the code. Nothing else
 from __future__ import annotations
 
 INTERRUPTED_EXIT_CODE = 130
+TERMINATED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill` stopping the job): handled as Ctrl-C is (the run ends KILLED, children
+    too), with its own exit code. A KeyboardInterrupt, so every ``except KeyboardInterrupt`` treats it alike."""
 
 
 class Outcome(Exception):
@@ -65,6 +72,8 @@ class NotReproduced(Outcome):
 
 def exit_code_of(exc: BaseException) -> int:
     """The exit code a script ends with for ``exc``."""
+    if isinstance(exc, Terminated):
+        return TERMINATED_EXIT_CODE
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED_EXIT_CODE
     if isinstance(exc, SystemExit):  # click's own exits (--help, usage errors) when not in standalone mode
@@ -73,8 +82,8 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def run_status_of(exc: BaseException) -> str:
-    """The status a run ends with when ``exc`` ends it: Ctrl-C is a stop asked for (KILLED, as MLflow
-    marks it); drift is a finished check; everything else FAILED."""
+    """The status a run ends with when ``exc`` ends it: Ctrl-C and SIGTERM are stops asked for (KILLED, as
+    MLflow marks them); drift is a finished check; everything else FAILED."""
     if isinstance(exc, KeyboardInterrupt):
         return "KILLED"
     return exc.run_status if isinstance(exc, Outcome) else "FAILED"

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import importlib
 import os
+import sys
 from typing import Callable
 
 from sparkmlops.core import compat, tracking
@@ -14,6 +15,7 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import (
     check_master,
     connect_requested,
+    declare_master,
     end_connect_session,
     get_spark,
     spark_master,
@@ -101,6 +103,7 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
     try:
         check_master(master)
         check_connect_support(name, master)
+        declare_master(master)
         checked = params.validate()
     except BaseException as exc:  # bad input, a store that is down, Ctrl-C: all end the run (below) as usual
         refusal = exc
@@ -119,10 +122,23 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
         spark = starting.result()
         compat.activate_session(spark)  # created in another thread: not yet this thread's active session
         try:
-            tracking.set_tags({"spark_master": spark_master(spark)})
+            tracking.set_tags(master_tags(master, spark_master(spark)))
             return job(spark, checked)
         finally:
             end_connect_session(spark)
+
+
+def master_tags(requested: str, used: str) -> dict[str, str]:
+    """The run's tags for the master Spark actually uses. A ``spark_master`` parameter that did not take
+    effect (under spark-submit, or in a process whose session already runs, the running JVM's master
+    wins) is said once on stderr and tagged ``spark_master_ignored``."""
+    tags = {"spark_master": used}
+    if requested and used.split(" (server master ", 1)[0] != requested:  # Connect: "<url> (server master ...)"
+        print(f"warning: spark_master={requested} was not applied: this process's Spark session already runs "
+              f"on {used} (spark-submit's --master, or a session started earlier, wins); the run uses {used}.",
+              file=sys.stderr, flush=True)
+        tags["spark_master_ignored"] = requested
+    return tags
 
 
 def _start_in_background(function, *args, **kwargs) -> concurrent.futures.Future:

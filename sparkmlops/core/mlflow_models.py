@@ -5,6 +5,7 @@ Connect, where MLflow's own spark flavor needs a JVM the client does not have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,10 +26,34 @@ MODEL_NAME = "model"
 # What a logged scikit-learn model needs to load and predict (its pinned requirements).
 SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
 
+# The types beyond skops' defaults that the project's own scikit-learn models need (build_forest's random
+# forest and histogram gradient boosting trees; tested). MLflow writes the trusted list into the MLmodel
+# file and trusts it at load: taken from the model itself, it would trust whatever a malicious file holds.
+SKOPS_TRUSTED_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+
 
 def model_info(model_uri: str):
     """MLflow's ModelInfo (flavors, signature, run) of ``model_uri``, read without loading the model."""
-    return mlflow.models.get_model_info(model_uri)
+    with _scratch_temp_dir():  # MLflow downloads the MLmodel file to a temp folder it never removes
+        return mlflow.models.get_model_info(model_uri)
+
+
+@contextlib.contextmanager
+def _scratch_temp_dir():
+    """For the block, the process's temp dir (``tempfile.tempdir``) is a folder removed after it: for MLflow
+    calls that download into ``tempfile.mkdtemp()`` folders and leave them there. Only around such calls,
+    on the main thread, while no other thread of the job makes temporary files (before Spark starts, or
+    after the session is up)."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-mlflow-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield scratch
+        finally:
+            tempfile.tempdir = saved
 
 
 def download_artifacts(**kwargs) -> str:
@@ -41,8 +66,25 @@ def load_pyfunc_model(model_uri: str):
 
 
 def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):
-    """MLflow's own Spark UDF of a python_function model, in this process's environment."""
+    """MLflow's own Spark UDF of a python_function model, in this process's environment. Use it inside
+    ``spark_udf_copies_removed``: MLflow keeps a copy of the model per UDF until the process exits."""
     return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
+
+
+@contextlib.contextmanager
+def spark_udf_copies_removed():
+    """Remove, when the block ends, the model copies ``mlflow.pyfunc.spark_udf`` made in it: MLflow downloads
+    each UDF's model into ``<its per-process temp folder>/models`` and removes that folder only when the
+    process exits, so a long-lived process (a notebook, a service) would keep one copy per call."""
+    from mlflow.utils.file_utils import get_or_create_tmp_dir
+
+    copies = Path(get_or_create_tmp_dir()) / "models"
+    before = set(os.listdir(copies)) if copies.is_dir() else set()
+    try:
+        yield
+    finally:
+        for name in (set(os.listdir(copies)) if copies.is_dir() else set()) - before:
+            shutil.rmtree(copies / name, ignore_errors=True)
 
 
 def log_pyfunc_model(**kwargs):
@@ -143,7 +185,10 @@ def load_spark_model(model_uri: str):
     from pyspark.sql.utils import is_remote
 
     if not is_remote():
-        return mlflow.spark.load_model(model_uri)
+        # Downloaded into a folder deleted once Spark has read the model (PipelineModel.load reads it all):
+        # left to MLflow, a remote artifact store's copy stays in the temp dir.
+        with tempfile.TemporaryDirectory(prefix="sparkmlops-model-") as download:
+            return mlflow.spark.load_model(model_uri, dst_path=download)
 
     from mlflow.models import Model
     from pyspark.ml import PipelineModel
@@ -173,10 +218,17 @@ def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str |
     import skops.io
     from mlflow.models import infer_signature
 
+    # Checked before anything is logged: a type outside SKOPS_TRUSTED_TYPES is a model the project does not
+    # make (a bug here), and a file MLflow would refuse to load.
+    needed = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    outside = [t for t in needed if t not in SKOPS_TRUSTED_TYPES]
+    if outside:
+        raise RuntimeError(f"{type(model).__name__} holds types outside SKOPS_TRUSTED_TYPES, which MLflow would "
+                           f"not load: {', '.join(outside)}")
+
     sample = input_sample.head(5)
     signature = infer_signature(input_sample, model.predict(input_sample))
-    # MLflow loads skops files only with the types it was told to trust: ours are plain sklearn/numpy types.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    # Only the allowed types this model holds, not the whole list: its MLmodel trusts no more than it needs.
     return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=sample,
                                     pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
-                                    skops_trusted_types=trusted or None, run_id=run_id)
+                                    skops_trusted_types=needed or None, run_id=run_id)

@@ -78,7 +78,7 @@ def registered_model(name: str):
     try:
         return client.get_registered_model(name)
     except MlflowException as exc:
-        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+        if not tracking.is_missing(exc):
             raise
     names = sorted(m.name for m in client.search_registered_models(max_results=50))
     if not names:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import os
 import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -29,18 +30,24 @@ def _launches_local_jvm(master: str | None = None) -> bool:
     return not (os.environ.get("PYSPARK_GATEWAY_PORT") or connect_requested(master))
 
 
-def _defaults_file_value(key: str) -> str | None:
-    """A setting of spark-defaults.conf, where spark-submit looks for it ($SPARK_CONF_DIR, $SPARK_HOME/conf)."""
+def spark_defaults() -> dict[str, str]:
+    """spark-defaults.conf where spark-submit looks for it ($SPARK_CONF_DIR, else $SPARK_HOME/conf), read as
+    Spark reads it: a Java properties file in UTF-8 (``=``, ``:`` or spaces between key and value, ``\\``
+    continuations and escapes, the last of repeated keys wins), each value trimmed as Java's
+    ``String.trim`` does (``Utils.getPropertiesFromFile``). Empty when there is no such file."""
+    import javaproperties
+
     conf_dir = os.environ.get("SPARK_CONF_DIR") or (
         os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None)
-    if not conf_dir or not os.path.isfile(os.path.join(conf_dir, "spark-defaults.conf")):
-        return None
-    with open(os.path.join(conf_dir, "spark-defaults.conf")) as conf:
-        for line in conf:
-            match = re.match(r"\s*" + re.escape(key) + r"\s*[=\s]\s*(\S+)", line)
-            if match:
-                return match.group(1)
-    return None
+    path = os.path.join(conf_dir, "spark-defaults.conf") if conf_dir else ""
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as conf:
+        return {key: value.strip(_JAVA_TRIMMED) for key, value in javaproperties.load(conf).items()}
+
+
+# What Java's String.trim removes from both ends: every character up to and including the space.
+_JAVA_TRIMMED = "".join(map(chr, range(33)))
 
 
 def requested_master(master: str | None = None) -> str:
@@ -51,10 +58,38 @@ def requested_master(master: str | None = None) -> str:
         return master
     if os.environ.get("SPARK_REMOTE"):
         return os.environ["SPARK_REMOTE"]
-    match = re.search(r"--master[ =](\S+)", os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
-    if match:
-        return match.group(1)
-    return _defaults_file_value("spark.master") or "local[*]"
+    submitted = _submit_args_master()
+    if submitted:
+        return submitted
+    return spark_defaults().get("spark.master") or "local[*]"
+
+
+def _submit_args_master() -> str:
+    """``--master`` of PYSPARK_SUBMIT_ARGS, split with shell quoting as Spark's launcher splits it."""
+    try:
+        words = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+    except ValueError:
+        return ""
+    for word, following in zip(words, words[1:] + [""]):
+        if word == "--master":
+            return following
+        if word.startswith("--master="):
+            return word.split("=", 1)[1]
+    return ""
+
+
+_ENTRY_POINT_MASTER: dict[str, str] = {}
+
+
+def declare_master(master: str) -> None:
+    """The ``spark_master`` parameter of the entry point about to validate its inputs, so that checks made
+    before Spark starts (outputs over Connect) know where Spark will run."""
+    _ENTRY_POINT_MASTER["master"] = master
+
+
+def will_use_connect() -> bool:
+    """Whether the entry point's session will be a Spark Connect client (its parameter, else the environment)."""
+    return connect_requested(_ENTRY_POINT_MASTER.get("master") or None)
 
 
 def connect_requested(master: str | None = None) -> bool:
@@ -97,7 +132,7 @@ def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | N
         # which may be another environment without the project's packages. spark-submit takes it from
         # spark.pyspark.python in spark-defaults.conf; a session started from Python must do so itself.
         # In local mode the workers are this machine's: this Python. On a cluster, set one of the two.
-        configured = _defaults_file_value("spark.pyspark.python")
+        configured = spark_defaults().get("spark.pyspark.python")
         if configured:
             os.environ.setdefault("PYSPARK_PYTHON", configured)
         elif requested_master(master).startswith("local"):
@@ -155,15 +190,26 @@ def ship_package(spark) -> None:
     app_id = spark.sparkContext.applicationId
     if app_id in _SHIPPED:
         return
-    spark.sparkContext.addPyFile(str(package_archive()))
+    spark.sparkContext.addPyFile(str(package_archive(application_files_dir(spark))))
     _SHIPPED.add(app_id)
 
 
-def package_archive():
-    """The whole ``sparkmlops`` package (every subfolder's modules) as a zip for addPyFile."""
+def application_files_dir(spark) -> Path:
+    """A folder for files shipped to the executors (addFile, addPyFile), which must stay readable while the
+    application runs (executors that start later fetch them from the driver), and is deleted with it: a
+    folder inside Spark's own directory for the application's files, which Spark removes when it stops."""
+    from pyspark import SparkFiles
+
+    folder = Path(SparkFiles.getRootDirectory()) / "sparkmlops-shipped"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def package_archive(folder: Path) -> Path:
+    """The whole ``sparkmlops`` package (every subfolder's modules) as a zip for addPyFile, in ``folder``."""
 
     package = Path(sparkmlops.__file__).resolve().parent
-    archive = Path(tempfile.mkdtemp(prefix="sparkmlops-pkg-")) / "sparkmlops.zip"
+    archive = Path(tempfile.mkdtemp(prefix="sparkmlops-pkg-", dir=folder)) / "sparkmlops.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(package.rglob("*.py")):
             zf.write(path, str(path.relative_to(package.parent)))

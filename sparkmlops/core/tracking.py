@@ -11,19 +11,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import shlex
 import tempfile
 import time
 from pathlib import Path
 
-from sparkmlops.core import environment, errors
+from sparkmlops.core import compat, environment, errors
 from sparkmlops.core.imports import lazy_module
 
 mlflow = lazy_module("mlflow")
-
-# The names MLflow gives runs that were not named (`mlflow run` without --run-name): "upbeat-gnu-759".
-_GENERATED_RUN_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,4}$")
 
 
 @contextlib.contextmanager
@@ -31,13 +27,14 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
     """Start (or continue) a run; end it with the status the outcome leaves (core.errors): FINISHED on
     success or drift, KILLED on Ctrl-C, FAILED otherwise, tagged with the script's exit code.
 
-    A run `mlflow run` created without a name gets ``run_name``, so the UI names runs after what they
-    are however they were launched; a name the user gave (--run-name) is kept.
+    A run `mlflow run` created without a name (MLflow named it "upbeat-gnu-759") gets ``run_name``, so the
+    UI names runs after what they are however they were launched; a name the user gave (--run-name) is
+    kept, whatever its shape.
     """
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # start_run takes the variable out of the environment
     run = mlflow.start_run(run_name=None if resumed else run_name)
     try:
-        if run_name and resumed and _GENERATED_RUN_NAME.match(run.info.run_name or ""):
+        if run_name and resumed and compat.is_generated_run_name(run.info.run_name or ""):
             mlflow.set_tag("mlflow.runName", run_name)
         if tags:
             mlflow.set_tags(tags)
@@ -56,6 +53,17 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
         with contextlib.suppress(Exception):
             mlflow.set_tags({"exit_code": "0"})
         mlflow.end_run(status="FINISHED")
+
+
+def end_refused_run(run_id: str, message: str, exit_code: int) -> None:
+    """End a run the entry point never started (``mlflow run`` created it, click refused the options)
+    as ``tracked_run`` ends a refused one: tags ``exit_code`` and ``error``, status FAILED."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_tag(run_id, "exit_code", str(exit_code))
+    client.set_tag(run_id, "error", message[:5000])
+    client.set_terminated(run_id, "FAILED")
 
 
 def environment_tags(spark_master: str | None = None) -> dict[str, str]:
@@ -103,15 +111,43 @@ def run_parameters(run) -> dict[str, str]:
     return unquoted
 
 
+def is_missing(exc: BaseException) -> bool:
+    """True when MLflow says what was asked for does not exist (a run, model, version, alias or artifact):
+    the user's input is wrong. Anything else (a server that is down or refuses, 5xx, storage I/O) is a
+    failure of the environment, which a retry may cure: callers must not report it as bad input."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    # INVALID_PARAMETER_VALUE: the store refused the reference itself (an alias that is not set, a
+    # malformed id), never a transport problem, which MLflow reports as INTERNAL_ERROR or the HTTP status.
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def artifact_store_answers(run_id: str) -> bool:
+    """True when the run's artifact store can be listed (what is not found there is then truly missing);
+    False when listing it fails (the store is down, refuses, or cannot be read). A run that does not exist
+    is missing, so True."""
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient().list_artifacts(run_id)
+    except Exception as exc:  # requests' errors, OSError, MlflowException: all mean the store did not answer
+        return is_missing(exc) and get_run(run_id) is None
+    return True
+
+
 def get_run(run_id: str):
-    """The run, or None when the store has no such run."""
+    """The run, or None when the store has no such run (an unreachable store raises)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
         return MlflowClient().get_run(run_id)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if is_missing(exc):
+            return None
+        raise
 
 
 def run_parameters_of(run_id: str) -> dict[str, str]:
@@ -119,16 +155,6 @@ def run_parameters_of(run_id: str) -> dict[str, str]:
     outside a run, or a run deleted since)."""
     run = get_run(run_id) if run_id else None
     return run_parameters(run) if run else {}
-
-
-def __getattr__(name: str):
-    # MlflowError: what MLflow raises when a run, model or artifact is not there (callers turn it into
-    # their own line); read from MLflow when first asked for, as MLflow itself is.
-    if name == "MlflowError":
-        from mlflow.exceptions import MlflowException
-
-        return MlflowException
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tracking_uri() -> str:
@@ -323,38 +349,41 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
 
 
 
+@contextlib.contextmanager
 def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
     """An Optuna study kept in MLflow by MLflow's own ``MlflowStorage`` (a study is a run, each trial a
     run nested in it) whose study is the run ``run_id``, so the trials are that run's children as every
     search's are. With ``on_spark``, MLflow's ``MlflowSparkStudy``, which runs the trials in Spark tasks.
 
-    MlflowStorage finds a study by run name: the run is renamed ``<name>-<run id prefix>`` if another
-    run of the experiment has its name, and tagged with the study's direction (minimize: every loss here
-    is minimised), so the study opens as a resumed one instead of creating another run.
+    MlflowStorage finds a study by its run's name (the newest run of that name, on the driver and in each
+    Spark task): for the search the run is named ``<name>-<run id prefix>``, which no other run has, and
+    tagged with the study's direction (minimize: every loss here is minimised), so the study opens as a
+    resumed one instead of creating another run. Its own name (the user's --run-name, or the project's)
+    is given back when the block ends, however it ends.
     """
     import optuna
     from mlflow.optuna.storage import MlflowStorage
 
     store = client()
     run = store.get_run(run_id)
-    name = run.info.run_name
-    namesakes = store.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'",
-                                   max_results=2)
-    if len(namesakes) > 1 or "'" in name:
-        name = f"{name.replace(chr(39), '')}-{run_id[:8]}"
-        store.set_tag(run_id, "mlflow.runName", name)
-    store.set_tag(run_id, "optuna.study_direction", optuna.study.StudyDirection.MINIMIZE.name)
-    storage = MlflowStorage(experiment_id=run.info.experiment_id)
-    if on_spark:
-        from mlflow.pyspark.optuna.study import MlflowSparkStudy
+    own_name = run.info.run_name
+    study_name = f"{own_name.replace(chr(39), '')}-{run_id[:8]}"  # a quote would break MLflow's name filter
+    store.set_tag(run_id, "mlflow.runName", study_name)
+    try:
+        store.set_tag(run_id, "optuna.study_direction", optuna.study.StudyDirection.MINIMIZE.name)
+        storage = MlflowStorage(experiment_id=run.info.experiment_id)
+        if on_spark:
+            from mlflow.pyspark.optuna.study import MlflowSparkStudy
 
-        study = MlflowSparkStudy(name, storage, sampler=sampler, pruner=pruner,
-                                 mlflow_tracking_uri=portable_tracking_uri())
-    else:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    if storage.get_study_id_from_name(name) != run_id:
-        raise RuntimeError(f"the Optuna study {name!r} is not the run {run_id}: another run took its name")
-    return study
+            study = MlflowSparkStudy(study_name, storage, sampler=sampler, pruner=pruner,
+                                     mlflow_tracking_uri=portable_tracking_uri())
+        else:
+            study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+        if storage.get_study_id_from_name(study_name) != run_id:
+            raise RuntimeError(f"the Optuna study {study_name!r} is not the run {run_id}: another run took its name")
+        yield study
+    finally:
+        store.set_tag(run_id, "mlflow.runName", own_name)
 
 
 def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int,

@@ -9,22 +9,16 @@ says what Spark found wrong with the data, while leaving a storage failure a fai
 from __future__ import annotations
 
 import os
-from urllib.parse import urlparse
 
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import will_use_connect
+from sparkmlops.data import writing
 from sparkmlops.data.digests import _digest_aggregates, _digest_from
+from sparkmlops.data.paths import is_local_path, local_path
 from sparkmlops.data.schema import FeatureSpec
 
 # ----------------------------------------------------------------------------------------------
 # Paths and inputs (checked before Spark starts)
-
-def is_local_path(path: str) -> bool:
-    scheme = urlparse(path).scheme
-    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
-
-
-def local_path(path: str) -> str:
-    return urlparse(path).path if path.startswith("file:") else path
 
 
 def check_input_path(path: str, what: str = "data_path", allow_empty: bool = False) -> str:
@@ -123,10 +117,21 @@ def _check_csv_files(path: str, what: str, files: list[str], allow_empty: bool) 
 
 def check_output_path(output_path: str, mode: str, input_path: str = "") -> None:
     """Before any work: with mode=error, refuse a local output that exists already; refuse an output
-    whose parent is a file, and one inside (or holding) the input, which the job would read back."""
+    whose parent is a file, and one inside (or holding) the input, which the job would read back. Over
+    Spark Connect, refuse an output the client cannot move into place (data.writing). A stream
+    (mode=append) writes through Spark's own sink, so only the path checks apply to it."""
+    if mode != "append" and will_use_connect() and not is_local_path(output_path):
+        raise UserInputError(
+            f"output '{output_path}' cannot be written over Spark Connect: the output is moved into place with "
+            "an atomic rename, which needs the path on a filesystem this client can rename on (a Connect client "
+            "has no JVM for Hadoop's filesystems, and object stores cannot move folders). Write to a local path "
+            "the server shares, or use a classic session (-P spark_master=spark://..., PYSPARK_SUBMIT_ARGS or "
+            "spark-submit).")
     if not is_local_path(output_path):
         return
     target = os.path.abspath(os.path.expanduser(local_path(output_path)))
+    if mode != "append":
+        writing.restore_interrupted_overwrite(writing.LocalFileSystem(target))
     if mode == "error" and os.path.exists(target):
         raise UserInputError(f"output '{output_path}' already exists: choose a new path or pass -P mode=overwrite.")
     parent = os.path.dirname(target)

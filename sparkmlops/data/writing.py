@@ -1,35 +1,153 @@
-"""Writing Spark output so that a crash never leaves a half-written result at the target path.
+"""Writing Spark output so that a crash or a second writer never leaves a half-written, mixed or nested
+result at the target path.
 
-Output goes to a hidden staging folder next to the target, and is renamed into place only once Spark
-has committed it. Renames use Hadoop's FileSystem API, so they work for file:, hdfs: and other
-filesystems with atomic directory renames (object stores such as s3a copy instead: see README). A Spark
-Connect client has no JVM: it does the same with pyarrow's filesystems, on paths the server also sees.
+Output goes to a hidden staging folder next to the target (``.<name>.staging-<token>``) and is moved into
+place only once Spark has committed it, by a rename that refuses an existing target instead of moving
+the folder *into* it (what a plain POSIX or Hadoop rename of a folder onto an existing folder does):
+
+- local paths (``/data/out``, ``file:``, also over Spark Connect, where the server writes the same
+  filesystem): ``renameat2(RENAME_NOREPLACE)``, and for ``mode=overwrite`` ``renameat2(RENAME_EXCHANGE)``,
+  which swaps the new output and the old one in one step (Linux; elsewhere see below);
+- other filesystems, in a classic session: Hadoop's ``FileContext.rename(..., Options.Rename.NONE)``
+  (atomic on HDFS; on object stores such as ``s3a://`` a rename is a copy, so use a committer made for
+  them). Over Spark Connect only local paths can be written (checked before Spark starts): the client
+  has no JVM, and pyarrow's object-store filesystems cannot move folders.
+
+Where there is no atomic exchange, an overwrite moves the old output aside (``.<name>.previous-<token>``)
+and the new one in; a kill between the two leaves no output, and the next write to that path (any mode)
+first moves the old output back. docs/scoring.md says what each mode guarantees.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import posixpath
+import shutil
+import sys
 import time
 import uuid
-from urllib.parse import urlparse
+from dataclasses import dataclass
 
 from sparkmlops.core import compat
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import is_connect
+from sparkmlops.data.paths import is_local_path, local_path
 
 MODES = ("error", "overwrite", "keep_existing")
+STAGING, PREVIOUS = ".staging-", ".previous-"
+
+
+def _local(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(local_path(path)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Renames that never replace, and never move into, an existing target
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)
+
+
+def _renameat2(source: str, destination: str, flags: int) -> None:
+    """Linux renameat2(2) (glibc >= 2.28). OSError(ENOSYS/EINVAL) where the kernel or filesystem lacks it."""
+    if _RENAMEAT2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), source, None, destination)
+
+
+class LocalFileSystem:
+    """The driver's own filesystem, with Python's os module (no JVM needed)."""
+
+    def __init__(self, path: str):
+        self.target = _local(path)
+
+    def sibling(self, name: str) -> str:
+        return os.path.join(os.path.dirname(self.target.rstrip(os.sep)), name)
+
+    def siblings(self, prefix: str) -> list[str]:
+        parent = os.path.dirname(self.target.rstrip(os.sep))
+        return [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)] if os.path.isdir(
+            parent) else []
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def rename_new(self, source: str, destination: str) -> bool:
+        """Move ``source`` to ``destination`` in one step; False, changing nothing, if it exists."""
+        try:
+            _renameat2(source, destination, _RENAME_NOREPLACE)
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                return False
+            if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+                raise
+        # No renameat2 here: a folder's rename(2) fails on a non-empty folder or a file (ENOTEMPTY, EEXIST,
+        # ENOTDIR), and never moves into it; only an empty folder created in between could be replaced.
+        if os.path.lexists(destination):
+            return False
+        try:
+            os.rename(source, destination)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                return False
+            raise
+        return True
+
+    def exchange(self, first: str, second: str) -> bool:
+        """Swap two existing paths in one step; False where the platform cannot (nothing changed)."""
+        try:
+            _renameat2(first, second, _RENAME_EXCHANGE)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOSYS, errno.EINVAL):
+                return False
+            raise
+
+    def delete(self, path: str) -> None:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.remove(path)
+
+    def modified(self, path: str) -> float:
+        return os.stat(path).st_mtime
+
+    def list_files(self, path: str):
+        """(path relative to ``path``, size, modification time in ms) of every file under it."""
+        root = _local(path)
+        if os.path.isfile(root):
+            stat = os.stat(root)
+            yield os.path.basename(root), stat.st_size, stat.st_mtime_ns // 1_000_000  # ms, as Java's File
+            return
+        for folder, _, names in os.walk(root):
+            for name in names:
+                full = os.path.join(folder, name)
+                stat = os.stat(full)
+                yield os.path.relpath(full, root).replace(os.sep, "/"), stat.st_size, stat.st_mtime_ns // 1_000_000
 
 
 class _HadoopFileSystem:
-    """Hadoop's FileSystem API through the driver's JVM: the filesystems Spark itself writes to."""
+    """Hadoop's filesystems through the driver's JVM (classic sessions): the ones Spark itself writes to.
+    Renames go through ``FileContext``, whose ``Options.Rename.NONE`` refuses an existing target;
+    ``FileSystem.rename`` would move the folder into it."""
 
     def __init__(self, spark, path: str):
         self._jvm = compat.jvm(spark)
+        self._conf = compat.hadoop_configuration(spark)
         root = self._jvm.org.apache.hadoop.fs.Path(path)
-        self._fs = root.getFileSystem(compat.hadoop_configuration(spark))
-        self.target = root.toString()
+        self._fs = root.getFileSystem(self._conf)
+        qualified = self._fs.makeQualified(root)
+        self.target = qualified.toString()
+        self._context = self._jvm.org.apache.hadoop.fs.FileContext.getFileContext(qualified.toUri(), self._conf)
+        self._no_replace = compat.java_array(spark, self._jvm.org.apache.hadoop.fs.Options.Rename,
+                                             [self._jvm.org.apache.hadoop.fs.Options.Rename.NONE])
 
     def _path(self, path: str):
         return self._jvm.org.apache.hadoop.fs.Path(path)
@@ -37,14 +155,32 @@ class _HadoopFileSystem:
     def sibling(self, name: str) -> str:
         return self._jvm.org.apache.hadoop.fs.Path(self._path(self.target).getParent(), name).toString()
 
+    def siblings(self, prefix: str) -> list[str]:
+        parent = self._path(self.target).getParent()
+        if not self._fs.exists(parent):
+            return []
+        return [s.getPath().toString() for s in self._fs.listStatus(parent) if s.getPath().getName().startswith(prefix)]
+
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(self._path(path)))
 
-    def rename(self, source: str, destination: str) -> bool:
-        return bool(self._fs.rename(self._path(source), self._path(destination)))
+    def rename_new(self, source: str, destination: str) -> bool:
+        try:
+            self._context.rename(self._path(source), self._path(destination), self._no_replace)
+            return True
+        except Exception as exc:  # py4j wraps the Java exception
+            if "FileAlreadyExistsException" in str(exc) and self.exists(destination):
+                return False
+            raise
+
+    def exchange(self, first: str, second: str) -> bool:
+        return False  # no atomic exchange in Hadoop's API
 
     def delete(self, path: str) -> None:
         self._fs.delete(self._path(path), True)
+
+    def modified(self, path: str) -> float:
+        return self._fs.getFileStatus(self._path(path)).getModificationTime() / 1000
 
     def list_files(self, path: str):
         """(path relative to ``path``, size, modification time) of every file under it."""
@@ -58,63 +194,34 @@ class _HadoopFileSystem:
                    status.getModificationTime())
 
 
-class _ArrowFileSystem:
-    """The same operations with pyarrow's filesystems, for a Spark Connect client (no JVM on this side).
-    Paths are those the Connect server writes to, so they must be on a filesystem both reach."""
+class _ArrowListing:
+    """A remote input seen from a Spark Connect client (no JVM on this side): listing only, with pyarrow's
+    filesystems, for the input digest. Output to such a path is refused before Spark starts."""
 
     def __init__(self, path: str):
         import pyarrow.fs as pafs
 
-        if "://" in path and not path.startswith("file:"):
-            self._fs, self.target = pafs.FileSystem.from_uri(path)
-            self._scheme = path[: path.index("://") + 3]
-        else:
-            self._fs, self.target, self._scheme = pafs.LocalFileSystem(), self._local(path), ""
-        self._fs_module = pafs
-
-    @staticmethod
-    def _local(path: str) -> str:
-        return urlparse(path).path if path.startswith("file:") else os.path.abspath(path)
-
-    def _strip(self, path: str) -> str:
-        return path[len(self._scheme):] if self._scheme and path.startswith(self._scheme) else (
-            self._local(path) if not self._scheme else path)
-
-    def sibling(self, name: str) -> str:
-        return self._scheme + posixpath.join(posixpath.dirname(self.target.rstrip("/")), name)
+        self._fs, self.target = pafs.FileSystem.from_uri(path)
+        self._pafs = pafs
 
     def exists(self, path: str) -> bool:
-        return self._fs.get_file_info(self._strip(path)).type != self._fs_module.FileType.NotFound
-
-    def rename(self, source: str, destination: str) -> bool:
-        if self.exists(destination):
-            return False  # Hadoop's rename semantics: never into an existing target
-        try:
-            self._fs.move(self._strip(source), self._strip(destination))
-        except OSError:
-            return False
-        return True
-
-    def delete(self, path: str) -> None:
-        info = self._fs.get_file_info(self._strip(path))
-        if info.type == self._fs_module.FileType.Directory:
-            self._fs.delete_dir(info.path)
-        elif info.type == self._fs_module.FileType.File:
-            self._fs.delete_file(info.path)
+        return self._fs.get_file_info(self.target).type != self._pafs.FileType.NotFound
 
     def list_files(self, path: str):
-        root = self._strip(path).rstrip("/")
+        root = self.target.rstrip("/")
         info = self._fs.get_file_info(root)
-        if info.type == self._fs_module.FileType.File:
+        if info.type == self._pafs.FileType.File:
             yield info.base_name, info.size, int(info.mtime_ns // 1_000_000)
             return
-        for entry in self._fs.get_file_info(self._fs_module.FileSelector(root, recursive=True)):
-            if entry.type == self._fs_module.FileType.File:
+        for entry in self._fs.get_file_info(self._pafs.FileSelector(root, recursive=True)):
+            if entry.type == self._pafs.FileType.File:
                 yield entry.path[len(root):].lstrip("/"), entry.size, int(entry.mtime_ns // 1_000_000)
 
 
 def _filesystem(spark, path: str):
-    return _ArrowFileSystem(path) if is_connect(spark) else _HadoopFileSystem(spark, path)
+    if is_local_path(path):
+        return LocalFileSystem(path)
+    return _ArrowListing(path) if is_connect(spark) else _HadoopFileSystem(spark, path)
 
 
 def path_exists(spark, path: str) -> bool:
@@ -122,51 +229,102 @@ def path_exists(spark, path: str) -> bool:
     return fs.exists(fs.target)
 
 
-def write_parquet_atomically(df, output_path: str, mode: str = "error") -> str:
+# ----------------------------------------------------------------------------------------------
+# The atomic write
+
+
+@dataclass(frozen=True)
+class Written:
+    path: str
+    rows: int  # rows of the output this call put (or, keep_existing, found) at the path
+
+
+def write_parquet_atomically(df, output_path: str, mode: str = "error") -> Written:
     """Write ``df`` as parquet to ``output_path`` via a staging folder and a rename.
 
-    mode: ``error`` (refuse an existing output), ``overwrite`` (replace it only after the new output is
-    complete), ``keep_existing`` (another writer won the race: keep theirs; for caches).
+    mode: ``error`` (refuse an existing output, also one another writer moves in while this one writes),
+    ``overwrite`` (replace it only once the new output is complete), ``keep_existing`` (another writer won
+    the race: keep theirs; for caches). The rows are counted from the staging folder's parquet footers,
+    before it is moved: never another writer's.
     """
     if mode not in MODES:
         raise UserInputError(f"mode must be one of {', '.join(MODES[:2])}, got '{mode}'.")
     spark = df.sparkSession
     fs = _filesystem(spark, output_path)
+    if isinstance(fs, _ArrowListing):  # refused before Spark by validation.check_output_path; never half-done
+        raise UserInputError(f"output '{output_path}' cannot be written over Spark Connect: use a local path.")
+    restore_interrupted_overwrite(fs)
     target = fs.target
     if mode == "error" and fs.exists(target):
         raise UserInputError(f"output '{output_path}' already exists: choose a new path or pass mode=overwrite.")
+    if mode == "keep_existing" and fs.exists(target):
+        return Written(output_path, spark.read.parquet(output_path).count())
     name = posixpath.basename(target.rstrip("/"))
     token = uuid.uuid4().hex[:12]
-    staging = fs.sibling(f".{name}.staging-{token}")
+    staging = fs.sibling(f".{name}{STAGING}{token}")
     try:
         df.write.mode("error").parquet(staging)
-        if fs.exists(target):
-            if mode == "keep_existing":
-                return output_path
-            if mode == "error":
-                raise UserInputError(f"output '{output_path}' appeared while writing: choose a new path "
-                                     "or pass mode=overwrite.")
-            # Move the old output aside first so the target is never a mix of old and new files.
-            previous = fs.sibling(f".{name}.previous-{token}")
-            if not fs.rename(target, previous):
-                raise RuntimeError(f"could not move the previous output '{output_path}' aside")
-            if not fs.rename(staging, target):
-                fs.rename(previous, target)
-                raise RuntimeError(f"could not move the new output into '{output_path}'")
-            fs.delete(previous)
-        elif not fs.rename(staging, target):
-            if mode == "keep_existing" and fs.exists(target):
-                return output_path
-            raise RuntimeError(f"could not move the new output into '{output_path}'")
-    finally:
+        rows = _rows_written(spark, fs, staging)
+        if fs.rename_new(staging, target):
+            return Written(output_path, rows)
+        # The target exists now (it did before, or another writer moved theirs in meanwhile).
+        if mode == "keep_existing":
+            return Written(output_path, spark.read.parquet(output_path).count())
+        if mode == "error":
+            raise UserInputError(f"output '{output_path}' appeared while writing (another writer): choose a new "
+                                 "path or pass mode=overwrite; nothing of this run was written there.")
+        _replace(fs, staging, target, fs.sibling(f".{name}{PREVIOUS}{token}"), output_path)
+        if fs.exists(staging):
+            fs.delete(staging)  # after an exchange it holds the old output
+        return Written(output_path, rows)
+    except BaseException:
         _delete_staging(fs, staging)
-    return output_path
+        raise
+
+
+def _rows_written(spark, fs, folder: str) -> int:
+    """Rows in the parquet files of ``folder``, from their footers. Read as files, not as the folder: Spark
+    skips a folder whose name starts with '.' (the staging folder's) and would find nothing."""
+    files = [f"{folder.rstrip('/')}/{relative}" for relative, _, _ in fs.list_files(folder)
+             if relative.endswith(".parquet") and not any(p.startswith((".", "_")) for p in relative.split("/"))]
+    return spark.read.parquet(*files).count() if files else 0
+
+
+def _replace(fs, staging: str, target: str, previous: str, output_path: str) -> None:
+    """Put the complete new output at ``target`` in place of the old one. With an atomic exchange the old
+    output ends up at the staging path (deleted after); without one, it is moved aside to ``previous``
+    first, so the target is never a mix of old and new files."""
+    if fs.exchange(staging, target):
+        return  # the caller deletes the staging path, which now holds the old output
+    if not fs.rename_new(target, previous):
+        raise RuntimeError(f"could not move the previous output '{output_path}' aside")
+    if not fs.rename_new(staging, target):
+        # Another writer moved its output in meanwhile: it won; the old output is not needed any more.
+        fs.delete(previous)
+        raise RuntimeError(f"could not move the new output into '{output_path}': another writer replaced it first")
+    fs.delete(previous)
+
+
+def restore_interrupted_overwrite(fs) -> str:
+    """An overwrite killed between moving the old output aside and moving the new one in leaves no output
+    and the old one hidden at ``.<name>.previous-<token>``: move it back (the newest, if a crash left
+    several). Returns the restored folder, or ''."""
+    if fs.exists(fs.target):
+        return ""
+    name = posixpath.basename(fs.target.rstrip("/"))
+    left = [p for p in fs.siblings(f".{name}{PREVIOUS}") if fs.exists(p)]
+    for previous in sorted(left, key=fs.modified, reverse=True):
+        if fs.rename_new(previous, fs.target):
+            print(f"warning: restored the output at '{fs.target}' that an interrupted overwrite had moved aside "
+                  f"({posixpath.basename(previous)}).", file=sys.stderr, flush=True)
+            return previous
+    return ""
 
 
 def _delete_staging(fs, staging, checks: int = 8, pause_seconds: float = 0.25) -> None:
     """Delete the staging folder left by a failed write, and again if it comes back: when a job fails,
     Spark cancels its other running tasks asynchronously, and one may still write into the folder for a
-    moment after the first delete. After a successful write the folder was renamed away: no wait."""
+    moment after the first delete."""
     if not fs.exists(staging):
         return
     fs.delete(staging)

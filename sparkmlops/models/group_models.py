@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from dataclasses import dataclass, replace
 
 from sparkmlops.core import mlflow_models, tracking
@@ -77,9 +78,10 @@ def load_group_models(run_id: str) -> GroupModels:
     if run.info.status != "FINISHED":
         raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that "
                              "FINISHED.")
-    path = mlflow_models.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE)
-    table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
-                        dtype={"group": str})
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-groups-") as download:
+        path = mlflow_models.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE, dst_path=download)
+        table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
+                            dtype={"group": str})
     trained = table[table["status"] == "trained"]
     return GroupModels(group_col, dict(zip(trained["group"], trained["model_uri"])), f"runs:/{run_id}/{FALLBACK_MODEL}")
 

@@ -11,7 +11,7 @@ import zipfile
 
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
-from sparkmlops.core.spark import ship_package
+from sparkmlops.core.spark import application_files_dir, ship_package
 from sparkmlops.models import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -91,10 +91,12 @@ def ship_model(spark, model: resolve.ResolvedModel) -> str:
     master refuses addFile of a local folder); return its name."""
 
     name = f"sparkmlops-model-{uuid.uuid4().hex[:12]}"
-    local = os.path.join(tempfile.mkdtemp(prefix="sparkmlops-ship-"), name)
-    # The returned folder holds MLmodel: for runs:/<id>/model it is a subfolder of dst_path, named "model".
-    downloaded = mlflow_models.download_artifacts(artifact_uri=model.load_uri, dst_path=local)
-    spark.sparkContext.addFile(shutil.make_archive(local, "zip", downloaded))
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-ship-") as download:
+        # The returned folder holds MLmodel: for runs:/<id>/model it is a subfolder of dst_path, named "model".
+        downloaded = mlflow_models.download_artifacts(artifact_uri=model.load_uri, dst_path=download)
+        # The zip must outlive this call (executors fetch it while the application runs): Spark's own folder.
+        archive = shutil.make_archive(str(application_files_dir(spark) / name), "zip", downloaded)
+    spark.sparkContext.addFile(archive)
     return name
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sparkmlops.core import mlflow_models, registry, tracking
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import JobFailed, UserInputError
 
 _LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "
@@ -73,6 +73,19 @@ class ResolvedModel:
         return [(spec.name, spec.type.name) for spec in self.signature.inputs.inputs]
 
 
+# A legacy stage with no version in it (models:/<name>/Production): MLflow says so without an error code.
+_NO_STAGE_VERSION = re.compile(r"No versions of model with name '.*' and stage '.*' found")
+_RUNS_URI = re.compile(r"^runs:/[^/]+/.+")
+_MODELS_URI = re.compile(r"^models:/[^/@]+(/[^/]+|@[^/]+)?$")
+
+
+def check_uri_shape(model_uri: str, scheme: str) -> None:
+    """A runs:/ or models:/ URI that cannot name a model, refused before MLflow is asked (which reports
+    such URIs as internal errors, like an outage)."""
+    if (scheme == "runs" and not _RUNS_URI.match(model_uri)) or (scheme == "models" and not _MODELS_URI.match(model_uri)):
+        raise UserInputError(f"model URI '{model_uri}' is malformed: {_URI_HELP}.")
+
+
 def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedModel:
     """Resolve ``model_uri`` through MLflow without Spark; one clear line when it is wrong."""
     if not model_uri:
@@ -80,11 +93,21 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
     scheme = model_uri.split(":", 1)[0] if re.match(r"^[a-z][a-z0-9+.-]*:", model_uri) else ""
     if not scheme and not os.path.exists(model_uri):
         raise UserInputError(f"model '{model_uri}' is neither a model URI nor an existing folder: {_URI_HELP}.")
+    check_uri_shape(model_uri, scheme)
     try:
         info = mlflow_models.model_info(model_uri)
-    except (tracking.MlflowError, OSError, ValueError) as exc:
+    except Exception as exc:
         first = " ".join(str(exc).split())[:300]
-        raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
+        missing = tracking.is_missing(exc) or bool(_NO_STAGE_VERSION.search(first))
+        if missing and scheme == "runs":
+            # MLflow reports a runs:/ URI whose artifact store failed as missing too: ask the store itself.
+            missing = tracking.artifact_store_answers(model_uri.split("/")[1])
+        if missing:
+            raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
+        # The store or the artifact repository failed (down, 403, I/O): exit 1, which schedulers retry.
+        raise JobFailed(f"could not read model '{model_uri}' from {tracking.tracking_uri()} ({type(exc).__name__}: "
+                        f"{first}); this is not a problem with the URI: check the tracking server and artifact "
+                        "store, then run again.") from exc
     flavors = tuple(sorted(info.flavors))
     if require_flavor == "spark" and "spark" not in flavors:
         raise UserInputError(f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "

@@ -69,9 +69,8 @@ def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, ta
     digest, n_files = writing.files_digest(spark, params.input_path)
     scored = score(input_df)  # lazy: a scorer's own checks of the schema come first
     check_scorable(input_df, model)
-    writing.write_parquet_atomically(scored, params.output_path, mode=params.mode)
+    rows = writing.write_parquet_atomically(scored, params.output_path, mode=params.mode).rows
     seconds = time.perf_counter() - started
-    rows = spark.read.parquet(params.output_path).count()  # from the parquet footers
     summary = {"rows_scored": rows, "seconds": seconds, "rows_per_second": rows / seconds if seconds else 0.0,
                "input_files": n_files}
     tracking.set_tags({**model.tags(), "input_path": params.input_path, "input_digest": digest,

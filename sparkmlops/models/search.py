@@ -300,6 +300,22 @@ def no_progress(losses: list, trials: int) -> bool:
     return len(losses) - 1 - best_at >= trials
 
 
+def where_trial_runs() -> dict[str, str]:
+    """Tags saying where a trial ran: in a Spark task (its stage, partition and attempt id, the Python
+    worker's process and host), or on the driver. The UI shows it; the tests check it."""
+    import os
+    import socket
+
+    from pyspark import TaskContext
+
+    tags = {"trial_process": str(os.getpid()), "trial_host": socket.gethostname()}
+    task = TaskContext.get()
+    if task is None:
+        return {**tags, "trial_ran_on": "driver"}
+    return {**tags, "trial_ran_on": "spark task", "spark_task_attempt_id": str(task.taskAttemptId()),
+            "spark_stage_id": str(task.stageId()), "spark_partition_id": str(task.partitionId())}
+
+
 def loss_of(metrics: dict, metric: str) -> float:
     """The minimised loss of a trial's validation metrics; a trial without a finite one failed."""
     loss = METRIC_SIGN[metric] * metrics[metric]

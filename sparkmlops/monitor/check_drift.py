@@ -5,6 +5,7 @@ registry version), and DriftFound (exit 3, run FINISHED) when a feature drifted.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import plots, registry, tracking
@@ -90,6 +91,35 @@ def drift_table(results: list[FeatureDrift], threshold: float, retyped: dict[str
     return table.sort_values(["drifted", "psi"], ascending=[False, False]).reset_index(drop=True)
 
 
+PREDICTION_FEATURE = "prediction (model output)"
+_NUMERIC_KINDS = ("double", "float", "long", "integer")
+
+
+def scorable_predictions(spark_model, df, model):
+    """(predictions, unscorable rows): one column, ``prediction``, with the model's prediction for every row
+    it can score and null for the others, and how many rows it could not score.
+
+    Drifted data is what this check exists to see, so it must not stop the check: a row is unscorable when
+    one of the model's numeric inputs is null, NaN or infinite, or a value does not cast to the signature's
+    type (a column whose type drifted). Those rows are scored with placeholder inputs, so that one pass
+    scores the rest, and get a null prediction: the prediction's missing-value rate is then the share of
+    rows the model could not score, which drift_table reports as drift like any other missing-value rate."""
+    from pyspark.sql import functions as F
+
+    typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
+    numeric = [c for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
+    frame = df.select(*[F.col(c).try_cast(t).alias(c) for c, t in typed.items()])
+    bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
+    frame = frame.withColumn(_SCORABLE, ~functools.reduce(lambda a, b: a | b, bad) if bad else F.lit(True))
+    unscorable = frame.filter(~F.col(_SCORABLE)).count()  # no model in this pass: the inputs only
+    placeholders = {c: F.when(F.col(_SCORABLE), F.col(c)).otherwise(F.lit(0).cast(typed[c])) for c in numeric}
+    scored = spark_model.transform(frame.withColumns(placeholders))
+    return scored.select(F.when(F.col(_SCORABLE), F.col("prediction")).alias("prediction")), unscorable
+
+
+_SCORABLE = "__sparkmlops_scorable"
+
+
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     """Drift of ``params.current_path`` against the reference, per feature (and of the model's
     predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
@@ -119,16 +149,19 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     numeric = [c for c in features if kind(types[c]) == "numeric"]
     categorical = [c for c in features if kind(types[c]) == "string"]
     results = feature_drift(reference, current, numeric, categorical, params.bins)
+    unscorable = {}
     if model is not None:
         spark_model = scoring.load_spark_model(model)
-        predictions = [scoring.score_frame(spark_model, df, model).select("prediction") for df in (reference, current)]
-        shift = numeric_drift(predictions[0], predictions[1], ["prediction"], params.bins)[0]
-        results.append(FeatureDrift(**{**shift.as_dict(), "feature": "prediction (model output)"}))
+        (reference_predictions, reference_unscorable), (current_predictions, current_unscorable) = (
+            scorable_predictions(spark_model, df, model) for df in (reference, current))
+        shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
+        results.append(FeatureDrift(**{**shift.as_dict(), "feature": PREDICTION_FEATURE}))
+        unscorable = {"reference_unscorable_rows": reference_unscorable, "current_unscorable_rows": current_unscorable}
     table = drift_table(results, params.threshold, retyped)
     drifted = table[table["drifted"]]
     summary = {"max_psi": float(table["psi"].max()), "drifted_features": int(len(drifted)),
                "max_ks": float(table["ks"].max(skipna=True) if table["ks"].notna().any() else 0.0),
-               "features_checked": int(len(table))}
+               "features_checked": int(len(table)), **unscorable}
     tracking.log_metrics(summary)
     tracking.log_dataframe_csv(table, "drift/drift_per_feature.csv")
     fig = plots.drift_figure(table, params.threshold)
@@ -138,6 +171,9 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     verdict = (f"drift: {len(drifted)} of {len(table)} features drifted ({shown}{', ...' if len(drifted) > 5 else ''})"
                if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}, "
                f"missing-value rates within {NULL_RATE_THRESHOLD}, no type changed")
+    if unscorable.get("current_unscorable_rows"):
+        verdict += (f"; the model could not score {unscorable['current_unscorable_rows']} current rows (a null, NaN, "
+                    "infinite or uncastable input): prediction drift is over the others")
     tracking.set_tags({"drift_verdict": verdict, "reference_path": reference_path,
                        "current_path": params.current_path, **(model.tags() if model else {})})
     if model is not None and model.registered_name and model.version:

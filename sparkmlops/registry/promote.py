@@ -6,7 +6,8 @@ trained on (same content digest as its run's ``data_digest``), that run's test s
 logged seed and train_fraction, checked against the run's logged test digest, and only rows in every
 such test split are scored. Data neither version saw is used whole.
 
-Aliases change last, after every check and the evaluation, so a failure leaves them as they were.
+Aliases change last, after every check and the evaluation, so a failure leaves them as they were; and
+only if ``@champion`` is still the version the promotion started from (else exit 1, nothing changed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from sparkmlops.core import choices, registry, tracking
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import digests, generators, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.models import metrics as model_metrics
@@ -241,6 +242,23 @@ def evaluate(spark, plan: Plan, data_path: str) -> dict:
         data.cached.unpersist()
 
 
+def check_champion_unchanged(plan: Plan) -> None:
+    """Refuse to move anything when ``@champion`` moved since the plan read it (another promotion or a
+    rollback finished meanwhile): the candidate was compared with a champion that no longer is, so the
+    decision is void. Read just before the first registry write; MLflow has no compare-and-set for
+    aliases, so two promotions can still both pass this check if they reach it within the same moment."""
+    name = plan.params.model_name
+    now = registry.alias_version(name, registry.CHAMPION)
+    before = str(plan.champion.version) if plan.champion is not None else ""
+    after = str(now.version) if now is not None else ""
+    if after != before:
+        shown = {"": "none"}
+        raise JobFailed(f"@champion of '{name}' moved from {shown.get(before, 'v' + before)} to "
+                        f"{shown.get(after, 'v' + after)} while this promotion of v{plan.candidate.version} ran "
+                        "(another promote or a rollback): nothing was changed; run promote again to compare "
+                        "with the new champion.")
+
+
 def promote_and_log(spark, plan: Plan) -> PromotionResult:
     """Decide, log the decision and its numbers to the active run and the version, then move aliases."""
     params, name = plan.params, plan.params.model_name
@@ -266,6 +284,8 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
                 result.decision = "rejected"
         tracking.log_metrics({k: v for k, v in result.metrics.items() if math.isfinite(v)})
 
+    if result.decision != "unchanged":
+        check_champion_unchanged(plan)
     tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
     if result.decision != "unchanged":
         version_tags = {"promotion_decision": result.decision, "promotion_run_id": result.run_id,

@@ -2,7 +2,8 @@
 
 What breaks reproducibility, and what this checks for each:
 - code: the run must come from a clean git tree at a known commit (tags ``git_commit``/``git_dirty``);
-  the re-run is ``mlflow.projects.run`` on a fresh clone checked out at the commit, never the user's tree;
+  the re-run is ``mlflow.projects.run`` on a fresh clone checked out at the commit, never the user's tree,
+  cloned only from a source ``code_source`` allows (a run's tags are anyone's to edit);
 - data: the data the run trained on must still have the run's content digest (tag ``data_digest``),
   checked before anything is re-run; otherwise the rows/columns/schema changes are reported;
 - libraries: the versions the run logged are compared with the reproduction's;
@@ -67,6 +68,7 @@ class ReproduceParams:
     tolerance: float = 0.0
     allow_data_change: bool = False
     project_uri: str = ""
+    trusted_sources: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,10 +82,10 @@ class ReproduceParams:
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise UserInputError(f"tolerance must be >= 0 (largest allowed |reproduced - original| per metric; "
                                  f"0 = bit-identical), got {self.tolerance}.")
-        return read_original_run(self.run_id, self.project_uri)
+        return read_original_run(self.run_id, self.project_uri, self.trusted_sources)
 
 
-def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
+def read_original_run(run_id: str, project_uri: str = "", trusted_sources: str = "") -> OriginalRun:
     run = tracking.get_run(run_id)
     if run is None:
         raise UserInputError(f"run '{run_id}' not found in the tracking store {tracking.tracking_uri()}: check "
@@ -103,7 +105,8 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
         raise UserInputError(f"run {run_id} was made from a git tree with uncommitted changes (git_dirty={dirty}) "
                              f"at commit {commit[:12]}: that code exists nowhere. Commit the changes, run again, "
                              "and reproduce that run.")
-    source = find_code_source(commit, project_uri, tags)
+    subdirectory = project_subdirectory(tags)
+    source = find_code_source(commit, project_uri, tags, trusted_sources)
     if run.info.status != "FINISHED":
         raise UserInputError(f"run {run_id} is {run.info.status}, not FINISHED: there are no final metrics to "
                              "reproduce.")
@@ -114,7 +117,7 @@ def read_original_run(run_id: str, project_uri: str = "") -> OriginalRun:
     rows = [run.data.metrics.get(name) for name in ("train_rows", "test_rows")]
     return OriginalRun(
         run_id=run_id, experiment_id=run.info.experiment_id, entry_point=entry_point, commit=commit, source=source,
-        subdirectory=project_subdirectory(tags),
+        subdirectory=subdirectory,
         parameters=params, metrics=dict(run.data.metrics), tags=dict(tags),
         data_path=data_path, label_col=params.get("label_col", "price"), data_digest=digest,
         data_rows=int(sum(rows)) if None not in rows else None, data_schema=_logged_schema(run))
@@ -242,9 +245,12 @@ def _run_project(project_dir: str, original: OriginalRun, parameters: dict[str, 
         os.environ.pop(key, None)
     try:
         # The clone is at the commit already; MLflow records it from the folder's git state.
+        # storage_dir: MLflow makes a temp folder there for every run (for path parameters), never removed:
+        # inside the clone's temporary folder, it goes with it.
         submitted = tracking.run_project(
             os.path.join(project_dir, original.subdirectory), entry_point=original.entry_point, parameters=parameters,
-            env_manager=env_manager, experiment_id=original.experiment_id)
+            env_manager=env_manager, experiment_id=original.experiment_id,
+            storage_dir=os.path.join(os.path.dirname(project_dir), "mlflow-storage"))
         tracking.set_run_tags(submitted.run_id, {"reproduction_of": original.run_id,
                                                  "reproduced_by": reproduce_run_id})
         ok = submitted.wait()
@@ -278,6 +284,9 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
             print(f"reproduce: warning: this environment differs from the run's: {_format_differences(before)}",
                   flush=True)
 
+    # Said before anything is fetched: the code that is about to run, and where it came from.
+    print(f"reproduce: code from {original.source} at commit {original.commit}", flush=True)
+    tracking.set_tags({"code_source": original.source[:5000]})
     with tempfile.TemporaryDirectory(prefix="sparkmlops-reproduce-") as tmp:
         project_dir = clone_at(original.source, original.commit, Path(tmp))
         declared = entry_point_parameters(project_dir, original.commit, original.entry_point, original.subdirectory)

@@ -98,7 +98,7 @@ def score_with_pandas_udf(spark, params: PandasUdfParams, model: resolve.Resolve
     """The `score_pandas_udf` job: checked input, atomic output, tracked like score_batch."""
 
     counters: dict = {}
-    with session_conf(spark, {ARROW_BATCH_CONF: str(params.batch_size)}):
+    with session_conf(spark, {ARROW_BATCH_CONF: str(params.batch_size)}), mlflow_models.spark_udf_copies_removed():
         if params.method == "map_in_pandas":
             score = functools.partial(score_map_in_pandas, spark, model=model, counters=counters)
         else:

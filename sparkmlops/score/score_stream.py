@@ -14,12 +14,19 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
+from urllib.parse import unquote
+
+try:  # POSIX: the checkpoint lock; elsewhere streams are not locked
+    import fcntl
+except ImportError:
+    fcntl = None
 
 from sparkmlops.core import tracking
-from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.errors import Terminated, UserInputError
 from sparkmlops.data import validation
 from sparkmlops.models import resolve, scoring
 
@@ -52,6 +59,7 @@ class StreamParams:
         model.input_columns()  # a stream needs the signature for its schema
         check_files_against_signature(self.input_path, model)
         check_checkpoint(self, model)
+        lock_checkpoint(self.checkpoint_path)  # last: held until the stream ends (run_stream releases it)
         return model
 
     def as_dict(self) -> dict:
@@ -109,7 +117,7 @@ def check_checkpoint(params: StreamParams, model: resolve.ResolvedModel) -> None
             raise UserInputError(f"checkpoint '{params.checkpoint_path}' belongs to another stream: it was made "
                                  f"for {'; '.join(differences)}. Use a new checkpoint_path (and output_path) "
                                  "for a different model or output.")
-    elif os.path.isdir(checkpoint) and os.listdir(checkpoint):
+    elif os.path.isdir(checkpoint) and set(os.listdir(checkpoint)) - {LOCK_FILE}:
         raise UserInputError(f"checkpoint '{params.checkpoint_path}' is not empty and was not made by score_stream: "
                              "use a new checkpoint_path.")
     elif validation.is_local_path(params.output_path):
@@ -118,6 +126,43 @@ def check_checkpoint(params: StreamParams, model: resolve.ResolvedModel) -> None
             raise UserInputError(f"output '{params.output_path}' already holds data but checkpoint "
                                  f"'{params.checkpoint_path}' is new: resuming needs the output's own checkpoint; "
                                  "use a new output_path.")
+
+
+LOCK_FILE = "sparkmlops-stream.lock"
+_HELD_LOCKS: dict[str, int] = {}  # checkpoint folder -> descriptor of its lock file, held by this process
+
+
+def lock_checkpoint(checkpoint_path: str) -> None:
+    """Hold the checkpoint for this process until the stream ends: a second score_stream on it (another
+    process) is refused here, before Spark, instead of racing this one for the same micro-batches. An
+    advisory lock (flock) on a file in the checkpoint, which the system releases when the process ends,
+    however it ends, so a killed stream never leaves a stale lock. Local checkpoints only: on HDFS or an
+    object store, Spark's own offset log refuses the second writer of a batch."""
+    if fcntl is None or not validation.is_local_path(checkpoint_path):
+        return
+    folder = os.path.abspath(validation.local_path(checkpoint_path))
+    if folder in _HELD_LOCKS:
+        return
+    os.makedirs(folder, exist_ok=True)
+    descriptor = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 200).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise UserInputError(f"checkpoint '{checkpoint_path}' is in use by another score_stream (process {holder}): "
+                             "one stream per checkpoint; stop the other one, or use another checkpoint_path "
+                             "and output_path.") from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()} on {socket.gethostname()}".encode())
+    _HELD_LOCKS[folder] = descriptor
+
+
+def release_checkpoint(checkpoint_path: str) -> None:
+    if validation.is_local_path(checkpoint_path):
+        descriptor = _HELD_LOCKS.pop(os.path.abspath(validation.local_path(checkpoint_path)), None)
+        if descriptor is not None:
+            os.close(descriptor)  # releases the lock
 
 
 def _record_identity(params: StreamParams, model: resolve.ResolvedModel) -> None:
@@ -141,18 +186,25 @@ def check_stream_input(spark, params: StreamParams, model: resolve.ResolvedModel
 
 
 class ProgressReporter:
-    """One line and MLflow metrics (step = batch id) per micro-batch, read from the query's progress."""
+    """One line and MLflow metrics (step = batch id) per micro-batch, read from the query's progress; and
+    the files a micro-batch skipped because they were gone when it read them (``skipped_files``)."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, checkpoint_path: str = ""):
         self.run_id = run_id
         self.seen: set[int] = set()
         self.latencies_ms: list[float] = []
         self.rows = 0
+        self.checkpoint_path = checkpoint_path
+        self.checked: set[int] = set()
+        self.skipped_files: list[str] = []
 
     def report(self, query) -> None:
         for progress in query.recentProgress:
             # Attributes, not keys: over Spark Connect the JSON has no numInputRows (the property sums the sources).
             batch_id, rows = progress.batchId, progress.numInputRows
+            if batch_id not in self.checked:
+                self.checked.add(batch_id)
+                self.check_skipped_files(batch_id, rows)
             if batch_id in self.seen or rows == 0:
                 continue  # a trigger with no new files repeats the last batch id with 0 rows
             self.seen.add(batch_id)
@@ -162,6 +214,51 @@ class ProgressReporter:
             print(f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
                   f"({rows / latency * 1000 if latency else 0:.0f} rows/s)", flush=True)
             tracking.log_step_metrics(self.run_id, {"batch_rows": rows, "batch_latency_ms": latency}, batch_id)
+
+
+    def check_skipped_files(self, batch_id: int, rows: int) -> None:
+        """The stream reads with ignoreMissingFiles (see run_stream), so a file listed in a micro-batch but
+        gone when the batch read it is skipped without a word from Spark. A listed file that is gone now
+        was skipped when the batch's rows equal the rows of its files still there (from their parquet
+        footers); otherwise it was read, then removed. Local checkpoints and inputs only."""
+        listed = batch_files(self.checkpoint_path, batch_id)
+        gone = [path for path in listed if not os.path.exists(path)]
+        if not gone:
+            return
+        import pyarrow.parquet as pq
+
+        present_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in listed if path not in gone)
+        if present_rows != rows:
+            return
+        for path in gone:
+            print(f"score_stream: warning: micro-batch {batch_id} skipped {path}: the file was gone when the batch "
+                  "read it (ignoreMissingFiles); its rows were not scored", flush=True)
+        self.skipped_files += gone
+        tracking.log_step_metrics(self.run_id, {"skipped_files": len(self.skipped_files)}, batch_id)
+
+
+def batch_files(checkpoint_path: str, batch_id: int) -> list[str]:
+    """The local files the stream's file source listed for micro-batch ``batch_id``, from its log in the
+    checkpoint (``sources/0/<id>``, or a ``<n>.compact`` file holding every batch up to n)."""
+    if not checkpoint_path or not validation.is_local_path(checkpoint_path):
+        return []
+    log = os.path.join(validation.local_path(checkpoint_path), "sources", "0")
+    if not os.path.isdir(log):
+        return []
+    candidates = [os.path.join(log, str(batch_id))] + sorted(
+        (os.path.join(log, n) for n in os.listdir(log) if n.endswith(".compact")
+         and int(n.split(".")[0]) >= batch_id), key=lambda p: int(os.path.basename(p).split(".")[0]))
+    for path in candidates:
+        if not os.path.exists(path):
+            continue
+        files = []
+        with open(path) as f:
+            for line in f.read().splitlines()[1:]:  # the first line is the log's version
+                entry = json.loads(line) if line.strip() else {}
+                if entry.get("batchId") == batch_id and validation.is_local_path(entry.get("path", "")):
+                    files.append(unquote(validation.local_path(entry["path"])))
+        return files
+    return []
 
 
 # Marks the error a guarded row raises, so the failure is told apart from Spark's own.
@@ -207,6 +304,13 @@ def stream_failure(exception) -> Exception:
 
 def run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_seconds: float = 0.5) -> dict:
     """Start the query and run it until the input is drained (available_now) or a SIGINT/SIGTERM."""
+    try:
+        return _run_stream(spark, params, model, poll_seconds)
+    finally:
+        release_checkpoint(params.checkpoint_path)
+
+
+def _run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_seconds: float) -> dict:
     check_stream_input(spark, params, model)
     spark_model = scoring.load_spark_model(model)
     _record_identity(params, model)
@@ -223,14 +327,16 @@ def run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_s
                        "checkpoint_path": params.checkpoint_path, "stream_query_id": str(query.id)})
 
     stop_requested = threading.Event()
+    stopped_by: list[int] = []
 
     def request_stop(signum, _frame):
         print(f"score_stream: {signal.Signals(signum).name} received, stopping after the current micro-batch "
               "state is safe (uncommitted work is redone on restart)", flush=True)
+        stopped_by.append(signum)
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    reporter = ProgressReporter(tracking.active_run_id())
+    reporter = ProgressReporter(tracking.active_run_id(), params.checkpoint_path)
     started = time.perf_counter()
     try:
         last_collect = time.monotonic()
@@ -255,10 +361,18 @@ def run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_s
             signal.signal(sig, handler)
     seconds = time.perf_counter() - started
     summary = {"batches": len(reporter.seen), "rows_scored": reporter.rows, "seconds": seconds,
-               "stopped_by_signal": int(stop_requested.is_set())}
+               "stopped_by_signal": int(stop_requested.is_set()), "skipped_files": len(reporter.skipped_files)}
+    if reporter.skipped_files:
+        tracking.log_dict({"skipped_files": reporter.skipped_files}, "stream/skipped_files.json")
     lat = sorted(reporter.latencies_ms)
     if lat:
         summary.update({"latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[min(len(lat) - 1,
                                                                                          int(len(lat) * 0.95))]})
     tracking.log_metrics(summary)
+    if stopped_by:
+        # A stop asked for, done cleanly: the committed batches stay and the same command resumes. The run
+        # still ends as every interrupted entry point's does (KILLED; exit 130 for SIGINT, 143 for SIGTERM).
+        print(f"score_stream: stopped by {signal.Signals(stopped_by[0]).name} after {summary['rows_scored']} rows "
+              f"in {summary['batches']} micro-batches; the same command resumes from the checkpoint", flush=True)
+        raise Terminated() if stopped_by[0] == signal.SIGTERM else KeyboardInterrupt()
     return summary

@@ -50,14 +50,10 @@ class ExportParams:
         if self.parity_data_path:
             validation.check_input_path(self.parity_data_path, "parity_data_path")
         source = resolve.resolve_model(self.model_uri)
-        workdir = tempfile.mkdtemp(prefix="sparkmlops-export-")
-        try:
-            local = mlflow_models.download_artifacts(artifact_uri=source.load_uri, dst_path=workdir)
+        with tempfile.TemporaryDirectory(prefix="sparkmlops-export-") as download:  # the graph is kept in memory
+            local = mlflow_models.download_artifacts(artifact_uri=source.load_uri, dst_path=download)
             onnx_model, plan = onnx_convert.convert_saved_pipeline(local)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        return ExportPlan(self, source, local, onnx_model, plan, workdir)
+        return ExportPlan(self, source, onnx_model, plan)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,10 +63,15 @@ class ExportParams:
 class ExportPlan:
     params: ExportParams
     source: resolve.ResolvedModel
-    spark_model_dir: str
     onnx_model: object
     plan: onnx_convert.PipelinePlan
-    workdir: str
+
+    def write_graph(self, folder: str) -> str:
+        """The ONNX graph as ``folder/model.onnx``; its path."""
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(self.onnx_model.SerializeToString())
+        return path
 
     def metadata(self) -> dict:
         return {
@@ -122,11 +123,9 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     checked = resolve.check_input_against_signature(frame, plan.source, what="parity data")
     spark_model = scoring.load_spark_model(plan.source)
     scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()
-    onnx_path = os.path.join(plan.workdir, "model.onnx")
-    with open(onnx_path, "wb") as f:
-        f.write(plan.onnx_model.SerializeToString())
-    # One thread, as served: with several, onnxruntime splits the trees and float32 sums round differently.
-    exported = OnnxPipeline(onnx_path, plan.metadata(), intra_op_threads=1).predict(scored[columns])
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-parity-") as folder:
+        # One thread, as served: with several, onnxruntime splits the trees and float32 sums round differently.
+        exported = OnnxPipeline(plan.write_graph(folder), plan.metadata(), intra_op_threads=1).predict(scored[columns])
     expected = scored["prediction"].to_numpy(dtype=np.float64)
     absolute = np.abs(exported - expected)
     relative = absolute / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
@@ -148,13 +147,14 @@ def _pyfunc_code(workdir: str) -> str:
     return package
 
 
-def log_onnx_model(plan: ExportPlan, input_example):
-    """Log the pyfunc (onnxruntime) model with the Spark model's signature and the graph itself."""
-    onnx_path = os.path.join(plan.workdir, "model.onnx")
-    metadata_path = os.path.join(plan.workdir, "onnx_metadata.json")
+def log_onnx_model(plan: ExportPlan, input_example, workdir: str):
+    """Log the pyfunc (onnxruntime) model with the Spark model's signature and the graph itself; the
+    files are put together in ``workdir`` first."""
+    onnx_path = plan.write_graph(workdir)
+    metadata_path = os.path.join(workdir, "onnx_metadata.json")
     with open(metadata_path, "w") as f:
         json.dump(plan.metadata(), f, indent=1)
-    package_dir = _pyfunc_code(plan.workdir)
+    package_dir = _pyfunc_code(workdir)
     return mlflow_models.log_pyfunc_model(
         name=mlflow_models.MODEL_NAME,
         python_model=OnnxPipelineModel(),
@@ -168,13 +168,11 @@ def log_onnx_model(plan: ExportPlan, input_example):
 
 def export_and_log(spark, plan: ExportPlan) -> dict:
     """Measure parity, then log (and register) the exported model; the run's summary."""
-    try:
-        return _export_and_log(spark, plan)
-    finally:
-        shutil.rmtree(plan.workdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-export-") as workdir:
+        return _export_and_log(spark, plan, workdir)
 
 
-def _export_and_log(spark, plan: ExportPlan) -> dict:
+def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
     started = time.perf_counter()
     data_path = (plan.params.parity_data_path or _training_data_path(plan.source)
                  or generators.ensure_default_data(spark))
@@ -190,8 +188,8 @@ def _export_and_log(spark, plan: ExportPlan) -> dict:
                           f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported.")
     example = validation.read_dataset(spark, data_path).select(
         *[c for c, _ in plan.source.input_columns()]).limit(5).toPandas()
-    info = log_onnx_model(plan, example)
-    tracking.log_artifact_file(os.path.join(plan.workdir, "model.onnx"), "onnx")
+    info = log_onnx_model(plan, example, workdir)
+    tracking.log_artifact_file(os.path.join(workdir, "model.onnx"), "onnx")
     summary = {**parity, "export_seconds": time.perf_counter() - started, "model_uri": info.model_uri,
                "run_id": tracking.active_run_id(), "registered_version": ""}
     # The parity metrics, logged before the model, MLflow links to it as it logs it; this one comes after.

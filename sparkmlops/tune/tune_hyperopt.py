@@ -31,6 +31,7 @@ from sparkmlops.models.search import (
     search_and_log,
     sklearn_arrays,
     startup_trials,
+    where_trial_runs,
 )
 
 
@@ -86,7 +87,7 @@ def run_trial(context: TrialContext, trial_params: dict, evaluate, run_name: str
     result = {"params": trial_params, "run_id": None}
     try:
         with tracking.child_run(context.parent_run_id, context.experiment_id, run_name,
-                                {"engine": context.engine}, context.tracking_uri) as child:
+                                {"engine": context.engine, **where_trial_runs()}, context.tracking_uri) as child:
             result["run_id"] = child.run_id
             child.log_params(trial_params)
             metrics = evaluate(trial_params)

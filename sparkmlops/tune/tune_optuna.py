@@ -75,7 +75,7 @@ def run_trial(context: search.TrialContext, space: dict, evaluate, trial) -> flo
     tracking.set_tracking_uri(context.tracking_uri)  # a Spark worker has not the driver's environment
     run = tracking.ChildRun(tracking.client(context.tracking_uri), compat.optuna_trial_run_id(trial))
     started = time.perf_counter()
-    run.set_tags({"engine": context.engine})
+    run.set_tags({"engine": context.engine, **search.where_trial_runs()})
     trial_params = suggest(trial, space)
     trial.set_user_attr("params", trial_params)
     # The storage logs Optuna's names ("gbt.max_depth"); the run also gets train's ("max_depth").
@@ -174,18 +174,18 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
     callbacks = [functools.partial(early_stop, params.early_stop_trials)] if params.early_stop_trials else None
     started = time.perf_counter()
     if params.engine == "mllib":
-        study = tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=False)
-        study.optimize(functools.partial(mllib_objective, data, spec), n_trials=params.max_evals, timeout=timeout,
-                       catch=(Exception,), callbacks=callbacks)
+        with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=False) as study:
+            study.optimize(functools.partial(mllib_objective, data, spec), n_trials=params.max_evals,
+                           timeout=timeout, catch=(Exception,), callbacks=callbacks)
     else:
         ship_package(spark)
         quiet_python_task_warnings()
         broadcast = spark.sparkContext.broadcast(search.sklearn_arrays(data, spec))  # sent once per executor
         try:
-            study = tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=True)
-            objective = functools.partial(sklearn_objective, data.context, data.space, broadcast, params.seed)
-            tracking.optimize_on_spark(study, run_id, objective, params.max_evals, timeout, params.parallelism,
-                                       callbacks)
+            with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=True) as study:
+                objective = functools.partial(sklearn_objective, data.context, data.space, broadcast, params.seed)
+                tracking.optimize_on_spark(study, run_id, objective, params.max_evals, timeout, params.parallelism,
+                                           callbacks)
         finally:
             broadcast.destroy()
     return _trial_rows(study.trials), time.perf_counter() - started

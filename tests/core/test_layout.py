@@ -88,13 +88,13 @@ def test_every_private_symbol_still_exists():
             target = getattr(target, part)
 
 
-def test_executors_get_the_whole_package_and_no_tools():
+def test_executors_get_the_whole_package_and_no_tools(tmp_path):
     """What addPyFile ships: every module of every folder (a cluster's executors have no other copy),
     and not the cluster launcher, which is a developer tool."""
     import zipfile
 
     from sparkmlops.core.spark import package_archive
 
-    shipped = set(zipfile.ZipFile(package_archive()).namelist())
+    shipped = set(zipfile.ZipFile(package_archive(tmp_path)).namelist())
     assert shipped == {str(path.relative_to(PROJECT_ROOT)) for path in _modules()}
     assert "sparkmlops/models/pandas_predict.py" in shipped and not any("local_cluster" in n for n in shipped)

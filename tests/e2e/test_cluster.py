@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from sparkmlops.core.spark import connect_requested, requested_master
 from sparkmlops.data.writing import write_parquet_atomically
 from tests.conftest import (
     JVM_OPTIONS,
@@ -254,18 +253,12 @@ def test_master_contradicting_spark_remote_is_refused(client, monkeypatch):
     assert_refused(result, client, "spark_master is 'local[2]' but SPARK_REMOTE is 'sc://127.0.0.1:1'")
 
 
-def test_requested_master_follows_spark_precedence(tmp_path, monkeypatch):
-    (tmp_path / "spark-defaults.conf").write_text("# comment\nspark.master   spark://confhost:7077\n")
-    for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME", "SPARK_CONNECT_MODE_ENABLED"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
-    assert requested_master() == "spark://confhost:7077"
-    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--master spark://argshost:7077 pyspark-shell")
-    assert requested_master() == "spark://argshost:7077"
-    monkeypatch.setenv("SPARK_REMOTE", "sc://remote:15002")
-    assert requested_master() == "sc://remote:15002" and connect_requested()
-    assert requested_master("local[3]") == "local[3]" and not connect_requested("local[3]")
-    monkeypatch.delenv("SPARK_REMOTE")
-    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
-    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path / "missing"))
-    assert requested_master() == "local[*]"
+@pytest.mark.parametrize("output", ["s3://bucket/scored", "s3a://bucket/scored", "gs://bucket/scored",
+                                    "hdfs://namenode:8020/scored"])
+def test_an_output_connect_cannot_move_into_place_is_refused_before_spark(output, client, trained_model,
+                                                                        default_data):
+    """A Connect client moves its output into place itself, and has neither Hadoop's API (no JVM) nor a
+    way to move folders on object stores: such an output is refused in a second, before any work."""
+    result = script_in_process("score_batch.py", "--model_uri", trained_model[0], "--input_path", default_data,
+                               "--output_path", output, "--spark_master", "sc://127.0.0.1:1")
+    assert_refused(result, client, f"output '{output}' cannot be written over Spark Connect")

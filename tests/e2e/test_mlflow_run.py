@@ -70,7 +70,10 @@ def test_unknown_parameter_is_refused(client):
     result = mlflow_run(".", "--env-manager", "local", "-P", "num_tress=5")
     assert result.returncode != 0
     assert "error: unknown parameter 'num_tress' for train" in result.stderr
-    assert newest_run(client).info.status == "FAILED"
+    run = newest_run(client)
+    # refused by click before the entry point starts, and still tagged as every run is (README: exit codes)
+    assert run.info.status == "FAILED" and run.data.tags["exit_code"] == "2", run.data.tags
+    assert "unknown parameter 'num_tress' for train" in run.data.tags["error"]
 
 
 def test_bad_parameter_fails_the_run(client):
@@ -95,9 +98,11 @@ def test_real_data_matches_the_book(client, real_data):
 
 
 def test_run_with_uv_environment(client, local_run):
-    """requirements-dev.txt installs uv next to this Python: no skip, a missing uv fails here."""
+    """requirements-dev.txt installs uv next to this Python: no skip, a missing uv fails here. The user's
+    --run-name is kept, whatever its shape (it looks like the names MLflow makes up, but is not one)."""
     env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    result = mlflow_run(".", "--env-manager", "uv", *SMALL, env=env, timeout=1800)
+    result = mlflow_run(".", "--env-manager", "uv", "--run-name", "nightly-retrain-7", *SMALL, env=env, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     run = client.get_run(run_id_of(result))
     assert run.data.metrics["rmse"] == local_run.data.metrics["rmse"]
+    assert run.info.run_name == "nightly-retrain-7"

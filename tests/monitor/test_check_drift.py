@@ -202,3 +202,40 @@ def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_pat
     assert run.data.metrics["drifted_features"] == 3
     verdict = run.data.tags["drift_verdict"]
     assert verdict.startswith("drift: 3 of 34 features drifted") and "accommodates (missing 0% -> 100%)" in verdict
+
+
+@pytest.mark.parametrize("broken", ["30% of bedrooms null", "accommodates null in every row"])
+def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, client, trained_model, default_data,
+                                                                       tmp_path, broken):
+    """check_drift -P model_uri=... on current data whose numeric feature went missing: the missing share is
+    the drift found (exit 3, run FINISHED), the prediction drift is computed on the rows the model can
+    score, and the rows it could not score are counted (the model's own training data is the reference)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    column, share = ("bedrooms", 30) if broken.startswith("30%") else ("accommodates", 100)
+    source = spark.read.parquet(default_data)
+    hit = F.abs(F.xxhash64(*[F.col(c) for c in source.columns], F.lit(11))) % 100 < share
+    current = str(tmp_path / "current")
+    source.withColumn(column, F.when(hit, F.lit(None).cast("double")).otherwise(F.col(column))).write.parquet(current)
+    nulls = spark.read.parquet(current).filter(F.col(column).isNull()).count()
+    total = source.count()
+
+    result = script_in_process("check_drift.py", "--model_uri", trained_model[0], "--current_path", current)
+    assert result.returncode == 3, result.stderr[-3000:]
+    run = newest_run(client)
+    assert run.info.status == "FINISHED" and run.data.tags["exit_code"] == "3"
+    assert run.data.metrics["current_unscorable_rows"] == nulls and run.data.metrics["reference_unscorable_rows"] == 0
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                            artifact_path="drift/drift_per_feature.csv"),
+                        keep_default_na=False).set_index("feature")
+    assert table.loc[column, "drift_reason"] == f"missing 0% -> {nulls / total:.0%}"
+    prediction = table.loc["prediction (model output)"]
+    assert float(prediction["current_null_rate"]) == pytest.approx(nulls / total)
+    assert float(prediction["reference_null_rate"]) == 0.0
+    if nulls < total:  # the scored rows are a random subset of the same data: their predictions did not drift
+        assert float(prediction["psi"]) < 0.05, prediction.to_dict()
+    drifted = set(table.index[table["drifted"].astype(str) == "True"])
+    assert drifted == {column, "prediction (model output)"}, drifted
+    assert f"the model could not score {nulls} current rows" in result.stdout
+

@@ -12,7 +12,7 @@ from conftest import (
     script_in_process,
 )
 
-from sparkmlops.core import environment, registry
+from sparkmlops.core import environment, registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import splits
 from sparkmlops.models import resolve
@@ -118,6 +118,35 @@ def test_promotion_gate_rollback_and_scoring_by_alias(spark, client, versions, d
     got = spark.read.parquet(out)
     assert summary["rows_scored"] == expected.count()
     assert got.exceptAll(expected).count() == 0 and expected.exceptAll(got).count() == 0
+
+
+def test_two_promotions_at_once_the_later_is_refused(spark, client, versions):
+    """Two promotions planned against the same @champion (both read it before either moved it): the first
+    to finish moves it; the other must not overwrite that decision. It exits 1 (run again) with one line,
+    and changes nothing: no alias, no tag on its candidate."""
+    from sparkmlops.core.errors import JobFailed
+
+    name = "promote-test-race"
+    for run_id, result in (versions[2], versions[0], versions[1]):  # v1 worst (1x1), v2 5x3, v3 best (20x8)
+        registry.register_model(result.model_uri, name, run_id=run_id, entry_point="train",
+                                params=TrainParams().model_params(), metrics=result.metrics,
+                                digests=result.digests, data_path=result.data_path)
+    registry.set_alias(name, "champion", "1")
+    first = PromoteParams(model_name=name, version="2").validate()
+    second = PromoteParams(model_name=name, version="3").validate()
+    assert str(first.champion.version) == str(second.champion.version) == "1"
+
+    with tracking.tracked_run("promote race first"):
+        assert promote_and_log(spark, first).decision == "promoted"
+    assert _aliases(client, name) == {"champion": "2", "challenger": "2"}
+    with pytest.raises(JobFailed, match=r"@champion of 'promote-test-race' moved from v1 to v2 while this "
+                                        r"promotion of v3 ran"), tracking.tracked_run("promote race second") as run:
+        promote_and_log(spark, second)
+    assert _aliases(client, name) == {"champion": "2", "challenger": "2"}, "the later promotion changed aliases"
+    assert not any(k.startswith("promotion_") for k in client.get_model_version(name, "3").tags)
+    refused = client.get_run(run.info.run_id)
+    assert refused.info.status == "FAILED" and refused.data.tags["exit_code"] == "1"
+    assert "decision" not in refused.data.tags
 
 
 def test_heldout_rows_exclude_both_training_splits(spark, client, versions, default_data):

@@ -115,6 +115,69 @@ def test_bad_model_uris(uri, message):
         resolve.resolve_model(uri)
 
 
+@pytest.fixture
+def refusing_server():
+    """An HTTP server on 127.0.0.1 that answers every request 403 with MLflow's error body, as a tracking or
+    registry server behind an authenticating proxy does for a user without rights."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Forbidden(BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = json.dumps({"error_code": "PERMISSION_DENIED", "message": "no rights on this model"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound then closed: nothing listens there now
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("outage", ["registry server down", "registry refuses (403)", "artifact store down"])
+def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_server, default_data, tmp_path, outage):
+    """Only "does not exist" is bad input (exit 2, which a scheduler does not retry): a model store that is
+    down or refuses is a failure (exit 1, retried), with a line that says so."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = "models:/scoring-test-price@champion"
+    if outage == "registry server down":
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"http://127.0.0.1:{_closed_port()}")
+    elif outage == "registry refuses (403)":
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", refusing_server)
+    else:  # a run whose artifacts live on an HTTP artifact server that is down
+        experiment = client.create_experiment(f"artifacts-down-{tmp_path.name}",
+                                              artifact_location=f"http://127.0.0.1:{_closed_port()}/artifacts")
+        uri = f"runs:/{client.create_run(experiment).info.run_id}/model"
+    result = script_in_process("score_batch.py", "--model_uri", uri, "--input_path", default_data,
+                               "--output_path", str(tmp_path / "out"))
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: could not read model '{uri}'") and "not a problem with the URI" in line, line
+    run = runs_of(client, max_results=1)[0]
+    assert run.info.status == "FAILED" and run.data.tags["exit_code"] == "1", run.data.tags
+    assert result.spark_sessions == 0 and not (tmp_path / "out").exists()
+
+
 def test_non_spark_model_is_refused(pyfunc_model_uri):
     with pytest.raises(UserInputError, match="is not a Spark model"):
         resolve.resolve_model(pyfunc_model_uri)

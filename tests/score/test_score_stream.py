@@ -7,13 +7,16 @@ import sys
 import time
 
 import pytest
+import mlflow
 from conftest import (
+    JVM_SIGNS,
     PROJECT_ROOT,
     REAL_DATA_100P,
     assert_refused,
     in_tracked_run,
     last_line,
     newest_run,
+    python_script,
     require_real_data,
     script_in_process,
 )
@@ -181,22 +184,34 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
 
 
 @pytest.mark.process
-def test_sigterm_stops_gracefully(client, trained_model, generated_100_files, tmp_path):
+@pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_stream_cleanly_and_the_run_is_killed(spark, client, trained_model, generated_100_files,
+                                                                  tmp_path, sent, code):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM on a running stream: it stops after a safe point, logs its
+    summary, and ends as every interrupted entry point does (README, exit codes): 130 or 143, run KILLED;
+    what it committed stays, and the same command resumes."""
     uri, _ = trained_model
-    cmd = _stream_command(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
-                          "--trigger", "1 second")
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    cmd = _stream_command(uri, generated_100_files, out, ckpt, "--trigger", "1 second")
     proc = _popen(cmd)
     try:
         _wait_for_batches(proc, 2)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
+        proc.send_signal(sent)
+        output, _ = proc.communicate(timeout=120)  # stdout and stderr in one pipe (_popen)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "SIGTERM received" in stdout and "(stopped by signal)" in stdout
+    assert proc.returncode == code, output[-3000:]
+    name = signal.Signals(sent).name
+    assert f"{name} received" in output and f"score_stream: stopped by {name} after" in output, output[-2000:]
+    # The last line this process wrote (Spark's JVM, on the same pipe, may still log the task it interrupted).
+    ours = [line for line in output.splitlines() if line.startswith(("error:", "score_stream:"))]
+    assert ours[-1] == ("error: aborted." if sent == signal.SIGINT else "error: terminated."), output[-2000:]
     run = newest_run(client)
-    assert run.info.status == "FINISHED" and run.data.metrics["stopped_by_signal"] == 1
+    assert run.info.status == "KILLED", run.info.status
+    assert run.data.tags["exit_code"] == str(code) and run.data.metrics["stopped_by_signal"] == 1
+    committed = spark.read.parquet(out).count()
+    assert committed == run.data.metrics["rows_scored"] and committed > 0, (committed, run.data.metrics)
 
 
 def test_score_stream_script_bad_model_is_one_line(client, generated_100_files, pyfunc_model_uri, tmp_path):
@@ -255,8 +270,10 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
 
     stopped = threading.Event()
     threading.Thread(target=arrive, daemon=True).start()
-    result = script_in_process(*command, "--trigger", "1 second")
-    stopped.set()
+    try:
+        result = script_in_process(*command, "--trigger", "1 second")
+    finally:
+        stopped.set()  # however the stream ended: never interrupt a later test
     assert result.returncode == 2, result.stderr[-3000:]
     line = last_line(result.stderr)
     assert line.startswith("error: score_stream stopped: file ") and "part-bad.parquet" in line, line
@@ -268,6 +285,12 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     bad.unlink()
     result = script_in_process(*command)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The restart replays the failed micro-batch without the removed file: said, counted and listed.
+    assert f"skipped {bad}: the file was gone when the batch read it" in result.stdout, result.stdout[-2000:]
+    resumed = newest_run(client)
+    assert resumed.data.metrics["skipped_files"] == 1
+    listed = mlflow.artifacts.load_dict(f"runs:/{resumed.info.run_id}/stream/skipped_files.json")
+    assert listed == {"skipped_files": [str(bad)]}
     columns = [c for c, _ in resolve.resolve_model(uri).input_columns()]
     assert _sink_digest(spark, str(out), columns) == _expected_digest(spark, pipeline, str(incoming), columns)
     assert spark.read.parquet(str(out)).count() == 400  # every good row once: none lost, none twice
@@ -286,3 +309,28 @@ def test_a_bad_file_already_there_is_named_before_spark(trained_model, tmp_path,
     with pytest.raises(UserInputError, match=r"input file .*part-1.parquet does not match the model's signature: "
                                              r"wrong types: bedrooms is string, model expects numeric"):
         params.validate()
+
+
+@pytest.mark.process
+def test_a_second_stream_on_a_checkpoint_in_use_is_refused(client, trained_model, generated_100_files, tmp_path):
+    """While a stream holds its checkpoint (here this process, as a running score_stream does from its
+    checks on), a second score_stream process on it is refused before Spark starts, instead of racing it
+    for the same micro-batches; once the first ends, the checkpoint is free again."""
+    from sparkmlops.score.score_stream import release_checkpoint
+
+    uri, _ = trained_model
+    out, ckpt = str(tmp_path / "out"), str(tmp_path / "ckpt")
+    first = StreamParams(uri, generated_100_files, out, ckpt)
+    first.validate()  # holds the checkpoint, as the running stream would
+    try:
+        second = python_script(*_stream_command(uri, generated_100_files, out, ckpt)[1:])
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert last_line(second.stderr).startswith(f"error: checkpoint '{ckpt}' is in use by another score_stream "
+                                                   f"(process {os.getpid()} on "), second.stderr[-2000:]
+        assert not any(sign in second.stderr for sign in JVM_SIGNS), "a JVM started before the refusal"
+        assert newest_run(client).info.status == "FAILED"
+    finally:
+        release_checkpoint(ckpt)
+    first.validate()  # free again
+    release_checkpoint(ckpt)
+

@@ -3,6 +3,7 @@ failed trials, determinism by seed, both engines, the grid search, and the refit
 tuners (tune_hyperopt, tune_optuna) meet the same tests; pruning is Optuna's alone."""
 
 import json
+import os
 
 import mlflow
 import pytest
@@ -70,8 +71,13 @@ def test_mllib_nested_runs_and_best_tagging(client, mllib_search):
     parent = client.get_run(parent_id)
     children = _children(client, parent_id)
     assert parent.info.status == "FINISHED"
+    # Every search here is named test-tune: tune_optuna's study needs a unique name only while it runs.
+    assert parent.info.run_name == "test-tune", parent.info.run_name
     assert [c.data.tags["trial_number"] for c in children] == ["0", "1", "2", "3"]
     assert [c.info.run_name for c in children] == ["trial-000", "trial-001", "trial-002", "trial-003"]
+    # engine=mllib: each trial is a distributed fit driven from the driver, which is this process
+    assert {(c.data.tags["trial_ran_on"], c.data.tags["trial_process"]) for c in children} == {
+        ("driver", str(os.getpid()))}
     assert all(c.info.status == "FINISHED" for c in children)
     for child, trial in zip(children, result.trials):
         assert child.info.run_id == trial["run_id"]
@@ -205,9 +211,8 @@ def test_all_trials_failing_fails_the_run(spark, client, default_data, tuner):
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4])}
     with pytest.raises(SearchFailed, match="all 2 trials failed, nothing to refit; first error: UserInputError"):
         _tune(spark, TuneParams(data_path=default_data, max_evals=2), space, tuner)
-    # (tune_optuna names its run test-tune-<run id prefix> when, as here, other runs are named test-tune)
     runs = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                              filter_string="attributes.run_name LIKE 'test-tune%'", order_by=["attributes.start_time DESC"],
+                              filter_string="attributes.run_name = 'test-tune'", order_by=["attributes.start_time DESC"],
                               max_results=1)
     assert runs[0].info.status == "FAILED" and "all 2 trials failed" in runs[0].data.tags["error"]
     assert {c.info.status for c in _children(client, runs[0].info.run_id)} == {"FAILED"}
@@ -221,6 +226,11 @@ def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data, tu
     assert len(children) == 4 and all(c.info.status == ("KILLED" if c.info.run_id in pruned else "FINISHED")
                                       for c in children)
     assert all(c.data.tags["engine"] == "sklearn" for c in children)
+    # Where the trials ran, as each trial's own process saw it: in Spark tasks (Python workers, not this
+    # driver process), spread over as many tasks as the parallelism allows.
+    assert {c.data.tags["trial_ran_on"] for c in children} == {"spark task"}
+    assert all(c.data.tags["trial_process"] != str(os.getpid()) for c in children)
+    assert len({c.data.tags["spark_task_attempt_id"] for c in children}) >= 2
     best = min((c for c in children if c.info.run_id not in pruned), key=lambda c: c.data.metrics["val_rmse"])
     parent = client.get_run(parent_id)
     assert parent.data.tags["best_run_id"] == best.info.run_id
