@@ -89,11 +89,12 @@ def refuse(message: str) -> None:
     """Bad options, refused by click before the entry point starts: exit 2. Under ``mlflow run`` the run
     already exists (MLFLOW_RUN_ID); it gets the ``exit_code`` and ``error`` tags every run has, and ends
     FAILED, as a refusal inside the entry point leaves it."""
+    print(f"error: {message}", file=sys.stderr, flush=True)  # first: the store may be slow or down
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
-        with contextlib.suppress(Exception):  # the store may be the problem: the line below still tells
+        with contextlib.suppress(Exception):
             tracking.end_refused_run(run_id, message, 2)
-    fail(message, 2)
+    sys.exit(2)
 
 
 # Options several entry points share (same name, default and help everywhere).

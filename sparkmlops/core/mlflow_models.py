@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 from sparkmlops.core import compat, environment
+from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.imports import lazy_module
 from sparkmlops.core.spark import is_connect
 
@@ -36,24 +38,22 @@ SKOPS_TRUSTED_TYPES = (
 
 
 def model_info(model_uri: str):
-    """MLflow's ModelInfo (flavors, signature, run) of ``model_uri``, read without loading the model."""
-    with _scratch_temp_dir():  # MLflow downloads the MLmodel file to a temp folder it never removes
-        return mlflow.models.get_model_info(model_uri)
+    """MLflow's ModelInfo (flavors, signature, run) of ``model_uri``, read from its MLmodel file alone. The
+    file is downloaded into a folder removed after: ``mlflow.models.get_model_info`` leaves its download in
+    a temp folder for good."""
+    from mlflow.models import Model
+
+    if "://" not in model_uri and not model_uri.startswith(("runs:", "models:")) or model_uri.startswith("file:"):
+        return Model.load(model_uri).get_model_info()  # a local folder: read in place
+    logged = LOGGED_MODEL_URI.match(model_uri)
+    # MLflow 3's logged-model URI (models:/m-<id>) takes no sub-path: the MLmodel is at its artifact location.
+    location = mlflow.get_logged_model(logged.group(1)).artifact_location if logged else model_uri
+    with tempfile.TemporaryDirectory(prefix="sparkmlops-mlmodel-") as download:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/MLmodel", dst_path=download)
+        return Model.load(local).get_model_info()
 
 
-@contextlib.contextmanager
-def _scratch_temp_dir():
-    """For the block, the process's temp dir (``tempfile.tempdir``) is a folder removed after it: for MLflow
-    calls that download into ``tempfile.mkdtemp()`` folders and leave them there. Only around such calls,
-    on the main thread, while no other thread of the job makes temporary files (before Spark starts, or
-    after the session is up)."""
-    saved = tempfile.tempdir
-    with tempfile.TemporaryDirectory(prefix="sparkmlops-mlflow-") as scratch:
-        tempfile.tempdir = scratch
-        try:
-            yield scratch
-        finally:
-            tempfile.tempdir = saved
+LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})/?$")
 
 
 def download_artifacts(**kwargs) -> str:
@@ -62,7 +62,21 @@ def download_artifacts(**kwargs) -> str:
 
 
 def load_pyfunc_model(model_uri: str):
+    """The python_function model at ``model_uri``, after ``check_skops_trust`` of its MLmodel."""
+    check_skops_trust(model_uri, model_info(model_uri).flavors)
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def check_skops_trust(model_uri: str, flavors: dict) -> None:
+    """Refuse a scikit-learn model whose MLmodel tells MLflow to trust, when loading it, types beyond
+    SKOPS_TRUSTED_TYPES: MLflow takes that list from the file itself, so a tampered file could make skops
+    build any object, which is skops' way to run code."""
+    trusted = (flavors.get("sklearn") or {}).get("skops_trusted_types") or []
+    beyond = sorted(set(trusted) - set(SKOPS_TRUSTED_TYPES))
+    if beyond:
+        raise UserInputError(f"model '{model_uri}' asks to be loaded trusting types beyond the project's allow-list "
+                             f"({', '.join(beyond)}): a skops file can run code through them, so it is not loaded. "
+                             "Use a model logged by this project's trainers, or review it and load it yourself.")
 
 
 def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):

@@ -57,10 +57,13 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
 
 def end_refused_run(run_id: str, message: str, exit_code: int) -> None:
     """End a run the entry point never started (``mlflow run`` created it, click refused the options)
-    as ``tracked_run`` ends a refused one: tags ``exit_code`` and ``error``, status FAILED."""
+    as ``tracked_run`` ends a refused one: tags ``exit_code`` and ``error``, status FAILED. Only a RUNNING
+    run: a MLFLOW_RUN_ID left in a shell from an earlier run names one that has ended."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return
     client.set_tag(run_id, "exit_code", str(exit_code))
     client.set_tag(run_id, "error", message[:5000])
     client.set_terminated(run_id, "FAILED")
@@ -124,12 +127,21 @@ def is_missing(exc: BaseException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
+def mlflow_exception_class():
+    """MlflowException, for ``except`` clauses (MLflow is imported when first asked for)."""
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
 def artifact_store_answers(run_id: str) -> bool:
     """True when the run's artifact store can be listed (what is not found there is then truly missing);
-    False when listing it fails (the store is down, refuses, or cannot be read). A run that does not exist
-    is missing, so True."""
+    False when listing it fails (the store is down, refuses, or cannot be read). A run that does not exist,
+    or no run at all (''), is missing, so True."""
     from mlflow import MlflowClient
 
+    if not run_id:
+        return True
     try:
         MlflowClient().list_artifacts(run_id)
     except Exception as exc:  # requests' errors, OSError, MlflowException: all mean the store did not answer

@@ -13,9 +13,10 @@ the folder *into* it (what a plain POSIX or Hadoop rename of a folder onto an ex
   them). Over Spark Connect only local paths can be written (checked before Spark starts): the client
   has no JVM, and pyarrow's object-store filesystems cannot move folders.
 
-Where there is no atomic exchange, an overwrite moves the old output aside (``.<name>.previous-<token>``)
-and the new one in; a kill between the two leaves no output, and the next write to that path (any mode)
-first moves the old output back. docs/scoring.md says what each mode guarantees.
+Where there is no atomic exchange, an overwrite moves the old output aside
+(``.<name>.previous-<token>-<pid>-<host>``) and the new one in; a kill between the two leaves no output,
+and the next write to that path (any mode) first moves the old output back, once that writer is known to
+be gone. docs/scoring.md says what each mode guarantees.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -37,7 +39,10 @@ from sparkmlops.core.spark import is_connect
 from sparkmlops.data.paths import is_local_path, local_path
 
 MODES = ("error", "overwrite", "keep_existing")
-STAGING, PREVIOUS = ".staging-", ".previous-"
+STAGING, PREVIOUS, TRASH = ".staging-", ".previous-", ".trash-"
+# An old output moved aside by a writer that is not known to be dead is left alone for this long: its
+# writer may be between its two moves (a second on HDFS), not killed.
+PREVIOUS_KEPT_SECONDS = 3600
 
 
 def _local(path: str) -> str:
@@ -143,11 +148,8 @@ class _HadoopFileSystem:
         self._conf = compat.hadoop_configuration(spark)
         root = self._jvm.org.apache.hadoop.fs.Path(path)
         self._fs = root.getFileSystem(self._conf)
-        qualified = self._fs.makeQualified(root)
-        self.target = qualified.toString()
-        self._context = self._jvm.org.apache.hadoop.fs.FileContext.getFileContext(qualified.toUri(), self._conf)
-        self._no_replace = compat.java_array(spark, self._jvm.org.apache.hadoop.fs.Options.Rename,
-                                             [self._jvm.org.apache.hadoop.fs.Options.Rename.NONE])
+        self.target = self._fs.makeQualified(root).toString()
+        self._spark = spark
 
     def _path(self, path: str):
         return self._jvm.org.apache.hadoop.fs.Path(path)
@@ -165,8 +167,13 @@ class _HadoopFileSystem:
         return bool(self._fs.exists(self._path(path)))
 
     def rename_new(self, source: str, destination: str) -> bool:
+        # Made here, when a rename is needed: FileContext needs the scheme's AbstractFileSystem, which reading
+        # (list_files, exists) must not require.
+        hadoop_fs = self._jvm.org.apache.hadoop.fs
+        context = hadoop_fs.FileContext.getFileContext(self._path(self.target).toUri(), self._conf)
+        no_replace = compat.java_array(self._spark, hadoop_fs.Options.Rename, [hadoop_fs.Options.Rename.NONE])
         try:
-            self._context.rename(self._path(source), self._path(destination), self._no_replace)
+            context.rename(self._path(source), self._path(destination), no_replace)
             return True
         except Exception as exc:  # py4j wraps the Java exception
             if "FileAlreadyExistsException" in str(exc) and self.exists(destination):
@@ -273,7 +280,7 @@ def write_parquet_atomically(df, output_path: str, mode: str = "error") -> Writt
         if mode == "error":
             raise UserInputError(f"output '{output_path}' appeared while writing (another writer): choose a new "
                                  "path or pass mode=overwrite; nothing of this run was written there.")
-        _replace(fs, staging, target, fs.sibling(f".{name}{PREVIOUS}{token}"), output_path)
+        _replace(fs, staging, target, fs.sibling(f".{name}{PREVIOUS}{token}-{_owner()}"), output_path)
         if fs.exists(staging):
             fs.delete(staging)  # after an exchange it holds the old output
         return Written(output_path, rows)
@@ -300,21 +307,50 @@ def _replace(fs, staging: str, target: str, previous: str, output_path: str) -> 
         raise RuntimeError(f"could not move the previous output '{output_path}' aside")
     if not fs.rename_new(staging, target):
         # Another writer moved its output in meanwhile: it won; the old output is not needed any more.
-        fs.delete(previous)
+        _discard(fs, previous)
         raise RuntimeError(f"could not move the new output into '{output_path}': another writer replaced it first")
-    fs.delete(previous)
+    _discard(fs, previous)
+
+
+def _discard(fs, previous: str) -> None:
+    """Delete an old output moved aside, renamed first so that a delete cut short never leaves a partial
+    folder under the name ``restore_interrupted_overwrite`` would move back."""
+    trash = previous.replace(PREVIOUS, TRASH, 1)
+    fs.delete(trash if fs.rename_new(previous, trash) else previous)
+
+
+def _owner() -> str:
+    """Who moves an output aside: ``<pid>-<host>``, so that only a writer known to be gone is recovered from."""
+    return f"{os.getpid()}-{socket.gethostname()}"
+
+
+def _writer_gone(name: str, modified: float) -> bool:
+    """Whether the writer that moved an old output aside (its folder's ``name``) has ended: on this host,
+    its process is gone; elsewhere (or unknown), the folder is older than PREVIOUS_KEPT_SECONDS."""
+    owner = name.split(PREVIOUS, 1)[1][13:]  # after "<token>-"
+    pid, _, host = owner.partition("-")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return time.time() - modified > PREVIOUS_KEPT_SECONDS
 
 
 def restore_interrupted_overwrite(fs) -> str:
     """An overwrite killed between moving the old output aside and moving the new one in leaves no output
-    and the old one hidden at ``.<name>.previous-<token>``: move it back (the newest, if a crash left
-    several). Returns the restored folder, or ''."""
+    and the old one hidden at ``.<name>.previous-<token>-<pid>-<host>``: move it back (the newest, if a
+    crash left several) once its writer is known to be gone; a writer still between its two moves is left
+    to finish. Returns the restored folder, or ''."""
     if fs.exists(fs.target):
         return ""
     name = posixpath.basename(fs.target.rstrip("/"))
-    left = [p for p in fs.siblings(f".{name}{PREVIOUS}") if fs.exists(p)]
-    for previous in sorted(left, key=fs.modified, reverse=True):
-        if fs.rename_new(previous, fs.target):
+    left = [(p, fs.modified(p)) for p in fs.siblings(f".{name}{PREVIOUS}") if fs.exists(p)]
+    for previous, modified in sorted(left, key=lambda item: item[1], reverse=True):
+        if _writer_gone(posixpath.basename(previous), modified) and fs.rename_new(previous, fs.target):
             print(f"warning: restored the output at '{fs.target}' that an interrupted overwrite had moved aside "
                   f"({posixpath.basename(previous)}).", file=sys.stderr, flush=True)
             return previous

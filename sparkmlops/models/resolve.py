@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from sparkmlops.core import mlflow_models, registry, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
 
-_LOGGED_MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 _URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "
              "or a local model folder")
 
@@ -79,6 +78,21 @@ _RUNS_URI = re.compile(r"^runs:/[^/]+/.+")
 _MODELS_URI = re.compile(r"^models:/[^/@]+(/[^/]+|@[^/]+)?$")
 
 
+def _run_of(model_uri: str, scheme: str) -> str:
+    """The run whose artifacts hold the model, where the URI says it without the model itself: runs:/<id>,
+    or a registered version's run; '' when the reference itself does not exist (nothing to probe)."""
+    if scheme == "runs":
+        return model_uri.split("/")[1]
+    if scheme == "models" and not mlflow_models.LOGGED_MODEL_URI.match(model_uri):
+        try:
+            return registry.version_of_uri(model_uri, "")[2]
+        except tracking.mlflow_exception_class() as exc:
+            if tracking.is_missing(exc):
+                return ""  # no such version or alias
+            raise
+    return ""
+
+
 def check_uri_shape(model_uri: str, scheme: str) -> None:
     """A runs:/ or models:/ URI that cannot name a model, refused before MLflow is asked (which reports
     such URIs as internal errors, like an outage)."""
@@ -96,18 +110,22 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
     check_uri_shape(model_uri, scheme)
     try:
         info = mlflow_models.model_info(model_uri)
-    except Exception as exc:
+    except (tracking.mlflow_exception_class(), OSError) as exc:  # requests' errors are OSErrors
         first = " ".join(str(exc).split())[:300]
         missing = tracking.is_missing(exc) or bool(_NO_STAGE_VERSION.search(first))
-        if missing and scheme == "runs":
-            # MLflow reports a runs:/ URI whose artifact store failed as missing too: ask the store itself.
-            missing = tracking.artifact_store_answers(model_uri.split("/")[1])
+        if missing:
+            # MLflow reports a model whose artifact store failed as missing too: ask the store of its run.
+            try:
+                missing = tracking.artifact_store_answers(_run_of(model_uri, scheme))
+            except (tracking.mlflow_exception_class(), OSError):
+                missing = False  # the registry did not answer either
         if missing:
             raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
         # The store or the artifact repository failed (down, 403, I/O): exit 1, which schedulers retry.
         raise JobFailed(f"could not read model '{model_uri}' from {tracking.tracking_uri()} ({type(exc).__name__}: "
                         f"{first}); this is not a problem with the URI: check the tracking server and artifact "
                         "store, then run again.") from exc
+    mlflow_models.check_skops_trust(model_uri, info.flavors)
     flavors = tuple(sorted(info.flavors))
     if require_flavor == "spark" and "spark" not in flavors:
         raise UserInputError(f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "
@@ -117,7 +135,7 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
         raise UserInputError(f"model '{model_uri}' has no {require_flavor} flavor (its flavors: "
                              f"{', '.join(flavors)}): pass a model logged by train_sklearn or any pyfunc model.")
     name, version, run_id = "", "", info.run_id or ""
-    if scheme == "models" and _LOGGED_MODEL_ID.match(model_uri[len("models:/"):]):
+    if scheme == "models" and mlflow_models.LOGGED_MODEL_URI.match(model_uri):
         pass  # MLflow 3's logged-model URI (models:/m-<id>): a run's model, not a registered one
     elif scheme == "models":
         name, version, run_id = registry.version_of_uri(model_uri, run_id)

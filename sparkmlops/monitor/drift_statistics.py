@@ -92,7 +92,7 @@ def _counts(df, numeric: list[str], grids: dict[str, list[float]], categorical: 
     if not columns:
         return {}
     out_cols = [f"__bucket_{i}" for i in range(len(numeric))]
-    frame = df.select(*[F.col(c).cast("double").alias(c) for c in numeric],
+    frame = df.select(*[F.col(c).try_cast("double").alias(c) for c in numeric],
                       *[F.col(c).cast("string").alias(c) for c in categorical])
     if numeric:
         frame = Bucketizer(splitsArray=[grids[c] for c in numeric], inputCols=numeric, outputCols=out_cols,
@@ -147,8 +147,8 @@ def _numeric_grids(reference, current, columns: list[str], bins: int, relative_e
 
     psi_probs = [i / bins for i in range(1, bins)]
     grid_probs = [i / GRID_POINTS for i in range(1, GRID_POINTS)]
-    ref_cast = reference.select(*[F.col(c).cast("double").alias(c) for c in columns])
-    cur_cast = current.select(*[F.col(c).cast("double").alias(c) for c in columns])
+    ref_cast = reference.select(*[F.col(c).try_cast("double").alias(c) for c in columns])
+    cur_cast = current.select(*[F.col(c).try_cast("double").alias(c) for c in columns])
     ref_q = ref_cast.approxQuantile(columns, psi_probs + grid_probs, relative_error)
     cur_q = cur_cast.approxQuantile(columns, grid_probs, relative_error)
     psi_edges = {c: _grid(q[: len(psi_probs)]) for c, q in zip(columns, ref_q)}

@@ -6,7 +6,7 @@ trained on (same content digest as its run's ``data_digest``), that run's test s
 logged seed and train_fraction, checked against the run's logged test digest, and only rows in every
 such test split are scored. Data neither version saw is used whole.
 
-Aliases change last, after every check and the evaluation, so a failure leaves them as they were; and
+The registry changes last, after every check and the evaluation, so a failure leaves it as it was; and
 only if ``@champion`` is still the version the promotion started from (else exit 1, nothing changed).
 """
 
@@ -285,17 +285,18 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
         tracking.log_metrics({k: v for k, v in result.metrics.items() if math.isfinite(v)})
 
     if result.decision != "unchanged":
+        # The re-read and the champion's move are the first registry calls, back to back: the window in
+        # which another promotion can slip between them is one round trip to the registry.
         check_champion_unchanged(plan)
-    tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
-    if result.decision != "unchanged":
+        if result.champion_version != champion:
+            registry.move_champion(name, candidate, plan.champion, result.run_id)
+        if not params.force:
+            registry.set_alias(name, registry.CHALLENGER, candidate)
         version_tags = {"promotion_decision": result.decision, "promotion_run_id": result.run_id,
                         "promotion_metric": params.metric, "promotion_min_improvement": params.min_improvement,
                         "promotion_previous_champion": champion or "none"}
         version_tags.update({f"promotion_{k}": v for k, v in result.metrics.items()})
         registry.set_version_tags(name, candidate, version_tags)
-        if not params.force:
-            registry.set_alias(name, registry.CHALLENGER, candidate)
-        if result.champion_version != champion:
-            registry.move_champion(name, candidate, plan.champion, result.run_id)
+    tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
     print(result.line(params.metric), flush=True)
     return result

@@ -204,7 +204,11 @@ class ProgressReporter:
             batch_id, rows = progress.batchId, progress.numInputRows
             if batch_id not in self.checked:
                 self.checked.add(batch_id)
-                self.check_skipped_files(batch_id, rows)
+                try:
+                    self.check_skipped_files(batch_id, rows)
+                except (OSError, ValueError) as exc:  # a report, never a reason to stop the stream
+                    print(f"score_stream: warning: could not check micro-batch {batch_id}'s files for skipped ones "
+                          f"({type(exc).__name__}: {exc})", flush=True)
             if batch_id in self.seen or rows == 0:
                 continue  # a trigger with no new files repeats the last batch id with 0 rows
             self.seen.add(batch_id)

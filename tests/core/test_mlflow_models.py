@@ -139,3 +139,29 @@ def test_a_logged_project_model_loads_and_predicts(test_environment, model_type)
     np.testing.assert_allclose(mlflow.sklearn.load_model(info.model_uri).predict(x), expected)
     np.testing.assert_allclose(np.asarray(mlflow.pyfunc.load_model(info.model_uri).predict(x)).ravel(), expected)
 
+
+
+def test_a_model_whose_mlmodel_trusts_more_is_not_loaded(test_environment, tmp_path):
+    """MLflow trusts, at load, the types a model's MLmodel lists: a tampered file (here one that adds
+    `builtins.eval`) is refused by every way the project loads or resolves a model, before anything runs."""
+    import yaml
+
+    from sparkmlops.core.errors import UserInputError
+    from sparkmlops.models import resolve
+
+    spec, _, _ = _airbnb_like()
+    model, x = _fitted(sklearn_forest.build_forest(spec, sklearn_forest.ForestParams(**SMALL), SEED), spec)
+    with mlflow.start_run():
+        info = mlflow_models.log_sklearn_model(model, x)
+    folder = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path))
+    mlmodel = tmp_path / "MLmodel" if (tmp_path / "MLmodel").exists() else next(tmp_path.rglob("MLmodel"))
+    content = yaml.safe_load(mlmodel.read_text())
+    content["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.eval")
+    mlmodel.write_text(yaml.safe_dump(content))
+
+    for load in (lambda: resolve.resolve_model(folder, require_flavor="python_function"),
+                 lambda: mlflow_models.load_pyfunc_model(folder)):
+        with pytest.raises(UserInputError, match=r"asks to be loaded trusting types beyond the project's "
+                                                 r"allow-list \(builtins\.eval\)"):
+            load()
+    mlflow_models.check_skops_trust(info.model_uri, mlflow_models.model_info(info.model_uri).flavors)  # untouched: fine

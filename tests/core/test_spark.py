@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import SPARK_CONF, newest_run, run_entry, script_in_process
+from conftest import PROJECT_ROOT, SPARK_CONF, newest_run, run_entry, script_in_process
 
 from sparkmlops.core import compat
 from sparkmlops.core import spark as spark_factory
@@ -86,3 +86,22 @@ def test_a_master_parameter_that_cannot_apply_is_said_and_tagged(client, tmp_pat
             "local[2]") in result.stderr
     run = newest_run(client)
     assert run.data.tags["spark_master"] == "local[2]" and run.data.tags["spark_master_ignored"] == "local[1]"
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("parameter, master", [("", "local[2]"), ("local[1]", "local[1]")],
+                         ids=["spark-submit's --master", "the parameter over spark-submit's"])
+def test_under_spark_submit_the_parameter_still_wins(client, tmp_path, parameter, master):
+    """spark-submit's --master is a default that the session's own settings override, so -P spark_master
+    applies under spark-submit too, with no warning; the run's tag says the master really used."""
+    from tools import local_cluster
+
+    command = [str(local_cluster.spark_home() / "bin" / "spark-submit"), "--master", "local[2]"]
+    command += [arg for k, v in SPARK_CONF.items() for arg in ("--conf", f"{k}={v}")]
+    command += [str(PROJECT_ROOT / "generate_data.py"), "--output_path", str(tmp_path / "out"), "--n_rows", "50"]
+    command += ["--spark_master", parameter] if parameter else []
+    result = run_entry(command, env={"PYSPARK_PYTHON": sys.executable, "PYSPARK_SUBMIT_ARGS": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "was not applied" not in result.stderr
+    run = newest_run(client)
+    assert run.data.tags["spark_master"] == master and "spark_master_ignored" not in run.data.tags, run.data.tags

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT_ROOT, SHARED_TRAIN_PARAMS, EXPERIMENT, last_line, runs_of, script_in_process
+from conftest import EXPERIMENT, PROJECT_ROOT, last_line, runs_of, script_in_process
 
 from sparkmlops.core import compat, tracking
 
@@ -80,7 +80,7 @@ def test_sigterm_ends_a_batch_job_killed_with_143(client, default_data):
     """A scheduler stopping `python train.py` with SIGTERM: the run ends KILLED (not left RUNNING forever),
     tagged exit_code 143, and the process exits 143 with one line."""
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--data_path", default_data,
-               "--num_trees", str(SHARED_TRAIN_PARAMS.num_trees), "--max_depth", "12", "--seed", "3"]
+               "--num_trees", "60", "--max_depth", "14", "--seed", "3"]  # long enough to be stopped mid-way
     env = {**os.environ}
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)

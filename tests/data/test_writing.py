@@ -1,6 +1,7 @@
 """Atomic parquet output: nothing half-written, previous output kept on failure, a second writer never
 mixed in or nested, an interrupted overwrite recovered. The race tests run each way the writer renames:
-Python's renameat2 on local paths, and Hadoop's FileContext (here on file:, the code hdfs:// takes)."""
+Python's renameat2 on local paths, and Hadoop's FileContext, here on file: (the calls an hdfs:// path
+makes; that the rename is atomic there is HDFS's own guarantee, which these tests cannot show)."""
 
 import os
 import threading
@@ -109,6 +110,19 @@ def test_an_output_moved_in_after_the_check_is_never_entered(spark, tmp_path, mo
     assert _nested(out) == [] and _leftovers(tmp_path) == []
 
 
+def _slow(df):
+    """``df`` in one partition written a second slower, so that two writers started together overlap."""
+    @F.udf("long")
+    def after_a_second(value):
+        import time
+
+        if value == 0:
+            time.sleep(1.0)
+        return value
+
+    return df.coalesce(1).withColumn("id", after_a_second("id"))
+
+
 def test_two_writers_at_once_one_wins_whole(spark, tmp_path, renames):
     """Two mode=error writes of one output at the same time, three rounds: exactly one succeeds and counts
     its own rows; the other is refused; the output is the winner's, nothing nested, nothing left over."""
@@ -118,7 +132,7 @@ def test_two_writers_at_once_one_wins_whole(spark, tmp_path, renames):
 
         def write(size):
             try:
-                outcomes[size] = write_parquet_atomically(spark.range(size), str(out)).rows
+                outcomes[size] = write_parquet_atomically(_slow(spark.range(size)), str(out)).rows
             except UserInputError as exc:
                 outcomes[size] = exc
 
@@ -130,18 +144,30 @@ def test_two_writers_at_once_one_wins_whole(spark, tmp_path, renames):
         winners = [size for size, outcome in outcomes.items() if outcome == size]
         assert len(winners) == 1, outcomes
         loser = next(o for o in outcomes.values() if isinstance(o, UserInputError))
-        assert "already exists" in str(loser) or "appeared while writing" in str(loser)
+        # Both were writing when the first moved its output in: the other meets it at its own move.
+        assert "appeared while writing" in str(loser), loser
         assert _ids(spark, out) == list(range(winners[0]))
         assert _nested(out) == [] and _leftovers(tmp_path) == []
+
+
+def _ended_pid() -> int:
+    """The pid of a process that has ended (a writer killed mid-way)."""
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def test_an_overwrite_killed_between_its_moves_is_recovered(spark, tmp_path, renames):
     """Without an atomic exchange (Hadoop's API), an overwrite moves the old output aside, then the new one
     in; a kill in between leaves no output and the old one hidden. The next write to the path puts it back
     first: here a mode=error run, which then refuses the existing output, and before Spark for local paths."""
+    import socket
+
     out = tmp_path / "out"
     write_parquet_atomically(spark.range(4), str(out))
-    os.rename(out, tmp_path / ".out.previous-0123456789ab")  # the state the kill leaves
+    os.rename(out, tmp_path / f".out.previous-0123456789ab-{_ended_pid()}-{socket.gethostname()}")  # the kill's state
     if renames == "local":
         with pytest.raises(UserInputError, match="already exists"):
             validation.check_output_path(str(out), "error")
@@ -153,9 +179,28 @@ def test_an_overwrite_killed_between_its_moves_is_recovered(spark, tmp_path, ren
     assert _ids(spark, out) == list(range(9)) and _leftovers(tmp_path) == []
 
 
+def test_an_overwrite_still_between_its_moves_is_left_to_finish(spark, tmp_path):
+    """An old output moved aside by a writer that is still running (here this process) is not taken back
+    by another job on the path: that writer is about to move its new output in."""
+    import socket
+
+    out = tmp_path / "out"
+    write_parquet_atomically(spark.range(4), str(out))
+    aside = tmp_path / f".out.previous-0123456789ab-{os.getpid()}-{socket.gethostname()}"
+    os.rename(out, aside)
+    validation.check_output_path(str(out), "error")  # the path is free: no refusal, no restore
+    assert not out.exists() and aside.exists()
+
+
 def test_a_local_overwrite_never_leaves_the_path_empty(spark, tmp_path):
     """On a local filesystem an overwrite swaps the new output and the old one in one step: a reader
     looking all the while never finds the path without a complete output."""
+    import time
+
+    probe = writing.LocalFileSystem(str(tmp_path / "a"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert probe.exchange(str(tmp_path / "a"), str(tmp_path / "b")), "no renameat2(RENAME_EXCHANGE) here"
     out = tmp_path / "out"
     write_parquet_atomically(spark.range(3), str(out))
     missing, stop = [], threading.Event()
@@ -164,6 +209,7 @@ def test_a_local_overwrite_never_leaves_the_path_empty(spark, tmp_path):
         while not stop.is_set():
             if not (out / "_SUCCESS").exists():
                 missing.append(1)
+            time.sleep(0.0002)  # a reader that looks often, without taking a whole core
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -175,4 +221,6 @@ def test_a_local_overwrite_never_leaves_the_path_empty(spark, tmp_path):
         watcher.join()
     assert not missing, f"the output was missing {len(missing)} times during overwrites"
     assert _ids(spark, out) == list(range(8)) and _leftovers(tmp_path) == []
+    (tmp_path / "a").rmdir()
+    (tmp_path / "b").rmdir()
 

@@ -84,10 +84,10 @@ def test_check_drift_script_exit_codes_and_logged_results(spark, client, trained
     assert run.info.status == "FINISHED" and run.data.metrics["drifted_features"] == 0
     # the exit code a scheduler sees, from a process of its own
     result = python_script("check_drift.py", "--reference_path", default_data, "--current_path", drifted)
-    assert result.returncode == 3  # drift found (README: exit codes), result.stderr[-2000:]
+    assert result.returncode == 3, ("drift found is exit 3 (README: exit codes)", result.stderr[-2000:])
     run = newest_run(client)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["max_psi"] >= 0.2 and run.data.metrics["drifted_features"] >= 2  # price, neighbourhood
+    assert run.data.metrics["max_psi"] >= 0.2 and run.data.metrics["drifted_features"] >= 2, run.data.metrics
     table = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv")
     drifted_features = set(pd.read_csv(table).query("drifted")["feature"])
     assert {"price", "neighbourhood_cleansed"} <= drifted_features
@@ -111,7 +111,7 @@ def test_same_data_has_zero_drift(client, default_data):
     assert "check_drift: no drift: max PSI 0.000 < 0.2" in result.stdout
     run = newest_run(client)
     assert run.data.metrics["max_psi"] == 0.0 and run.data.metrics["max_ks"] == 0.0
-    assert run.data.metrics["features_checked"] == 34  # every column of the reference, label included
+    assert run.data.metrics["features_checked"] == 34, "every column of the reference, label included"
     assert run.data.tags["drift_verdict"].startswith("no drift")
 
 
@@ -129,7 +129,7 @@ def test_registered_model_version_gets_the_drift_result(client, trained_model, t
     client.set_registered_model_alias("drift-check-model", "champion", version.version)
     result = script_in_process("check_drift.py", "--model_uri", "models:/drift-check-model@champion",
                                "--current_path", drifted)
-    assert result.returncode == 3  # drift found (README: exit codes), result.stderr[-2000:]
+    assert result.returncode == 3, ("drift found is exit 3 (README: exit codes)", result.stderr[-2000:])
     run = newest_run(client)
     assert run.info.status == "FINISHED"
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
@@ -204,7 +204,8 @@ def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_pat
     assert verdict.startswith("drift: 3 of 34 features drifted") and "accommodates (missing 0% -> 100%)" in verdict
 
 
-@pytest.mark.parametrize("broken", ["30% of bedrooms null", "accommodates null in every row"])
+@pytest.mark.parametrize("broken", ["30% of bedrooms null", "accommodates null in every row",
+                                    "bedrooms NaN, inf or not a number (text)"])
 def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, client, trained_model, default_data,
                                                                        tmp_path, broken):
     """check_drift -P model_uri=... on current data whose numeric feature went missing: the missing share is
@@ -213,12 +214,19 @@ def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, c
     import mlflow
     from pyspark.sql import functions as F
 
-    column, share = ("bedrooms", 30) if broken.startswith("30%") else ("accommodates", 100)
+    column, share = {"30%": ("bedrooms", 30), "acc": ("accommodates", 100), "bed": ("bedrooms", 30)}[broken[:3]]
     source = spark.read.parquet(default_data)
-    hit = F.abs(F.xxhash64(*[F.col(c) for c in source.columns], F.lit(11))) % 100 < share
+    bucket = F.abs(F.xxhash64(*[F.col(c) for c in source.columns], F.lit(11))) % 100
     current = str(tmp_path / "current")
-    source.withColumn(column, F.when(hit, F.lit(None).cast("double")).otherwise(F.col(column))).write.parquet(current)
-    nulls = spark.read.parquet(current).filter(F.col(column).isNull()).count()
+    if broken.startswith("bedrooms NaN"):  # the column drifted to text: numbers, "NaN", "Infinity", "n/a"
+        value = (F.when(bucket < 10, F.lit("NaN")).when(bucket < 20, F.lit("Infinity"))
+                 .when(bucket < 30, F.lit("n/a")).otherwise(F.col(column).cast("string")))
+    else:
+        value = F.when(bucket < share, F.lit(None).cast("double")).otherwise(F.col(column))
+    source.withColumn(column, value).write.parquet(current)
+    nulls = spark.read.parquet(current).filter(
+        F.col(column).try_cast("double").isNull() | F.isnan(F.col(column).try_cast("double"))
+        | F.col(column).cast("string").isin("Infinity")).count()  # what the model cannot score
     total = source.count()
 
     result = script_in_process("check_drift.py", "--model_uri", trained_model[0], "--current_path", current)
@@ -229,7 +237,11 @@ def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, c
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                             artifact_path="drift/drift_per_feature.csv"),
                         keep_default_na=False).set_index("feature")
-    assert table.loc[column, "drift_reason"] == f"missing 0% -> {nulls / total:.0%}"
+    if broken.startswith("bedrooms NaN"):  # "NaN" and "n/a" are missing values; "Infinity" is a value
+        missing = spark.read.parquet(current).filter(F.col(column).isin("NaN", "n/a")).count()
+        assert table.loc[column, "drift_reason"] == f"missing 0% -> {missing / total:.0%}; type double -> string"
+    else:
+        assert table.loc[column, "drift_reason"] == f"missing 0% -> {nulls / total:.0%}"
     prediction = table.loc["prediction (model output)"]
     assert float(prediction["current_null_rate"]) == pytest.approx(nulls / total)
     assert float(prediction["reference_null_rate"]) == 0.0

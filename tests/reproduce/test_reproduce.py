@@ -195,7 +195,7 @@ def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project
     assert no_commit.data.tags["git_commit"] == "unknown"
     with pytest.raises(UserInputError, match="has no git commit on record"):
         reproduce_reproduce.ReproduceParams(run_id=no_commit.info.run_id).validate()
-    assert script(work, "generate_data.py").returncode == 2  # a run of an entry point that is not re-run
+    assert script(work, "generate_data.py").returncode == 2, "a run of an entry point that is not re-run"
     generate_run = client.search_runs([no_commit.info.experiment_id], order_by=["attributes.start_time DESC"],
                                       max_results=1)[0]
     with pytest.raises(UserInputError, match="run of 'generate_data', which reproduce does not re-run"):

@@ -153,7 +153,8 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("outage", ["registry server down", "registry refuses (403)", "artifact store down"])
+@pytest.mark.parametrize("outage", ["registry server down", "registry refuses (403)", "artifact store down",
+                                    "registered version's artifact store down"])
 def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_server, default_data, tmp_path, outage):
     """Only "does not exist" is bad input (exit 2, which a scheduler does not retry): a model store that is
     down or refuses is a failure (exit 1, retried), with a line that says so."""
@@ -168,6 +169,12 @@ def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_serv
         experiment = client.create_experiment(f"artifacts-down-{tmp_path.name}",
                                               artifact_location=f"http://127.0.0.1:{_closed_port()}/artifacts")
         uri = f"runs:/{client.create_run(experiment).info.run_id}/model"
+        if outage.startswith("registered"):  # a version registered from that run (as MLflow 2 registered)
+            name = f"artifacts-down-{tmp_path.name}"
+            client.create_registered_model(name)
+            version = client.create_model_version(name, source=uri, run_id=uri.split("/")[1])
+            client.set_registered_model_alias(name, "champion", version.version)
+            uri = f"models:/{name}@champion"
     result = script_in_process("score_batch.py", "--model_uri", uri, "--input_path", default_data,
                                "--output_path", str(tmp_path / "out"))
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
