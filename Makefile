@@ -1,5 +1,5 @@
 # make run       : set up .venv (pinned) and train on the embedded generated data through `mlflow run`
-# make test      : set up and run the whole test suite (what CI runs)
+# make test      : set up, check formatting and lint, and run the whole test suite (what CI runs)
 # make test-fast : the inner loop: unit and in-process tests (no tests/e2e, nothing that starts a process)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -21,7 +21,7 @@ TEST_WORKERS ?= 2
 PYTEST := python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
-.PHONY: setup run test test-fast ui pins bench clean cluster-up cluster-down
+.PHONY: setup run test test-fast lint format ui pins bench clean cluster-up cluster-down
 
 setup: $(VENV)/.installed
 
@@ -36,8 +36,17 @@ run: setup
 	mlflow run . -e $(ENTRY) --env-manager local $(ARGS)
 	@echo "Runs are in $$(python -c 'import mlflow; print(mlflow.get_tracking_uri())'). Open the UI with: make ui  (then http://127.0.0.1:$(UI_PORT))"
 
-test: setup
+test: setup lint
 	$(PYTEST) $(PYTEST_ARGS)
+
+# The formatter and linter (configuration: pyproject.toml); `make format` rewrites the tree.
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff format .
+	ruff check --fix .
 
 test-fast: setup
 	$(PYTEST) -m "not process and not e2e" $(PYTEST_ARGS)

@@ -20,18 +20,25 @@ from sparkmlops.data.generate_data import DATASETS, GenerateParams, generate_and
 @click.option("--n_files", type=int, default=1, show_default=True, help="Number of parquet part files.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Same seed, same rows, whatever n_files.")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
-@click.option("--dataset", default="airbnb", show_default=True, help=choices.describe(DATASETS)+".")
+@click.option("--dataset", default="airbnb", show_default=True, help=choices.describe(DATASETS) + ".")
 @click.option("--n_devices", type=int, default=36, show_default=True, help="Number of devices (dataset=iot only).")
-@click.option("--drift", type=bool, default=False, show_default=True,
-              help="The drifted variant (airbnb only): prices up 50%, new neighbourhoods, more missing reviews.")
+@click.option(
+    "--drift",
+    type=bool,
+    default=False,
+    show_default=True,
+    help="The drifted variant (airbnb only): prices up 50%, new neighbourhoods, more missing reviews.",
+)
 @cli.spark_master_option
 def main(**options):
     """Generate the synthetic dataset."""
     master = options.pop("spark_master")
     params = GenerateParams(**options)
     summary = run_entry_point("generate_data", params, master, generate_and_write)
-    print(f"generate_data: wrote {summary['rows']} rows in {summary['files']} files to {params.output_path} "
-          f"({summary['seconds']:.1f} s)")
+    print(
+        f"generate_data: wrote {summary['rows']} rows in {summary['files']} files to {params.output_path} "
+        f"({summary['seconds']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def main(**options):
     master = options.pop("spark_master")
     params = BatchParams(**options)
     summary = run_entry_point("score_batch", params, master, lambda spark, model: predict_batch(spark, params, model))
-    print(f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
-          f"({summary['rows_per_second']:.0f} rows/s), model {summary['model']}")
+    print(
+        f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
+        f"({summary['rows_per_second']:.0f} rows/s), model {summary['model']}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from sparkmlops.score.score_pandas_udf import (
 @cli.model_uri_option
 @click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
 @click.option("--output_path", default="", help="Parquet folder to write.")
-@click.option("--method", default="map_in_pandas", show_default=True, help=choices.describe(METHODS)+".")
+@click.option("--method", default="map_in_pandas", show_default=True, help=choices.describe(METHODS) + ".")
 @click.option("--batch_size", type=int, default=10000, show_default=True, help="Rows per Arrow batch.")
 @click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
 @cli.spark_master_option
@@ -31,10 +31,13 @@ def main(**options):
     """Score a dataset with a pyfunc model in pandas UDFs."""
     master = options.pop("spark_master")
     params = PandasUdfParams(**options)
-    summary = run_entry_point("score_pandas_udf", params, master,
-                              lambda spark, model: score_with_pandas_udf(spark, params, model))
-    print(f"score_pandas_udf: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
-          f"({summary['rows_per_second']:.0f} rows/s, {params.method}), model {summary['model']}")
+    summary = run_entry_point(
+        "score_pandas_udf", params, master, lambda spark, model: score_with_pandas_udf(spark, params, model)
+    )
+    print(
+        f"score_pandas_udf: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
+        f"({summary['rows_per_second']:.0f} rows/s, {params.method}), model {summary['model']}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and
 @cli.data_path_option
 @cli.label_col_option
 @model_options.sklearn_model_options
-@click.option("--log_label", type=bool, default=False, show_default=True,
-              help="Fit log1p(label); the model still predicts the label.")
+@click.option(
+    "--log_label",
+    type=bool,
+    default=False,
+    show_default=True,
+    help="Fit log1p(label); the model still predicts the label.",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the split and the model.")
 @cli.train_fraction_option
 @cli.register_as_option
@@ -27,8 +32,10 @@ def main(**options):
     """Train and log the scikit-learn price model."""
     master = options.pop("spark_master")
     result = run_entry_point("train_sklearn", SklearnTrainParams(**options), master, train_sklearn_and_log)
-    print(f"train_sklearn: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
-          f"mae={result.metrics['mae']:.2f} run_id={result.run_id} model={result.model_uri}")
+    print(
+        f"train_sklearn: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
+        f"mae={result.metrics['mae']:.2f} run_id={result.run_id} model={result.model_uri}"
+    )
 
 
 if __name__ == "__main__":

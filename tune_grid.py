@@ -19,9 +19,12 @@ from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
 @click.command(name="tune_grid")
 @cli.data_path_option
 @cli.label_col_option
-@click.option("--param_grid", default="",
-              help="JSON object of lists over num_trees, max_depth (0 = unlimited), min_samples_leaf, "
-                   "max_features, log_label; empty = the built-in 16-candidate grid.")
+@click.option(
+    "--param_grid",
+    default="",
+    help="JSON object of lists over num_trees, max_depth (0 = unlimited), min_samples_leaf, "
+    "max_features, log_label; empty = the built-in 16-candidate grid.",
+)
 @click.option("--cv", type=int, default=3, show_default=True, help="Number of folds.")
 @click.option("--parallelism", type=int, default=2, show_default=True, help="Concurrent fits (Spark tasks).")
 @model_options.metric_option

@@ -1,4 +1,5 @@
-"""Benchmark of the drift check (sparkmlops.monitor.drift_statistics.feature_drift) against a baseline measured in the same run.
+"""Benchmark of the drift check (sparkmlops.monitor.drift_statistics.feature_drift) against a baseline measured in
+the same run.
 
 Data: generate_airbnb's reference (seed 42) and current data (seed 7, without and with drift=True), N rows
 each, written as parquet into a temporary folder first (not timed) and read back with read_dataset as
@@ -6,7 +7,8 @@ check_drift does. Baseline: one plain scan of the reference and the current data
 column (row count, the sum of each numeric column as double, the total length of each string column): the
 least any drift check pays. Measured: feature_drift over every column, as check_drift calls it without a
 model (infer_feature_spec's numeric columns plus the label price, and the string columns), wall time and
-its ratio to the baseline, at --rows and at --small-rows, so the time per row shows how it scales. The no-drift pair is checked at the small
+its ratio to the baseline, at --rows and at --small-rows, so the time per row shows how it scales. The no-drift
+pair is checked at the small
 size only (unless --large-no-drift): generating 10M rows takes ~8 min on 2 cores.
 
 Also shown: the Spark jobs of the check and the parquet rows they read (passes over each dataset), what
@@ -91,8 +93,10 @@ class Probe:
 
     @contextlib.contextmanager
     def active(self):
-        wrapped = {name: self._wrap(name, count) for name, count in [
-            ("collect", len), ("approxQuantile", lambda result: sum(len(q) for q in result))]}
+        wrapped = {
+            name: self._wrap(name, count)
+            for name, count in [("collect", len), ("approxQuantile", lambda result: sum(len(q) for q in result))]
+        }
         self.spark.sparkContext.setJobGroup(self.group, "bench_drift")
         for name, (_, wrapper) in wrapped.items():
             setattr(self.frame_type, name, wrapper)
@@ -128,8 +132,11 @@ def baseline_scan(frames, numeric_cols, categorical_cols):
     from pyspark.sql import functions as F
 
     for df in frames:
-        df.agg(F.count(F.lit(1)), *[F.sum(F.col(c).cast("double")) for c in numeric_cols],
-               *[F.sum(F.length(c)) for c in categorical_cols]).collect()
+        df.agg(
+            F.count(F.lit(1)),
+            *[F.sum(F.col(c).cast("double")) for c in numeric_cols],
+            *[F.sum(F.length(c)) for c in categorical_cols],
+        ).collect()
 
 
 def measure_pair(spark, reference, current, numeric_cols, categorical_cols, repeats):
@@ -153,8 +160,11 @@ def write_datasets(spark, tmp: Path, rows: int, plain_current: bool = True) -> d
     """{name: parquet path} of the reference, (current) and drifted current data, ``rows`` rows each."""
 
     paths = {}
-    datasets = [("reference", REFERENCE_SEED, False), ("current", CURRENT_SEED, False),
-                ("current, drift=True", CURRENT_SEED, True)]
+    datasets = [
+        ("reference", REFERENCE_SEED, False),
+        ("current", CURRENT_SEED, False),
+        ("current, drift=True", CURRENT_SEED, True),
+    ]
     for name, seed, drift in datasets if plain_current else [datasets[0], datasets[2]]:
         path = str(tmp / f"{name.split(',')[0]}{'-drift' if drift else ''}-{rows}.parquet")
         generators.generate_airbnb(spark, rows, seed, drift=drift).write.parquet(path)
@@ -165,19 +175,32 @@ def write_datasets(spark, tmp: Path, rows: int, plain_current: bool = True) -> d
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows per dataset at the large size")
-    parser.add_argument("--small-rows", type=int, default=0, help="rows per dataset at the small size "
-                        "(default: a tenth of --rows; equal to --rows: one size only)")
+    parser.add_argument(
+        "--small-rows",
+        type=int,
+        default=0,
+        help="rows per dataset at the small size (default: a tenth of --rows; equal to --rows: one size only)",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--driver-memory", default="4g")
-    parser.add_argument("--large-no-drift", action="store_true", help="also check a no-drift pair at the large "
-                        "size (default: only the drifted pair there; generating 10M rows takes ~8 min on 2 cores)")
+    parser.add_argument(
+        "--large-no-drift",
+        action="store_true",
+        help="also check a no-drift pair at the large "
+        "size (default: only the drifted pair there; generating 10M rows takes ~8 min on 2 cores)",
+    )
     args = parser.parse_args()
     sizes = sorted({args.small_rows or max(args.rows // 10, 1), args.rows})
 
-
     # No master here: the environment's (PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].
-    spark = get_spark("bench-drift", conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                                           "spark.driver.memory": args.driver_memory})
+    spark = get_spark(
+        "bench-drift",
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.memory": args.driver_memory,
+        },
+    )
     master, cores = spark_master(spark), spark.sparkContext.defaultParallelism
     # The groupBy results are tiny: a few shuffle partitions per core, not the default 200.
     spark.conf.set("spark.sql.shuffle.partitions", str(cores * 2))
@@ -187,10 +210,12 @@ def main():
         data, generation_s = {}, 0.0
         for rows in sorted({WARMUP_ROWS, *sizes}):
             started = time.perf_counter()
-            data[rows] = write_datasets(spark, tmp, rows, rows != sizes[-1] or args.large_no_drift
-                                        or len(sizes) == 1)
+            data[rows] = write_datasets(spark, tmp, rows, rows != sizes[-1] or args.large_no_drift or len(sizes) == 1)
             generation_s += time.perf_counter() - started
-            print(f"generated {len(data[rows])} x {rows:,} rows in {time.perf_counter() - started:.0f} s (not timed)", flush=True)
+            print(
+                f"generated {len(data[rows])} x {rows:,} rows in {time.perf_counter() - started:.0f} s (not timed)",
+                flush=True,
+            )
         columns = data_schema.infer_feature_spec(validation.read_dataset(spark, data[sizes[0]]["reference"]), "price")
         numeric_cols, categorical_cols = columns.numeric_cols + ["price"], columns.categorical_cols
 
@@ -206,58 +231,86 @@ def main():
             frames = {name: validation.read_dataset(spark, path) for name, path in data[rows].items()}
             for name in [n for n in ("current", "current, drift=True") if n in data[rows]]:
                 print(f"{rows:,} rows, {name} ...", flush=True)
-                base_s, drift_s, results, probe = measure_pair(spark, frames["reference"], frames[name],
-                                                               numeric_cols, categorical_cols, args.repeats)
+                base_s, drift_s, results, probe = measure_pair(
+                    spark, frames["reference"], frames[name], numeric_cols, categorical_cols, args.repeats
+                )
                 top = max(results, key=lambda r: r.psi)
-                rows_out.append({
-                    "rows": rows, "current": name, "base_s": base_s, "drift_s": drift_s, "probe": probe,
-                    "mb": folder_mb(data[rows]["reference"]) + folder_mb(data[rows][name]),
-                    "max_psi": top.psi, "top": top.feature, "drifted": [r.feature for r in results if r.psi >= THRESHOLD],
-                    "buckets": sum(r.buckets for r in results), "rss": peak_rss_mb(), "jvm": java_rss_mb()})
+                rows_out.append(
+                    {
+                        "rows": rows,
+                        "current": name,
+                        "base_s": base_s,
+                        "drift_s": drift_s,
+                        "probe": probe,
+                        "mb": folder_mb(data[rows]["reference"]) + folder_mb(data[rows][name]),
+                        "max_psi": top.psi,
+                        "top": top.feature,
+                        "drifted": [r.feature for r in results if r.psi >= THRESHOLD],
+                        "buckets": sum(r.buckets for r in results),
+                        "rss": peak_rss_mb(),
+                        "jvm": java_rss_mb(),
+                    }
+                )
         spark.stop()
 
     features = len(numeric_cols) + len(categorical_cols)
-    print(f"\nDrift check: feature_drift over {len(numeric_cols)} numeric columns (incl. price) and "
-          f"{len(categorical_cols)} string columns, reference seed {REFERENCE_SEED} vs current seed {CURRENT_SEED}; "
-          f"{master} ({cores} cores), driver memory {args.driver_memory}, {cores * 2} shuffle partitions, "
-          f"median of {args.repeats}; data generation {generation_s:.0f} s (not timed)")
-    print("| rows per dataset | current data | parquet MB (both) | baseline scan s | feature_drift s | vs baseline "
-          "| drift us/row | Spark jobs | parquet passes per dataset | values to Python | Python peak RSS MB "
-          "| JVM RSS MB (peak) | max PSI (feature) | PSI >= 0.2 |")
+    print(
+        f"\nDrift check: feature_drift over {len(numeric_cols)} numeric columns (incl. price) and "
+        f"{len(categorical_cols)} string columns, reference seed {REFERENCE_SEED} vs current seed {CURRENT_SEED}; "
+        f"{master} ({cores} cores), driver memory {args.driver_memory}, {cores * 2} shuffle partitions, "
+        f"median of {args.repeats}; data generation {generation_s:.0f} s (not timed)"
+    )
+    print(
+        "| rows per dataset | current data | parquet MB (both) | baseline scan s | feature_drift s | vs baseline "
+        "| drift us/row | Spark jobs | parquet passes per dataset | values to Python | Python peak RSS MB "
+        "| JVM RSS MB (peak) | max PSI (feature) | PSI >= 0.2 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows_out:
         probe, drifted = r["probe"], f" ({', '.join(r['drifted'])})" if r["drifted"] else ""
-        print(f"| {r['rows']:,} | {r['current']} | {r['mb']:.0f} | {r['base_s']:.1f} | {r['drift_s']:.1f} | "
-              f"{r['drift_s'] / r['base_s']:.2f}x | {us_per_row(r['drift_s'], r['rows']):.2f} | {len(probe.jobs)} | "
-              f"{probe.input_rows / (2 * r['rows']):.1f} | {probe.values_collected:,} | {r['rss']:.0f} | "
-              f"{r['jvm'][0]:.0f} ({r['jvm'][1]:.0f}) | {r['max_psi']:.3f} ({r['top']}) | "
-              f"{len(r['drifted'])} of {features}{drifted} |")
+        print(
+            f"| {r['rows']:,} | {r['current']} | {r['mb']:.0f} | {r['base_s']:.1f} | {r['drift_s']:.1f} | "
+            f"{r['drift_s'] / r['base_s']:.2f}x | {us_per_row(r['drift_s'], r['rows']):.2f} | {len(probe.jobs)} | "
+            f"{probe.input_rows / (2 * r['rows']):.1f} | {probe.values_collected:,} | {r['rss']:.0f} | "
+            f"{r['jvm'][0]:.0f} ({r['jvm'][1]:.0f}) | {r['max_psi']:.3f} ({r['top']}) | "
+            f"{len(r['drifted'])} of {features}{drifted} |"
+        )
 
     drifted_pairs = [r for r in rows_out if r["current"] == "current, drift=True"]
     small, large = drifted_pairs[0], drifted_pairs[-1]  # at both sizes
     if small["rows"] != large["rows"]:
-        print(f"\nScaling {small['rows']:,} -> {large['rows']:,} rows per dataset (drifted pair), per input row "
-              f"(reference + current): feature_drift {us_per_row(small['drift_s'], small['rows']):.2f} -> "
-              f"{us_per_row(large['drift_s'], large['rows']):.2f} us, baseline scan "
-              f"{us_per_row(small['base_s'], small['rows']):.2f} -> {us_per_row(large['base_s'], large['rows']):.2f} us; "
-              f"feature_drift time x{large['drift_s'] / small['drift_s']:.1f} for x{large['rows'] / small['rows']:.0f} "
-              "rows")
+        print(
+            f"\nScaling {small['rows']:,} -> {large['rows']:,} rows per dataset (drifted pair), per input row "
+            f"(reference + current): feature_drift {us_per_row(small['drift_s'], small['rows']):.2f} -> "
+            f"{us_per_row(large['drift_s'], large['rows']):.2f} us, baseline scan "
+            f"{us_per_row(small['base_s'], small['rows']):.2f} -> {us_per_row(large['base_s'], large['rows']):.2f} us; "
+            f"feature_drift time x{large['drift_s'] / small['drift_s']:.1f} for x{large['rows'] / small['rows']:.0f} "
+            "rows"
+        )
     returned = ", ".join(f"{r['probe'].values_collected:,}" for r in rows_out)
-    print(f"Python peak RSS: {rss_start:.0f} MB before the checks, {rows_out[-1]['rss']:.0f} MB after all of them "
-          f"(+{rows_out[-1]['rss'] - rss_start:.0f} MB); the driver JVM (heap at most {args.driver_memory}): "
-          f"{jvm_start[0]:.0f} MB resident before the checks, peak {rows_out[-1]['jvm'][1]:.0f} MB. "
-          "Values returned to Python per check (groupBy rows + "
-          f"quantiles): {returned}, whatever the row count; {large['buckets']} PSI buckets over {features} features")
+    print(
+        f"Python peak RSS: {rss_start:.0f} MB before the checks, {rows_out[-1]['rss']:.0f} MB after all of them "
+        f"(+{rows_out[-1]['rss'] - rss_start:.0f} MB); the driver JVM (heap at most {args.driver_memory}): "
+        f"{jvm_start[0]:.0f} MB resident before the checks, peak {rows_out[-1]['jvm'][1]:.0f} MB. "
+        "Values returned to Python per check (groupBy rows + "
+        f"quantiles): {returned}, whatever the row count; {large['buckets']} PSI buckets over {features} features"
+    )
 
     calls = large["probe"].calls
-    print(f"\nfeature_drift, {large['rows']:,} rows per dataset, drifted pair, call by call (reference first, then current):")
+    print(
+        f"\nfeature_drift, {large['rows']:,} rows per dataset, drifted pair, call by call "
+        "(reference first, then current):"
+    )
     print("| drift.py function: DataFrame call | s | share | Spark jobs | parquet rows read | values returned |")
     print("|---|---|---|---|---|---|")
     for caller, seconds, values, jobs, input_rows in calls:
-        print(f"| {caller} | {seconds:.1f} | {seconds / large['drift_s']:.0%} | {len(jobs)} | {input_rows:,} | "
-              f"{values:,} |")
+        print(
+            f"| {caller} | {seconds:.1f} | {seconds / large['drift_s']:.0%} | {len(jobs)} | {input_rows:,} | "
+            f"{values:,} |"
+        )
     rest = large["drift_s"] - sum(call[1] for call in calls)
     print(f"| (between the calls: plans, Bucketizer, Python) | {rest:.1f} | {rest / large['drift_s']:.0%} | | | |")
+
 
 if __name__ == "__main__":
     main()

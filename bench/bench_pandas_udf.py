@@ -59,11 +59,11 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
     import mlflow
     import pyarrow.parquet as pq
 
-
     default = generators.ensure_default_data(spark)
     with tracking.tracked_run("bench-train-sklearn"):
-        trained = train_sklearn_and_log(spark, SklearnTrainParams(data_path=default, num_trees=num_trees,
-                                                                  max_depth=max_depth))
+        trained = train_sklearn_and_log(
+            spark, SklearnTrainParams(data_path=default, num_trees=num_trees, max_depth=max_depth)
+        )
     path = str(tmp / "rows.parquet")
     generators.generate_airbnb(spark, rows, seed=7, n_partitions=cores * 2).write.parquet(path)
     model_info = score_pandas_udf.resolve_pyfunc_model(trained.model_uri)
@@ -107,33 +107,49 @@ def inference(spark, tmp: Path, rows: int, cores: int, num_trees: int, max_depth
     with tracking.tracked_run("bench-score-pandas-udf"):
         end_to_end = score_pandas_udf.score_with_pandas_udf(spark, params, params.validate())
 
-    print(f"\nInference, {rows:,} rows, sklearn RF {num_trees} trees depth {max_depth}, local[{cores}], median of "
-          f"{repeats} alternating rounds; cores used = CPU time of this process, its JVM and Python workers / the "
-          f"step's wall time (parquet read {read_s:.1f} s, not timed)")
+    print(
+        f"\nInference, {rows:,} rows, sklearn RF {num_trees} trees depth {max_depth}, local[{cores}], median of "
+        f"{repeats} alternating rounds; cores used = CPU time of this process, its JVM and Python workers / the "
+        f"step's wall time (parquet read {read_s:.1f} s, not timed)"
+    )
     print("| inference | rows/s | cores used | rows/s per core used | pandas per core / this per core |")
     print("|---|---|---|---|---|")
-    names = {"pandas": "plain pandas: the estimator's `predict`, one process (baseline)",
-             "map_in_pandas": "`score_pandas_udf` `method=map_in_pandas`",
-             "spark_udf": "`score_pandas_udf` `method=spark_udf` (`mlflow.pyfunc.spark_udf`)",
-             "identity": "`mapInPandas` returning its input unchanged (no model): the floor"}
+    names = {
+        "pandas": "plain pandas: the estimator's `predict`, one process (baseline)",
+        "map_in_pandas": "`score_pandas_udf` `method=map_in_pandas`",
+        "spark_udf": "`score_pandas_udf` `method=spark_udf` (`mlflow.pyfunc.spark_udf`)",
+        "identity": "`mapInPandas` returning its input unchanged (no model): the floor",
+    }
     for name, label in names.items():
-        print(f"| {label} | {rate[name]:,.0f} | {cores_used[name]:.2f} | {per_core[name]:,.0f} | "
-              f"{per_core['pandas'] / per_core[name]:.2f}x |")
+        print(
+            f"| {label} | {rate[name]:,.0f} | {cores_used[name]:.2f} | {per_core[name]:,.0f} | "
+            f"{per_core['pandas'] / per_core[name]:.2f}x |"
+        )
     print(f"| `score_pandas_udf` end to end, parquet output | {end_to_end['rows_per_second']:,.0f} | | | |")
     print(f"  the estimator through pyfunc (schema enforcement per call): {rows / pyfunc_s:,.0f} rows/s")
-    print(f"  the Arrow round trip of {len(df.columns)} columns costs {1e6 / per_core['identity']:.1f} us per row per "
-          f"core used; the model {1e6 / per_core['pandas']:.1f} us per row per core")
+    print(
+        f"  the Arrow round trip of {len(df.columns)} columns costs {1e6 / per_core['identity']:.1f} us per row per "
+        f"core used; the model {1e6 / per_core['pandas']:.1f} us per row per core"
+    )
     ratio = per_core["pandas"] / per_core["map_in_pandas"]
-    print(f"  pandas per core / mapInPandas per core = {ratio:.2f}x (target <= 1.5x: "
-          f"{'met' if ratio <= 1.5 else 'NOT met'}); best possible through mapInPandas: "
-          f"{(1e6 / per_core['identity'] + 1e6 / per_core['pandas']) / (1e6 / per_core['pandas']):.2f}x")
+    print(
+        f"  pandas per core / mapInPandas per core = {ratio:.2f}x (target <= 1.5x: "
+        f"{'met' if ratio <= 1.5 else 'NOT met'}); best possible through mapInPandas: "
+        f"{(1e6 / per_core['identity'] + 1e6 / per_core['pandas']) / (1e6 / per_core['pandas']):.2f}x"
+    )
 
 
 def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max_depth: int):
     path = str(tmp / "iot.parquet")
     generators.generate_iot(spark, iot_rows, n_devices=devices).write.parquet(path)
-    params = PerGroupParams(data_path=path, label_col=data_schema.IOT_LABEL, group_col=data_schema.IOT_GROUP_COL,
-                            min_rows=10, num_trees=num_trees, max_depth=max_depth)
+    params = PerGroupParams(
+        data_path=path,
+        label_col=data_schema.IOT_LABEL,
+        group_col=data_schema.IOT_GROUP_COL,
+        min_rows=10,
+        num_trees=num_trees,
+        max_depth=max_depth,
+    )
     started = time.perf_counter()
     with tracking.tracked_run("bench-per-group-spark") as run:
         result = train_per_group_and_log(spark, params.validate())
@@ -145,24 +161,37 @@ def per_group(spark, tmp: Path, iot_rows: int, devices: int, num_trees: int, max
     # The same per-group work, one group after the other in this process (same rows, split and logging).
     from pyspark.sql import functions as F
 
-
     labelled = load_labelled(spark, path, params.label_col)
     train_df, test_df = split_train_test(labelled.df, params.train_fraction, params.seed)
     spec = group_spec(labelled.spec, params.group_col)
     cols = [params.group_col, *spec.feature_cols, spec.label_col]
-    frame = (train_df.select(*cols).withColumn(SPLIT_COL, F.lit("train"))
-             .unionByName(test_df.select(*cols).withColumn(SPLIT_COL, F.lit("test"))).toPandas())
+    frame = (
+        train_df.select(*cols)
+        .withColumn(SPLIT_COL, F.lit("train"))
+        .unionByName(test_df.select(*cols).withColumn(SPLIT_COL, F.lit("test")))
+        .toPandas()
+    )
     with tracking.tracked_run("bench-per-group-sequential") as run:
-        context = GroupContext(run.info.run_id, run.info.experiment_id, tracking.portable_tracking_uri(),
-                               params.group_col, spec, params.forest_params(), params.min_rows, params.seed)
+        context = GroupContext(
+            run.info.run_id,
+            run.info.experiment_id,
+            tracking.portable_tracking_uri(),
+            params.group_col,
+            spec,
+            params.forest_params(),
+            params.min_rows,
+            params.seed,
+        )
         started = time.perf_counter()
         rows = [train_group(context, group) for _, group in frame.groupby(params.group_col)]
         sequential_s = time.perf_counter() - started
     trained = int((result.table["status"] == "trained").sum())
     assert trained == sum(int((r["status"] == "trained").sum()) for r in rows) == devices
     print(f"\nPer-group training, {iot_rows:,} IoT rows, {devices} devices, RF {num_trees} trees depth {max_depth}:")
-    print(f"  train_per_group applyInPandas job: {groups_s:.1f} s (whole entry point incl. fallback model and "
-          f"test scoring: {total_s:.1f} s)")
+    print(
+        f"  train_per_group applyInPandas job: {groups_s:.1f} s (whole entry point incl. fallback model and "
+        f"test scoring: {total_s:.1f} s)"
+    )
     print(f"  the same {devices} groups one after another in one process: {sequential_s:.1f} s")
     print(f"  speed-up {sequential_s / groups_s:.2f}x on {spark.sparkContext.defaultParallelism} cores")
 
@@ -183,11 +212,17 @@ def main():
         os.environ.update(isolated_env(tmp))
         import mlflow
 
-
         mlflow.set_experiment("bench")
-        spark = get_spark("bench-pandas-udf", master=f"local[{args.cores}]",
-                          conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(args.cores * 2),
-                                "spark.driver.memory": "6g", "spark.ui.showConsoleProgress": "false"})
+        spark = get_spark(
+            "bench-pandas-udf",
+            master=f"local[{args.cores}]",
+            conf={
+                "spark.ui.enabled": "false",
+                "spark.sql.shuffle.partitions": str(args.cores * 2),
+                "spark.driver.memory": "6g",
+                "spark.ui.showConsoleProgress": "false",
+            },
+        )
         if args.skip != "inference":
             inference(spark, tmp, args.rows, args.cores, args.num_trees, args.max_depth, args.repeats)
         if args.skip != "per-group":

@@ -81,16 +81,44 @@ def main():
         _, trained = run([py, "train.py"], env)
         model_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', trained.stdout, 'the train run id')}/model"
         rows_path = tmp / "rows.parquet"
-        gen_s, _ = run([py, "generate_data.py", "--output_path", rows_path, "--n_rows", str(args.rows),
-                        "--n_files", str(args.files)], env)
+        gen_s, _ = run(
+            [
+                py,
+                "generate_data.py",
+                "--output_path",
+                rows_path,
+                "--n_rows",
+                str(args.rows),
+                "--n_files",
+                str(args.files),
+            ],
+            env,
+        )
 
         floor_s, _ = run([py, "bench/io_floor.py", rows_path, tmp / "floor.parquet"], env)
-        score_s, _ = run([py, "score_batch.py", "--model_uri", model_uri, "--input_path", rows_path,
-                          "--output_path", tmp / "scored.parquet"], env)
-        udf_s, udf = run([py, "bench/spark_udf_score.py", model_uri, rows_path, tmp / "udf.parquet",
-                          str(args.udf_rows)], env, check=False)
-        udf_line = (f"{args.udf_rows / udf_s:,.0f} rows/s end to end on {args.udf_rows:,} rows"
-                    if udf.returncode == 0 else "failed: " + (udf.stderr.strip().splitlines() or ["?"])[-1][:200])
+        score_s, _ = run(
+            [
+                py,
+                "score_batch.py",
+                "--model_uri",
+                model_uri,
+                "--input_path",
+                rows_path,
+                "--output_path",
+                tmp / "scored.parquet",
+            ],
+            env,
+        )
+        udf_s, udf = run(
+            [py, "bench/spark_udf_score.py", model_uri, rows_path, tmp / "udf.parquet", str(args.udf_rows)],
+            env,
+            check=False,
+        )
+        udf_line = (
+            f"{args.udf_rows / udf_s:,.0f} rows/s end to end on {args.udf_rows:,} rows"
+            if udf.returncode == 0
+            else "failed: " + (udf.stderr.strip().splitlines() or ["?"])[-1][:200]
+        )
         _, split = run([py, "-c", BREAKDOWN, model_uri, rows_path, str(args.breakdown_rows), tmp / "breakdown"], env)
         steps = json.loads(split.stdout.strip().splitlines()[-1])
 
@@ -128,16 +156,22 @@ def main():
     n = args.breakdown_rows
     print(f"where the time goes, {n:,} of those rows in one warm process:")
     print(f"  read alone (noop sink):                      {steps['read']:7.1f} s")
-    print(f"  the model's transform, prediction only (noop): {steps['transform']:5.1f} s on "
-          f"{steps['transform_cores']:.2f} cores used = {steps['transform'] * steps['transform_cores'] / n * 1e6:.1f} "
-          "us per row per core")
+    print(
+        f"  the model's transform, prediction only (noop): {steps['transform']:5.1f} s on "
+        f"{steps['transform_cores']:.2f} cores used = {steps['transform'] * steps['transform_cores'] / n * 1e6:.1f} "
+        "us per row per core"
+    )
     print(f"  score_batch's path (check, select, atomic parquet write): {steps['score_batch']:.1f} s")
     print(f"  plain model.transform(df).write.parquet (all pipeline columns): {steps['plain']:.1f} s")
     print(f"stream: {stream_in}, 1 file per trigger, {len(latencies)} micro-batches in {full_s:.1f} s")
-    print(f"  micro-batch latency p50 {statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms "
-          f"({len(latencies)} samples: no p99)")
-    print(f"  SIGKILL after 50 batches + restart: {first_s:.1f} s + {second_s:.1f} s = {first_s + second_s:.1f} s; "
-          f"extra over uninterrupted: {first_s + second_s - full_s:.1f} s")
+    print(
+        f"  micro-batch latency p50 {statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms "
+        f"({len(latencies)} samples: no p99)"
+    )
+    print(
+        f"  SIGKILL after 50 batches + restart: {first_s:.1f} s + {second_s:.1f} s = {first_s + second_s:.1f} s; "
+        f"extra over uninterrupted: {first_s + second_s - full_s:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ with the Spark model (its `transform`) and with the export (an Arrow pandas UDF 
 one after the other in separate processes on the same cores. Prints each one's rows/s (the run's own
 `rows_per_second`: read, checks, scoring and the atomic write) and wall seconds, and the ratios export /
 Spark of the wall times (end to end) and of the run metric; then the scoring alone in one warm process
-(only the prediction, to Spark's noop sink), where the target applies (>= 2x). Predictions agree within the export's parity (tested in tests/score).
+(only the prediction, to Spark's noop sink), where the target applies (>= 2x). Predictions agree within the
+export's parity (tested in tests/score).
 
     python bench/bench_score_export.py [--rows 1000000 10000000] [--files 20]
 """
@@ -66,37 +67,65 @@ def main():
         spark_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', trained.stdout, 'the train run id')}/model"
         _, exported = run([py, "export_onnx.py", "--model_uri", spark_uri], env)
         export_uri = f"runs:/{parsed(r'run_id=([0-9a-f]{32})', exported.stdout, 'the export run id')}/model"
-        print(f"model: {spark_uri} (train's defaults, data: {REAL if REAL.exists() else 'generated'}); "
-              f"export: {export_uri}")
+        print(
+            f"model: {spark_uri} (train's defaults, data: {REAL if REAL.exists() else 'generated'}); "
+            f"export: {export_uri}"
+        )
         print("| rows | scorer | rows/s (run metric) | wall s (process) |")
         print("|---|---|---|---|")
         for rows in args.rows:
             rows_path = tmp / f"rows-{rows}.parquet"
-            run([py, "generate_data.py", "--output_path", rows_path, "--n_rows", str(rows), "--n_files",
-                 str(args.files)], env)
+            run(
+                [
+                    py,
+                    "generate_data.py",
+                    "--output_path",
+                    rows_path,
+                    "--n_rows",
+                    str(rows),
+                    "--n_files",
+                    str(args.files),
+                ],
+                env,
+            )
             rates, walls = {}, {}
             for name, uri in (("Spark model, transform", spark_uri), ("ONNX export, Arrow UDF", export_uri)):
                 out = tmp / f"scored-{rows}-{len(rates)}"
-                walls[name], result = run([py, "score_batch.py", "--model_uri", uri, "--input_path", rows_path,
-                                           "--output_path", out], env)
+                walls[name], result = run(
+                    [py, "score_batch.py", "--model_uri", uri, "--input_path", rows_path, "--output_path", out], env
+                )
                 rates[name] = float(re.search(r"\(([0-9.]+) rows/s\)", result.stdout).group(1))
                 print(f"| {rows:,} | {name} | {rates[name]:,.0f} | {walls[name]:.1f} |", flush=True)
             spark_rate, export_rate = rates.values()
             spark_wall, export_wall = walls.values()
             # End to end is the process's wall time (JVM start and model resolution included); the run's own
             # rows_per_second starts at the input's read, so its ratio is shown apart, named for what it is.
-            print(f"| {rows:,} | ratio export / Spark, end to end (wall time) | {spark_wall / export_wall:.2f}x | |",
-                  flush=True)
-            print(f"| {rows:,} | ratio export / Spark, run metric (read to written output) | "
-                  f"{export_rate / spark_rate:.2f}x | |", flush=True)
+            print(
+                f"| {rows:,} | ratio export / Spark, end to end (wall time) | {spark_wall / export_wall:.2f}x | |",
+                flush=True,
+            )
+            print(
+                f"| {rows:,} | ratio export / Spark, run metric (read to written output) | "
+                f"{export_rate / spark_rate:.2f}x | |",
+                flush=True,
+            )
             _, alone = run([py, "-c", SCORING_ALONE, spark_uri, export_uri, rows_path], env)
             steps = json.loads(alone.stdout.strip().splitlines()[-1])
-            for name, label in (("read", "reading alone (noop sink)"), ("spark", "Spark model's transform alone"),
-                                ("export", "ONNX export's Arrow UDF alone")):
-                print(f"| {rows:,} | {label} | {rows / steps[name]:,.0f} | {steps[name]:.1f} s on "
-                      f"{steps[name + '_cores']:.2f} cores |", flush=True)
-            print(f"| {rows:,} | ratio export / Spark, scoring alone | {steps['spark'] / steps['export']:.2f}x "
-                  "(target >= 2x) | |", flush=True)
+            for name, label in (
+                ("read", "reading alone (noop sink)"),
+                ("spark", "Spark model's transform alone"),
+                ("export", "ONNX export's Arrow UDF alone"),
+            ):
+                print(
+                    f"| {rows:,} | {label} | {rows / steps[name]:,.0f} | {steps[name]:.1f} s on "
+                    f"{steps[name + '_cores']:.2f} cores |",
+                    flush=True,
+                )
+            print(
+                f"| {rows:,} | ratio export / Spark, scoring alone | {steps['spark'] / steps['export']:.2f}x "
+                "(target >= 2x) | |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def load(port: int, bodies: list[bytes], concurrency: int, total: int) -> dict:
                 return
             began, error = time.perf_counter(), None
             try:
-                connection.request("POST", "/invocations", body=bodies[i % len(bodies)],
-                                   headers={"Content-Type": "application/json"})
+                connection.request(
+                    "POST", "/invocations", body=bodies[i % len(bodies)], headers={"Content-Type": "application/json"}
+                )
                 response = connection.getresponse()
                 response.read()
                 if response.status != 200:
@@ -75,9 +76,13 @@ def load(port: int, bodies: list[bytes], concurrency: int, total: int) -> dict:
         t.join()
     seconds = time.perf_counter() - began
     ordered = sorted(latencies)
-    return {"requests": len(latencies) + len(errors), "errors": len(errors), "rps": len(latencies) / seconds,
-            "p50": statistics.median(ordered) if ordered else float("nan"),
-            "p99": tail_latency(ordered, 0.99) if ordered else "n/a"}
+    return {
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "rps": len(latencies) / seconds,
+        "p50": statistics.median(ordered) if ordered else float("nan"),
+        "p99": tail_latency(ordered, 0.99) if ordered else "n/a",
+    }
 
 
 def batch_rates(data: str, spark_uri: str, onnx_uri: str, rows: int, env: dict) -> dict:
@@ -160,32 +165,43 @@ def run(args, tmp: Path):
         process, port, startup = serve(uri, env, tmp / f"serve-{name}.log")
         try:
             load(port, bodies, 4, min(200, total))  # warm-up
-            results[name] = {"startup_s": startup,
-                             **{c: load(port, bodies, c, total) for c in (1, 4, 16)}}
+            results[name] = {"startup_s": startup, **{c: load(port, bodies, c, total) for c in (1, 4, 16)}}
         finally:
             model_server.stop(process)
 
     print(f"\nserving, single-record requests (data: {data}); export took {export_s:.1f} s")
-    print("| model | concurrency | requests | errors | p50 ms | p99 ms (from >= 1,000 samples) | requests/s (succeeded) |")
+    print(
+        "| model | concurrency | requests | errors | p50 ms | p99 ms (from >= 1,000 samples) | requests/s (succeeded) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in ("onnx", "spark"):
         for c in (1, 4, 16):
             r = results[name][c]
-            print(f"| {name} | {c} | {r['requests']:,} | {r['errors']} | {r['p50']:.1f} | {r['p99']} | {r['rps']:.1f} |")
+            print(
+                f"| {name} | {c} | {r['requests']:,} | {r['errors']} | {r['p50']:.1f} | {r['p99']} | {r['rps']:.1f} |"
+            )
     print(f"server start: onnx {results['onnx']['startup_s']:.1f} s, spark {results['spark']['startup_s']:.1f} s")
     for c in (1, 4, 16):
-        print(f"throughput ratio at concurrency {c}: {results['onnx'][c]['rps'] / results['spark'][c]['rps']:.0f}x "
-              "(target >= 50x)")
-    print(f"export p99 at concurrency 1: {results['onnx'][1]['p99']} ms (target <= 10 ms); "
-          f"errors at concurrency 16: {results['onnx'][16]['errors']} of {results['onnx'][16]['requests']:,}")
+        print(
+            f"throughput ratio at concurrency {c}: {results['onnx'][c]['rps'] / results['spark'][c]['rps']:.0f}x "
+            "(target >= 50x)"
+        )
+    print(
+        f"export p99 at concurrency 1: {results['onnx'][1]['p99']} ms (target <= 10 ms); "
+        f"errors at concurrency 16: {results['onnx'][16]['errors']} of {results['onnx'][16]['requests']:,}"
+    )
     parts = handler_breakdown(data, onnx_uri, env)
-    print(f"one request in-process: MLflow's /invocations handler {parts['handler_ms']:.2f} ms, of which the "
-          f"export's own predict {parts['export_predict_ms']:.2f} ms; the rest of the p50 at concurrency 1 "
-          f"(HTTP, the server's event loop, the client on the same cores): "
-          f"{results['onnx'][1]['p50'] - parts['handler_ms']:.1f} ms")
+    print(
+        f"one request in-process: MLflow's /invocations handler {parts['handler_ms']:.2f} ms, of which the "
+        f"export's own predict {parts['export_predict_ms']:.2f} ms; the rest of the p50 at concurrency 1 "
+        f"(HTTP, the server's event loop, the client on the same cores): "
+        f"{results['onnx'][1]['p50'] - parts['handler_ms']:.1f} ms"
+    )
     rates = batch_rates(data, spark_uri, onnx_uri, args.batch_rows, env)
-    print(f"in-process batch, {args.batch_rows} rows: export {rates['onnx']:.0f} rows/s (1 thread), Spark transform "
-          f"{rates['spark']:.0f} rows/s (local[2]) = {rates['onnx'] / rates['spark']:.2f}x")
+    print(
+        f"in-process batch, {args.batch_rows} rows: export {rates['onnx']:.0f} rows/s (1 thread), Spark transform "
+        f"{rates['spark']:.0f} rows/s (local[2]) = {rates['onnx'] / rates['spark']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Both train numTrees=100, maxDepth=5 on the same data in the same run, against the same fresh SQLite
 tracking store, alternating (book, project, book, project, ...). Prints each one's median seconds, its
 test rmse (each on its own test rows: the book's pipeline drops rows with categories its training split
-never saw, the project's keeps them) and the ratio project / reference (target: <= 0.5). Then one more `python train.py` under cProfile, whose
+never saw, the project's keeps them) and the ratio project / reference (target: <= 0.5). Then one more
+`python train.py` under cProfile, whose
 per-step breakdown (wall seconds of the main thread in each step) says where the project's time goes.
 
     python bench/bench_train.py [--data PATH] [--repeat N]
@@ -73,7 +74,8 @@ def step_breakdown(profile_path: str) -> list[tuple[str, float]]:
         return total if function is None else cumulative.get(function, 0.0)
 
     return [(label, sum(map(seconds, plus)) - sum(map(seconds, minus))) for label, plus, minus in STEPS] + [
-        ("total (under cProfile)", total)]
+        ("total (under cProfile)", total)
+    ]
 
 
 def main():
@@ -85,8 +87,19 @@ def main():
     bin_dir = str(Path(sys.executable).parent)
     with tempfile.TemporaryDirectory() as tmp:
         env, data = bench_setup(Path(tmp), args.data, REAL)
-        project_cmd = [str(Path(bin_dir) / "mlflow"), "run", ".", "--env-manager", "local",
-                       "-P", f"data_path={data}", "-P", "num_trees=100", "-P", "max_depth=5"]
+        project_cmd = [
+            str(Path(bin_dir) / "mlflow"),
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "-P",
+            f"data_path={data}",
+            "-P",
+            "num_trees=100",
+            "-P",
+            "max_depth=5",
+        ]
         book_cmd = [sys.executable, str(ROOT / "bench" / "book_train.py"), data]
         project, book = [], []
         for _ in range(args.repeat):
@@ -102,10 +115,14 @@ def main():
     print("| train, 100 trees, depth 5 | seconds (median) | runs | test rmse |")
     print("|---|---|---|---|")
     kept = parsed(r"test_rows=(\d+ of \d+)", book[0][1], "the book's test rows")
-    print(f"| book script (`bench/book_train.py`, MLflow's default model logging) | {book_s:.1f} | "
-          f"{', '.join(f'{s:.1f}' for s, _ in book)} | {rmse(book[0][1]):.2f} (the {kept} test rows it keeps) |")
-    print(f"| project (`mlflow run . --env-manager local`) | {project_s:.1f} | "
-          f"{', '.join(f'{s:.1f}' for s, _ in project)} | {rmse(project[0][1]):.2f} (every test row) |")
+    print(
+        f"| book script (`bench/book_train.py`, MLflow's default model logging) | {book_s:.1f} | "
+        f"{', '.join(f'{s:.1f}' for s, _ in book)} | {rmse(book[0][1]):.2f} (the {kept} test rows it keeps) |"
+    )
+    print(
+        f"| project (`mlflow run . --env-manager local`) | {project_s:.1f} | "
+        f"{', '.join(f'{s:.1f}' for s, _ in project)} | {rmse(project[0][1]):.2f} (every test row) |"
+    )
     print(f"ratio project/reference: {project_s / book_s:.2f}x (target <= 0.50x)")
     print()
     print("| step of `python train.py` (one run under cProfile, main thread) | seconds | share |")

@@ -34,8 +34,15 @@ from pathlib import Path
 from common import REAL_DIR, ROOT, bench_setup, parsed, timed
 
 REAL = REAL_DIR / "sf-airbnb-clean.parquet"
-TRIAL_PARAMS = ("model_type", "num_trees", "max_depth", "max_bins", "min_instances_per_node",
-                "feature_subset_strategy", "log_label")  # a family's trials have its own subset of them
+TRIAL_PARAMS = (
+    "model_type",
+    "num_trees",
+    "max_depth",
+    "max_bins",
+    "min_instances_per_node",
+    "feature_subset_strategy",
+    "log_label",
+)  # a family's trials have its own subset of them
 
 # The book's RF fitted with chapter 11's code, and the tuned model, scored on the same rows.
 SAME_ROWS = r"""
@@ -82,37 +89,53 @@ def mlflow_run(entry: str, params: dict, env) -> tuple[float, str]:
 
 def search(data: str, env) -> dict:
     seconds, output = mlflow_run("tune_hyperopt", {"data_path": data}, env)
-    return {"seconds": seconds, "run_id": parsed(r" run_id=(\w+) best_run_id=", output, "run_id"),
-            "trials_seconds": float(parsed(r"trials ok in ([0-9.]+) s", output, "the trials' time")),
-            "trials": parsed(r"tune_hyperopt: (\d+/\d+) trials ok", output, "the trial count"),
-            "best": parsed(r"tune_hyperopt: best (\{.*?\}) test", output, "the best parameters")}
+    return {
+        "seconds": seconds,
+        "run_id": parsed(r" run_id=(\w+) best_run_id=", output, "run_id"),
+        "trials_seconds": float(parsed(r"trials ok in ([0-9.]+) s", output, "the trials' time")),
+        "trials": parsed(r"tune_hyperopt: (\d+/\d+) trials ok", output, "the trial count"),
+        "best": parsed(r"tune_hyperopt: best (\{.*?\}) test", output, "the best parameters"),
+    }
 
 
 def quality(data: str, tuned: dict, env) -> None:
     _, result = timed([sys.executable, "-c", SAME_ROWS, data, f"runs:/{tuned['run_id']}/model"], env)
     got = json.loads(result.stdout.strip().splitlines()[-1])
     book, kept, every = got["book_kept"], got["tuned_kept"], got["tuned_all"]
-    print(f"\nquality: tune_hyperopt (default max_evals, {tuned['trials']} trials ok), best {tuned['best']}; "
-          f"the book's RF fitted in this run; book split (randomSplit([.8, .2], seed=42)), {got['test_rows']} "
-          f"test rows, of which the book's pipeline keeps {got['kept_rows']}")
+    print(
+        f"\nquality: tune_hyperopt (default max_evals, {tuned['trials']} trials ok), best {tuned['best']}; "
+        f"the book's RF fitted in this run; book split (randomSplit([.8, .2], seed=42)), {got['test_rows']} "
+        f"test rows, of which the book's pipeline keeps {got['kept_rows']}"
+    )
     print("| model | rows scored | rmse | r2 | mae |")
     print("|---|---|---|---|---|")
-    print(f"| book RF (100 trees, depth 5) | {got['kept_rows']} kept | {book['rmse']:.1f} | {book['r2']:.3f} | "
-          f"{book['mae']:.1f} |")
-    print(f"| tuned (tune_hyperopt) | the same {got['kept_rows']} | {kept['rmse']:.1f} | {kept['r2']:.3f} | "
-          f"{kept['mae']:.1f} |")
-    print(f"| tuned (tune_hyperopt) | all {got['test_rows']} | {every['rmse']:.1f} | {every['r2']:.3f} | "
-          f"{every['mae']:.1f} |")
-    print(f"quality on the same rows: rmse {kept['rmse'] / book['rmse'] - 1:+.1%}, r2 {kept['r2'] - book['r2']:+.3f} "
-          f"(target tuned r2 >= 0.40: {'met' if kept['r2'] >= 0.40 else 'not met'})")
+    print(
+        f"| book RF (100 trees, depth 5) | {got['kept_rows']} kept | {book['rmse']:.1f} | {book['r2']:.3f} | "
+        f"{book['mae']:.1f} |"
+    )
+    print(
+        f"| tuned (tune_hyperopt) | the same {got['kept_rows']} | {kept['rmse']:.1f} | {kept['r2']:.3f} | "
+        f"{kept['mae']:.1f} |"
+    )
+    print(
+        f"| tuned (tune_hyperopt) | all {got['test_rows']} | {every['rmse']:.1f} | {every['r2']:.3f} | "
+        f"{every['mae']:.1f} |"
+    )
+    print(
+        f"quality on the same rows: rmse {kept['rmse'] / book['rmse'] - 1:+.1%}, r2 {kept['r2'] - book['r2']:+.3f} "
+        f"(target tuned r2 >= 0.40: {'met' if kept['r2'] >= 0.40 else 'not met'})"
+    )
 
 
 def speed(data: str, tuned: dict, env) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    children = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{tuned['run_id']}'")
+    children = mlflow.search_runs(
+        search_all_experiments=True,
+        output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{tuned['run_id']}'",
+    )
     children.sort(key=lambda r: int(r.data.tags["trial_number"]))
     per_trial = []
     for child in children:
@@ -123,12 +146,18 @@ def speed(data: str, tuned: dict, env) -> None:
     print(f"\nspeed: the {len(per_trial)} trials of that search")
     print("| how | seconds |")
     print("|---|---|")
-    print(f"| one `mlflow run -e tune_hyperopt` (setup, trials, refit and logging of the best) | {tuned['seconds']:.1f} |")
+    print(
+        f"| one `mlflow run -e tune_hyperopt` (setup, trials, refit and logging of the best) | {tuned['seconds']:.1f} |"
+    )
     print(f"| of which the trials themselves | {tuned['trials_seconds']:.1f} |")
-    print(f"| the same trials, one `mlflow run -e train` each | {baseline_s:.1f} ({baseline_s / len(per_trial):.1f} "
-          "per trial) |")
-    print(f"speed: {baseline_s / tuned['seconds']:.2f}x faster end to end, {baseline_s / tuned['trials_seconds']:.2f}x "
-          "counting the trials alone (target >= 3x end to end)")
+    print(
+        f"| the same trials, one `mlflow run -e train` each | {baseline_s:.1f} ({baseline_s / len(per_trial):.1f} "
+        "per trial) |"
+    )
+    print(
+        f"speed: {baseline_s / tuned['seconds']:.2f}x faster end to end, {baseline_s / tuned['trials_seconds']:.2f}x "
+        "counting the trials alone (target >= 3x end to end)"
+    )
 
 
 def overhead(env) -> None:
@@ -163,37 +192,51 @@ def tuner_run(tuner: str, data: str, engine: str, evals: int, env) -> dict:
     if engine == "sklearn":
         params["parallelism"] = 2  # one trial per core: MLflow reseeds each task's sampler, TPE stays TPE
     seconds, output = mlflow_run(tuner, params, env)
-    metrics = {name: float(parsed(rf"{tuner}: best .* test .*{name}=([0-9.-]+)", output, f"the test {name}"))
-               for name in ("rmse", "r2", "mae")}
+    metrics = {
+        name: float(parsed(rf"{tuner}: best .* test .*{name}=([0-9.-]+)", output, f"the test {name}"))
+        for name in ("rmse", "r2", "mae")
+    }
     pruned = parsed(r"trials ok \((\d+) pruned\)", output, "pruned trials") if "pruned)" in output else "0"
-    return {"seconds": seconds, **metrics, "pruned": int(pruned),
-            "trials_seconds": float(parsed(r"trials ok(?: \(\d+ pruned\))? in ([0-9.]+) s", output,
-                                           "the trials' time")),
-            "ok": parsed(rf"{tuner}: (\d+/\d+) trials ok", output, "the trial count"),
-            "best_val": float(parsed(r"best trial \d+ \(val_rmse=([0-9.]+)\)", output, "the best validation rmse"))}
+    return {
+        "seconds": seconds,
+        **metrics,
+        "pruned": int(pruned),
+        "trials_seconds": float(parsed(r"trials ok(?: \(\d+ pruned\))? in ([0-9.]+) s", output, "the trials' time")),
+        "ok": parsed(rf"{tuner}: (\d+/\d+) trials ok", output, "the trial count"),
+        "best_val": float(parsed(r"best trial \d+ \(val_rmse=([0-9.]+)\)", output, "the best validation rmse")),
+    }
 
 
 def tuners(data: str, engines: list[str], evals: int, env) -> None:
-    print(f"\ntuners: tune_hyperopt vs tune_optuna, {evals} trials each, seed 42, the default space of each "
-          "engine, the same split and test rows; one `mlflow run` each, hyperopt first")
+    print(
+        f"\ntuners: tune_hyperopt vs tune_optuna, {evals} trials each, seed 42, the default space of each "
+        "engine, the same split and test rows; one `mlflow run` each, hyperopt first"
+    )
     print("| engine | tuner | test rmse | test r2 | best val rmse | trials ok (pruned) | trials s | run s |")
     print("|---|---|---|---|---|---|---|---|")
     for engine in engines:
         got = {tuner: tuner_run(tuner, data, engine, evals, env) for tuner in ("tune_hyperopt", "tune_optuna")}
         for tuner, r in got.items():
-            print(f"| {engine} | {tuner} | {r['rmse']:.1f} | {r['r2']:.3f} | {r['best_val']:.1f} | "
-                  f"{r['ok']} ({r['pruned']}) | {r['trials_seconds']:.1f} | {r['seconds']:.1f} |")
+            print(
+                f"| {engine} | {tuner} | {r['rmse']:.1f} | {r['r2']:.3f} | {r['best_val']:.1f} | "
+                f"{r['ok']} ({r['pruned']}) | {r['trials_seconds']:.1f} | {r['seconds']:.1f} |"
+            )
         hyperopt, optuna = got["tune_hyperopt"], got["tune_optuna"]
-        print(f"tuners ({engine}): optuna/hyperopt test r2 {optuna['r2'] - hyperopt['r2']:+.3f}, trials time "
-              f"{optuna['trials_seconds'] / hyperopt['trials_seconds']:.2f}x, run time "
-              f"{optuna['seconds'] / hyperopt['seconds']:.2f}x")
+        print(
+            f"tuners ({engine}): optuna/hyperopt test r2 {optuna['r2'] - hyperopt['r2']:+.3f}, trials time "
+            f"{optuna['trials_seconds'] / hyperopt['trials_seconds']:.2f}x, run time "
+            f"{optuna['seconds'] / hyperopt['seconds']:.2f}x"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="")
-    parser.add_argument("--parts", default="search,speed,overhead,tuners",
-                        help="search (and the quality comparison), speed (needs search), overhead, tuners")
+    parser.add_argument(
+        "--parts",
+        default="search,speed,overhead,tuners",
+        help="search (and the quality comparison), speed (needs search), overhead, tuners",
+    )
     parser.add_argument("--tuners_engines", default="mllib,sklearn")
     parser.add_argument("--tuners_evals", type=int, default=16)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ spark = SparkSession.builder.appName("book-train").getOrCreate()
 
 filePath = sys.argv[1]
 airbnbDF = spark.read.parquet(filePath)
-(trainDF, testDF) = airbnbDF.randomSplit([.8, .2], seed=42)
+(trainDF, testDF) = airbnbDF.randomSplit([0.8, 0.2], seed=42)
 
 categoricalCols = [field for (field, dataType) in trainDF.dtypes if dataType == "string"]
 indexOutputCols = [x + "Index" for x in categoricalCols]
@@ -43,8 +43,9 @@ with mlflow.start_run(run_name="random-forest") as run:
     r2 = regressionEvaluator.setMetricName("r2").evaluate(predDF)
     mlflow.log_metrics({"rmse": rmse, "r2": r2})
     rfModel = pipelineModel.stages[-1]
-    pandasDF = (pd.DataFrame(list(zip(vecAssembler.getInputCols(), rfModel.featureImportances)),
-                             columns=["feature", "importance"]).sort_values(by="importance", ascending=False))
+    pandasDF = pd.DataFrame(
+        list(zip(vecAssembler.getInputCols(), rfModel.featureImportances)), columns=["feature", "importance"]
+    ).sort_values(by="importance", ascending=False)
     path = os.path.join(tempfile.mkdtemp(), "feature-importance.csv")
     pandasDF.to_csv(path, index=False)
     mlflow.log_artifact(path)

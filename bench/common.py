@@ -15,14 +15,26 @@ REAL_DIR = ROOT.parent / "shared" / "data" / "sf-airbnb"
 def isolated_env(tmp: Path) -> dict:
     """This Python's environment first on PATH, a fresh SQLite store, its artifacts and the data cache
     under ``tmp`` (an experiment with its own artifact location: MLflow's default is ./mlruns of the cwd)."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench",
-           "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"),
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+        "MLFLOW_EXPERIMENT_NAME": "bench",
+        "SPARKMLOPS_DATA_CACHE": str(tmp / "cache"),
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+    }
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         env.pop(name, None)
-    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.get_experiment_by_name('bench') or "
-                    f"mlflow.create_experiment('bench', artifact_location={(tmp / 'artifacts').as_uri()!r})"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import mlflow; mlflow.get_experiment_by_name('bench') or "
+            f"mlflow.create_experiment('bench', artifact_location={(tmp / 'artifacts').as_uri()!r})",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return env
 
 
@@ -42,12 +54,22 @@ def bench_setup(tmp: Path, data: str, real: Path) -> tuple[dict, str]:
     env = isolated_env(tmp)
     data = data or (str(real) if real.exists() else "")
     if not data:
-        subprocess.run([sys.executable, "-c", "from sparkmlops.core.spark import get_spark; "
-                        "from sparkmlops.data.generators import ensure_default_data as e; print(e(get_spark('gen')))"],
-                       cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from sparkmlops.core.spark import get_spark; "
+                "from sparkmlops.data.generators import ensure_default_data as e; print(e(get_spark('gen')))",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         data = next((tmp / "cache").glob("*.parquet")).as_posix()
-    subprocess.run([sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", "import mlflow, pyspark; mlflow.search_runs()"], env=env, check=True, capture_output=True
+    )
     return env, data
 
 

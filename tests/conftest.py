@@ -58,18 +58,37 @@ PYSPARK_SUBMIT_ARGS = " ".join(
 )
 # Test modules, longest first (measured with pytest-xdist, 2 workers; unlisted ones follow in their own
 # order): `make test` hands whole modules to the workers in this order, so none waits behind a long one.
-LONGEST_FIRST = ["e2e/test_bad_inputs.py", "e2e/test_bad_inputs_reproduce.py", "e2e/test_cluster.py", "e2e/test_journey.py", "e2e/test_user_path.py",
-                 "reproduce/test_reproduce.py", "score/test_score_stream.py", "tune/test_tune.py",
-                 "serve/test_export_onnx.py", "e2e/test_mlflow_run.py", "monitor/test_check_drift.py",
-                 "registry/test_promote.py", "tune/test_tune_cli.py", "train/test_train.py",
-                 "score/test_score_batch_cli.py", "train/test_train_per_group.py", "score/test_score_batch.py",
-                 "score/test_score_pandas_udf.py", "data/test_validation.py", "train/test_train_cli.py"]
+LONGEST_FIRST = [
+    "e2e/test_bad_inputs.py",
+    "e2e/test_bad_inputs_reproduce.py",
+    "e2e/test_cluster.py",
+    "e2e/test_journey.py",
+    "e2e/test_user_path.py",
+    "reproduce/test_reproduce.py",
+    "score/test_score_stream.py",
+    "tune/test_tune.py",
+    "serve/test_export_onnx.py",
+    "e2e/test_mlflow_run.py",
+    "monitor/test_check_drift.py",
+    "registry/test_promote.py",
+    "tune/test_tune_cli.py",
+    "train/test_train.py",
+    "score/test_score_batch_cli.py",
+    "train/test_train_per_group.py",
+    "score/test_score_batch.py",
+    "score/test_score_pandas_udf.py",
+    "data/test_validation.py",
+    "train/test_train_cli.py",
+]
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "process: starts a process, cluster or server of its own (not in make test-fast)")
-    config.addinivalue_line("markers", "e2e: tests/e2e, the user's path end to end and the bad-input catalogue "
-                                       "(not in make test-fast)")
+    config.addinivalue_line(
+        "markers", "process: starts a process, cluster or server of its own (not in make test-fast)"
+    )
+    config.addinivalue_line(
+        "markers", "e2e: tests/e2e, the user's path end to end and the bad-input catalogue (not in make test-fast)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -238,8 +257,12 @@ def script_in_process(script: str, *options: str):
         sessions.append(args)
         return get_spark(*args, **kwargs)
 
-    with temp_dir_checked(f"{script} (in-process)"), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), pytest.MonkeyPatch.context() as patch:
+    with (
+        temp_dir_checked(f"{script} (in-process)"),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.MonkeyPatch.context() as patch,
+    ):
         patch.setattr(jobs, "get_spark", counted_get_spark)
         try:
             cli.run(module.main, list(options))
@@ -255,8 +278,12 @@ def copy_project(destination: Path) -> Path:
     """The project's files (tracked and untracked, not ignored) copied to ``destination``."""
     import shutil
 
-    listed = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "ls-files", "-co", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in listed:
         if (PROJECT_ROOT / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
@@ -270,8 +297,9 @@ def commit_all(repo: Path, message: str = "project") -> str:
         subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     subprocess.run(GIT + ["-C", str(repo), "add", "-A"], check=True)
     subprocess.run(GIT + ["-C", str(repo), "commit", "-qm", message], check=True)
-    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def served_model(model_uri: str, log_path: Path):
@@ -307,16 +335,18 @@ def runs_of(client, **filters):
 JVM_SIGNS = ("log4j", "SparkContext", "NativeCodeLoader", "Using Spark's default")
 
 
-def assert_logged_model(run_id: str, test_metrics=("rmse", "r2", "mae"), dataset: str | None = "test",
-                        name: str = "model"):
+def assert_logged_model(
+    run_id: str, test_metrics=("rmse", "r2", "mae"), dataset: str | None = "test", name: str = "model"
+):
     """The run's model ``name`` is an MLflow 3 logged model: listed by search_logged_models, an output
     of the run, with the run's params and ``test_metrics`` linked to it (measured on ``dataset``), and
     not a run artifact folder. Returns the LoggedModel."""
     import mlflow
 
     run = mlflow.get_run(run_id)
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
     assert name in [m.name for m in models], models
     model = next(m for m in models if m.name == name)
     assert model.model_id in [o.model_id for o in run.outputs.model_outputs]
@@ -355,6 +385,7 @@ def newest_run(client):
 
 # One trained model of each kind for the whole session (per worker under pytest-xdist): the tests that only
 # need some model of that kind share it instead of training their own.
+
 
 @pytest.fixture(scope="session")
 def trained_run(spark, default_data):
@@ -425,11 +456,13 @@ def git_server(tmp_path):
     sha = commit_all(work)
     served = tmp_path / "served"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(served / "sparkmlops.git")], check=True)
-    subprocess.run(["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(served / "sparkmlops.git"), "config", "uploadpack.allowAnySHA1InWant", "true"], check=True
+    )
     port_file = tmp_path / "port"
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("git_http_server.py")), str(served),
-                               str(port_file)])
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("git_http_server.py")), str(served), str(port_file)]
+    )
     try:
         deadline = time.time() + 30
         while not port_file.exists():

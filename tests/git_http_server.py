@@ -55,8 +55,7 @@ def make_app(project_root):
 
 if __name__ == "__main__":
     root, port_file = sys.argv[1], sys.argv[2]
-    server = make_server("127.0.0.1", 0, make_app(root), server_class=ThreadingWSGIServer,
-                         handler_class=QuietHandler)
+    server = make_server("127.0.0.1", 0, make_app(root), server_class=ThreadingWSGIServer, handler_class=QuietHandler)
     with open(port_file + ".tmp", "w") as f:
         f.write(str(server.server_port))
     os.replace(port_file + ".tmp", port_file)

@@ -118,18 +118,23 @@ class Cluster:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, state_dir: str) -> "Cluster | None":
+    def load(cls, state_dir: str) -> Cluster | None:
         path = Path(state_dir) / STATE_FILE
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
 def _daemon_env(cluster: Cluster) -> dict[str, str]:
-    env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": HOST,
-           # Without it, executors and the Connect server's Python workers run `python3` from PATH.
-           "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(Path(cluster.state_dir) / "logs"),
-           # No REST submission server: it would take port 6066 on every cluster of the machine.
-           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-           "SPARK_DAEMON_JAVA_OPTS": cluster.java_options}
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": HOST,
+        # Without it, executors and the Connect server's Python workers run `python3` from PATH.
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_DIR": str(Path(cluster.state_dir) / "logs"),
+        # No REST submission server: it would take port 6066 on every cluster of the machine.
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+        "SPARK_DAEMON_JAVA_OPTS": cluster.java_options,
+    }
     for key in ("SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "MASTER"):
         env.pop(key, None)  # a daemon must not inherit a driver's settings
     return env
@@ -143,8 +148,14 @@ def _launch(cluster: Cluster, name: str, command: list[str], main_class: str) ->
     path = _log_path(cluster, name)
     cluster.log_offsets[name] = path.stat().st_size if path.exists() else 0  # this start's lines come after
     with open(path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=_daemon_env(cluster), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_daemon_env(cluster),
+            start_new_session=True,
+        )
     record_daemon(cluster, name, process.pid, main_class)
     return process.pid
 
@@ -220,8 +231,10 @@ def _logged_port(cluster: Cluster, name: str, pattern: str, deadline: float) -> 
 def _check_ports_free(ports: list[int]) -> None:
     taken = [p for p in ports if p and port_open(p)]
     if taken:
-        raise click.ClickException(f"port(s) {', '.join(map(str, taken))} on {HOST} are in use (another Spark?): "
-                                   "stop it, or choose other ports (make cluster-up CLUSTER_ARGS='--master-port ...').")
+        raise click.ClickException(
+            f"port(s) {', '.join(map(str, taken))} on {HOST} are in use (another Spark?): "
+            "stop it, or choose other ports (make cluster-up CLUSTER_ARGS='--master-port ...')."
+        )
 
 
 def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
@@ -234,25 +247,61 @@ def start(cluster: Cluster, workers: int = 2, timeout: float = 120) -> Cluster:
     while len(cluster.worker_ui_ports) < workers:
         last = max(cluster.worker_ui_ports + [cluster.master_ui_port])
         cluster.worker_ui_ports.append(last + 1 if last else 0)
-    _check_ports_free([cluster.master_port, cluster.master_ui_port, *cluster.worker_ui_ports,
-                       cluster.connect_port if cluster.connect else 0])
+    _check_ports_free(
+        [
+            cluster.master_port,
+            cluster.master_ui_port,
+            *cluster.worker_ui_ports,
+            cluster.connect_port if cluster.connect else 0,
+        ]
+    )
     spark_class = str(spark_home() / "bin" / "spark-class")
     try:
-        _launch(cluster, "master", [spark_class, MASTER_CLASS, "--host", HOST, "--port", str(cluster.master_port),
-                                    "--webui-port", str(cluster.master_ui_port)], MASTER_CLASS)
+        _launch(
+            cluster,
+            "master",
+            [
+                spark_class,
+                MASTER_CLASS,
+                "--host",
+                HOST,
+                "--port",
+                str(cluster.master_port),
+                "--webui-port",
+                str(cluster.master_ui_port),
+            ],
+            MASTER_CLASS,
+        )
         cluster.master_port = _logged_port(cluster, "master", _service_port("sparkMaster"), deadline)
         cluster.master_ui_port = _logged_port(cluster, "master", _service_port("MasterUI"), deadline)
         write_spark_conf(cluster)
         for index, ui_port in enumerate(cluster.worker_ui_ports, start=1):
             work_dir = state_dir / f"worker-{index}"
             work_dir.mkdir(exist_ok=True)
-            _launch(cluster, f"worker-{index}", [
-                spark_class, WORKER_CLASS, cluster.master_url, "--host", HOST,
-                "--cores", str(cluster.worker_cores), "--memory", cluster.worker_memory,
-                "--webui-port", str(ui_port), "--work-dir", str(work_dir)], WORKER_CLASS)
+            _launch(
+                cluster,
+                f"worker-{index}",
+                [
+                    spark_class,
+                    WORKER_CLASS,
+                    cluster.master_url,
+                    "--host",
+                    HOST,
+                    "--cores",
+                    str(cluster.worker_cores),
+                    "--memory",
+                    cluster.worker_memory,
+                    "--webui-port",
+                    str(ui_port),
+                    "--work-dir",
+                    str(work_dir),
+                ],
+                WORKER_CLASS,
+            )
         for index in range(1, workers + 1):
-            cluster.worker_ui_ports[index - 1] = _logged_port(cluster, f"worker-{index}", _service_port("WorkerUI"),
-                                                              deadline)
+            cluster.worker_ui_ports[index - 1] = _logged_port(
+                cluster, f"worker-{index}", _service_port("WorkerUI"), deadline
+            )
         if cluster.connect:
             start_connect_server(cluster)
             cluster.connect_port = _logged_port(cluster, "connect", _service_port(CONNECT_SERVICE_CLASS), deadline)
@@ -280,8 +329,15 @@ def start_connect_server(cluster: Cluster) -> int:
     }
     if cluster.java_options:
         conf["spark.driver.extraJavaOptions"] = cluster.java_options
-    command = [str(spark_home() / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS,
-               "--name", "Spark Connect server", "--master", master]
+    command = [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--class",
+        CONNECT_SERVER_CLASS,
+        "--name",
+        "Spark Connect server",
+        "--master",
+        master,
+    ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return _launch(cluster, "connect", command, CONNECT_SERVER_CLASS)
@@ -301,7 +357,9 @@ def restart_connect_server(cluster: Cluster, port: int = 0, timeout: float = 120
     write_spark_conf(cluster)
     while not port_open(cluster.connect_port):
         if time.monotonic() > deadline:
-            raise click.ClickException(f"the Connect server did not listen in time: see {_log_path(cluster, 'connect')}")
+            raise click.ClickException(
+                f"the Connect server did not listen in time: see {_log_path(cluster, 'connect')}"
+            )
         time.sleep(0.2)
     return time.monotonic() - started
 
@@ -326,7 +384,9 @@ def wait_until_ready(cluster: Cluster, workers: int, timeout: float) -> None:
         if ready:
             return
         time.sleep(1)
-    raise click.ClickException(f"the cluster was not ready after {timeout:.0f} s: see {Path(cluster.state_dir) / 'logs'}")
+    raise click.ClickException(
+        f"the cluster was not ready after {timeout:.0f} s: see {Path(cluster.state_dir) / 'logs'}"
+    )
 
 
 def _stop_pid(cluster: Cluster, name: str, timeout: float) -> bool:
@@ -376,8 +436,10 @@ def write_spark_conf(cluster: Cluster) -> None:
     env_lines = [f"export {key}={value}" for key, value in cluster.env().items()]
     (Path(cluster.state_dir) / "env.sh").write_text(
         "# Drivers started after `source` use the standalone master (spark-defaults.conf).\n"
-        + "\n".join(env_lines) + "\n"
-        + (f"# Spark Connect instead: export SPARK_REMOTE={cluster.remote_url}\n" if cluster.connect else ""))
+        + "\n".join(env_lines)
+        + "\n"
+        + (f"# Spark Connect instead: export SPARK_REMOTE={cluster.remote_url}\n" if cluster.connect else "")
+    )
 
 
 @click.group()
@@ -394,25 +456,41 @@ def cli():
 @click.option("--master-ui-port", default=8080, show_default=True, help="0 = any free port (workers' too).")
 @click.option("--connect/--no-connect", default=False, show_default=True, help="Also start a Spark Connect server.")
 @click.option("--connect-port", default=15002, show_default=True, help="0 = any free port.")
-@click.option("--connect-master", default="local[2]", show_default=True,
-              help="The Connect server's master: local[N], or 'standalone' for this cluster's master.")
-def up(state_dir, workers, worker_cores, worker_memory, master_port, master_ui_port, connect, connect_port,
-       connect_master):
+@click.option(
+    "--connect-master",
+    default="local[2]",
+    show_default=True,
+    help="The Connect server's master: local[N], or 'standalone' for this cluster's master.",
+)
+def up(
+    state_dir, workers, worker_cores, worker_memory, master_port, master_ui_port, connect, connect_port, connect_master
+):
     """Start the master, the workers and optionally a Connect server; wait until they are ready."""
     state = Path(state_dir).resolve()
     previous = Cluster.load(str(state))
     # PIDs of a stale state file that other processes now have do not count (nor are they signalled).
-    if previous and any(processes.running(pid) and not _not_ours(previous, name) for name, pid in previous.pids.items()):
+    if previous and any(
+        processes.running(pid) and not _not_ours(previous, name) for name, pid in previous.pids.items()
+    ):
         raise click.ClickException(f"a cluster from {state} is running: make cluster-down first.")
-    cluster = Cluster(state_dir=str(state), master_port=master_port, master_ui_port=master_ui_port,
-                      worker_ui_ports=[master_ui_port + i if master_ui_port else 0 for i in range(1, workers + 1)],
-                      worker_cores=worker_cores, worker_memory=worker_memory, connect=connect,
-                      connect_port=connect_port, connect_master=connect_master)
+    cluster = Cluster(
+        state_dir=str(state),
+        master_port=master_port,
+        master_ui_port=master_ui_port,
+        worker_ui_ports=[master_ui_port + i if master_ui_port else 0 for i in range(1, workers + 1)],
+        worker_cores=worker_cores,
+        worker_memory=worker_memory,
+        connect=connect,
+        connect_port=connect_port,
+        connect_master=connect_master,
+    )
     started = time.monotonic()
     start(cluster, workers=workers)
-    click.echo(f"master {cluster.master_url} (UI http://{HOST}:{cluster.master_ui_port}), {workers} workers"
-               + (f", Spark Connect {cluster.remote_url}" if cluster.connect else "")
-               + f", ready in {time.monotonic() - started:.0f} s; PIDs {cluster.pids}")
+    click.echo(
+        f"master {cluster.master_url} (UI http://{HOST}:{cluster.master_ui_port}), {workers} workers"
+        + (f", Spark Connect {cluster.remote_url}" if cluster.connect else "")
+        + f", ready in {time.monotonic() - started:.0f} s; PIDs {cluster.pids}"
+    )
     click.echo(f"Use it: source {state / 'env.sh'}   (then `mlflow run . --env-manager local` runs on it)")
     if cluster.connect:
         click.echo(f"Or over Spark Connect: SPARK_REMOTE={cluster.remote_url} mlflow run . --env-manager local")

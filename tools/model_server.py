@@ -61,8 +61,26 @@ def _attempt(model_uri: str, log_path: Path, env: dict, deadline: float) -> tupl
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:  # a file, not a pipe: a chatty server never blocks on a full pipe
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "-h", HOST, "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url, bound = f"http://{HOST}:{port}", re.compile(rf"Uvicorn running on http://{re.escape(HOST)}:{port}\b")
     try:
         while time.monotonic() < deadline:
@@ -81,7 +99,9 @@ def _attempt(model_uri: str, log_path: Path, env: dict, deadline: float) -> tupl
         raise
 
 
-def start(model_uri: str, log_path: Path, env: dict | None = None, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+def start(
+    model_uri: str, log_path: Path, env: dict | None = None, timeout: float = 180
+) -> tuple[subprocess.Popen, str]:
     """Serve ``model_uri``; return (process, URL) once /ping answers. The output goes to ``log_path``."""
     env = {**(env or os.environ), "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     deadline = time.monotonic() + timeout

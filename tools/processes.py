@@ -16,8 +16,12 @@ def _ps(pid: int, *fields: str) -> str:
     """``ps``'s ``fields`` of ``pid``, where there is no /proc; '' when ps cannot tell."""
     try:
         # -ww: the whole command line, not one cut at the terminal's width
-        result = subprocess.run(["ps", "-ww", *(arg for f in fields for arg in ("-o", f)), "-p", str(pid)],
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["ps", "-ww", *(arg for f in fields for arg in ("-o", f)), "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return result.stdout.strip() if result.returncode == 0 else ""

@@ -62,8 +62,10 @@ def _run(command: click.Command, args: list[str] | None) -> None:
         command.main(args=args, standalone_mode=False)
     except click.NoSuchOption as exc:
         name = exc.option_name.lstrip("-")
-        refuse(f"unknown parameter '{name}' for {command.name}: valid parameters are "
-               f"{', '.join(_parameter_names(command))}.")
+        refuse(
+            f"unknown parameter '{name}' for {command.name}: valid parameters are "
+            f"{', '.join(_parameter_names(command))}."
+        )
     except click.UsageError as exc:
         refuse(f"{exc.format_message()} (entry point {command.name}).")
     except click.ClickException as exc:
@@ -99,19 +101,27 @@ def refuse(message: str) -> None:
 
 # Options several entry points share (same name, default and help everywhere).
 spark_master_option = click.option(
-    "--spark_master", default="",
+    "--spark_master",
+    default="",
     help="Spark master URL (local[N], spark://host:7077, sc://host:15002 for Spark Connect, ...); "
-         "empty = from the environment (SPARK_REMOTE, PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].")
+    "empty = from the environment (SPARK_REMOTE, PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].",
+)
 model_uri_option = click.option(
-    "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path.")
+    "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path."
+)
 data_path_option = click.option(
-    "--data_path", default="", help="Parquet (or .csv) file or folder; empty = generated data.")
-label_col_option = click.option(
-    "--label_col", default="price", show_default=True, help="Numeric column to predict.")
+    "--data_path", default="", help="Parquet (or .csv) file or folder; empty = generated data."
+)
+label_col_option = click.option("--label_col", default="price", show_default=True, help="Numeric column to predict.")
 train_fraction_option = click.option(
-    "--train_fraction", type=float, default=0.8, show_default=True, help="Share of rows for training; the rest "
-    "is the test split.")
+    "--train_fraction",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Share of rows for training; the rest is the test split.",
+)
 register_as_option = click.option(
-    "--register_as", default="", help="Registered model name: the logged model becomes its newest version; "
-    "empty = do not register.")
-
+    "--register_as",
+    default="",
+    help="Registered model name: the logged model becomes its newest version; empty = do not register.",
+)

@@ -94,6 +94,7 @@ def package_version(name: str) -> str:
 
 def git_state(path: Path = PROJECT_ROOT) -> dict[str, str]:
     """Commit and dirtiness of the git tree holding the project ('unknown' outside git)."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30)
 
@@ -108,8 +109,11 @@ def git_state(path: Path = PROJECT_ROOT) -> dict[str, str]:
         prefix = git("rev-parse", "--show-prefix").stdout.strip().rstrip("/")
     except (OSError, subprocess.TimeoutExpired):
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    return {"git_commit": commit.stdout.strip(), "git_dirty": str(bool(status.stdout.strip())).lower(),
-            "git_subdirectory": prefix}
+    return {
+        "git_commit": commit.stdout.strip(),
+        "git_dirty": str(bool(status.stdout.strip())).lower(),
+        "git_subdirectory": prefix,
+    }
 
 
 def java_version() -> str:
@@ -144,7 +148,7 @@ def conda_pip_pins(path: Path = CONDA_FILE) -> list[str]:
     lines = path.read_text().splitlines()
     begin = next(i for i, line in enumerate(lines) if line.strip() == _PIP_BEGIN)
     end = next(i for i, line in enumerate(lines) if line.strip() == _PIP_END)
-    return [line.strip().lstrip("-").strip() for line in lines[begin + 1:end]]
+    return [line.strip().lstrip("-").strip() for line in lines[begin + 1 : end]]
 
 
 def sync_conda_pins(path: Path = CONDA_FILE) -> bool:
@@ -161,7 +165,6 @@ def sync_conda_pins(path: Path = CONDA_FILE) -> bool:
 
 
 if __name__ == "__main__":
-
     if sys.argv[1:] == ["sync-conda-pins"]:
         print("conda.yaml updated" if sync_conda_pins() else "conda.yaml already matches requirements.txt")
     else:

@@ -8,7 +8,7 @@ import contextlib
 import importlib
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from sparkmlops.core import compat, tracking
 from sparkmlops.core.errors import UserInputError
@@ -38,13 +38,14 @@ def check_connect_support(name: str, master: str) -> None:
         raise UserInputError(
             f"{name} needs a classic Spark session ({NEEDS_SPARK_CONTEXT[name]}), which Spark Connect does not "
             "provide: unset SPARK_REMOTE and use a master instead (-P spark_master=spark://<host>:7077, "
-            "PYSPARK_SUBMIT_ARGS or spark-submit --master).")
+            "PYSPARK_SUBMIT_ARGS or spark-submit --master)."
+        )
 
 
 def _short_model(uri: str) -> str:
     """runs:/<32 hex>/model -> runs:/<first 8>; registry and other URIs stay as they are."""
     if uri.startswith("runs:/"):
-        return "runs:/" + uri[len("runs:/"):].split("/", 1)[0][:8]
+        return "runs:/" + uri[len("runs:/") :].split("/", 1)[0][:8]
     return uri
 
 
@@ -55,10 +56,12 @@ def _model_run_name(name: str, p: dict) -> str:
 # What each entry point's run is called in the MLflow UI: the entry point and its main parameters, the
 # way the book names its run ("random-forest"), e.g. "train rf 100x5".
 RUN_NAMES: dict[str, Callable[[str, dict], str]] = {
-    "train": lambda n, p: f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}"
-                          + (" log" if p.get("log_label") else ""),
-    "train_sklearn": lambda n, p: f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}"
-                                  + (" log" if p.get("log_label") else ""),
+    "train": lambda n, p: (
+        f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}" + (" log" if p.get("log_label") else "")
+    ),
+    "train_sklearn": lambda n, p: (
+        f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}" + (" log" if p.get("log_label") else "")
+    ),
     "train_per_group": lambda n, p: f"{n} {p['model_type']} by {p['group_col']}",
     "tune_hyperopt": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
     "tune_optuna": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
@@ -69,8 +72,10 @@ RUN_NAMES: dict[str, Callable[[str, dict], str]] = {
     "score_pandas_udf": _model_run_name,
     "export_onnx": _model_run_name,
     "score_per_group": lambda n, p: f"{n} {p['run_id'][:8]}",
-    "promote": lambda n, p: f"{n} {p['model_name']} {'v' + p['version'] if p['version'].isdigit() else p['version'] or 'newest'}"
-                            + (" force" if p.get("force") else ""),
+    "promote": lambda n, p: (
+        f"{n} {p['model_name']} {'v' + p['version'] if p['version'].isdigit() else p['version'] or 'newest'}"
+        + (" force" if p.get("force") else "")
+    ),
     "check_drift": lambda n, p: f"{n} {os.path.basename(str(p['current_path']).rstrip('/'))}",
     "reproduce": lambda n, p: f"{n} {p['run_id'][:8]}",
 }
@@ -134,9 +139,12 @@ def master_tags(requested: str, used: str) -> dict[str, str]:
     wins) is said once on stderr and tagged ``spark_master_ignored``."""
     tags = {"spark_master": used}
     if requested and used.split(" (server master ", 1)[0] != requested:  # Connect: "<url> (server master ...)"
-        print(f"warning: spark_master={requested} was not applied: this process's Spark session already runs "
-              f"on {used} (spark-submit's --master, or a session started earlier, wins); the run uses {used}.",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: spark_master={requested} was not applied: this process's Spark session already runs "
+            f"on {used} (spark-submit's --master, or a session started earlier, wins); the run uses {used}.",
+            file=sys.stderr,
+            flush=True,
+        )
         tags["spark_master_ignored"] = requested
     return tags
 

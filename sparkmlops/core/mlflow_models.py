@@ -74,9 +74,11 @@ def check_skops_trust(model_uri: str, flavors: dict) -> None:
     trusted = (flavors.get("sklearn") or {}).get("skops_trusted_types") or []
     beyond = sorted(set(trusted) - set(SKOPS_TRUSTED_TYPES))
     if beyond:
-        raise UserInputError(f"model '{model_uri}' asks to be loaded trusting types beyond the project's allow-list "
-                             f"({', '.join(beyond)}): a skops file can run code through them, so it is not loaded. "
-                             "Use a model logged by this project's trainers, or review it and load it yourself.")
+        raise UserInputError(
+            f"model '{model_uri}' asks to be loaded trusting types beyond the project's allow-list "
+            f"({', '.join(beyond)}): a skops file can run code through them, so it is not loaded. "
+            "Use a model logged by this project's trainers, or review it and load it yourself."
+        )
 
 
 def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):
@@ -106,8 +108,9 @@ def log_pyfunc_model(**kwargs):
     return mlflow.pyfunc.log_model(**kwargs)
 
 
-def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows: int = 5,
-                    extra_packages: tuple[str, ...] = ()):
+def log_spark_model(
+    model, input_sample_df, output_sample_df, input_example_rows: int = 5, extra_packages: tuple[str, ...] = ()
+):
     """Log a fitted Spark model as the run's logged model ``model`` (MLflow 3: listed by
     search_logged_models, with the run's params; ``runs:/<run_id>/model`` resolves to it), with
     signature, input example and pinned requirements.
@@ -131,9 +134,15 @@ def log_spark_model(model, input_sample_df, output_sample_df, input_example_rows
     pip_requirements = environment.model_pip_requirements(environment.MODEL_RUNTIME_PACKAGES + extra_packages)
     connect = is_connect(input_sample_df.sparkSession)
     return mlflow.models.Model.log(
-        None, flavor=_ConnectSparkFlavor if connect else mlflow.spark, name=MODEL_NAME, spark_model=model,
-        signature=signature, input_example=input_example, pip_requirements=pip_requirements,
-        validate_serving_input=False)
+        None,
+        flavor=_ConnectSparkFlavor if connect else mlflow.spark,
+        name=MODEL_NAME,
+        spark_model=model,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        validate_serving_input=False,
+    )
 
 
 def check_serving_example(model, spark, input_example, signature) -> None:
@@ -152,10 +161,12 @@ def check_serving_example(model, spark, input_example, signature) -> None:
     # One Spark job for both: the parsed payload's rows, then the example's.
     both = pd.concat([parsed, input_example[list(parsed.columns)]], ignore_index=True)
     predicted = [row[0] for row in model.transform(spark.createDataFrame(both)).select("prediction").collect()]
-    served, direct = predicted[:len(parsed)], predicted[len(parsed):]
+    served, direct = predicted[: len(parsed)], predicted[len(parsed) :]
     if served != direct or len(served) != len(input_example):
-        raise RuntimeError(f"the model's input example does not survive serving: predicted {served} from the "
-                           f"serving payload, {direct} from the example itself.")
+        raise RuntimeError(
+            f"the model's input example does not survive serving: predicted {served} from the "
+            f"serving payload, {direct} from the example itself."
+        )
 
 
 def connect_staging_dir() -> str:
@@ -171,8 +182,7 @@ class _ConnectSparkFlavor:
     __name__ = "mlflow.spark"
 
     @staticmethod
-    def save_model(path, mlflow_model, spark_model, signature=None, input_example=None, pip_requirements=None,
-                   **_):
+    def save_model(path, mlflow_model, spark_model, signature=None, input_example=None, pip_requirements=None, **_):
 
         from pyspark.ml import PipelineModel
 
@@ -182,15 +192,24 @@ class _ConnectSparkFlavor:
         try:
             spark_model.write().save(str(staging))  # runs on the server
             if not staging.is_dir():
-                raise RuntimeError(f"the Spark Connect server saved the model to {staging}, which this machine "
-                                   "cannot see: set SPARKMLOPS_CONNECT_STAGING_DIR to a folder both share.")
+                raise RuntimeError(
+                    f"the Spark Connect server saved the model to {staging}, which this machine "
+                    "cannot see: set SPARKMLOPS_CONNECT_STAGING_DIR to a folder both share."
+                )
             shutil.move(str(staging), str(Path(path) / compat.spark_model_data_subpath()))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         # MLflow's own metadata writer for the spark flavor: the same MLmodel, env files and example.
-        compat.save_spark_model_metadata(dst_dir=path, spark_model=spark_model, mlflow_model=mlflow_model,
-                                         conda_env=None, code_paths=None, signature=signature,
-                                         input_example=input_example, pip_requirements=pip_requirements)
+        compat.save_spark_model_metadata(
+            dst_dir=path,
+            spark_model=spark_model,
+            mlflow_model=mlflow_model,
+            conda_env=None,
+            code_paths=None,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+        )
 
 
 def load_spark_model(model_uri: str):
@@ -237,12 +256,20 @@ def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str |
     needed = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     outside = [t for t in needed if t not in SKOPS_TRUSTED_TYPES]
     if outside:
-        raise RuntimeError(f"{type(model).__name__} holds types outside SKOPS_TRUSTED_TYPES, which MLflow would "
-                           f"not load: {', '.join(outside)}")
+        raise RuntimeError(
+            f"{type(model).__name__} holds types outside SKOPS_TRUSTED_TYPES, which MLflow would "
+            f"not load: {', '.join(outside)}"
+        )
 
     sample = input_sample.head(5)
     signature = infer_signature(input_sample, model.predict(input_sample))
     # Only the allowed types this model holds, not the whole list: its MLmodel trusts no more than it needs.
-    return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=sample,
-                                    pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
-                                    skops_trusted_types=needed or None, run_id=run_id)
+    return mlflow.sklearn.log_model(
+        model,
+        name=name,
+        signature=signature,
+        input_example=sample,
+        pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
+        skops_trusted_types=needed or None,
+        run_id=run_id,
+    )

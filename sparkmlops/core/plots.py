@@ -84,8 +84,9 @@ def drift_figure(table, threshold: float, top: int = 40):
     ax.barh(shown["feature"], shown["psi"], color=colors)
     for y, (psi, reason) in enumerate(zip(shown["psi"], shown["drift_reason"])):
         if reason and psi < threshold:
-            ax.annotate(reason, (psi, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
-                        color="#c44e52")
+            ax.annotate(
+                reason, (psi, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7, color="#c44e52"
+            )
     ax.axvline(threshold, color="#555555", lw=1, ls="--", label=f"threshold {threshold}")
     ax.set_xlabel("population stability index (PSI)")
     ax.set_title(f"Drift per feature (top {len(shown)} of {len(table)})")

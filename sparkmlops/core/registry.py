@@ -22,11 +22,15 @@ _REGISTER_HELP = "register one with: mlflow run . -e train -P register_as=<name>
 def check_model_name(name: str, what: str = "register_as") -> str:
     """MLflow's rules for registered model names, checked before any work."""
     if name != name.strip() or not name:
-        raise UserInputError(f"{what} '{name}' is not a valid registered model name: it must be non-empty, "
-                             "without leading or trailing spaces.")
+        raise UserInputError(
+            f"{what} '{name}' is not a valid registered model name: it must be non-empty, "
+            "without leading or trailing spaces."
+        )
     if any(c in name for c in "/:@"):
-        raise UserInputError(f"{what} '{name}' is not a valid registered model name: it cannot contain "
-                             "'/', ':' or '@'; use letters, digits, '-', '_' or '.'.")
+        raise UserInputError(
+            f"{what} '{name}' is not a valid registered model name: it cannot contain "
+            "'/', ':' or '@'; use letters, digits, '-', '_' or '.'."
+        )
     return name
 
 
@@ -41,8 +45,17 @@ def _tag_value(value) -> str:
     return text[:MAX_TAG_VALUE]
 
 
-def register_model(model_uri: str, name: str, *, run_id: str, entry_point: str, params: dict,
-                   metrics: dict[str, float], digests: dict[str, str], data_path: str) -> object:
+def register_model(
+    model_uri: str,
+    name: str,
+    *,
+    run_id: str,
+    entry_point: str,
+    params: dict,
+    metrics: dict[str, float],
+    digests: dict[str, str],
+    data_path: str,
+) -> object:
     """Make ``model_uri`` a new version of ``name``, tagged with what produced it; return the version.
 
     Tags: run_id, entry_point, git_commit/git_dirty, data_digest (+ train/test split digests), data_path,
@@ -51,24 +64,32 @@ def register_model(model_uri: str, name: str, *, run_id: str, entry_point: str, 
     import mlflow
 
     git = environment.git_state()
-    tags = {"run_id": run_id, "entry_point": entry_point, **git, "data_path": data_path,
-            "data_digest": digests.get("full", ""), "train_digest": digests.get("train", ""),
-            "test_digest": digests.get("test", "")}
+    tags = {
+        "run_id": run_id,
+        "entry_point": entry_point,
+        **git,
+        "data_path": data_path,
+        "data_digest": digests.get("full", ""),
+        "train_digest": digests.get("train", ""),
+        "test_digest": digests.get("test", ""),
+    }
     tags.update({f"param.{k}": v for k, v in params.items() if k != "register_as"})
     tags.update({f"metric.{k}": v for k, v in metrics.items()})
     version = mlflow.register_model(model_uri, name, tags={k: _tag_value(v) for k, v in tags.items()})
     shown = ", ".join(f"{k}={_tag_value(v)}" for k, v in sorted(metrics.items()))
     changed = [k for k in ("num_trees", "max_depth", "max_bins", "log_label") if k in params]
-    description = (f"{entry_point} run {run_id} at git commit {git['git_commit'][:12]}"
-                   f"{' (dirty tree)' if git['git_dirty'] == 'true' else ''}; data {data_path} "
-                   f"(digest {digests.get('full', '?')}); "
-                   + ", ".join(f"{k}={params[k]}" for k in changed) + f"; test {shown}.")
+    description = (
+        f"{entry_point} run {run_id} at git commit {git['git_commit'][:12]}"
+        f"{' (dirty tree)' if git['git_dirty'] == 'true' else ''}; data {data_path} "
+        f"(digest {digests.get('full', '?')}); " + ", ".join(f"{k}={params[k]}" for k in changed) + f"; test {shown}."
+    )
     _client().update_model_version(name, version.version, description=description)
     return version
 
 
 # ----------------------------------------------------------------------------------------------
 # Finding versions (every miss is one clear line)
+
 
 def registered_model(name: str):
     """The registered model ``name``; when it does not exist, say which ones do."""
@@ -83,8 +104,10 @@ def registered_model(name: str):
     names = sorted(m.name for m in client.search_registered_models(max_results=50))
     if not names:
         raise UserInputError(f"no registered model '{name}': the model registry is empty; {_REGISTER_HELP}.")
-    raise UserInputError(f"no registered model '{name}' (registered models: {', '.join(names[:10])}"
-                         f"{', ...' if len(names) > 10 else ''}); {_REGISTER_HELP}.")
+    raise UserInputError(
+        f"no registered model '{name}' (registered models: {', '.join(names[:10])}"
+        f"{', ...' if len(names) > 10 else ''}); {_REGISTER_HELP}."
+    )
 
 
 def versions_of(name: str) -> list:
@@ -106,20 +129,26 @@ def find_version(name: str, ref: str = ""):
     elif ref.isdigit():
         chosen = next((v for v in versions if str(v.version) == str(int(ref))), None)
         if chosen is None:
-            raise UserInputError(f"registered model '{name}' has no version {ref} (versions: "
-                                 f"{', '.join(str(v.version) for v in reversed(versions[:20]))}).")
+            raise UserInputError(
+                f"registered model '{name}' has no version {ref} (versions: "
+                f"{', '.join(str(v.version) for v in reversed(versions[:20]))})."
+            )
     else:
         alias = ref.lstrip("@")
         aliases = dict(model.aliases or {})
         if alias not in aliases:
             known = ", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
-            raise UserInputError(f"registered model '{name}' has no alias '@{alias}' (aliases: {known}): "
-                                 "pass a version number or an existing alias.")
+            raise UserInputError(
+                f"registered model '{name}' has no alias '@{alias}' (aliases: {known}): "
+                "pass a version number or an existing alias."
+            )
         chosen = next(v for v in versions if str(v.version) == str(aliases[alias]))
     chosen = _client().get_model_version(name, str(chosen.version))  # full record, version as str
     if chosen.status != "READY":
-        raise UserInputError(f"version {chosen.version} of '{name}' is {chosen.status}, not READY: wait for its "
-                             "registration to finish or pick another version.")
+        raise UserInputError(
+            f"version {chosen.version} of '{name}' is {chosen.status}, not READY: wait for its "
+            "registration to finish or pick another version."
+        )
     return chosen
 
 
@@ -133,6 +162,7 @@ def alias_version(name: str, alias: str):
 
 # ----------------------------------------------------------------------------------------------
 # Changing aliases and tags
+
 
 def set_version_tags(name: str, version: str, tags: dict) -> None:
     client = _client()
@@ -148,19 +178,32 @@ def move_champion(name: str, version: str, previous, promotion_run_id: str) -> N
     """Point ``@champion`` at ``version``; the version it leaves is tagged (the book's Archived)."""
     set_alias(name, CHAMPION, version)
     if previous is not None and str(previous.version) != str(version):
-        set_version_tags(name, previous.version, {
-            "demoted_by_version": version, "demoted_by_run_id": promotion_run_id,
-            "demoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        set_version_tags(
+            name,
+            previous.version,
+            {
+                "demoted_by_version": version,
+                "demoted_by_run_id": promotion_run_id,
+                "demoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
 
 
-def register_result(name: str, entry_point: str, model_uri: str, model_params: dict, metrics: dict,
-                    prepared) -> str:
+def register_result(name: str, entry_point: str, model_uri: str, model_params: dict, metrics: dict, prepared) -> str:
     """Register the run's logged model as a new version of ``name``; tag the run with it; return the version.
 
     ``prepared`` is the run's data (data.splits.PreparedData): its digests and path are tagged on the version."""
     run_id = tracking.active_run_id()
-    version = register_model(model_uri, name, run_id=run_id, entry_point=entry_point, params=model_params,
-                             metrics=metrics, digests=prepared.digests, data_path=prepared.data_path)
+    version = register_model(
+        model_uri,
+        name,
+        run_id=run_id,
+        entry_point=entry_point,
+        params=model_params,
+        metrics=metrics,
+        digests=prepared.digests,
+        data_path=prepared.data_path,
+    )
     tracking.set_tags({"registered_model": name, "registered_model_version": str(version.version)})
     print(f"{entry_point}: registered models:/{name}/{version.version}", flush=True)
     return str(version.version)
@@ -169,7 +212,7 @@ def register_result(name: str, entry_point: str, model_uri: str, model_params: d
 def version_of_uri(model_uri: str, run_id: str) -> tuple[str, str, str]:
     """(name, version, run id) of a ``models:/<name>@<alias>`` or ``models:/<name>/<n>`` URI; the version is
     empty for "latest" or a legacy stage, which MLflow resolves itself."""
-    body = model_uri[len("models:/"):]
+    body = model_uri[len("models:/") :]
     client = _client()
     if "@" in body:
         name, alias = body.split("@", 1)

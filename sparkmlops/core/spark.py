@@ -38,7 +38,8 @@ def spark_defaults() -> dict[str, str]:
     import javaproperties
 
     conf_dir = os.environ.get("SPARK_CONF_DIR") or (
-        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None)
+        os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None
+    )
     path = os.path.join(conf_dir, "spark-defaults.conf") if conf_dir else ""
     if not path or not os.path.isfile(path):
         return {}
@@ -99,20 +100,26 @@ def connect_requested(master: str | None = None) -> bool:
     return bool(os.environ.get("SPARK_REMOTE") or os.environ.get("SPARK_CONNECT_MODE_ENABLED"))
 
 
-_MASTER_URL = re.compile(r"^(local(\[(\*|\d+)(,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]|yarn"
-                         r"|(spark|k8s|mesos)://\S+|sc://\S+)$")
+_MASTER_URL = re.compile(
+    r"^(local(\[(\*|\d+)(,\s*\d+)?\])?|local-cluster\[\d+,\s*\d+,\s*\d+\]|yarn"
+    r"|(spark|k8s|mesos)://\S+|sc://\S+)$"
+)
 
 
 def check_master(master: str | None) -> None:
     """Refuse, before any JVM starts, a malformed ``spark_master`` or one that contradicts ``SPARK_REMOTE``."""
     if master and not _MASTER_URL.match(master):
-        raise UserInputError(f"spark_master '{master}' is not a Spark master URL: use local[*], local[N], "
-                             "spark://host:7077, yarn, k8s://https://host:port or sc://host:15002 (Spark Connect), "
-                             "or leave it empty to take the environment's.")
+        raise UserInputError(
+            f"spark_master '{master}' is not a Spark master URL: use local[*], local[N], "
+            "spark://host:7077, yarn, k8s://https://host:port or sc://host:15002 (Spark Connect), "
+            "or leave it empty to take the environment's."
+        )
     remote = os.environ.get("SPARK_REMOTE")
     if master and remote and master != remote:
-        raise UserInputError(f"spark_master is '{master}' but SPARK_REMOTE is '{remote}': "
-                             "unset SPARK_REMOTE or drop -P spark_master, so that one says where Spark runs.")
+        raise UserInputError(
+            f"spark_master is '{master}' but SPARK_REMOTE is '{remote}': "
+            "unset SPARK_REMOTE or drop -P spark_master, so that one says where Spark runs."
+        )
 
 
 _REMOTE_URL: dict[str, str] = {}

@@ -1,5 +1,6 @@
 """Runs in MLflow: starting and ending them, their parameters, metrics, tags, datasets, figures and
-tables, nested runs, Optuna studies kept in runs, and launching projects. With core.mlflow_models (models) and core.registry (the
+tables, nested runs, Optuna studies kept in runs, and launching projects. With core.mlflow_models (models) and
+core.registry (the
 Model Registry), the only modules that call MLflow.
 
 Tracking goes wherever MLFLOW_TRACKING_URI points (MLflow's own default otherwise). Under
@@ -109,8 +110,7 @@ def run_parameters(run) -> dict[str, str]:
             words = shlex.split(value)
         except ValueError:
             words = None
-        unquoted[key] = words[0] if words is not None and len(words) == 1 and shlex.quote(words[0]) == value \
-            else value
+        unquoted[key] = words[0] if words is not None and len(words) == 1 and shlex.quote(words[0]) == value else value
     return unquoted
 
 
@@ -196,15 +196,15 @@ def run_project(project_dir: str, **kwargs):
     return mlflow.projects.run(project_dir, synchronous=False, **kwargs)
 
 
-def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None,
-                dataset=None) -> None:
+def log_metrics(metrics: dict[str, float], step: int | None = None, model_id: str | None = None, dataset=None) -> None:
     """Metrics of the active run; with ``model_id`` (and the ``dataset`` they were measured on) also
     linked to that logged model, so the experiment's Models view shows them."""
     mlflow.log_metrics(metrics, step=step, model_id=model_id, dataset=dataset)
 
 
-def log_spark_dataset(df, source: str, name: str, context: str, digest: str, label_col: str | None = None,
-                      num_rows: int | None = None):
+def log_spark_dataset(
+    df, source: str, name: str, context: str, digest: str, label_col: str | None = None, num_rows: int | None = None
+):
     """Record ``df`` as a dataset input of the run (the UI's Dataset column), with a content digest.
 
     With ``num_rows`` known, the dataset's profile says so: MLflow would otherwise run an approximate
@@ -212,8 +212,9 @@ def log_spark_dataset(df, source: str, name: str, context: str, digest: str, lab
     """
     dataset = mlflow.data.from_spark(df, path=source, name=name, digest=digest, targets=label_col)
     if num_rows is not None:
-        dataset = _counted_spark_dataset_class()(df=df, source=dataset.source, targets=label_col, name=name, digest=digest,
-                                       num_rows=num_rows)
+        dataset = _counted_spark_dataset_class()(
+            df=df, source=dataset.source, targets=label_col, name=name, digest=digest, num_rows=num_rows
+        )
     mlflow.log_input(dataset, context=context)
     return dataset
 
@@ -267,7 +268,7 @@ def portable_tracking_uri() -> str:
     uri = mlflow.get_tracking_uri()
     for prefix in ("sqlite:///", "file://"):
         if uri.startswith(prefix):
-            path = uri[len(prefix):]
+            path = uri[len(prefix) :]
             return uri if path.startswith("/") else prefix + str(Path(path).resolve())
     if "://" not in uri:
         return str(Path(uri).resolve())
@@ -305,15 +306,21 @@ class ChildRun:
 
 
 @contextlib.contextmanager
-def child_run(parent_run_id: str, experiment_id: str, run_name: str, tags: dict[str, str] | None = None,
-              tracking_uri: str | None = None):
+def child_run(
+    parent_run_id: str,
+    experiment_id: str,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+):
     """Create a run nested under ``parent_run_id``; FINISHED on success, FAILED (tag ``error``) on error."""
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name,
-                            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **(tags or {})})
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **(tags or {})}
+    )
     child = ChildRun(client, run.info.run_id)
     try:
         yield child
@@ -331,8 +338,9 @@ def child_runs(parent_run_id: str) -> list:
 
     client = MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                              max_results=10000)
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=10000
+    )
 
 
 def fail_unfinished_children(parent_run_id: str) -> int:
@@ -357,8 +365,6 @@ def set_run_tags(run_id: str, tags: dict[str, str]) -> None:
     client = MlflowClient()
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-
-
 
 
 @contextlib.contextmanager
@@ -387,8 +393,9 @@ def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
         if on_spark:
             from mlflow.pyspark.optuna.study import MlflowSparkStudy
 
-            study = MlflowSparkStudy(study_name, storage, sampler=sampler, pruner=pruner,
-                                     mlflow_tracking_uri=portable_tracking_uri())
+            study = MlflowSparkStudy(
+                study_name, storage, sampler=sampler, pruner=pruner, mlflow_tracking_uri=portable_tracking_uri()
+            )
         else:
             study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
         if storage.get_study_id_from_name(study_name) != run_id:
@@ -398,12 +405,14 @@ def optuna_study_in_run(run_id: str, sampler, pruner, on_spark: bool):
         store.set_tag(run_id, "mlflow.runName", own_name)
 
 
-def optimize_on_spark(study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int,
-                      callbacks: list | None = None) -> None:
+def optimize_on_spark(
+    study, run_id: str, objective, n_trials: int, timeout: float | None, n_jobs: int, callbacks: list | None = None
+) -> None:
     """MlflowSparkStudy.optimize, after which the study's run (the entry point's, still logging) is
     RUNNING again: MlflowSparkStudy ends it as it ends its own study runs."""
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,),
-                       callbacks=callbacks)
+        study.optimize(
+            objective, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs, catch=(Exception,), callbacks=callbacks
+        )
     finally:
         client().update_run(run_id, status="RUNNING")

@@ -1,5 +1,5 @@
-"""What train_per_group writes and score_per_group reads: the group column, the table of per-group models and the fallback model.
-"""
+"""What train_per_group writes and score_per_group reads: the group column, the table of per-group models and the
+fallback model."""
 
 from __future__ import annotations
 
@@ -28,11 +28,15 @@ def check_group_col(df, group_col: str) -> None:
     dtypes = dict(df.dtypes)
     if group_col not in dtypes:
         strings = [c for c, t in df.dtypes if t == "string"]
-        raise UserInputError(f"group_col '{group_col}' is not in the data: pass -P group_col=<one of "
-                             f"{', '.join(strings) or 'its string columns'}>.")
+        raise UserInputError(
+            f"group_col '{group_col}' is not in the data: pass -P group_col=<one of "
+            f"{', '.join(strings) or 'its string columns'}>."
+        )
     if dtypes[group_col] != "string":
-        raise UserInputError(f"group_col '{group_col}' is {dtypes[group_col]}, not a string column: group by a "
-                             "string column (cast an id column to string first).")
+        raise UserInputError(
+            f"group_col '{group_col}' is {dtypes[group_col]}, not a string column: group by a "
+            "string column (cast an id column to string first)."
+        )
 
 
 def group_spec(spec: data_schema.FeatureSpec, group_col: str) -> data_schema.FeatureSpec:
@@ -69,19 +73,23 @@ def load_group_models(run_id: str) -> GroupModels:
         raise UserInputError("run_id is empty: pass -P run_id=<id of a train_per_group run>.")
     run = tracking.get_run(run_id)
     if run is None:
-        raise UserInputError(f"run '{run_id}' not found in {tracking.tracking_uri()}: pass the id of a "
-                             "train_per_group run (see its parent run in the MLflow UI).")
+        raise UserInputError(
+            f"run '{run_id}' not found in {tracking.tracking_uri()}: pass the id of a "
+            "train_per_group run (see its parent run in the MLflow UI)."
+        )
     group_col = run.data.tags.get("group_col")
     if not group_col:
-        raise UserInputError(f"run '{run_id}' is not a train_per_group run (no group_col tag): pass the parent "
-                             "run of a train_per_group run.")
+        raise UserInputError(
+            f"run '{run_id}' is not a train_per_group run (no group_col tag): pass the parent "
+            "run of a train_per_group run."
+        )
     if run.info.status != "FINISHED":
-        raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that "
-                             "FINISHED.")
+        raise UserInputError(f"run '{run_id}' ended {run.info.status}: score with a train_per_group run that FINISHED.")
     with tempfile.TemporaryDirectory(prefix="sparkmlops-groups-") as download:
         path = mlflow_models.download_artifacts(run_id=run_id, artifact_path=GROUP_TABLE, dst_path=download)
-        table = pd.read_csv(path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]},
-                            dtype={"group": str})
+        table = pd.read_csv(
+            path, keep_default_na=False, na_values={"run_id": [""], "model_uri": [""]}, dtype={"group": str}
+        )
     trained = table[table["status"] == "trained"]
     return GroupModels(group_col, dict(zip(trained["group"], trained["model_uri"])), f"runs:/{run_id}/{FALLBACK_MODEL}")
 
@@ -103,11 +111,17 @@ def _load_model(uri: str, tracking_uri: str):
     return model
 
 
-def score_group(group_models: GroupModels, unknown_groups: str, tracking_uri: str, group_columns: list[str],
-                fallback_columns: list[str], casts: dict[str, str], frame):
+def score_group(
+    group_models: GroupModels,
+    unknown_groups: str,
+    tracking_uri: str,
+    group_columns: list[str],
+    fallback_columns: list[str],
+    casts: dict[str, str],
+    frame,
+):
     """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
     import numpy as np
-
 
     group = group_value(frame, group_models.group_col)
     uri = group_models.by_group.get(group) if group is not None else None
@@ -127,16 +141,24 @@ def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fall
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-
     check_group_col(df, group_models.group_col)
     casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
     fallback_columns = [c for c, _ in fallback.input_columns()]
     group_columns = [c for c in fallback_columns if c != group_models.group_col]
     ship_package(spark)
-    schema = StructType(df.schema.fields + [StructField("prediction", DoubleType(), True),
-                                            StructField(SCORED_WITH_COL, StringType(), True)])
-    scorer = functools.partial(score_group, group_models, unknown_groups, tracking.portable_tracking_uri(),
-                               group_columns, fallback_columns, casts)
+    schema = StructType(
+        df.schema.fields
+        + [StructField("prediction", DoubleType(), True), StructField(SCORED_WITH_COL, StringType(), True)]
+    )
+    scorer = functools.partial(
+        score_group,
+        group_models,
+        unknown_groups,
+        tracking.portable_tracking_uri(),
+        group_columns,
+        fallback_columns,
+        casts,
+    )
     scored = df.groupBy(group_models.group_col).applyInPandas(scorer, schema)
     # null predictions (unknown_groups=null) are written as nulls, not NaN
     return scored.withColumn("prediction", F.when(F.isnan("prediction"), None).otherwise(F.col("prediction")))

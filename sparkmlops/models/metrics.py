@@ -1,5 +1,4 @@
-"""Regression metrics (rmse, mae, r2, as Spark's RegressionEvaluator defines them), on Spark predictions or arrays.
-"""
+"""Regression metrics (rmse, mae, r2, as Spark's RegressionEvaluator defines them), on Spark predictions or arrays."""
 
 from __future__ import annotations
 
@@ -18,15 +17,18 @@ def regression_metrics(predictions, label_col: str) -> dict[str, float]:
 
     err = F.col("prediction") - F.col(label_col)
     row = predictions.agg(
-        F.count(F.lit(1)).alias("n"), F.sum(err * err).alias("sse"), F.sum(F.abs(err)).alias("sae"),
-        F.avg(F.col(label_col)).alias("mean"), F.var_pop(F.col(label_col)).alias("var"),
+        F.count(F.lit(1)).alias("n"),
+        F.sum(err * err).alias("sse"),
+        F.sum(F.abs(err)).alias("sae"),
+        F.avg(F.col(label_col)).alias("mean"),
+        F.var_pop(F.col(label_col)).alias("var"),
     ).first()
     n = row["n"]
     if not n:
         raise UserInputError("the test split is empty: use more data or a smaller train_fraction.")
     mse = row["sse"] / n
     r2 = 1.0 - mse / row["var"] if row["var"] else float("nan")
-    return {"rmse": mse ** 0.5, "mae": row["sae"] / n, "r2": r2}
+    return {"rmse": mse**0.5, "mae": row["sae"] / n, "r2": r2}
 
 
 def array_regression_metrics(y_true, y_pred) -> dict[str, float]:
@@ -35,4 +37,4 @@ def array_regression_metrics(y_true, y_pred) -> dict[str, float]:
     err = np.asarray(y_pred, dtype=float) - y_true
     var = float(np.var(y_true))
     mse = float(np.mean(err * err))
-    return {"rmse": mse ** 0.5, "mae": float(np.mean(np.abs(err))), "r2": 1.0 - mse / var if var else float("nan")}
+    return {"rmse": mse**0.5, "mae": float(np.mean(np.abs(err))), "r2": 1.0 - mse / var if var else float("nan")}

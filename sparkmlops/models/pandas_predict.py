@@ -1,5 +1,5 @@
-"""A python_function model on the executors: shipped once per application, loaded once per Python worker, fed pandas batches cast to its signature.
-"""
+"""A python_function model on the executors: shipped once per application, loaded once per Python worker, fed
+pandas batches cast to its signature."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ from sparkmlops.core.spark import application_files_dir, ship_package
 from sparkmlops.models import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
-_NUMPY_DTYPE = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32",
-                "boolean": "bool", "string": "object"}
+_NUMPY_DTYPE = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "object",
+}
 
 
 _NUMERIC_OUTPUT = ("double", "float", "long", "integer")
@@ -34,8 +40,10 @@ def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
     """A python_function model with an input signature and one numeric output; Spark models refused."""
     model = resolve.resolve_model(model_uri, require_flavor="python_function")
     if "spark" in model.flavors:
-        raise UserInputError(f"model '{model_uri}' is a Spark ML model: score it with score_batch (a pandas UDF "
-                             "would need a SparkSession inside every task).")
+        raise UserInputError(
+            f"model '{model_uri}' is a Spark ML model: score it with score_batch (a pandas UDF "
+            "would need a SparkSession inside every task)."
+        )
     check_pyfunc_model(model)
     return model
 
@@ -43,14 +51,18 @@ def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
 def check_pyfunc_model(model: resolve.ResolvedModel) -> None:
     """A python_function model with an input signature and one numeric output, or one clear line."""
     if "python_function" not in model.flavors:
-        raise UserInputError(f"model '{model.uri}' has no python_function flavor (its flavors: "
-                             f"{', '.join(model.flavors)}): pass a Spark model or any pyfunc model.")
+        raise UserInputError(
+            f"model '{model.uri}' has no python_function flavor (its flavors: "
+            f"{', '.join(model.flavors)}): pass a Spark model or any pyfunc model."
+        )
     model.input_columns()  # refuses a model without an input signature
     outputs = model.signature.outputs
     if outputs is not None and outputs.inputs:
         if len(outputs.inputs) != 1 or not _is_one_number(outputs.inputs[0]):
-            raise UserInputError(f"model '{model.uri}' does not predict one number per row (its output: "
-                                 f"{outputs}): scoring writes one numeric prediction column.")
+            raise UserInputError(
+                f"model '{model.uri}' does not predict one number per row (its output: "
+                f"{outputs}): scoring writes one numeric prediction column."
+            )
 
 
 def pandas_casts(df, model: resolve.ResolvedModel) -> dict[str, str]:
@@ -58,8 +70,11 @@ def pandas_casts(df, model: resolve.ResolvedModel) -> dict[str, str]:
     pandas (checked against the signature first: missing or mistyped columns fail before any job)."""
     resolve.check_input_against_signature(df, model)
     spark_types = dict(df.dtypes)
-    return {name: _NUMPY_DTYPE[kind] for name, kind in model.input_columns()
-            if kind in _NUMPY_DTYPE and spark_types[name] != resolve.SPARK_TYPE[kind]}
+    return {
+        name: _NUMPY_DTYPE[kind]
+        for name, kind in model.input_columns()
+        if kind in _NUMPY_DTYPE and spark_types[name] != resolve.SPARK_TYPE[kind]
+    }
 
 
 def model_features(batch, columns: list[str], casts: dict[str, str]):
@@ -168,7 +183,7 @@ def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict
     in the JVM and are zipped back with the predictions), the model is shipped once and loaded once per
     task. ``counters`` receives the accumulators ``model_loads`` and ``batches``."""
     import functools
-    from typing import Iterator
+    from collections.abc import Iterator
 
     import pandas as pd
     from pyspark.sql import functions as F

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from sparkmlops.core import mlflow_models, registry, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
 
-_URI_HELP = ("pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> "
-             "or a local model folder")
+_URI_HELP = (
+    "pass -P model_uri=runs:/<run_id>/model, models:/<name>@<alias>, models:/<name>/<version> or a local model folder"
+)
 
 # MLflow signature type -> Spark types accepted for it (cast to the first one before scoring).
 _ACCEPTED = {
@@ -27,8 +28,16 @@ _ACCEPTED = {
     "binary": ("binary",),
     "datetime": ("timestamp", "timestamp_ntz", "date"),
 }
-SPARK_TYPE = {"string": "string", "double": "double", "float": "float", "long": "bigint",
-               "integer": "int", "boolean": "boolean", "binary": "binary", "datetime": "timestamp"}
+SPARK_TYPE = {
+    "string": "string",
+    "double": "double",
+    "float": "float",
+    "long": "bigint",
+    "integer": "int",
+    "boolean": "boolean",
+    "binary": "binary",
+    "datetime": "timestamp",
+}
 
 
 @dataclass(frozen=True)
@@ -61,14 +70,19 @@ class ResolvedModel:
         return self.uri
 
     def tags(self) -> dict[str, str]:
-        return {"model_uri": self.uri, "model_run_id": self.run_id or "",
-                "model_registered_name": self.registered_name or "", "model_version": self.version or ""}
+        return {
+            "model_uri": self.uri,
+            "model_run_id": self.run_id or "",
+            "model_registered_name": self.registered_name or "",
+            "model_version": self.version or "",
+        }
 
     def input_columns(self) -> list[tuple[str, str]]:
         """(column, MLflow type) of the signature's inputs."""
         if self.signature is None or self.signature.inputs is None:
-            raise UserInputError(f"model '{self.uri}' has no input signature: log it with one (train does) "
-                                 "so its input can be checked.")
+            raise UserInputError(
+                f"model '{self.uri}' has no input signature: log it with one (train does) so its input can be checked."
+            )
         return [(spec.name, spec.type.name) for spec in self.signature.inputs.inputs]
 
 
@@ -96,7 +110,9 @@ def _run_of(model_uri: str, scheme: str) -> str:
 def check_uri_shape(model_uri: str, scheme: str) -> None:
     """A runs:/ or models:/ URI that cannot name a model, refused before MLflow is asked (which reports
     such URIs as internal errors, like an outage)."""
-    if (scheme == "runs" and not _RUNS_URI.match(model_uri)) or (scheme == "models" and not _MODELS_URI.match(model_uri)):
+    if (scheme == "runs" and not _RUNS_URI.match(model_uri)) or (
+        scheme == "models" and not _MODELS_URI.match(model_uri)
+    ):
         raise UserInputError(f"model URI '{model_uri}' is malformed: {_URI_HELP}.")
 
 
@@ -122,18 +138,24 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
         if missing:
             raise UserInputError(f"model '{model_uri}' not found ({first}): {_URI_HELP}.") from exc
         # The store or the artifact repository failed (down, 403, I/O): exit 1, which schedulers retry.
-        raise JobFailed(f"could not read model '{model_uri}' from {tracking.tracking_uri()} ({type(exc).__name__}: "
-                        f"{first}); this is not a problem with the URI: check the tracking server and artifact "
-                        "store, then run again.") from exc
+        raise JobFailed(
+            f"could not read model '{model_uri}' from {tracking.tracking_uri()} ({type(exc).__name__}: "
+            f"{first}); this is not a problem with the URI: check the tracking server and artifact "
+            "store, then run again."
+        ) from exc
     mlflow_models.check_skops_trust(model_uri, info.flavors)
     flavors = tuple(sorted(info.flavors))
     if require_flavor == "spark" and "spark" not in flavors:
-        raise UserInputError(f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "
-                             "score it with score_pandas_udf (any python_function model), or pass a model "
-                             "logged by train.")
+        raise UserInputError(
+            f"model '{model_uri}' is not a Spark model (its flavors: {', '.join(flavors)}): "
+            "score it with score_pandas_udf (any python_function model), or pass a model "
+            "logged by train."
+        )
     if require_flavor and require_flavor not in flavors:
-        raise UserInputError(f"model '{model_uri}' has no {require_flavor} flavor (its flavors: "
-                             f"{', '.join(flavors)}): pass a model logged by train_sklearn or any pyfunc model.")
+        raise UserInputError(
+            f"model '{model_uri}' has no {require_flavor} flavor (its flavors: "
+            f"{', '.join(flavors)}): pass a model logged by train_sklearn or any pyfunc model."
+        )
     name, version, run_id = "", "", info.run_id or ""
     if scheme == "models" and mlflow_models.LOGGED_MODEL_URI.match(model_uri):
         pass  # MLflow 3's logged-model URI (models:/m-<id>): a run's model, not a registered one
@@ -148,11 +170,19 @@ def spark_schema_for(model: ResolvedModel):
     """The Spark schema of the model's inputs (for streams, which must not infer theirs)."""
     from pyspark.sql import types as T
 
-    data_types = {"string": T.StringType, "double": T.DoubleType, "float": T.FloatType, "long": T.LongType,
-                  "integer": T.IntegerType, "boolean": T.BooleanType, "binary": T.BinaryType,
-                  "datetime": T.TimestampType}
-    return T.StructType([T.StructField(name, data_types.get(kind, T.StringType)(), True)
-                         for name, kind in model.input_columns()])
+    data_types = {
+        "string": T.StringType,
+        "double": T.DoubleType,
+        "float": T.FloatType,
+        "long": T.LongType,
+        "integer": T.IntegerType,
+        "boolean": T.BooleanType,
+        "binary": T.BinaryType,
+        "datetime": T.TimestampType,
+    }
+    return T.StructType(
+        [T.StructField(name, data_types.get(kind, T.StringType)(), True) for name, kind in model.input_columns()]
+    )
 
 
 def check_input_against_signature(df, model: ResolvedModel, what: str = "input"):
@@ -165,7 +195,8 @@ def check_input_against_signature(df, model: ResolvedModel, what: str = "input")
         if name not in dtypes:
             missing.append(name)
         elif dtypes[name] not in _ACCEPTED.get(kind, (kind,)) and not dtypes[name].startswith(
-                "decimal" if kind in ("double", "float") else "\0"):
+            "decimal" if kind in ("double", "float") else "\0"
+        ):
             wrong.append(f"{name} is {dtypes[name]}, model expects {kind}")
     problems = []
     if missing:
@@ -173,8 +204,13 @@ def check_input_against_signature(df, model: ResolvedModel, what: str = "input")
     if wrong:
         problems.append("wrong types: " + "; ".join(wrong))
     if problems:
-        raise UserInputError(f"{what} does not match the model's signature: {' and '.join(problems)}. "
-                             "Give data with the columns the model was trained on.")
-    casts = {name: F.col(name).cast(SPARK_TYPE[kind]) for name, kind in model.input_columns()
-             if kind in SPARK_TYPE and dtypes[name] != SPARK_TYPE[kind]}
+        raise UserInputError(
+            f"{what} does not match the model's signature: {' and '.join(problems)}. "
+            "Give data with the columns the model was trained on."
+        )
+    casts = {
+        name: F.col(name).cast(SPARK_TYPE[kind])
+        for name, kind in model.input_columns()
+        if kind in SPARK_TYPE and dtypes[name] != SPARK_TYPE[kind]
+    }
     return df.withColumns(casts) if casts else df

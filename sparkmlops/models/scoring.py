@@ -30,8 +30,9 @@ def check_batch_paths(input_path: str, output_path: str, mode: str) -> None:
 def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -> None:
     taken = [c for c in columns if c in df.columns]
     if taken:
-        raise UserInputError(f"the input already has a column named {', '.join(taken)}: rename or drop it, "
-                             "the scores are written there.")
+        raise UserInputError(
+            f"the input already has a column named {', '.join(taken)}: rename or drop it, the scores are written there."
+        )
 
 
 def check_scorable(df, model: resolve.ResolvedModel, what: str = "input") -> None:
@@ -53,11 +54,13 @@ def score_frame(spark_model, df, model: resolve.ResolvedModel):
     # Keep a copy of the model's columns: those cast for the model are written back with their own types.
     copies = {c: f"__input__{c}" for c, _ in model.input_columns() if c in df.columns}
     checked = resolve.check_input_against_signature(
-        df.withColumns({alias: F.col(c) for c, alias in copies.items()}), model)
+        df.withColumns({alias: F.col(c) for c, alias in copies.items()}), model
+    )
     scored = spark_model.transform(checked)
     cast = {c for c in copies if dict(checked.dtypes)[c] != dict(df.dtypes)[c]}
-    return scored.select(*[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns],
-                         F.col("prediction"))
+    return scored.select(
+        *[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns], F.col("prediction")
+    )
 
 
 def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, tags: dict | None = None) -> dict:
@@ -71,10 +74,21 @@ def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, ta
     check_scorable(input_df, model)
     rows = writing.write_parquet_atomically(scored, params.output_path, mode=params.mode).rows
     seconds = time.perf_counter() - started
-    summary = {"rows_scored": rows, "seconds": seconds, "rows_per_second": rows / seconds if seconds else 0.0,
-               "input_files": n_files}
-    tracking.set_tags({**model.tags(), "input_path": params.input_path, "input_digest": digest,
-                       "output_path": params.output_path, **(tags or {})})
+    summary = {
+        "rows_scored": rows,
+        "seconds": seconds,
+        "rows_per_second": rows / seconds if seconds else 0.0,
+        "input_files": n_files,
+    }
+    tracking.set_tags(
+        {
+            **model.tags(),
+            "input_path": params.input_path,
+            "input_digest": digest,
+            "output_path": params.output_path,
+            **(tags or {}),
+        }
+    )
     tracking.log_metrics(summary)
     tracking.log_spark_dataset(input_df, params.input_path, "scoring_input", "scoring", digest, num_rows=rows)
     return {**summary, "model": model.identity}

@@ -27,8 +27,7 @@ class SearchFailed(JobFailed):
     """No trial succeeded: nothing to report or refit."""
 
 
-def check_search_params(label_col: str, parallelism: int, metric: str, train_fraction: float,
-                        data_path: str) -> None:
+def check_search_params(label_col: str, parallelism: int, metric: str, train_fraction: float, data_path: str) -> None:
     """Checks tune_hyperopt and tune_grid share; they need no data and no Spark."""
     if not label_col:
         raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
@@ -43,8 +42,10 @@ def check_search_params(label_col: str, parallelism: int, metric: str, train_fra
 def summary_line(entry_point: str, result) -> str:
     """The last line tune_hyperopt and tune_grid print: best parameters, test metrics, run ids."""
     metrics = result.test_metrics
-    return (f"{entry_point}: best {result.best_params} test rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} "
-            f"mae={metrics['mae']:.2f} run_id={result.run_id} best_run_id={result.best_run_id}")
+    return (
+        f"{entry_point}: best {result.best_params} test rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} "
+        f"mae={metrics['mae']:.2f} run_id={result.run_id} best_run_id={result.best_run_id}"
+    )
 
 
 def refit_sklearn(prepared: splits.PreparedData, model_params: dict, seed: int, model=None) -> tuple[dict, str]:
@@ -53,15 +54,15 @@ def refit_sklearn(prepared: splits.PreparedData, model_params: dict, seed: int, 
 
     fitted = model is not None
     if model is None:
-        model = sklearn_forest.build_forest(prepared.spec, sklearn_forest.ForestParams(**model_params), seed,
-                                            n_jobs=-1)
+        model = sklearn_forest.build_forest(prepared.spec, sklearn_forest.ForestParams(**model_params), seed, n_jobs=-1)
     return sklearn_forest.fit_evaluate_log(prepared, model, fitted=fitted)
 
 
-ENGINES = {"mllib": "Spark ML trials, one after another",
-           "sklearn": "scikit-learn trials in parallel on the executors"}
-SEARCH_SPACES = {"default": "cost-aware: rf, gbt and xgboost families of moderate size",
-                 "wide": "also the costly corner: up to 200 trees, depth 15 (25 single-node), every feature per split"}
+ENGINES = {"mllib": "Spark ML trials, one after another", "sklearn": "scikit-learn trials in parallel on the executors"}
+SEARCH_SPACES = {
+    "default": "cost-aware: rf, gbt and xgboost families of moderate size",
+    "wide": "also the costly corner: up to 200 trees, depth 15 (25 single-node), every feature per split",
+}
 VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
@@ -83,20 +84,23 @@ class TuneParams:
     train_fraction: float = 0.8
     register_as: str = ""  # registered model name for the refit best model; empty = do not register
 
-    def validate(self) -> "TuneParams":
+    def validate(self) -> TuneParams:
         if self.max_evals < 1:
             raise UserInputError(f"max_evals must be >= 1 (the number of trials), got {self.max_evals}.")
         choices.check("engine", self.engine, ENGINES)
         check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
         if self.engine == "mllib" and self.parallelism != 1:
-            raise UserInputError("parallelism applies to engine=sklearn: with engine=mllib every trial already "
-                                 "trains on the whole cluster, one after another; pass -P parallelism=1 or "
-                                 "-P engine=sklearn.")
+            raise UserInputError(
+                "parallelism applies to engine=sklearn: with engine=mllib every trial already "
+                "trains on the whole cluster, one after another; pass -P parallelism=1 or "
+                "-P engine=sklearn."
+            )
         if self.timeout_seconds < 0:
             raise UserInputError(f"timeout_seconds must be >= 0 (0 = no limit), got {self.timeout_seconds}.")
         if self.early_stop_trials < 0:
-            raise UserInputError(f"early_stop_trials must be >= 0 (0 = run all max_evals trials), got "
-                                 f"{self.early_stop_trials}.")
+            raise UserInputError(
+                f"early_stop_trials must be >= 0 (0 = run all max_evals trials), got {self.early_stop_trials}."
+            )
         choices.check("search_space", self.search_space, SEARCH_SPACES)
         if self.register_as:
             registry.check_model_name(self.register_as)
@@ -118,17 +122,28 @@ def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default") -
     leaf = ("int", 1, 20, 1)
     wide = preset == "wide"
     families = {
-        "rf": {"num_trees": ("int", 20, 200 if wide else 100, 10), "max_depth": ("int", 3, 15 if wide else 12, 1),
-               "max_bins": bins, "min_instances_per_node": leaf,
-               "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5"] + (["all"] if wide else []))},
-        "gbt": {"num_trees": ("int", 10, 100 if wide else 40, 10), "max_depth": ("int", 2, 8 if wide else 6, 1),
-                "max_bins": bins, "min_instances_per_node": leaf,
-                "feature_subset_strategy": ("choice", ["all", "0.5", "onethird"])},
-        "xgboost": {"num_trees": ("int", 20, 300 if wide else 200, 20), "max_depth": ("int", 2, 10 if wide else 8, 1),
-                    "max_bins": bins, "min_instances_per_node": leaf},
+        "rf": {
+            "num_trees": ("int", 20, 200 if wide else 100, 10),
+            "max_depth": ("int", 3, 15 if wide else 12, 1),
+            "max_bins": bins,
+            "min_instances_per_node": leaf,
+            "feature_subset_strategy": ("choice", ["onethird", "sqrt", "log2", "0.5"] + (["all"] if wide else [])),
+        },
+        "gbt": {
+            "num_trees": ("int", 10, 100 if wide else 40, 10),
+            "max_depth": ("int", 2, 8 if wide else 6, 1),
+            "max_bins": bins,
+            "min_instances_per_node": leaf,
+            "feature_subset_strategy": ("choice", ["all", "0.5", "onethird"]),
+        },
+        "xgboost": {
+            "num_trees": ("int", 20, 300 if wide else 200, 20),
+            "max_depth": ("int", 2, 10 if wide else 8, 1),
+            "max_bins": bins,
+            "min_instances_per_node": leaf,
+        },
     }
-    return {"model_type": ("family", families),
-            "log_label": ("choice", [False, True] if allow_log_label else [False])}
+    return {"model_type": ("family", families), "log_label": ("choice", [False, True] if allow_log_label else [False])}
 
 
 def sklearn_space(allow_log_label: bool, preset: str = "default") -> dict:
@@ -188,9 +203,21 @@ def startup_trials(max_evals: int) -> int:
 def trials_table(rows: list[dict]):
     import pandas as pd
 
-    return pd.DataFrame([{"trial": r["trial"], "status": r["status"], "loss": r["loss"], "run_id": r["run_id"],
-                          **r["params"], **{f"val_{k}": v for k, v in r["metrics"].items()},
-                          "seconds": r["seconds"], "error": r["error"]} for r in rows])
+    return pd.DataFrame(
+        [
+            {
+                "trial": r["trial"],
+                "status": r["status"],
+                "loss": r["loss"],
+                "run_id": r["run_id"],
+                **r["params"],
+                **{f"val_{k}": v for k, v in r["metrics"].items()},
+                "seconds": r["seconds"],
+                "error": r["error"],
+            }
+            for r in rows
+        ]
+    )
 
 
 def log_search_summary(rows: list[dict], metric: str, parent_run_id: str, search_seconds: float) -> dict:
@@ -199,16 +226,24 @@ def log_search_summary(rows: list[dict], metric: str, parent_run_id: str, search
     tracking.fail_unfinished_children(parent_run_id)
     for row in rows:
         if row["run_id"]:
-            tracking.set_run_tags(row["run_id"], {"mlflow.runName": f"trial-{row['trial']:03d}",
-                                                  "trial_number": str(row["trial"])})
+            tracking.set_run_tags(
+                row["run_id"], {"mlflow.runName": f"trial-{row['trial']:03d}", "trial_number": str(row["trial"])}
+            )
     ok = [r for r in rows if r["status"] == "ok"]
     pruned = sum(r["status"] == "pruned" for r in rows)  # stopped early by the pruner (tune_optuna)
-    tracking.log_metrics({"trials_total": len(rows), "trials_failed": len(rows) - len(ok) - pruned,
-                          "trials_pruned": pruned, "search_seconds": search_seconds})
+    tracking.log_metrics(
+        {
+            "trials_total": len(rows),
+            "trials_failed": len(rows) - len(ok) - pruned,
+            "trials_pruned": pruned,
+            "search_seconds": search_seconds,
+        }
+    )
     if rows:
         tracking.log_dataframe_csv(trials_table(rows), "trials.csv")
-        fig = plots.loss_per_trial_figure([r["trial"] for r in rows], [r["loss"] for r in rows], metric,
-                                          METRIC_SIGN[metric] < 0)
+        fig = plots.loss_per_trial_figure(
+            [r["trial"] for r in rows], [r["loss"] for r in rows], metric, METRIC_SIGN[metric] < 0
+        )
         tracking.log_figure(fig, "loss_per_trial.png")
         plots.close(fig)
     if not ok:
@@ -231,8 +266,6 @@ def category_counts(df, spec) -> dict[str, int]:
     return row.asDict()
 
 
-
-
 @dataclass
 class SearchData:
     """What every trial of a search reads: the training split divided into cached fit and validation
@@ -252,8 +285,7 @@ class SearchData:
 def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, space: dict | None) -> SearchData:
     """Split the training split once more (the test split is never seen by a trial), cache both parts
     and log their sizes and the space: ``space``, or the engine's default for these data."""
-    fit_df, valid_df = prepared.train_df.randomSplit([1 - VALIDATION_FRACTION, VALIDATION_FRACTION],
-                                                     seed=params.seed)
+    fit_df, valid_df = prepared.train_df.randomSplit([1 - VALIDATION_FRACTION, VALIDATION_FRACTION], seed=params.seed)
     parallelism = spark.sparkContext.defaultParallelism
     if params.engine == "mllib" and fit_df.rdd.getNumPartitions() < parallelism:
         fit_df = fit_df.repartition(parallelism)  # a one-file dataset would fit every trial on one core
@@ -262,15 +294,27 @@ def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, spa
     label_min = prepared.profile["label_min"]
     allow_log = label_min is not None and label_min > -1.0
     if space is None:
-        space = (mllib_space(spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)), allow_log,
-                             params.search_space)
-                 if params.engine == "mllib" else sklearn_space(allow_log, params.search_space))
+        space = (
+            mllib_space(
+                spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)),
+                allow_log,
+                params.search_space,
+            )
+            if params.engine == "mllib"
+            else sklearn_space(allow_log, params.search_space)
+        )
     check_space(space)
     tracking.log_dict(space, "search_space.json")
-    context = TrialContext(tracking.active_run_id(), tracking.experiment_id(), tracking.portable_tracking_uri(),
-                           params.engine, params.metric)
-    base = spark_pipeline.TrainParams(label_col=params.label_col, seed=params.seed,
-                                      train_fraction=params.train_fraction)
+    context = TrialContext(
+        tracking.active_run_id(),
+        tracking.experiment_id(),
+        tracking.portable_tracking_uri(),
+        params.engine,
+        params.metric,
+    )
+    base = spark_pipeline.TrainParams(
+        label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction
+    )
     return SearchData(fit_df, valid_df, space, context, base)
 
 
@@ -312,8 +356,13 @@ def where_trial_runs() -> dict[str, str]:
     task = TaskContext.get()
     if task is None:
         return {**tags, "trial_ran_on": "driver"}
-    return {**tags, "trial_ran_on": "spark task", "spark_task_attempt_id": str(task.taskAttemptId()),
-            "spark_stage_id": str(task.stageId()), "spark_partition_id": str(task.partitionId())}
+    return {
+        **tags,
+        "trial_ran_on": "spark task",
+        "spark_task_attempt_id": str(task.taskAttemptId()),
+        "spark_stage_id": str(task.stageId()),
+        "spark_partition_id": str(task.partitionId()),
+    }
 
 
 def loss_of(metrics: dict, metric: str) -> float:
@@ -324,32 +373,49 @@ def loss_of(metrics: dict, metric: str) -> float:
     return loss
 
 
-def refit_and_log(prepared: splits.PreparedData, params: TuneParams, rows: list[dict], best: dict,
-                  entry_point: str) -> TuneResult:
+def refit_and_log(
+    prepared: splits.PreparedData, params: TuneParams, rows: list[dict], best: dict, entry_point: str
+) -> TuneResult:
     """Refit the best configuration on the whole training split, score the test split, log the model
     (and register it with ``register_as``) as `train` would."""
     if params.engine == "mllib":
-        base = spark_pipeline.TrainParams(label_col=params.label_col, seed=params.seed,
-                                          train_fraction=params.train_fraction)
+        base = spark_pipeline.TrainParams(
+            label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction
+        )
         refit = spark_pipeline.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
         test_metrics, model_uri = refit.metrics, refit.model_uri
     else:
         test_metrics, model_uri = refit_sklearn(prepared, best["params"], params.seed)
-    result = TuneResult(best_params=best["params"], best_run_id=best["run_id"], best_val_metrics=best["metrics"],
-                        test_metrics=test_metrics, trials=rows, run_id=tracking.active_run_id())
+    result = TuneResult(
+        best_params=best["params"],
+        best_run_id=best["run_id"],
+        best_val_metrics=best["metrics"],
+        test_metrics=test_metrics,
+        trials=rows,
+        run_id=tracking.active_run_id(),
+    )
     if params.register_as:
-        model_params = {"engine": params.engine, "label_col": params.label_col, "seed": params.seed,
-                        "train_fraction": params.train_fraction, **best["params"]}
-        result.registered_version = registry.register_result(params.register_as, entry_point, model_uri,
-                                                             model_params, test_metrics, prepared)
+        model_params = {
+            "engine": params.engine,
+            "label_col": params.label_col,
+            "seed": params.seed,
+            "train_fraction": params.train_fraction,
+            **best["params"],
+        }
+        result.registered_version = registry.register_result(
+            params.register_as, entry_point, model_uri, model_params, test_metrics, prepared
+        )
     return result
 
 
 def report_search(entry_point: str, rows: list[dict], best: dict, seconds: float, metric: str) -> None:
     ok = sum(r["status"] == "ok" for r in rows)
     pruned = sum(r["status"] == "pruned" for r in rows)
-    print(f"{entry_point}: {ok}/{len(rows)} trials ok{f' ({pruned} pruned)' if pruned else ''} in {seconds:.1f} s; "
-          f"best trial {best['trial']} (val_{metric}={best['metrics'][metric]:.4f}) {best['params']}", flush=True)
+    print(
+        f"{entry_point}: {ok}/{len(rows)} trials ok{f' ({pruned} pruned)' if pruned else ''} in {seconds:.1f} s; "
+        f"best trial {best['trial']} (val_{metric}={best['metrics'][metric]:.4f}) {best['params']}",
+        flush=True,
+    )
 
 
 def search_and_log(spark, params: TuneParams, space: dict | None, entry_point: str, run_trials) -> TuneResult:

@@ -36,7 +36,7 @@ class ForestParams:
     log_label: bool = False
     model_type: str = "rf"  # rf = RandomForestRegressor, gbt = HistGradientBoostingRegressor
 
-    def validate(self) -> "ForestParams":
+    def validate(self) -> ForestParams:
         """One clear line per bad value, before any data is read."""
         choices.check("model_type", self.model_type, MODEL_TYPES)
         if self.num_trees < 1:
@@ -47,8 +47,9 @@ class ForestParams:
             raise UserInputError(f"min_samples_leaf must be >= 1, got {self.min_samples_leaf}.")
         max_features = _max_features(self.max_features)
         if self.model_type == "gbt" and isinstance(max_features, str):
-            raise UserInputError(f"max_features '{self.max_features}' applies to rf: gbt takes a fraction "
-                                 "in (0, 1], e.g. 1.0.")
+            raise UserInputError(
+                f"max_features '{self.max_features}' applies to rf: gbt takes a fraction in (0, 1], e.g. 1.0."
+            )
         return self
 
     def as_dict(self) -> dict:
@@ -75,23 +76,37 @@ def build_forest(spec: data_schema.FeatureSpec, params: ForestParams, seed: int,
     from sklearn.preprocessing import OrdinalEncoder
 
     encode = ColumnTransformer(
-        [("categorical", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                        encoded_missing_value=-2), spec.categorical_cols)],
-        remainder="passthrough", verbose_feature_names_out=False)
+        [
+            (
+                "categorical",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2),
+                spec.categorical_cols,
+            )
+        ],
+        remainder="passthrough",
+        verbose_feature_names_out=False,
+    )
     if params.model_type == "gbt":
-        forest = HistGradientBoostingRegressor(max_iter=params.num_trees, max_depth=params.max_depth or None,
-                                               min_samples_leaf=params.min_samples_leaf,
-                                               max_features=float(params.max_features), early_stopping=False,
-                                               random_state=seed)
+        forest = HistGradientBoostingRegressor(
+            max_iter=params.num_trees,
+            max_depth=params.max_depth or None,
+            min_samples_leaf=params.min_samples_leaf,
+            max_features=float(params.max_features),
+            early_stopping=False,
+            random_state=seed,
+        )
     else:
-        forest = RandomForestRegressor(n_estimators=params.num_trees, max_depth=params.max_depth or None,
-                                       min_samples_leaf=params.min_samples_leaf,
-                                       max_features=_max_features(params.max_features), random_state=seed,
-                                       n_jobs=n_jobs)
+        forest = RandomForestRegressor(
+            n_estimators=params.num_trees,
+            max_depth=params.max_depth or None,
+            min_samples_leaf=params.min_samples_leaf,
+            max_features=_max_features(params.max_features),
+            random_state=seed,
+            n_jobs=n_jobs,
+        )
     model = Pipeline([("encode", encode), ("forest", forest)])
     if params.log_label:
-        return TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1,
-                                          check_inverse=False)
+        return TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1, check_inverse=False)
     return model
 
 
@@ -107,16 +122,24 @@ def fit_in_stages(spec: data_schema.FeatureSpec, params: ForestParams, seed: int
     for trees in sorted({max(1, round(params.num_trees * k / stages)) for k in range(1, stages + 1)}):
         model.set_params(**{size: trees})
         model.fit(x, target)
-        yield trees, (lambda rows, fitted=model: np.expm1(fitted.predict(rows))) if params.log_label \
-            else model.predict
+        yield trees, (lambda rows, fitted=model: np.expm1(fitted.predict(rows))) if params.log_label else model.predict
 
 
 class ForestEstimator(BaseEstimator, RegressorMixin):
     """``build_forest`` as a scikit-learn estimator whose parameters are ForestParams' fields, so a
     GridSearchCV can search them (log_label included). Only ``model_`` (plain scikit-learn) is logged."""
 
-    def __init__(self, spec=None, num_trees=100, max_depth=10, min_samples_leaf=1, max_features="1.0",
-                 log_label=False, model_type="rf", seed=42):
+    def __init__(
+        self,
+        spec=None,
+        num_trees=100,
+        max_depth=10,
+        min_samples_leaf=1,
+        max_features="1.0",
+        log_label=False,
+        model_type="rf",
+        seed=42,
+    ):
         self.spec = spec
         self.model_type = model_type
         self.num_trees = num_trees
@@ -127,8 +150,9 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
         self.seed = seed
 
     def fit(self, x, y):
-        params = ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features,
-                              self.log_label, self.model_type)
+        params = ForestParams(
+            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, self.log_label, self.model_type
+        )
         self.model_ = build_forest(self.spec, params, self.seed).fit(x, y)
         return self
 
@@ -167,8 +191,9 @@ def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> N
     if not hasattr(estimator, "feature_importances_"):
         return
     # The encoder outputs the categorical columns first, then the passthrough (numeric) ones.
-    table = pd.DataFrame({"feature": spec.categorical_cols + spec.numeric_cols,
-                          "importance": estimator.feature_importances_})
+    table = pd.DataFrame(
+        {"feature": spec.categorical_cols + spec.numeric_cols, "importance": estimator.feature_importances_}
+    )
     table = table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
     tracking.log_dataframe_csv(table, f"{prefix}feature_importance.csv")
     fig = plots.feature_importance_figure(table)
@@ -176,8 +201,9 @@ def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> N
     plots.close(fig)
 
 
-def fit_evaluate_log(prepared: splits.PreparedData, model, fitted: bool = False, prefix: str = "",
-                     name: str = "model") -> tuple[dict, str]:
+def fit_evaluate_log(
+    prepared: splits.PreparedData, model, fitted: bool = False, prefix: str = "", name: str = "model"
+) -> tuple[dict, str]:
     """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
     (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
     (metrics, logged model URI)."""
@@ -197,7 +223,8 @@ def fit_evaluate_log(prepared: splits.PreparedData, model, fitted: bool = False,
     _log_importance(model, spec, prefix)
     info = log_sklearn_model(model, x_test, name=name)
     # Test metrics linked to the logged model and the test split they were measured on.
-    tracking.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, model_id=info.model_id,
-                         dataset=prepared.datasets.get("test"))
+    tracking.log_metrics(
+        {f"{prefix}{k}": v for k, v in metrics.items()}, model_id=info.model_id, dataset=prepared.datasets.get("test")
+    )
     tracking.log_metrics({f"{prefix}fit_seconds": fit_seconds}, model_id=info.model_id)
     return metrics, info.model_uri

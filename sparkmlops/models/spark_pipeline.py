@@ -4,7 +4,8 @@ string columns -> StringIndexer(handleInvalid="keep") -> VectorAssembler(indexed
 -> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
 (or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with
 model_type=xgboost, xgboost.spark.SparkXGBRegressor with n_estimators=num_trees, max_depth, max_bin=maxBins,
-min_child_weight=minInstancesPerNode), split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest learns log1p(label) and a last
+min_child_weight=minInstancesPerNode), split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest
+learns log1p(label) and a last
 SQLTransformer stage maps its output back with expm1, so the logged model still predicts the label itself.
 """
 
@@ -23,8 +24,11 @@ from sparkmlops.models.metrics import regression_metrics
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 PLOT_SAMPLE_ROWS = 5000
 FEATURE_SUBSET_STRATEGIES = ("auto", "all", "onethird", "sqrt", "log2")
-MODEL_TYPES = {"rf": "random forest, the book's", "gbt": "Spark's gradient-boosted trees, num_trees = iterations",
-               "xgboost": "xgboost.spark, num_trees = boosting rounds"}
+MODEL_TYPES = {
+    "rf": "random forest, the book's",
+    "gbt": "Spark's gradient-boosted trees, num_trees = iterations",
+    "xgboost": "xgboost.spark, num_trees = boosting rounds",
+}
 LOG_LABEL_COL = "__log_label"
 LOG_PREDICTION_COL = "__log_prediction"
 
@@ -37,9 +41,11 @@ def check_feature_subset_strategy(value: str) -> str:
         return value
     if re.fullmatch(r"0?\.[0-9]+|1\.0*", value) and 0.0 < float(value) <= 1.0:
         return value
-    raise UserInputError(f"feature_subset_strategy '{value}' is not valid: use one of "
-                         f"{', '.join(FEATURE_SUBSET_STRATEGIES)}, a fraction in (0, 1] such as 0.5, "
-                         "or a number of features such as 8.")
+    raise UserInputError(
+        f"feature_subset_strategy '{value}' is not valid: use one of "
+        f"{', '.join(FEATURE_SUBSET_STRATEGIES)}, a fraction in (0, 1] such as 0.5, "
+        "or a number of features such as 8."
+    )
 
 
 @dataclass(frozen=True)
@@ -59,18 +65,21 @@ class TrainParams:
     train_fraction: float = 0.8
     register_as: str = ""  # registered model name; empty = do not register
 
-    def validate(self) -> "TrainParams":
+    def validate(self) -> TrainParams:
         """Checks that need no data; raise one clear line per problem, before Spark starts."""
         check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
         choices.check("model_type", self.model_type, MODEL_TYPES)
         if self.model_type == "xgboost" and self.feature_subset_strategy not in ("auto", "all"):
-            raise UserInputError("feature_subset_strategy applies to rf and gbt: XGBoost uses every feature here; "
-                                 "pass -P feature_subset_strategy=auto with model_type=xgboost.")
+            raise UserInputError(
+                "feature_subset_strategy applies to rf and gbt: XGBoost uses every feature here; "
+                "pass -P feature_subset_strategy=auto with model_type=xgboost."
+            )
         if self.num_trees < 1:
             raise UserInputError(f"num_trees must be >= 1, got {self.num_trees}.")
         if not 0 <= self.max_depth <= MAX_DEPTH_LIMIT:
-            raise UserInputError(f"max_depth must be between 0 and {MAX_DEPTH_LIMIT} (Spark's limit), "
-                                 f"got {self.max_depth}.")
+            raise UserInputError(
+                f"max_depth must be between 0 and {MAX_DEPTH_LIMIT} (Spark's limit), got {self.max_depth}."
+            )
         if self.max_bins < 2:
             raise UserInputError(f"max_bins must be >= 2, got {self.max_bins}.")
         if self.min_instances_per_node < 1:
@@ -85,7 +94,7 @@ class TrainParams:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def with_model_params(self, **model_params) -> "TrainParams":
+    def with_model_params(self, **model_params) -> TrainParams:
         return replace(self, **model_params)
 
 
@@ -113,23 +122,40 @@ def build_pipeline(spec: data_schema.FeatureSpec, params: TrainParams):
         # "keep": categories unseen in training (and nulls) get their own index instead of failing.
         stages.append(StringIndexer(inputCols=spec.categorical_cols, outputCols=index_cols, handleInvalid="keep"))
     stages.append(VectorAssembler(inputCols=index_cols + spec.numeric_cols, outputCol="features"))
-    label_col, prediction_col = ((LOG_LABEL_COL, LOG_PREDICTION_COL) if params.log_label
-                                 else (spec.label_col, "prediction"))
+    label_col, prediction_col = (
+        (LOG_LABEL_COL, LOG_PREDICTION_COL) if params.log_label else (spec.label_col, "prediction")
+    )
     tree_params = dict(
-        featuresCol="features", labelCol=label_col, predictionCol=prediction_col, maxDepth=params.max_depth,
-        maxBins=params.max_bins, minInstancesPerNode=params.min_instances_per_node,
-        featureSubsetStrategy=params.feature_subset_strategy, seed=params.seed,
+        featuresCol="features",
+        labelCol=label_col,
+        predictionCol=prediction_col,
+        maxDepth=params.max_depth,
+        maxBins=params.max_bins,
+        minInstancesPerNode=params.min_instances_per_node,
+        featureSubsetStrategy=params.feature_subset_strategy,
+        seed=params.seed,
         # Same trees, but instances keep their node ids instead of re-sending the growing forest to the
         # executors at every level: a depth-14 forest on the real data fits in 19 s instead of 50 s.
-        cacheNodeIds=True)
+        cacheNodeIds=True,
+    )
     if params.model_type == "xgboost":
         from xgboost.spark import SparkXGBRegressor
 
         # One worker: the same trees whatever the cluster (XGBoost's distributed sketch depends on it).
-        stages.append(SparkXGBRegressor(
-            features_col="features", label_col=label_col, prediction_col=prediction_col, n_estimators=params.num_trees,
-            max_depth=params.max_depth, max_bin=params.max_bins, min_child_weight=float(params.min_instances_per_node),
-            random_state=params.seed, num_workers=1, verbosity=0))
+        stages.append(
+            SparkXGBRegressor(
+                features_col="features",
+                label_col=label_col,
+                prediction_col=prediction_col,
+                n_estimators=params.num_trees,
+                max_depth=params.max_depth,
+                max_bin=params.max_bins,
+                min_child_weight=float(params.min_instances_per_node),
+                random_state=params.seed,
+                num_workers=1,
+                verbosity=0,
+            )
+        )
     elif params.model_type == "gbt":
         stages.append(GBTRegressor(maxIter=params.num_trees, **tree_params))
     else:
@@ -142,8 +168,10 @@ def build_pipeline(spec: data_schema.FeatureSpec, params: TrainParams):
 
 def check_log_label(profile: dict, spec: data_schema.FeatureSpec) -> None:
     if profile["label_min"] is not None and profile["label_min"] <= -1.0:
-        raise UserInputError(f"log_label=true needs '{spec.label_col}' > -1 (log1p), but its minimum is "
-                             f"{profile['label_min']}: pass -P log_label=false.")
+        raise UserInputError(
+            f"log_label=true needs '{spec.label_col}' > -1 (log1p), but its minimum is "
+            f"{profile['label_min']}: pass -P log_label=false."
+        )
 
 
 def check_category_bins(category_counts: dict[str, int], params: TrainParams) -> None:
@@ -152,9 +180,11 @@ def check_category_bins(category_counts: dict[str, int], params: TrainParams) ->
     if too_many:
         worst = max(too_many.values())
         listed = ", ".join(f"{c} ({k - 1} categories)" for c, k in sorted(too_many.items()))
-        raise UserInputError(f"max_bins={params.max_bins} is smaller than the number of categories of {listed}: "
-                             f"pass -P max_bins={worst} or more (one bin per category plus one for unseen "
-                             "values), or drop the column.")
+        raise UserInputError(
+            f"max_bins={params.max_bins} is smaller than the number of categories of {listed}: "
+            f"pass -P max_bins={worst} or more (one bin per category plus one for unseen "
+            "values), or drop the column."
+        )
 
 
 def min_bins(category_counts: dict[str, int]) -> int:
@@ -181,8 +211,11 @@ def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: TrainParams):
 
 def forest_of(model):
     """The pipeline's tree model stage (Spark forest/GBT, or the XGBoost model)."""
-    return next(stage for stage in reversed(model.stages)
-                if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster"))
+    return next(
+        stage
+        for stage in reversed(model.stages)
+        if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster")
+    )
 
 
 def feature_importance_table(model, spec: data_schema.FeatureSpec):
@@ -224,19 +257,32 @@ def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult
     plots.close(fig)
 
     extra_packages = ("xgboost-cpu",) if params.model_type == "xgboost" else ()
-    info = mlflow_models.log_spark_model(model, prepared.test_df.select(*spec.feature_cols),
-                                    predictions.select("prediction"), extra_packages=extra_packages)
+    info = mlflow_models.log_spark_model(
+        model,
+        prepared.test_df.select(*spec.feature_cols),
+        predictions.select("prediction"),
+        extra_packages=extra_packages,
+    )
     # Test metrics linked to the logged model and the test split they were measured on.
     tracking.log_metrics(metrics, model_id=info.model_id, dataset=prepared.datasets.get("test"))
     tracking.log_metrics({"fit_seconds": fit_seconds}, model_id=info.model_id)
     if params.model_type == "xgboost":
         # The native booster, loadable with xgboost.Booster(model_file=...) in plain Python (features in
         # the order of feature_names.json, categories as train's StringIndexer indices).
-        mlflow_models.log_xgboost_booster(forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols)
+        mlflow_models.log_xgboost_booster(
+            forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols
+        )
     predictions.unpersist()
-    return TrainResult(model=model, metrics=metrics, spec=spec, data_path=prepared.data_path,
-                       feature_importance=importance, digests=prepared.digests, run_id=tracking.active_run_id(),
-                       model_uri=info.model_uri)
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        spec=spec,
+        data_path=prepared.data_path,
+        feature_importance=importance,
+        digests=prepared.digests,
+        run_id=tracking.active_run_id(),
+        model_uri=info.model_uri,
+    )
 
 
 def _plot_sample(predictions, total: int):

@@ -24,7 +24,6 @@ from sparkmlops.monitor.drift_statistics import (
 # The check_drift job
 
 
-
 @dataclass(frozen=True)
 class DriftParams:
     model_uri: str = ""
@@ -37,14 +36,16 @@ class DriftParams:
         """(resolved model or None, reference path): everything checkable without Spark."""
 
         if bool(self.model_uri) == bool(self.reference_path):
-            raise UserInputError("pass exactly one of model_uri (its training data is the reference) and "
-                                 "reference_path.")
+            raise UserInputError(
+                "pass exactly one of model_uri (its training data is the reference) and reference_path."
+            )
         if not self.current_path:
             raise UserInputError("current_path is empty: pass -P current_path=<data to check>.")
         validation.check_input_path(self.current_path, "current_path")
         if not 0 < self.threshold <= 10:
-            raise UserInputError(f"threshold must be in (0, 10] (PSI; 0.1 = some drift, 0.2 = significant), "
-                                 f"got {self.threshold}.")
+            raise UserInputError(
+                f"threshold must be in (0, 10] (PSI; 0.1 = some drift, 0.2 = significant), got {self.threshold}."
+            )
         if not 2 <= self.bins <= 100:
             raise UserInputError(f"bins must be in 2..100, got {self.bins}.")
         model = resolve.resolve_model(self.model_uri) if self.model_uri else None
@@ -63,8 +64,10 @@ def _training_label(model) -> str:
 def _training_data_path(model) -> str:
     path = tracking.run_parameters_of(model.run_id).get("data_path_resolved")
     if not path:
-        raise UserInputError(f"model '{model.identity}' has no training data on record (no data_path_resolved "
-                             "parameter in its run): pass -P reference_path=<its training data>.")
+        raise UserInputError(
+            f"model '{model.identity}' has no training data on record (no data_path_resolved "
+            "parameter in its run): pass -P reference_path=<its training data>."
+        )
     return path
 
 
@@ -130,8 +133,9 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     for what, path, df in (("reference", reference_path, reference), ("current", params.current_path, current)):
         if df.isEmpty():
             # No rows is a broken input, not "no drift": there is nothing whose drift could be measured.
-            raise UserInputError(f"the {what} data '{path}' has no rows: nothing to compare; check the path "
-                                 "and the job that writes it.")
+            raise UserInputError(
+                f"the {what} data '{path}' has no rows: nothing to compare; check the path and the job that writes it."
+            )
     types, current_types = dict(reference.dtypes), dict(current.dtypes)
     features = [c for c, _ in model.input_columns()] if model else list(reference.columns)
     label = _training_label(model) if model else ""
@@ -139,8 +143,11 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
         features.append(label)  # the label's own shift (e.g. prices) is drift the features may not show
     missing = [c for c in features if c not in current.columns]
     if missing:
-        raise UserInputError(f"current_path lacks {len(missing)} column(s) of the reference: "
-                             f"{', '.join(missing[:10])}: check the path or the model.")
+        raise UserInputError(
+            f"current_path lacks {len(missing)} column(s) of the reference: "
+            f"{', '.join(missing[:10])}: check the path or the model."
+        )
+
     def kind(spark_type) -> str:
         numeric_type = spark_type in data_schema.NUMERIC_TYPES or str(spark_type).startswith("decimal")
         return "numeric" if numeric_type else "string" if spark_type == "string" else str(spark_type)
@@ -153,35 +160,58 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     if model is not None:
         spark_model = scoring.load_spark_model(model)
         (reference_predictions, reference_unscorable), (current_predictions, current_unscorable) = (
-            scorable_predictions(spark_model, df, model) for df in (reference, current))
+            scorable_predictions(spark_model, df, model) for df in (reference, current)
+        )
         shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
         results.append(FeatureDrift(**{**shift.as_dict(), "feature": PREDICTION_FEATURE}))
         unscorable = {"reference_unscorable_rows": reference_unscorable, "current_unscorable_rows": current_unscorable}
     table = drift_table(results, params.threshold, retyped)
     drifted = table[table["drifted"]]
-    summary = {"max_psi": float(table["psi"].max()), "drifted_features": int(len(drifted)),
-               "max_ks": float(table["ks"].max(skipna=True) if table["ks"].notna().any() else 0.0),
-               "features_checked": int(len(table)), **unscorable}
+    summary = {
+        "max_psi": float(table["psi"].max()),
+        "drifted_features": int(len(drifted)),
+        "max_ks": float(table["ks"].max(skipna=True) if table["ks"].notna().any() else 0.0),
+        "features_checked": int(len(table)),
+        **unscorable,
+    }
     tracking.log_metrics(summary)
     tracking.log_dataframe_csv(table, "drift/drift_per_feature.csv")
     fig = plots.drift_figure(table, params.threshold)
     tracking.log_figure(fig, "drift/psi_per_feature.png")
     plots.close(fig)
     shown = ", ".join(f"{r.feature} ({r.drift_reason})" for r in drifted.head(5).itertuples())
-    verdict = (f"drift: {len(drifted)} of {len(table)} features drifted ({shown}{', ...' if len(drifted) > 5 else ''})"
-               if len(drifted) else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}, "
-               f"missing-value rates within {NULL_RATE_THRESHOLD}, no type changed")
+    verdict = (
+        f"drift: {len(drifted)} of {len(table)} features drifted ({shown}{', ...' if len(drifted) > 5 else ''})"
+        if len(drifted)
+        else f"no drift: max PSI {summary['max_psi']:.3f} < {params.threshold}, "
+        f"missing-value rates within {NULL_RATE_THRESHOLD}, no type changed"
+    )
     if unscorable.get("current_unscorable_rows"):
-        verdict += (f"; the model could not score {unscorable['current_unscorable_rows']} current rows (a null, NaN, "
-                    "infinite or uncastable input): prediction drift is over the others")
-    tracking.set_tags({"drift_verdict": verdict, "reference_path": reference_path,
-                       "current_path": params.current_path, **(model.tags() if model else {})})
+        verdict += (
+            f"; the model could not score {unscorable['current_unscorable_rows']} current rows (a null, NaN, "
+            "infinite or uncastable input): prediction drift is over the others"
+        )
+    tracking.set_tags(
+        {
+            "drift_verdict": verdict,
+            "reference_path": reference_path,
+            "current_path": params.current_path,
+            **(model.tags() if model else {}),
+        }
+    )
     if model is not None and model.registered_name and model.version:
         # The registry shows, on the version itself, whether the data it now sees drifted from its training data.
 
-        registry.set_version_tags(model.registered_name, model.version, {
-            "drift_verdict": verdict, "drift_max_psi": f"{summary['max_psi']:.4f}",
-            "drift_run_id": tracking.active_run_id(), "drift_current_path": params.current_path})
+        registry.set_version_tags(
+            model.registered_name,
+            model.version,
+            {
+                "drift_verdict": verdict,
+                "drift_max_psi": f"{summary['max_psi']:.4f}",
+                "drift_run_id": tracking.active_run_id(),
+                "drift_current_path": params.current_path,
+            },
+        )
     return {**summary, "verdict": verdict, "drift_found": bool(len(drifted))}
 
 

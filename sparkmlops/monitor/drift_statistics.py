@@ -92,13 +92,20 @@ def _counts(df, numeric: list[str], grids: dict[str, list[float]], categorical: 
     if not columns:
         return {}
     out_cols = [f"__bucket_{i}" for i in range(len(numeric))]
-    frame = df.select(*[F.col(c).try_cast("double").alias(c) for c in numeric],
-                      *[F.col(c).cast("string").alias(c) for c in categorical])
+    frame = df.select(
+        *[F.col(c).try_cast("double").alias(c) for c in numeric],
+        *[F.col(c).cast("string").alias(c) for c in categorical],
+    )
     if numeric:
-        frame = Bucketizer(splitsArray=[grids[c] for c in numeric], inputCols=numeric, outputCols=out_cols,
-                           handleInvalid="keep").transform(frame)
-    keys = [F.when(F.col(o).isNull() | (F.col(o) >= len(grids[c]) - 1), F.lit("-1"))  # null, NaN
-            .otherwise(F.col(o).cast("int").cast("string")) for c, o in zip(numeric, out_cols)]
+        frame = Bucketizer(
+            splitsArray=[grids[c] for c in numeric], inputCols=numeric, outputCols=out_cols, handleInvalid="keep"
+        ).transform(frame)
+    keys = [
+        F.when(F.col(o).isNull() | (F.col(o) >= len(grids[c]) - 1), F.lit("-1")).otherwise(  # null, NaN
+            F.col(o).cast("int").cast("string")
+        )
+        for c, o in zip(numeric, out_cols)
+    ]
     keys += [F.col(c) for c in categorical]
     # One (feature, key) pair per column and row, counted by one groupBy: O(features x buckets) rows out.
     pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("feature"), key.alias("key")) for i, key in enumerate(keys)]))
@@ -110,8 +117,14 @@ def _counts(df, numeric: list[str], grids: dict[str, list[float]], categorical: 
     return result
 
 
-def feature_drift(reference, current, numeric_cols: list[str], categorical_cols: list[str],
-                  bins: int = 10, relative_error: float = 0.01) -> list[FeatureDrift]:
+def feature_drift(
+    reference,
+    current,
+    numeric_cols: list[str],
+    categorical_cols: list[str],
+    bins: int = 10,
+    relative_error: float = 0.01,
+) -> list[FeatureDrift]:
     """Drift of every column: numeric ones first, then string ones. Two passes over each dataset: one
     for the quantiles (approxQuantile), one counting every column's buckets.
 
@@ -123,12 +136,14 @@ def feature_drift(reference, current, numeric_cols: list[str], categorical_cols:
     psi_edges, grids = _numeric_grids(reference, current, numeric_cols, bins, relative_error)
     ref_counts = _counts(reference, numeric_cols, grids, categorical_cols)
     cur_counts = _counts(current, numeric_cols, grids, categorical_cols)
-    return ([_numeric_result(c, grids[c], psi_edges[c], ref_counts[c], cur_counts[c]) for c in numeric_cols]
-            + [_categorical_result(c, ref_counts[c], cur_counts[c]) for c in categorical_cols])
+    return [_numeric_result(c, grids[c], psi_edges[c], ref_counts[c], cur_counts[c]) for c in numeric_cols] + [
+        _categorical_result(c, ref_counts[c], cur_counts[c]) for c in categorical_cols
+    ]
 
 
-def numeric_drift(reference, current, columns: list[str], bins: int = 10,
-                  relative_error: float = 0.01) -> list[FeatureDrift]:
+def numeric_drift(
+    reference, current, columns: list[str], bins: int = 10, relative_error: float = 0.01
+) -> list[FeatureDrift]:
     """PSI over the reference's quantile bins, KS, null rates, for numeric ``columns``."""
     return feature_drift(reference, current, columns, [], bins, relative_error)
 
@@ -169,10 +184,15 @@ def _numeric_result(c: str, grid: list[float], edges: list[float], ref_counts: d
         cur_bins[b] += cur_fine[i]
     ref_rows, cur_rows = sum(ref_fine) + ref_counts.get(-1, 0), sum(cur_fine) + cur_counts.get(-1, 0)
     return FeatureDrift(
-        feature=c, kind="numeric", psi=psi(ref_bins, cur_bins), ks=ks_statistic(ref_fine, cur_fine),
+        feature=c,
+        kind="numeric",
+        psi=psi(ref_bins, cur_bins),
+        ks=ks_statistic(ref_fine, cur_fine),
         reference_null_rate=ref_counts.get(-1, 0) / ref_rows if ref_rows else 0.0,
         current_null_rate=cur_counts.get(-1, 0) / cur_rows if cur_rows else 0.0,
-        unseen_share=None, buckets=n_bins)
+        unseen_share=None,
+        buckets=n_bins,
+    )
 
 
 def _bin_index(edges: list[float], value: float) -> int:
@@ -189,7 +209,12 @@ def _categorical_result(c: str, ref: dict, cur: dict) -> FeatureDrift:
     ref_rows, cur_rows = sum(ref.values()), sum(cur.values())
     cur_non_null = cur_rows - cur.get(None, 0)
     return FeatureDrift(
-        feature=c, kind="categorical", psi=psi(ref_hist, cur_hist), ks=None,
+        feature=c,
+        kind="categorical",
+        psi=psi(ref_hist, cur_hist),
+        ks=None,
         reference_null_rate=ref.get(None, 0) / ref_rows if ref_rows else 0.0,
         current_null_rate=cur.get(None, 0) / cur_rows if cur_rows else 0.0,
-        unseen_share=unseen / cur_non_null if cur_non_null else 0.0, buckets=len(ref_hist))
+        unseen_share=unseen / cur_non_null if cur_non_null else 0.0,
+        buckets=len(ref_hist),
+    )

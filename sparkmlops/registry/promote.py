@@ -37,18 +37,22 @@ class PromoteParams:
     min_improvement: float = 0.0
     force: bool = False
 
-    def validate(self) -> "Plan":
+    def validate(self) -> Plan:
         """Every check that needs only the registry, before Spark starts; returns what to compare."""
         if not self.model_name:
             raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
         registry.check_model_name(self.model_name, "model_name")
         choices.check("metric", self.metric, METRICS)
         if not 0.0 <= self.min_improvement < 1.0:
-            raise UserInputError(f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
-                                 f"@champion), got {self.min_improvement}.")
+            raise UserInputError(
+                f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
+                f"@champion), got {self.min_improvement}."
+            )
         if self.force and not self.version.strip():
-            raise UserInputError("force=true moves @champion without the gate, so it needs the version: pass "
-                                 "-P version=<N> (for a rollback, the older version to restore).")
+            raise UserInputError(
+                "force=true moves @champion without the gate, so it needs the version: pass "
+                "-P version=<N> (for a rollback, the older version to restore)."
+            )
         if self.data_path:
             validation.check_input_path(self.data_path)
         candidate = registry.find_version(self.model_name, self.version)
@@ -67,11 +71,15 @@ def spark_model_of(name: str, version, role: str) -> resolve.ResolvedModel:
     """The version's model, refused (one line) unless it is a Spark model."""
     resolved = resolve.resolve_model(f"models:/{name}/{version.version}", require_flavor="")
     if "spark" not in resolved.flavors:
-        hint = ("point @champion at a Spark version first with -P version=<N> -P force=true"
-                if "champion" in role else "pass -P version=<N> of a model logged by train or tune_hyperopt "
-                "(engine=mllib)")
-        raise UserInputError(f"version {version.version} of '{name}' ({role}) is not a Spark model (flavors: "
-                             f"{', '.join(resolved.flavors)}): promote compares Spark pipelines; {hint}.")
+        hint = (
+            "point @champion at a Spark version first with -P version=<N> -P force=true"
+            if "champion" in role
+            else "pass -P version=<N> of a model logged by train or tune_hyperopt (engine=mllib)"
+        )
+        raise UserInputError(
+            f"version {version.version} of '{name}' ({role}) is not a Spark model (flavors: "
+            f"{', '.join(resolved.flavors)}): promote compares Spark pipelines; {hint}."
+        )
     return resolved
 
 
@@ -108,21 +116,26 @@ class PromotionResult:
         if f"candidate_{metric}" in m:
             head += f" {metric}={m[f'candidate_{metric}']:.4f}"
         if f"champion_{metric}" in m:
-            head += (f" vs @champion v{self.previous_champion_version} {metric}={m[f'champion_{metric}']:.4f} "
-                     f"(improvement {m['improvement']:+.2%}, {int(m['heldout_rows'])} held-out rows)")
+            head += (
+                f" vs @champion v{self.previous_champion_version} {metric}={m[f'champion_{metric}']:.4f} "
+                f"(improvement {m['improvement']:+.2%}, {int(m['heldout_rows'])} held-out rows)"
+            )
         outcome = {
             "promoted": f"promoted: @champion -> v{self.champion_version}",
             "promoted_first": f"no champion yet: @champion -> v{self.champion_version}",
             "rejected": f"rejected: @champion stays v{self.champion_version}, v{self.candidate_version} is @challenger",
             "unchanged": f"v{self.candidate_version} is already @champion: nothing changed",
-            "forced": (f"forced: @champion -> v{self.champion_version}"
-                       + (f" (was v{self.previous_champion_version})" if self.previous_champion_version else "")),
+            "forced": (
+                f"forced: @champion -> v{self.champion_version}"
+                + (f" (was v{self.previous_champion_version})" if self.previous_champion_version else "")
+            ),
         }[self.decision]
         return f"{head}: {outcome} (run {self.run_id})"
 
 
 # ----------------------------------------------------------------------------------------------
 # The gate
+
 
 def relative_improvement(metric: str, candidate: float, champion: float) -> float:
     """How much better the candidate is, relative to the champion (> 0 = better), for any metric."""
@@ -140,6 +153,7 @@ def beats(improvement: float, min_improvement: float) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Held-out rows
 
+
 @dataclass(frozen=True)
 class TrainingSplit:
     run_id: str
@@ -154,24 +168,40 @@ def training_split(version) -> TrainingSplit | None:
     """How the version's training run split its data: from the tags ``register_model`` wrote, else from
     the run (a version registered by hand); None when neither says (not produced by this project)."""
     tags = dict(version.tags or {})
-    known = {"seed": tags.get("param.seed"), "train_fraction": tags.get("param.train_fraction"),
-             "label_col": tags.get("param.label_col"), "data_digest": tags.get("data_digest"),
-             "test_digest": tags.get("test_digest")}
+    known = {
+        "seed": tags.get("param.seed"),
+        "train_fraction": tags.get("param.train_fraction"),
+        "label_col": tags.get("param.label_col"),
+        "data_digest": tags.get("data_digest"),
+        "test_digest": tags.get("test_digest"),
+    }
     if None in (known["seed"], known["train_fraction"], known["data_digest"]) and version.run_id:
         run = tracking.get_run(version.run_id)
         if run is None:
             return None
         params = tracking.run_parameters(run)
-        known.update({"seed": params.get("seed"), "train_fraction": params.get("train_fraction"),
-                      "label_col": params.get("label_col"), "data_digest": run.data.tags.get("data_digest")})
-        for dataset_input in (run.inputs.dataset_inputs if run.inputs else []):
+        known.update(
+            {
+                "seed": params.get("seed"),
+                "train_fraction": params.get("train_fraction"),
+                "label_col": params.get("label_col"),
+                "data_digest": run.data.tags.get("data_digest"),
+            }
+        )
+        for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
             if any(t.key == "mlflow.data.context" and t.value == "testing" for t in dataset_input.tags):
                 known["test_digest"] = dataset_input.dataset.digest
     if None in (known["seed"], known["train_fraction"], known["data_digest"]):
         return None
     label_col = known["label_col"] or data_schema.DEFAULT_LABEL
-    return TrainingSplit(version.run_id or "", int(known["seed"]), float(known["train_fraction"]), label_col,
-                         known["data_digest"], known["test_digest"] or "")
+    return TrainingSplit(
+        version.run_id or "",
+        int(known["seed"]),
+        float(known["train_fraction"]),
+        label_col,
+        known["data_digest"],
+        known["test_digest"] or "",
+    )
 
 
 def label_col_of(plan: Plan) -> str:
@@ -182,8 +212,10 @@ def label_col_of(plan: Plan) -> str:
             split = training_split(version)
             labels[role] = split.label_col if split else data_schema.DEFAULT_LABEL
     if len(set(labels.values())) > 1:
-        raise UserInputError(f"the candidate predicts '{labels['candidate']}' but @champion predicts "
-                             f"'{labels['@champion']}': versions of one registered model must predict the same label.")
+        raise UserInputError(
+            f"the candidate predicts '{labels['candidate']}' but @champion predicts "
+            f"'{labels['@champion']}': versions of one registered model must predict the same label."
+        )
     return labels["candidate"]
 
 
@@ -205,11 +237,13 @@ def heldout_rows(data: splits.LabelledData, versions: list, data_path: str):
                 raise UserInputError(
                     f"cannot rebuild the test split of {role} version {version.version} (run {split.run_id}) from "
                     f"'{data_path}': Spark partitioned the files differently than when it trained, so its training "
-                    "rows cannot be excluded; pass labelled rows neither version trained on with -P data_path=...")
+                    "rows cannot be excluded; pass labelled rows neither version trained on with -P data_path=..."
+                )
             heldout = test if not seen else heldout.intersectAll(test)
             seen.add(key)
-        notes.append(f"{role} v{version.version}: its test split (seed {split.seed}, "
-                     f"train_fraction {split.train_fraction})")
+        notes.append(
+            f"{role} v{version.version}: its test split (seed {split.seed}, train_fraction {split.train_fraction})"
+        )
     return heldout, notes
 
 
@@ -225,8 +259,10 @@ def evaluate(spark, plan: Plan, data_path: str) -> dict:
         heldout = heldout.cache()
         digest, rows = digests.digest_and_count(heldout)
         if rows < MIN_HELDOUT_ROWS:
-            raise UserInputError(f"only {rows} rows of '{data_path}' are held out from both versions' training: "
-                                 f"need {MIN_HELDOUT_ROWS}; pass more labelled data with -P data_path=...")
+            raise UserInputError(
+                f"only {rows} rows of '{data_path}' are held out from both versions' training: "
+                f"need {MIN_HELDOUT_ROWS}; pass more labelled data with -P data_path=..."
+            )
         tracking.set_tags({"heldout": "; ".join(notes), "label_col": label_col})
         tracking.log_spark_dataset(heldout, data_path, "heldout", "evaluation", digest, label_col, rows)
         results = {"heldout_rows": float(rows)}
@@ -253,10 +289,12 @@ def check_champion_unchanged(plan: Plan) -> None:
     after = str(now.version) if now is not None else ""
     if after != before:
         shown = {"": "none"}
-        raise JobFailed(f"@champion of '{name}' moved from {shown.get(before, 'v' + before)} to "
-                        f"{shown.get(after, 'v' + after)} while this promotion of v{plan.candidate.version} ran "
-                        "(another promote or a rollback): nothing was changed; run promote again to compare "
-                        "with the new champion.")
+        raise JobFailed(
+            f"@champion of '{name}' moved from {shown.get(before, 'v' + before)} to "
+            f"{shown.get(after, 'v' + after)} while this promotion of v{plan.candidate.version} ran "
+            "(another promote or a rollback): nothing was changed; run promote again to compare "
+            "with the new champion."
+        )
 
 
 def promote_and_log(spark, plan: Plan) -> PromotionResult:
@@ -275,8 +313,9 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
         if plan.champion is None:
             result.decision, result.champion_version = "promoted_first", candidate
         else:
-            improvement = relative_improvement(params.metric, result.metrics[f"candidate_{params.metric}"],
-                                               result.metrics[f"champion_{params.metric}"])
+            improvement = relative_improvement(
+                params.metric, result.metrics[f"candidate_{params.metric}"], result.metrics[f"champion_{params.metric}"]
+            )
             result.metrics["improvement"] = improvement
             if beats(improvement, params.min_improvement):
                 result.decision, result.champion_version = "promoted", candidate
@@ -292,9 +331,13 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
             registry.move_champion(name, candidate, plan.champion, result.run_id)
         if not params.force:
             registry.set_alias(name, registry.CHALLENGER, candidate)
-        version_tags = {"promotion_decision": result.decision, "promotion_run_id": result.run_id,
-                        "promotion_metric": params.metric, "promotion_min_improvement": params.min_improvement,
-                        "promotion_previous_champion": champion or "none"}
+        version_tags = {
+            "promotion_decision": result.decision,
+            "promotion_run_id": result.run_id,
+            "promotion_metric": params.metric,
+            "promotion_min_improvement": params.min_improvement,
+            "promotion_previous_champion": champion or "none",
+        }
         version_tags.update({f"promotion_{k}": v for k, v in result.metrics.items()})
         registry.set_version_tags(name, candidate, version_tags)
     tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})

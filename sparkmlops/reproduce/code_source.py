@@ -27,8 +27,10 @@ def project_subdirectory(tags: dict[str, str]) -> str:
         folder = source.split("#", 1)[1].strip("/") if "#" in source else ""
     # Tags anyone with write access can set: the folder must stay inside the clone.
     if folder.startswith(("/", "\\")) or ".." in folder.replace("\\", "/").split("/"):
-        raise UserInputError(f"the run's project folder '{folder}' (from its tags) leaves the repository: a "
-                             "project folder is a relative path inside it.")
+        raise UserInputError(
+            f"the run's project folder '{folder}' (from its tags) leaves the repository: a "
+            "project folder is a relative path inside it."
+        )
     return folder
 
 
@@ -37,14 +39,23 @@ ALLOWED_TRANSPORTS = ("https", "ssh", "file")
 TRUST_ANY = "any"
 # Whatever git fetches on the way (a redirect, a URL its configuration rewrites, a submodule) uses these only;
 # GIT_ALLOW_PROTOCOL too, as a user's own value of it would override the protocol.* settings.
-_FETCH_PROTOCOLS = ("-c", "protocol.allow=never", "-c", "protocol.https.allow=always",
-                    "-c", "protocol.ssh.allow=always", "-c", "protocol.file.allow=always")
+_FETCH_PROTOCOLS = (
+    "-c",
+    "protocol.allow=never",
+    "-c",
+    "protocol.https.allow=always",
+    "-c",
+    "protocol.ssh.allow=always",
+    "-c",
+    "protocol.file.allow=always",
+)
 _FETCH_ENV = {"GIT_ALLOW_PROTOCOL": ":".join(ALLOWED_TRANSPORTS)}
 
 
 def _git(*args: str, cwd: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **env} if env else None)
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **env} if env else None
+    )
 
 
 def _has_commit(repo: str, commit: str) -> bool:
@@ -68,12 +79,15 @@ def check_source(source: str, origin: str = "") -> None:
     https, ssh or file."""
     named = f"code source {source}" + (f" ({origin})" if origin else "")
     if source.startswith("-"):
-        raise UserInputError(f"{named} starts with '-', which git would read as an option: reproduce fetches code "
-                             "only from an https or ssh URL or a local path.")
+        raise UserInputError(
+            f"{named} starts with '-', which git would read as an option: reproduce fetches code "
+            "only from an https or ssh URL or a local path."
+        )
     used = transport(source)
     if used not in ALLOWED_TRANSPORTS:
-        raise UserInputError(f"{named} uses {used}: reproduce fetches code only over https, ssh or from a local "
-                             "path (file).")
+        raise UserInputError(
+            f"{named} uses {used}: reproduce fetches code only over https, ssh or from a local path (file)."
+        )
 
 
 def _normalised(source: str) -> str | None:
@@ -120,8 +134,9 @@ def is_trusted(source: str, trusted_sources: str = "", checkout: Path = PROJECT_
     return any(prefix is not None and _under(normal, prefix) for prefix in map(_normalised, prefixes))
 
 
-def find_code_source(commit: str, project_uri: str, tags: dict[str, str], trusted_sources: str = "",
-                     checkout: Path = PROJECT_ROOT) -> str:
+def find_code_source(
+    commit: str, project_uri: str, tags: dict[str, str], trusted_sources: str = "", checkout: Path = PROJECT_ROOT
+) -> str:
     """Where the commit's code can be fetched: project_uri (the user's choice), else this checkout if it has
     the commit, else the repository URL MLflow recorded for the run (a run launched from a git URL) when it is
     trusted (``is_trusted``). Every source must use an allowed transport (``check_source``)."""
@@ -129,8 +144,10 @@ def find_code_source(commit: str, project_uri: str, tags: dict[str, str], truste
     if project_uri:
         check_source(project_uri, "project_uri")
         if os.path.isdir(project_uri) and not _has_commit(project_uri, commit):
-            raise UserInputError(f"project_uri {project_uri} has no commit {commit[:12]}: pass a clone that has it "
-                                 "(git fetch) or the repository's URL.")
+            raise UserInputError(
+                f"project_uri {project_uri} has no commit {commit[:12]}: pass a clone that has it "
+                "(git fetch) or the repository's URL."
+            )
         return project_uri
     if _has_commit(str(checkout), commit):
         # The repository's top, which `git clone` needs: the project may be a subfolder of it.
@@ -148,10 +165,13 @@ def find_code_source(commit: str, project_uri: str, tags: dict[str, str], truste
                 f"code source {url} comes from the run's tag {key} and is not trusted: it is not this checkout or one "
                 f"of its git remotes{f', nor under trusted_sources {trusted_sources}' if trusted_sources else ''}. "
                 f"If you trust it to run its code, pass -P trusted_sources=<its URL or a prefix of it> or "
-                f"-P project_uri={url}.")
+                f"-P project_uri={url}."
+            )
         return url
-    raise UserInputError(f"commit {commit[:12]} is not in this checkout and the run records no repository URL: "
-                         "pass -P project_uri=<git URL or a clone that has the commit>.")
+    raise UserInputError(
+        f"commit {commit[:12]} is not in this checkout and the run records no repository URL: "
+        "pass -P project_uri=<git URL or a clone that has the commit>."
+    )
 
 
 def entry_point_parameters(project_dir: str, commit: str, entry_point: str, subdirectory: str = "") -> list[str]:

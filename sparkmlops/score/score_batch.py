@@ -45,17 +45,27 @@ class BatchParams:
 def predict_batch(spark, params: BatchParams, model: resolve.ResolvedModel) -> dict:
     """Score ``params.input_path`` into ``params.output_path``; log and return rows, seconds, rate."""
     if "spark" in model.flavors:
-        return score_input_to_output(spark, params, model,
-                                     lambda input_df: score_frame(load_spark_model(model), input_df, model),
-                                     tags={"scored_with": "spark_transform"})
+        return score_input_to_output(
+            spark,
+            params,
+            model,
+            lambda input_df: score_frame(load_spark_model(model), input_df, model),
+            tags={"scored_with": "spark_transform"},
+        )
     if is_connect(spark):
-        raise UserInputError(f"model '{model.uri}' is a python_function model, which score_batch ships to the "
-                             "executors with SparkContext.addFile, not available over Spark Connect: use a "
-                             "master instead of SPARK_REMOTE, or score the Spark model it was exported from.")
+        raise UserInputError(
+            f"model '{model.uri}' is a python_function model, which score_batch ships to the "
+            "executors with SparkContext.addFile, not available over Spark Connect: use a "
+            "master instead of SPARK_REMOTE, or score the Spark model it was exported from."
+        )
     counters: dict = {}
-    summary = score_input_to_output(spark, params, model,
-                                    functools.partial(score_with_arrow_udf, spark, model=model, counters=counters),
-                                    tags={"scored_with": "arrow_pandas_udf"})
+    summary = score_input_to_output(
+        spark,
+        params,
+        model,
+        functools.partial(score_with_arrow_udf, spark, model=model, counters=counters),
+        tags={"scored_with": "arrow_pandas_udf"},
+    )
     extra = {"model_loads": counters["model_loads"].value, "arrow_batches": counters["batches"].value}
     tracking.log_metrics(extra)
     return {**summary, **extra}

@@ -49,8 +49,9 @@ class PandasUdfParams:
     def validate(self) -> resolve.ResolvedModel:
         choices.check("method", self.method, METHODS)
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise UserInputError(f"batch_size must be between 1 and {MAX_BATCH_SIZE} rows per Arrow batch, "
-                                 f"got {self.batch_size}.")
+            raise UserInputError(
+                f"batch_size must be between 1 and {MAX_BATCH_SIZE} rows per Arrow batch, got {self.batch_size}."
+            )
         scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
         return resolve_pyfunc_model(self.model_uri)
 
@@ -67,7 +68,6 @@ def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict 
     ``model_loads`` and ``batches`` (read them after an action)."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-
     casts = pandas_casts(df, model)
     ship_package(spark)  # the function below lives in this package
     name = ship_model(spark, model)
@@ -82,6 +82,7 @@ def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict 
 # ----------------------------------------------------------------------------------------------
 # spark_udf: MLflow's wrapper
 
+
 def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     """``df`` plus ``prediction``, scored by ``mlflow.pyfunc.spark_udf`` (same process environment)."""
     from pyspark.sql import functions as F
@@ -89,8 +90,9 @@ def score_spark_udf(spark, df, model: resolve.ResolvedModel):
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
     udf = mlflow_models.pyfunc_spark_udf(spark, model.load_uri)
     # A struct argument reaches the model as a DataFrame with the struct's field names.
-    features = F.struct(*[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c)
-                          for c, kind in model.input_columns()])
+    features = F.struct(
+        *[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c) for c, kind in model.input_columns()]
+    )
     return df.withColumn("prediction", udf(features))
 
 
@@ -103,8 +105,9 @@ def score_with_pandas_udf(spark, params: PandasUdfParams, model: resolve.Resolve
             score = functools.partial(score_map_in_pandas, spark, model=model, counters=counters)
         else:
             score = functools.partial(score_spark_udf, spark, model=model)
-        summary = scoring.score_input_to_output(spark, params, model, score,
-                                                tags={"method": params.method, "batch_size": str(params.batch_size)})
+        summary = scoring.score_input_to_output(
+            spark, params, model, score, tags={"method": params.method, "batch_size": str(params.batch_size)}
+        )
     if counters:
         extra = {"model_loads": counters["model_loads"].value, "arrow_batches": counters["batches"].value}
         tracking.log_metrics(extra)

@@ -1,5 +1,5 @@
-"""Entry point `score_per_group`: each group's rows scored by its own model (``groupBy + applyInPandas``), unknown groups handled as asked.
-"""
+"""Entry point `score_per_group`: each group's rows scored by its own model (``groupBy + applyInPandas``), unknown
+groups handled as asked."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from sparkmlops.models.group_models import (
     score_groups,
 )
 
-UNKNOWN_GROUPS = {"fallback": "scored by the fallback model", "null": "no prediction",
-                  "error": "refuse the input, listing them"}
+UNKNOWN_GROUPS = {
+    "fallback": "scored by the fallback model",
+    "null": "no prediction",
+    "error": "refuse the input, listing them",
+}
 
 
 @dataclass(frozen=True)
@@ -53,20 +56,37 @@ def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupMode
         check_group_col(input_df, group_models.group_col)
         scoring.check_no_prediction_column(input_df, ("prediction", SCORED_WITH_COL))
         group_rows = input_df.groupBy(group_models.group_col).agg(F.count(F.lit(1)).alias("rows")).collect()
-        unknown = sorted(((r[0], r["rows"]) for r in group_rows if r[0] not in group_models.by_group),
-                         key=lambda item: (item[0] is None, str(item[0])))
-        counts.update(groups=len(group_rows), unknown_groups=len(unknown), rows_unknown_group=sum(n for _, n in unknown))
+        unknown = sorted(
+            ((r[0], r["rows"]) for r in group_rows if r[0] not in group_models.by_group),
+            key=lambda item: (item[0] is None, str(item[0])),
+        )
+        counts.update(
+            groups=len(group_rows), unknown_groups=len(unknown), rows_unknown_group=sum(n for _, n in unknown)
+        )
         if unknown and params.unknown_groups == "error":
-            raise UserInputError(f"{len(unknown)} groups of '{group_models.group_col}' have no model: "
-                                 f"{listed([g for g, _ in unknown])}; pass -P unknown_groups=fallback (the "
-                                 "fallback model) or null, or train with those groups.")
+            raise UserInputError(
+                f"{len(unknown)} groups of '{group_models.group_col}' have no model: "
+                f"{listed([g for g, _ in unknown])}; pass -P unknown_groups=fallback (the "
+                "fallback model) or null, or train with those groups."
+            )
         if unknown:
-            print(f"score_per_group: {counts['rows_unknown_group']} rows in {len(unknown)} groups without a model "
-                  f"({params.unknown_groups}): {listed([g for g, _ in unknown])}", flush=True)
+            print(
+                f"score_per_group: {counts['rows_unknown_group']} rows in {len(unknown)} groups without a model "
+                f"({params.unknown_groups}): {listed([g for g, _ in unknown])}",
+                flush=True,
+            )
         return score_groups(spark, input_df, group_models, params.unknown_groups, fallback)
 
-    summary = scoring.score_input_to_output(spark, params, fallback, score,
-                                            tags={"group_col": group_models.group_col, "per_group_run_id": params.run_id,
-                                                  "unknown_groups": params.unknown_groups})
+    summary = scoring.score_input_to_output(
+        spark,
+        params,
+        fallback,
+        score,
+        tags={
+            "group_col": group_models.group_col,
+            "per_group_run_id": params.run_id,
+            "unknown_groups": params.unknown_groups,
+        },
+    )
     tracking.log_metrics(counts)
     return {**summary, **counts}

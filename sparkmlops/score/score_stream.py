@@ -53,8 +53,9 @@ class StreamParams:
         validation.check_input_path(self.input_path, "input_path", allow_empty=True)
         validation.check_output_path(self.output_path, "append", self.input_path)  # a stream appends: it may exist
         if validation.is_local_path(self.input_path) and not os.path.isdir(validation.local_path(self.input_path)):
-            raise UserInputError(f"input_path '{self.input_path}' is a file: a stream reads a folder that "
-                                 "receives parquet files.")
+            raise UserInputError(
+                f"input_path '{self.input_path}' is a file: a stream reads a folder that receives parquet files."
+            )
         model = resolve.resolve_model(self.model_uri)
         model.input_columns()  # a stream needs the signature for its schema
         check_files_against_signature(self.input_path, model)
@@ -76,13 +77,19 @@ def check_files_against_signature(input_path: str, model: resolve.ResolvedModel)
     expected = {name: kind == "string" for name, kind in model.input_columns()}
     for path, columns in validation.parquet_file_columns(validation.local_path(input_path)):
         missing = [c for c in expected if c not in columns]
-        retyped = [f"{c} is {columns[c]}, model expects {'string' if text else 'numeric'}"
-                   for c, text in expected.items() if c in columns and (columns[c] == "string") != text]
+        retyped = [
+            f"{c} is {columns[c]}, model expects {'string' if text else 'numeric'}"
+            for c, text in expected.items()
+            if c in columns and (columns[c] == "string") != text
+        ]
         problems = ([f"missing columns {', '.join(missing[:10])}"] if missing else []) + (
-            ["wrong types: " + "; ".join(retyped[:10])] if retyped else [])
+            ["wrong types: " + "; ".join(retyped[:10])] if retyped else []
+        )
         if problems:
-            raise UserInputError(f"input file {path} does not match the model's signature: {' and '.join(problems)}. "
-                                 "Remove or fix it: a stream reads every file with the model's columns.")
+            raise UserInputError(
+                f"input file {path} does not match the model's signature: {' and '.join(problems)}. "
+                "Remove or fix it: a stream reads every file with the model's columns."
+            )
 
 
 def trigger_kwargs(trigger: str) -> dict:
@@ -111,21 +118,30 @@ def check_checkpoint(params: StreamParams, model: resolve.ResolvedModel) -> None
     if os.path.exists(identity_file):
         with open(identity_file) as f:
             recorded = json.load(f)
-        differences = [f"{key} {recorded.get(key)!r} (now {value!r})" for key, value in expected.items()
-                       if recorded.get(key) != value]
+        differences = [
+            f"{key} {recorded.get(key)!r} (now {value!r})"
+            for key, value in expected.items()
+            if recorded.get(key) != value
+        ]
         if differences:
-            raise UserInputError(f"checkpoint '{params.checkpoint_path}' belongs to another stream: it was made "
-                                 f"for {'; '.join(differences)}. Use a new checkpoint_path (and output_path) "
-                                 "for a different model or output.")
+            raise UserInputError(
+                f"checkpoint '{params.checkpoint_path}' belongs to another stream: it was made "
+                f"for {'; '.join(differences)}. Use a new checkpoint_path (and output_path) "
+                "for a different model or output."
+            )
     elif os.path.isdir(checkpoint) and set(os.listdir(checkpoint)) - {LOCK_FILE}:
-        raise UserInputError(f"checkpoint '{params.checkpoint_path}' is not empty and was not made by score_stream: "
-                             "use a new checkpoint_path.")
+        raise UserInputError(
+            f"checkpoint '{params.checkpoint_path}' is not empty and was not made by score_stream: "
+            "use a new checkpoint_path."
+        )
     elif validation.is_local_path(params.output_path):
         output = validation.local_path(params.output_path)
         if os.path.exists(output) and os.listdir(output):
-            raise UserInputError(f"output '{params.output_path}' already holds data but checkpoint "
-                                 f"'{params.checkpoint_path}' is new: resuming needs the output's own checkpoint; "
-                                 "use a new output_path.")
+            raise UserInputError(
+                f"output '{params.output_path}' already holds data but checkpoint "
+                f"'{params.checkpoint_path}' is new: resuming needs the output's own checkpoint; "
+                "use a new output_path."
+            )
 
 
 LOCK_FILE = "sparkmlops-stream.lock"
@@ -150,9 +166,11 @@ def lock_checkpoint(checkpoint_path: str) -> None:
     except BlockingIOError:
         holder = os.read(descriptor, 200).decode(errors="replace").strip() or "unknown"
         os.close(descriptor)
-        raise UserInputError(f"checkpoint '{checkpoint_path}' is in use by another score_stream (process {holder}): "
-                             "one stream per checkpoint; stop the other one, or use another checkpoint_path "
-                             "and output_path.") from None
+        raise UserInputError(
+            f"checkpoint '{checkpoint_path}' is in use by another score_stream (process {holder}): "
+            "one stream per checkpoint; stop the other one, or use another checkpoint_path "
+            "and output_path."
+        ) from None
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()} on {socket.gethostname()}".encode())
     _HELD_LOCKS[folder] = descriptor
@@ -207,18 +225,23 @@ class ProgressReporter:
                 try:
                     self.check_skipped_files(batch_id, rows)
                 except (OSError, ValueError) as exc:  # a report, never a reason to stop the stream
-                    print(f"score_stream: warning: could not check micro-batch {batch_id}'s files for skipped ones "
-                          f"({type(exc).__name__}: {exc})", flush=True)
+                    print(
+                        f"score_stream: warning: could not check micro-batch {batch_id}'s files for skipped ones "
+                        f"({type(exc).__name__}: {exc})",
+                        flush=True,
+                    )
             if batch_id in self.seen or rows == 0:
                 continue  # a trigger with no new files repeats the last batch id with 0 rows
             self.seen.add(batch_id)
             latency = float((progress.durationMs or {}).get("triggerExecution", 0))
             self.latencies_ms.append(latency)
             self.rows += rows
-            print(f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
-                  f"({rows / latency * 1000 if latency else 0:.0f} rows/s)", flush=True)
+            print(
+                f"score_stream: batch {batch_id}: {rows} rows in {latency:.0f} ms "
+                f"({rows / latency * 1000 if latency else 0:.0f} rows/s)",
+                flush=True,
+            )
             tracking.log_step_metrics(self.run_id, {"batch_rows": rows, "batch_latency_ms": latency}, batch_id)
-
 
     def check_skipped_files(self, batch_id: int, rows: int) -> None:
         """The stream reads with ignoreMissingFiles (see run_stream), so a file listed in a micro-batch but
@@ -235,8 +258,11 @@ class ProgressReporter:
         if present_rows != rows:
             return
         for path in gone:
-            print(f"score_stream: warning: micro-batch {batch_id} skipped {path}: the file was gone when the batch "
-                  "read it (ignoreMissingFiles); its rows were not scored", flush=True)
+            print(
+                f"score_stream: warning: micro-batch {batch_id} skipped {path}: the file was gone when the batch "
+                "read it (ignoreMissingFiles); its rows were not scored",
+                flush=True,
+            )
         self.skipped_files += gone
         tracking.log_step_metrics(self.run_id, {"skipped_files": len(self.skipped_files)}, batch_id)
 
@@ -250,8 +276,9 @@ def batch_files(checkpoint_path: str, batch_id: int) -> list[str]:
     if not os.path.isdir(log):
         return []
     candidates = [os.path.join(log, str(batch_id))] + sorted(
-        (os.path.join(log, n) for n in os.listdir(log) if n.endswith(".compact")
-         and int(n.split(".")[0]) >= batch_id), key=lambda p: int(os.path.basename(p).split(".")[0]))
+        (os.path.join(log, n) for n in os.listdir(log) if n.endswith(".compact") and int(n.split(".")[0]) >= batch_id),
+        key=lambda p: int(os.path.basename(p).split(".")[0]),
+    )
     for path in candidates:
         if not os.path.exists(path):
             continue
@@ -281,8 +308,9 @@ def guard_values(source, model: resolve.ResolvedModel):
             continue
         value = F.col(column).cast("double")
         bad = value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
-        message = F.concat(F.lit(f"{_BAD_ROW}: file "), F.input_file_name(),
-                           F.lit(f" has a null, NaN or infinite {column}"))
+        message = F.concat(
+            F.lit(f"{_BAD_ROW}: file "), F.input_file_name(), F.lit(f" has a null, NaN or infinite {column}")
+        )
         guarded[column] = F.when(bad, F.raise_error(message)).otherwise(F.col(column))
     return source.withColumns(guarded) if guarded else source
 
@@ -291,8 +319,10 @@ def stream_failure(exception) -> Exception:
     """One line for a failed query: a bad file (unreadable, another schema, bad values) is bad input
     (exit 2) naming the file; anything else stays a failure (exit 1)."""
     text = " ".join(str(exception).split())
-    resume = ("remove or fix it, then run the same command again: committed micro-batches stay as they are and "
-              "the stream resumes after them.")
+    resume = (
+        "remove or fix it, then run the same command again: committed micro-batches stay as they are and "
+        "the stream resumes after them."
+    )
     marked = re.search(rf"{_BAD_ROW}: (file \S+ has a null, NaN or infinite \S+)", text)
     if marked:
         return UserInputError(f"score_stream stopped: {marked.group(1)}: {resume}")
@@ -300,8 +330,11 @@ def stream_failure(exception) -> Exception:
     if unreadable:
         kind, path = unreadable.group(1), unreadable.group(2)
         column = re.search(r"reading Parquet column \[([^\]]+)\]", text)
-        detail = (f"has {column.group(1) if column else 'a column'} of another type than the model expects"
-                  if "DATA_TYPE_MISMATCH" in kind else "is not readable parquet")
+        detail = (
+            f"has {column.group(1) if column else 'a column'} of another type than the model expects"
+            if "DATA_TYPE_MISMATCH" in kind
+            else "is not readable parquet"
+        )
         return UserInputError(f"score_stream stopped: file {path} {detail} ({kind}): {resume}")
     return RuntimeError(f"streaming query failed: {text[:500]}")
 
@@ -320,22 +353,41 @@ def _run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_
     _record_identity(params, model)
     # ignoreMissingFiles: a bad file that stopped the stream can be removed, and the restart replays its
     # micro-batch without it (the sink's log keeps that exactly once).
-    source = (spark.readStream.schema(resolve.spark_schema_for(model))
-              .option("maxFilesPerTrigger", params.max_files_per_trigger).option("ignoreMissingFiles", "true")
-              .parquet(params.input_path))
+    source = (
+        spark.readStream.schema(resolve.spark_schema_for(model))
+        .option("maxFilesPerTrigger", params.max_files_per_trigger)
+        .option("ignoreMissingFiles", "true")
+        .parquet(params.input_path)
+    )
     scored = scoring.score_frame(spark_model, guard_values(source, model), model)
-    query = (scored.writeStream.format("parquet").option("path", params.output_path)
-             .option("checkpointLocation", params.checkpoint_path).outputMode("append")
-             .trigger(**trigger_kwargs(params.trigger)).queryName("score_stream").start())
-    tracking.set_tags({**model.tags(), "input_path": params.input_path, "output_path": params.output_path,
-                       "checkpoint_path": params.checkpoint_path, "stream_query_id": str(query.id)})
+    query = (
+        scored.writeStream.format("parquet")
+        .option("path", params.output_path)
+        .option("checkpointLocation", params.checkpoint_path)
+        .outputMode("append")
+        .trigger(**trigger_kwargs(params.trigger))
+        .queryName("score_stream")
+        .start()
+    )
+    tracking.set_tags(
+        {
+            **model.tags(),
+            "input_path": params.input_path,
+            "output_path": params.output_path,
+            "checkpoint_path": params.checkpoint_path,
+            "stream_query_id": str(query.id),
+        }
+    )
 
     stop_requested = threading.Event()
     stopped_by: list[int] = []
 
     def request_stop(signum, _frame):
-        print(f"score_stream: {signal.Signals(signum).name} received, stopping after the current micro-batch "
-              "state is safe (uncommitted work is redone on restart)", flush=True)
+        print(
+            f"score_stream: {signal.Signals(signum).name} received, stopping after the current micro-batch "
+            "state is safe (uncommitted work is redone on restart)",
+            flush=True,
+        )
         stopped_by.append(signum)
         stop_requested.set()
 
@@ -364,19 +416,28 @@ def _run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     seconds = time.perf_counter() - started
-    summary = {"batches": len(reporter.seen), "rows_scored": reporter.rows, "seconds": seconds,
-               "stopped_by_signal": int(stop_requested.is_set()), "skipped_files": len(reporter.skipped_files)}
+    summary = {
+        "batches": len(reporter.seen),
+        "rows_scored": reporter.rows,
+        "seconds": seconds,
+        "stopped_by_signal": int(stop_requested.is_set()),
+        "skipped_files": len(reporter.skipped_files),
+    }
     if reporter.skipped_files:
         tracking.log_dict({"skipped_files": reporter.skipped_files}, "stream/skipped_files.json")
     lat = sorted(reporter.latencies_ms)
     if lat:
-        summary.update({"latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[min(len(lat) - 1,
-                                                                                         int(len(lat) * 0.95))]})
+        summary.update(
+            {"latency_p50_ms": lat[len(lat) // 2], "latency_p95_ms": lat[min(len(lat) - 1, int(len(lat) * 0.95))]}
+        )
     tracking.log_metrics(summary)
     if stopped_by:
         # A stop asked for, done cleanly: the committed batches stay and the same command resumes. The run
         # still ends as every interrupted entry point's does (KILLED; exit 130 for SIGINT, 143 for SIGTERM).
-        print(f"score_stream: stopped by {signal.Signals(stopped_by[0]).name} after {summary['rows_scored']} rows "
-              f"in {summary['batches']} micro-batches; the same command resumes from the checkpoint", flush=True)
+        print(
+            f"score_stream: stopped by {signal.Signals(stopped_by[0]).name} after {summary['rows_scored']} rows "
+            f"in {summary['batches']} micro-batches; the same command resumes from the checkpoint",
+            flush=True,
+        )
         raise Terminated() if stopped_by[0] == signal.SIGTERM else KeyboardInterrupt()
     return summary

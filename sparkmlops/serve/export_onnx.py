@@ -43,7 +43,7 @@ class ExportParams:
     register_as: str = ""
     parity_data_path: str = ""  # '' = the data the model was trained on, else the generated data
 
-    def validate(self) -> "ExportPlan":
+    def validate(self) -> ExportPlan:
         """Resolve the model, download it and convert it: all before Spark starts."""
         if self.register_as:
             registry.check_model_name(self.register_as)
@@ -75,10 +75,13 @@ class ExportPlan:
 
     def metadata(self) -> dict:
         return {
-            "string_columns": {c: (labels if handle == "error" else None)
-                               for c, (_, labels, handle) in self.plan.string_columns.items()},
+            "string_columns": {
+                c: (labels if handle == "error" else None)
+                for c, (_, labels, handle) in self.plan.string_columns.items()
+            },
             "numeric_columns": list(self.plan.numeric_inputs),
-            "tree_model": self.plan.trees.kind, "n_trees": self.plan.trees.n_trees,
+            "tree_model": self.plan.trees.kind,
+            "n_trees": self.plan.trees.n_trees,
             "source_model_uri": self.source.uri,
         }
 
@@ -93,7 +96,6 @@ def parity_frame(spark, data_path: str, string_columns: list[str], feature_colum
     """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null. With
     ``model``, the data is first checked as scorers check theirs (signature, finite numeric values)."""
     from pyspark.sql import functions as F
-
 
     source = validation.read_dataset(spark, data_path)
     if model is not None:
@@ -130,10 +132,16 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     absolute = np.abs(exported - expected)
     relative = absolute / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
     worst = int(np.argmax(relative)) if len(relative) else 0
-    return {"parity_rows": float(len(expected)), "parity_max_rel_diff": float(relative.max(initial=0.0)),
-            "parity_max_abs_diff": float(absolute.max(initial=0.0)),
-            "worst": {"row": worst, "spark": float(expected[worst]) if len(expected) else 0.0,
-                      "onnx": float(exported[worst]) if len(expected) else 0.0}}
+    return {
+        "parity_rows": float(len(expected)),
+        "parity_max_rel_diff": float(relative.max(initial=0.0)),
+        "parity_max_abs_diff": float(absolute.max(initial=0.0)),
+        "worst": {
+            "row": worst,
+            "spark": float(expected[worst]) if len(expected) else 0.0,
+            "onnx": float(exported[worst]) if len(expected) else 0.0,
+        },
+    }
 
 
 def _pyfunc_code(workdir: str) -> str:
@@ -174,32 +182,57 @@ def export_and_log(spark, plan: ExportPlan) -> dict:
 
 def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
     started = time.perf_counter()
-    data_path = (plan.params.parity_data_path or _training_data_path(plan.source)
-                 or generators.ensure_default_data(spark))
+    data_path = (
+        plan.params.parity_data_path or _training_data_path(plan.source) or generators.ensure_default_data(spark)
+    )
     source_tags = {f"source_{k}": v for k, v in plan.source.tags().items()}
-    tracking.set_tags({**source_tags, "parity_data_path": data_path, "tree_model": plan.plan.trees.kind,
-                       "onnx_opsets": f"ai.onnx {onnx_convert.ONNX_OPSET}, ai.onnx.ml {onnx_convert.ML_OPSET}"})
+    tracking.set_tags(
+        {
+            **source_tags,
+            "parity_data_path": data_path,
+            "tree_model": plan.plan.trees.kind,
+            "onnx_opsets": f"ai.onnx {onnx_convert.ONNX_OPSET}, ai.onnx.ml {onnx_convert.ML_OPSET}",
+        }
+    )
     parity = measure_parity(spark, plan, data_path)
     worst = parity.pop("worst")
     tracking.log_metrics({**parity, "n_trees": plan.plan.trees.n_trees})
     if not parity["parity_max_rel_diff"] <= PARITY_TOLERANCE:
-        raise ParityError(f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
-                          f"(relative) on {int(parity['parity_rows'])} rows (row {worst['row']}: Spark "
-                          f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported.")
-    example = validation.read_dataset(spark, data_path).select(
-        *[c for c, _ in plan.source.input_columns()]).limit(5).toPandas()
+        raise ParityError(
+            f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
+            f"(relative) on {int(parity['parity_rows'])} rows (row {worst['row']}: Spark "
+            f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported."
+        )
+    example = (
+        validation.read_dataset(spark, data_path)
+        .select(*[c for c, _ in plan.source.input_columns()])
+        .limit(5)
+        .toPandas()
+    )
     info = log_onnx_model(plan, example, workdir)
     tracking.log_artifact_file(os.path.join(workdir, "model.onnx"), "onnx")
-    summary = {**parity, "export_seconds": time.perf_counter() - started, "model_uri": info.model_uri,
-               "run_id": tracking.active_run_id(), "registered_version": ""}
+    summary = {
+        **parity,
+        "export_seconds": time.perf_counter() - started,
+        "model_uri": info.model_uri,
+        "run_id": tracking.active_run_id(),
+        "registered_version": "",
+    }
     # The parity metrics, logged before the model, MLflow links to it as it logs it; this one comes after.
     tracking.log_metrics({"export_seconds": summary["export_seconds"]}, model_id=info.model_id)
     if plan.params.register_as:
         version = registry.register_model(
-            info.model_uri, plan.params.register_as, run_id=summary["run_id"], entry_point="export_onnx",
+            info.model_uri,
+            plan.params.register_as,
+            run_id=summary["run_id"],
+            entry_point="export_onnx",
             params={"source_model_uri": plan.source.uri, "tree_model": plan.plan.trees.kind},
-            metrics={k: v for k, v in parity.items()}, digests={}, data_path=data_path)
+            metrics={k: v for k, v in parity.items()},
+            digests={},
+            data_path=data_path,
+        )
         summary["registered_version"] = str(version.version)
-        tracking.set_tags({"registered_model": plan.params.register_as,
-                           "registered_model_version": summary["registered_version"]})
+        tracking.set_tags(
+            {"registered_model": plan.params.register_as, "registered_model_version": summary["registered_version"]}
+        )
     return summary

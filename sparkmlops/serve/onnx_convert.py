@@ -43,11 +43,18 @@ ML_DOMAIN = "ai.onnx.ml"
 ONNX_OPSET = 18
 ML_OPSET = 5  # TreeEnsemble
 NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # what the runtime feeds for a null string: never a label
-EXPM1_STATEMENT = re.compile(r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$",
-                             re.IGNORECASE)
-SUPPORTED_STAGES = ("StringIndexerModel", "VectorAssembler", "RandomForestRegressionModel", "GBTRegressionModel",
-                    "DecisionTreeRegressionModel", "SparkXGBRegressorModel (reg:squarederror)",
-                    "SQLTransformer (expm1 of the prediction)")
+EXPM1_STATEMENT = re.compile(
+    r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
+)
+SUPPORTED_STAGES = (
+    "StringIndexerModel",
+    "VectorAssembler",
+    "RandomForestRegressionModel",
+    "GBTRegressionModel",
+    "DecisionTreeRegressionModel",
+    "SparkXGBRegressorModel (reg:squarederror)",
+    "SQLTransformer (expm1 of the prediction)",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,6 +67,7 @@ SUPPORTED_STAGES = ("StringIndexerModel", "VectorAssembler", "RandomForestRegres
 
 # ----------------------------------------------------------------------------------------------
 # The pipeline as a plan, then as a graph
+
 
 @dataclass
 class PipelinePlan:
@@ -85,8 +93,10 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
         if name == "StringIndexerModel":
             handle = stage.param("handleInvalid", "error")
             if handle not in ("keep", "error"):
-                raise UserInputError(f"stage {stage.index} StringIndexerModel has handleInvalid='{handle}': the export "
-                                     "supports 'keep' and 'error' (Spark drops rows with 'skip', a graph cannot).")
+                raise UserInputError(
+                    f"stage {stage.index} StringIndexerModel has handleInvalid='{handle}': the export "
+                    "supports 'keep' and 'error' (Spark drops rows with 'skip', a graph cannot)."
+                )
             inputs = stage.param("inputCols") or [stage.param("inputCol")]
             outputs = stage.param("outputCols") or [stage.param("outputCol")]
             labels = _read_parquet(os.path.join(stage.path, "data"))[0]
@@ -104,20 +114,28 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
         elif name == "SQLTransformer":
             match = EXPM1_STATEMENT.match(stage.param("statement", ""))
             if not match or tree_stage is None or match.group(1) != tree_stage.param("predictionCol", "prediction"):
-                raise UserInputError(f"stage {stage.index} SQLTransformer '{stage.param('statement', '')}' is not "
-                                     "supported: the export handles only 'SELECT *, expm1(<prediction>) AS prediction "
-                                     "FROM __THIS__' after the tree model.")
+                raise UserInputError(
+                    f"stage {stage.index} SQLTransformer '{stage.param('statement', '')}' is not "
+                    "supported: the export handles only 'SELECT *, expm1(<prediction>) AS prediction "
+                    "FROM __THIS__' after the tree model."
+                )
             expm1 = (match.group(1), match.group(2))
         else:
-            raise UserInputError(f"stage {stage.index} ({name}) is not supported by the ONNX export: supported stages "
-                                 f"are {', '.join(SUPPORTED_STAGES)}.")
+            raise UserInputError(
+                f"stage {stage.index} ({name}) is not supported by the ONNX export: supported stages "
+                f"are {', '.join(SUPPORTED_STAGES)}."
+            )
     if assembler is None or trees is None:
-        raise UserInputError("the pipeline needs a VectorAssembler and a tree model (RandomForest, GBT or "
-                             "DecisionTree regressor) to be exported.")
+        raise UserInputError(
+            "the pipeline needs a VectorAssembler and a tree model (RandomForest, GBT or "
+            "DecisionTree regressor) to be exported."
+        )
     features_col = assembler.param("outputCol")
     if tree_stage.param("featuresCol", "features") != features_col:
-        raise UserInputError(f"the tree model reads '{tree_stage.param('featuresCol')}' but the assembler writes "
-                             f"'{features_col}': the export needs the assembler's output as the model's features.")
+        raise UserInputError(
+            f"the tree model reads '{tree_stage.param('featuresCol')}' but the assembler writes "
+            f"'{features_col}': the export needs the assembler's output as the model's features."
+        )
     handle = assembler.param("handleInvalid", "error")
     if handle != "error":
         raise UserInputError(f"VectorAssembler handleInvalid='{handle}' is not supported by the export (only 'error').")
@@ -128,13 +146,16 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
     prediction_col = tree_stage.param("predictionCol", "prediction")
     missing = tree_stage.param("missing", float("nan"))
     if trees.kind == "xgboost" and missing is not None and missing == missing:  # a number, not NaN
-        raise UserInputError("the XGBoost model treats a number (missing=...) as missing: the export supports "
-                             "only missing=NaN, the default.")
+        raise UserInputError(
+            "the XGBoost model treats a number (missing=...) as missing: the export supports "
+            "only missing=NaN, the default."
+        )
     final = expm1[1] if expm1 else prediction_col
     if final != "prediction":
         raise UserInputError(f"the pipeline's output column is '{final}', not 'prediction'.")
-    return PipelinePlan(string_columns, list(assembler.param("inputCols")), features_col, trees, prediction_col,
-                        expm1, numeric)
+    return PipelinePlan(
+        string_columns, list(assembler.param("inputCols")), features_col, trees, prediction_col, expm1, numeric
+    )
 
 
 def _tensor(name: str, values, dtype) -> object:
@@ -152,9 +173,17 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     columns_2d = {}
     for column, (output, labels, _) in plan.string_columns.items():
         inputs.append(helper.make_tensor_value_info(column, TensorProto.STRING, ["N"]))
-        nodes.append(helper.make_node("LabelEncoder", [column], [f"{output}__f"], domain=ML_DOMAIN,
-                                      keys_strings=labels, values_floats=[float(i) for i in range(len(labels))],
-                                      default_float=float(len(labels))))
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [column],
+                [f"{output}__f"],
+                domain=ML_DOMAIN,
+                keys_strings=labels,
+                values_floats=[float(i) for i in range(len(labels))],
+                default_float=float(len(labels)),
+            )
+        )
         nodes.append(helper.make_node("Cast", [f"{output}__f"], [f"{output}__d"], to=TensorProto.DOUBLE))
         nodes.append(helper.make_node("Unsqueeze", [f"{output}__d", "axes_1"], [f"{output}__2d"]))
         columns_2d[output] = f"{output}__2d"
@@ -162,16 +191,27 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         inputs.append(helper.make_tensor_value_info(column, TensorProto.DOUBLE, ["N"]))
         nodes.append(helper.make_node("Unsqueeze", [column, "axes_1"], [f"{column}__2d"]))
         columns_2d[column] = f"{column}__2d"
-    nodes.append(helper.make_node("Concat", [columns_2d[c] for c in plan.assembler_inputs], [plan.features_col], axis=1))
+    nodes.append(
+        helper.make_node("Concat", [columns_2d[c] for c in plan.assembler_inputs], [plan.features_col], axis=1)
+    )
 
     trees = plan.trees
     real = np.float32 if trees.float32 else np.float64
     attributes = dict(
-        n_targets=1, aggregate_function=trees.aggregate, post_transform=0, tree_roots=trees.roots,
-        nodes_featureids=trees.featureids, nodes_modes=_tensor("nodes_modes", trees.modes, np.uint8),
-        nodes_splits=_tensor("nodes_splits", trees.splits, real), nodes_truenodeids=trees.truenodeids,
-        nodes_trueleafs=trees.trueleafs, nodes_falsenodeids=trees.falsenodeids, nodes_falseleafs=trees.falseleafs,
-        leaf_targetids=[0] * len(trees.leaf_weights), leaf_weights=_tensor("leaf_weights", trees.leaf_weights, real))
+        n_targets=1,
+        aggregate_function=trees.aggregate,
+        post_transform=0,
+        tree_roots=trees.roots,
+        nodes_featureids=trees.featureids,
+        nodes_modes=_tensor("nodes_modes", trees.modes, np.uint8),
+        nodes_splits=_tensor("nodes_splits", trees.splits, real),
+        nodes_truenodeids=trees.truenodeids,
+        nodes_trueleafs=trees.trueleafs,
+        nodes_falsenodeids=trees.falsenodeids,
+        nodes_falseleafs=trees.falseleafs,
+        leaf_targetids=[0] * len(trees.leaf_weights),
+        leaf_weights=_tensor("leaf_weights", trees.leaf_weights, real),
+    )
     if any(trees.missing_tracks_true):
         attributes["nodes_missing_value_tracks_true"] = trees.missing_tracks_true
     if trees.membership:
@@ -188,8 +228,12 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
     initializers = [axes]
     if plan.expm1:
-        initializers += [_tensor("one", 1.0, np.float64), _tensor("half", 0.5, np.float64),
-                         _tensor("sixth", 1.0 / 6.0, np.float64), _tensor("small", 1e-5, np.float64)]
+        initializers += [
+            _tensor("one", 1.0, np.float64),
+            _tensor("half", 0.5, np.float64),
+            _tensor("sixth", 1.0 / 6.0, np.float64),
+            _tensor("small", 1e-5, np.float64),
+        ]
         x = "tree_prediction"
         nodes += [
             helper.make_node("Exp", [x], ["exp_x"]),
@@ -208,9 +252,11 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         nodes.append(helper.make_node("Identity", ["tree_prediction"], ["prediction"]))
     output = helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])
     graph = helper.make_graph(nodes, graph_name, inputs, [output], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET),
-                                                    helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
-                              producer_name="sparkmlops")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
+        producer_name="sparkmlops",
+    )
     model.ir_version = 10
     return model
 

@@ -71,13 +71,17 @@ class OnnxPipeline:
                     converted = pd.to_numeric(numbers[column], errors="coerce")
                     bad = converted.isna() & numbers[column].notna()
                     if bad.any():
-                        raise _bad_request(f"column {column} must be numeric, got {numbers[column][bad].iloc[0]!r}.")
+                        raise _bad_request(
+                            f"column {column} must be numeric, got {numbers[column][bad].iloc[0]!r}."
+                        ) from None
                 raise
             invalid = np.isnan(matrix)
             if invalid.any():
                 column = self.numeric_columns[int(np.argmax(invalid.any(axis=0)))]
-                raise _bad_request(f"column {column} has a null or NaN value: the Spark pipeline refuses them too; "
-                                   "send a number (impute missing values as the training data did).")
+                raise _bad_request(
+                    f"column {column} has a null or NaN value: the Spark pipeline refuses them too; "
+                    "send a number (impute missing values as the training data did)."
+                )
             for i, column in enumerate(self.numeric_columns):
                 feeds[column] = np.ascontiguousarray(matrix[:, i])
         return feeds

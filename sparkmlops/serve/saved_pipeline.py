@@ -1,5 +1,5 @@
-"""Reading a fitted Spark ML pipeline from its saved files (metadata JSON and parquet), with no JVM: its stages and tree ensembles.
-"""
+"""Reading a fitted Spark ML pipeline from its saved files (metadata JSON and parquet), with no JVM: its stages and
+tree ensembles."""
 
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ def spark_model_dir(model_dir: str) -> str:
 def read_stages(sparkml_dir: str) -> list[Stage]:
     meta = _read_metadata(sparkml_dir)
     if meta["class"] not in ("org.apache.spark.ml.PipelineModel", "pyspark.ml.pipeline.PipelineModel"):
-        raise UserInputError(f"the model is a {meta['class'].rsplit('.', 1)[-1]}, not a PipelineModel: export "
-                             "models logged by train or tune_hyperopt (engine=mllib).")
+        raise UserInputError(
+            f"the model is a {meta['class'].rsplit('.', 1)[-1]}, not a PipelineModel: export "
+            "models logged by train or tune_hyperopt (engine=mllib)."
+        )
     stages = []
     for i, uid in enumerate(meta["paramMap"]["stageUids"]):
         path = os.path.join(sparkml_dir, "stages", f"{i}_{uid}")
@@ -144,22 +146,30 @@ class TreeEnsembleSpec:
             getattr(self, f"{side}leafs")[position] = is_leaf
         return position
 
-
     def add_xgboost_tree(self, tree: dict, offset: float) -> None:
         """Append one tree of an XGBoost JSON model; ``offset`` (float32) is added to its leaves."""
         left, right = tree["left_children"], tree["right_children"]
         values, features, default_left = tree["split_conditions"], tree["split_indices"], tree["default_left"]
         if tree.get("categories_nodes"):
-            raise UserInputError("the XGBoost model has categorical splits (enable_categorical): not supported by "
-                                 "the export; train without them (train's pipeline indexes strings itself).")
+            raise UserInputError(
+                "the XGBoost model has categorical splits (enable_categorical): not supported by "
+                "the export; train without them (train's pipeline indexes strings itself)."
+            )
 
         def leaf(nid) -> int:
             self.leaf_weights.append(float(np.float32(values[nid]) + np.float32(offset)))
             return len(self.leaf_weights) - 1
 
         def subtree(nid) -> int:
-            position = self._node(int(features[nid]), BRANCH_LT, float(np.float32(values[nid])), None, (0, 0), (0, 0),
-                                  missing_true=int(default_left[nid]))
+            position = self._node(
+                int(features[nid]),
+                BRANCH_LT,
+                float(np.float32(values[nid])),
+                None,
+                (0, 0),
+                (0, 0),
+                missing_true=int(default_left[nid]),
+            )
             for side, child in (("true", left[nid]), ("false", right[nid])):
                 target, is_leaf = (leaf(child), 1) if left[child] < 0 else (subtree(child), 0)
                 getattr(self, f"{side}nodeids")[position] = target
@@ -184,9 +194,13 @@ def read_xgboost(stage: Stage) -> TreeEnsembleSpec:
     model = learner["gradient_booster"]["model"]
     if learner["gradient_booster"].get("name", "gbtree") != "gbtree":
         raise UserInputError("the XGBoost model is not a gbtree booster: not supported by the export.")
-    base_score = float(np.float32(json.loads(learner["learner_model_param"]["base_score"].replace("E", "e"))[0]
-                                  if learner["learner_model_param"]["base_score"].startswith("[")
-                                  else float(learner["learner_model_param"]["base_score"])))
+    base_score = float(
+        np.float32(
+            json.loads(learner["learner_model_param"]["base_score"].replace("E", "e"))[0]
+            if learner["learner_model_param"]["base_score"].startswith("[")
+            else float(learner["learner_model_param"]["base_score"])
+        )
+    )
     num_features = int(learner["learner_model_param"]["num_feature"])
     spec = TreeEnsembleSpec("xgboost", num_features, AGGREGATE_SUM, float32=True)
     for i, tree in enumerate(model["trees"]):

@@ -1,5 +1,5 @@
-"""Entry points `main` and `train`: fit the book's Spark ML pipeline on train's split, log it, and register it when asked.
-"""
+"""Entry points `main` and `train`: fit the book's Spark ML pipeline on train's split, log it, and register it
+when asked."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
     try:
         result = fit_evaluate_log(prepared, params)
         if params.register_as:
-            result.registered_version = register_result(params.register_as, "train", result.model_uri,
-                                                        params.model_params(), result.metrics, prepared)
+            result.registered_version = register_result(
+                params.register_as, "train", result.model_uri, params.model_params(), result.metrics, prepared
+            )
         return result
     finally:
         prepared.unpersist()

@@ -40,8 +40,10 @@ from sparkmlops.models.group_models import (
 from sparkmlops.models.sklearn_forest import fit_evaluate_log
 
 SPLIT_COL = "__split"
-RESULT_SCHEMA = ("group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
-                 "rmse double, mae double, r2 double, fit_seconds double, error string")
+RESULT_SCHEMA = (
+    "group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
+    "rmse double, mae double, r2 double, fit_seconds double, error string"
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,11 @@ class PerGroupParams:
     train_fraction: float = 0.8
 
     def forest_params(self) -> sklearn_forest.ForestParams:
-        return sklearn_forest.ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf,
-                                           self.max_features, False, self.model_type)
+        return sklearn_forest.ForestParams(
+            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, False, self.model_type
+        )
 
-    def validate(self) -> "PerGroupParams":
+    def validate(self) -> PerGroupParams:
         if not self.group_col:
             raise UserInputError("group_col is empty: pass -P group_col=<string column>, e.g. neighbourhood_cleansed.")
         if self.group_col == self.label_col:
@@ -101,25 +104,40 @@ def train_group(context: GroupContext, frame):
     spec = context.spec
     train = sklearn_forest.stable_order(frame.loc[frame[SPLIT_COL] == "train", spec.feature_cols + [spec.label_col]])
     test = sklearn_forest.stable_order(frame.loc[frame[SPLIT_COL] == "test", spec.feature_cols + [spec.label_col]])
-    row = {"group": group, "status": "skipped", "train_rows": len(train), "test_rows": len(test), "run_id": None,
-           "model_uri": None, "rmse": None, "mae": None, "r2": None, "fit_seconds": None, "error": None}
+    row = {
+        "group": group,
+        "status": "skipped",
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "run_id": None,
+        "model_uri": None,
+        "rmse": None,
+        "mae": None,
+        "r2": None,
+        "fit_seconds": None,
+        "error": None,
+    }
     if group is None or len(train) < context.min_rows:
         return pd.DataFrame([row])
     tracking.set_tracking_uri(context.tracking_uri)
     tags = {"group_col": context.group_col, "group": group, "entry_point": "train_per_group"}
     try:
-        with tracking.child_run(context.parent_run_id, context.experiment_id, f"group-{group}", tags,
-                                context.tracking_uri) as child:
+        with tracking.child_run(
+            context.parent_run_id, context.experiment_id, f"group-{group}", tags, context.tracking_uri
+        ) as child:
             row["run_id"] = child.run_id
-            child.log_params({**context.forest.as_dict(), "group_col": context.group_col, "group": group,
-                              "seed": context.seed})
+            child.log_params(
+                {**context.forest.as_dict(), "group_col": context.group_col, "group": group, "seed": context.seed}
+            )
             started = time.perf_counter()
             model = sklearn_forest.build_forest(spec, context.forest, context.seed, n_jobs=1)
             model.fit(train[spec.feature_cols], train[spec.label_col].to_numpy(dtype=float))
             row["fit_seconds"] = time.perf_counter() - started
             metrics = {"train_rows": len(train), "test_rows": len(test), "fit_seconds": row["fit_seconds"]}
             if len(test):
-                scores = model_metrics.array_regression_metrics(test[spec.label_col], model.predict(test[spec.feature_cols]))
+                scores = model_metrics.array_regression_metrics(
+                    test[spec.label_col], model.predict(test[spec.feature_cols])
+                )
                 row.update(scores)
                 metrics.update({k: v for k, v in scores.items() if math.isfinite(v)})
             child.log_metrics(metrics)
@@ -154,60 +172,99 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
     import pandas as pd
     from pyspark.sql import functions as F
 
-
     if params.data_path:
         check_group_col(validation.read_dataset(spark, params.data_path), params.group_col)
     prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
     try:
         check_group_col(prepared.train_df, params.group_col)
         spec = group_spec(prepared.spec, params.group_col)
-        context = GroupContext(tracking.active_run_id(), tracking.experiment_id(), tracking.portable_tracking_uri(),
-                               params.group_col, spec, params.forest_params(), params.min_rows, params.seed)
+        context = GroupContext(
+            tracking.active_run_id(),
+            tracking.experiment_id(),
+            tracking.portable_tracking_uri(),
+            params.group_col,
+            spec,
+            params.forest_params(),
+            params.min_rows,
+            params.seed,
+        )
         tracking.set_tags({"group_col": params.group_col})
         columns = [params.group_col, *spec.feature_cols, spec.label_col]
-        both = prepared.train_df.select(*columns).withColumn(SPLIT_COL, F.lit("train")).unionByName(
-            prepared.test_df.select(*columns).withColumn(SPLIT_COL, F.lit("test")))
+        both = (
+            prepared.train_df.select(*columns)
+            .withColumn(SPLIT_COL, F.lit("train"))
+            .unionByName(prepared.test_df.select(*columns).withColumn(SPLIT_COL, F.lit("test")))
+        )
         sizes = group_sizes(both, params.group_col)
         trainable = sorted(g for g, (n, _) in sizes.items() if g is not None and n >= params.min_rows)
         skipped = [g for g in sorted(sizes, key=lambda g: (g is None, str(g))) if g not in set(trainable)]
         if not trainable:
-            raise UserInputError(f"no group of '{params.group_col}' has {params.min_rows} training rows: lower "
-                                 "-P min_rows or group by a column with fewer, larger groups.")
+            raise UserInputError(
+                f"no group of '{params.group_col}' has {params.min_rows} training rows: lower "
+                "-P min_rows or group by a column with fewer, larger groups."
+            )
         if skipped:
             tracking.set_tags({"skipped_groups": listed(skipped, 200)[:5000]})
-            print(f"train_per_group: skipped {len(skipped)} groups with fewer than {params.min_rows} training rows "
-                  f"(their rows use the fallback model): {listed(skipped)}", flush=True)
+            print(
+                f"train_per_group: skipped {len(skipped)} groups with fewer than {params.min_rows} training rows "
+                f"(their rows use the fallback model): {listed(skipped)}",
+                flush=True,
+            )
         ship_package(spark)  # train_group lives in this package
         started = time.perf_counter()
         # One task per few groups, not what adaptive execution would coalesce a small shuffle into: the
         # work here is the fits, not the bytes shuffled.
         tasks = min(len(trainable), 4 * spark.sparkContext.defaultParallelism)
-        with session_conf(spark, {"spark.sql.shuffle.partitions": str(tasks),
-                                  "spark.sql.adaptive.coalescePartitions.enabled": "false"}):
-            fitted = (both.filter(F.col(params.group_col).isin(trainable)).groupBy(params.group_col)
-                      .applyInPandas(functools.partial(train_group, context), RESULT_SCHEMA).toPandas())
+        with session_conf(
+            spark,
+            {"spark.sql.shuffle.partitions": str(tasks), "spark.sql.adaptive.coalescePartitions.enabled": "false"},
+        ):
+            fitted = (
+                both.filter(F.col(params.group_col).isin(trainable))
+                .groupBy(params.group_col)
+                .applyInPandas(functools.partial(train_group, context), RESULT_SCHEMA)
+                .toPandas()
+            )
         groups_seconds = time.perf_counter() - started
         table = fitted.sort_values("group", ignore_index=True)
         if skipped:
-            skipped_rows = pd.DataFrame([{"group": g, "status": "skipped", "train_rows": sizes[g][0],
-                                          "test_rows": sizes[g][1]} for g in skipped], columns=fitted.columns)
+            skipped_rows = pd.DataFrame(
+                [
+                    {"group": g, "status": "skipped", "train_rows": sizes[g][0], "test_rows": sizes[g][1]}
+                    for g in skipped
+                ],
+                columns=fitted.columns,
+            )
             table = pd.concat([table, skipped_rows.astype(fitted.dtypes.to_dict())], ignore_index=True)
         tracking.log_dataframe_csv(table, GROUP_TABLE)
         trained, failed = table[table["status"] == "trained"], table[table["status"] == "failed"]
-        tracking.log_metrics({"groups_trained": len(trained), "groups_skipped": len(skipped),
-                              "groups_failed": len(failed), "groups_seconds": groups_seconds})
+        tracking.log_metrics(
+            {
+                "groups_trained": len(trained),
+                "groups_skipped": len(skipped),
+                "groups_failed": len(failed),
+                "groups_seconds": groups_seconds,
+            }
+        )
         if len(failed):
             first = failed.iloc[0]
-            raise RuntimeError(f"{len(failed)} of {len(trainable)} group models failed (their nested runs are FAILED "
-                               f"with the error); first, group '{first['group']}': {first['error']}")
+            raise RuntimeError(
+                f"{len(failed)} of {len(trainable)} group models failed (their nested runs are FAILED "
+                f"with the error); first, group '{first['group']}': {first['error']}"
+            )
 
         # The fallback model: every training row, the group column as a feature.
         fallback = sklearn_forest.build_forest(prepared.spec, params.forest_params(), params.seed, n_jobs=-1)
         fallback_metrics, fallback_uri = fit_evaluate_log(prepared, fallback, prefix="fallback_", name=FALLBACK_MODEL)
 
         group_models = GroupModels(params.group_col, dict(zip(trained["group"], trained["model_uri"])), fallback_uri)
-        scored = score_groups(spark, prepared.test_df, group_models, "fallback", resolve.resolve_model(
-            fallback_uri, require_flavor="python_function"))
+        scored = score_groups(
+            spark,
+            prepared.test_df,
+            group_models,
+            "fallback",
+            resolve.resolve_model(fallback_uri, require_flavor="python_function"),
+        )
         metrics = model_metrics.regression_metrics(scored, spec.label_col)
         tracking.log_metrics(metrics)
         return PerGroupResult(table, metrics, fallback_metrics, context.parent_run_id)
@@ -217,5 +274,3 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
-
-

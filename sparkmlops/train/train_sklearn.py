@@ -38,10 +38,11 @@ class SklearnTrainParams:
     register_as: str = ""
 
     def forest_params(self) -> ForestParams:
-        return ForestParams(self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features,
-                            self.log_label, self.model_type)
+        return ForestParams(
+            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, self.log_label, self.model_type
+        )
 
-    def validate(self) -> "SklearnTrainParams":
+    def validate(self) -> SklearnTrainParams:
         self.forest_params().validate()
         splits.check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
         return self
@@ -72,7 +73,8 @@ def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResu
         result = SklearnTrainResult(metrics, model_uri, tracking.active_run_id())
         if params.register_as:
             result.registered_version = registry.register_result(
-                params.register_as, "train_sklearn", model_uri, params.model_params(), metrics, prepared)
+                params.register_as, "train_sklearn", model_uri, params.model_params(), metrics, prepared
+            )
         return result
     finally:
         prepared.unpersist()

@@ -28,8 +28,12 @@ from sparkmlops.models.sklearn_forest import (
 )
 
 # 2 x 2 x 2 x 2 = 16 candidates: 48 fits with cv=3.
-DEFAULT_GRID = {"num_trees": [50, 150], "max_depth": [8, 16], "min_samples_leaf": [1, 5],
-                "max_features": ["0.5", "1.0"]}
+DEFAULT_GRID = {
+    "num_trees": [50, 150],
+    "max_depth": [8, 16],
+    "min_samples_leaf": [1, 5],
+    "max_features": ["0.5", "1.0"],
+}
 SCORING = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
 MAX_CANDIDATES = 10_000
 
@@ -51,8 +55,9 @@ def parse_grid(text: str) -> dict[str, list]:
     try:
         grid = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserInputError(f"param_grid is not valid JSON ({exc.msg} at character {exc.pos}): "
-                             f"pass an object of lists, e.g. {example}.") from None
+        raise UserInputError(
+            f"param_grid is not valid JSON ({exc.msg} at character {exc.pos}): pass an object of lists, e.g. {example}."
+        ) from None
     if not isinstance(grid, dict) or not grid:
         raise UserInputError(f"param_grid must be a non-empty JSON object of lists, e.g. {example}.")
     known = searchable_parameters()
@@ -67,14 +72,17 @@ def parse_grid(text: str) -> dict[str, list]:
     for values in grid.values():
         candidates *= len(values)
     if candidates > MAX_CANDIDATES:
-        raise UserInputError(f"param_grid has {candidates} candidates (over {MAX_CANDIDATES}): shrink it or "
-                             "use tune_hyperopt for large spaces.")
+        raise UserInputError(
+            f"param_grid has {candidates} candidates (over {MAX_CANDIDATES}): shrink it or "
+            "use tune_hyperopt for large spaces."
+        )
     defaults = {f.name: f.default for f in fields(ForestParams)}
     for values in itertools.product(*grid.values()):
         candidate = dict(zip(grid, values))
         try:
-            ForestParams(**{**defaults, **{k: str(v) if k == "max_features" else v for k, v in candidate.items()}}
-                         ).validate()
+            ForestParams(
+                **{**defaults, **{k: str(v) if k == "max_features" else v for k, v in candidate.items()}}
+            ).validate()
         except UserInputError as exc:
             raise UserInputError(f"param_grid candidate {json.dumps(candidate)} is not valid: {exc}") from None
     return grid
@@ -86,18 +94,19 @@ def _check_value(name: str, value, max_features_check) -> None:
             raise UserInputError(f"param_grid['{name}'] values must be integers >= 1, got {json.dumps(value)}.")
     elif name == "max_depth":
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserInputError(f"param_grid['max_depth'] values must be integers >= 0 (0 = unlimited), "
-                                 f"got {json.dumps(value)}.")
+            raise UserInputError(
+                f"param_grid['max_depth'] values must be integers >= 0 (0 = unlimited), got {json.dumps(value)}."
+            )
     elif name == "log_label":
         if not isinstance(value, bool):
             raise UserInputError(f"param_grid['log_label'] values must be true or false, got {json.dumps(value)}.")
     elif name == "max_features":
         max_features_check(str(value))
     elif name == "model_type":
-
         if value not in MODEL_TYPES:
-            raise UserInputError(f"param_grid['model_type'] values must be one of {', '.join(MODEL_TYPES)}, "
-                                 f"got {json.dumps(value)}.")
+            raise UserInputError(
+                f"param_grid['model_type'] values must be one of {', '.join(MODEL_TYPES)}, got {json.dumps(value)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class GridParams:
     seed: int = 42
     train_fraction: float = 0.8
 
-    def validate(self) -> "GridParams":
+    def validate(self) -> GridParams:
         parse_grid(self.param_grid)
         if self.cv < 2:
             raise UserInputError(f"cv must be >= 2 (number of folds), got {self.cv}.")
@@ -147,7 +156,6 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
     from joblibspark import register_spark
     from sklearn.model_selection import GridSearchCV, KFold
 
-
     grid = parse_grid(params.param_grid)
     candidates = len(list(itertools.product(*grid.values())))
     tracking.log_dict(grid, "param_grid.json")
@@ -156,9 +164,15 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
     if len(y_train) < params.cv:
         raise UserInputError(f"the training split has {len(y_train)} rows, fewer than cv={params.cv} folds.")
 
-    search = GridSearchCV(ForestEstimator(spec=prepared.spec, seed=params.seed), grid, scoring=SCORING[params.metric],
-                          cv=KFold(params.cv, shuffle=True, random_state=params.seed), refit=True,
-                          n_jobs=params.parallelism, error_score=float("nan"))
+    search = GridSearchCV(
+        ForestEstimator(spec=prepared.spec, seed=params.seed),
+        grid,
+        scoring=SCORING[params.metric],
+        cv=KFold(params.cv, shuffle=True, random_state=params.seed),
+        refit=True,
+        n_jobs=params.parallelism,
+        error_score=float("nan"),
+    )
     ship_package(spark)  # the estimator's class lives in sparkmlops
     register_spark()
     quiet_python_task_warnings()
@@ -173,12 +187,21 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
     tracking.log_params({f"best_{k}": v for k, v in search.best_params_.items()})
     tracking.log_metrics({f"cv_{params.metric}": cv_score})
     tracking.set_tags({"best_run_id": best_run_id})
-    print(f"tune_grid: {candidates} candidates x {params.cv} folds in {seconds:.1f} s; best "
-          f"cv_{params.metric}={cv_score:.4f} {search.best_params_}", flush=True)
+    print(
+        f"tune_grid: {candidates} candidates x {params.cv} folds in {seconds:.1f} s; best "
+        f"cv_{params.metric}={cv_score:.4f} {search.best_params_}",
+        flush=True,
+    )
     # GridSearchCV refit the best candidate on the whole training split; log its plain sklearn model.
     test_metrics, _ = refit_sklearn(prepared, {}, params.seed, model=search.best_estimator_.model_)
-    return GridResult(best_params=dict(search.best_params_), best_run_id=best_run_id, cv_score=cv_score,
-                      test_metrics=test_metrics, candidates=candidates, run_id=tracking.active_run_id())
+    return GridResult(
+        best_params=dict(search.best_params_),
+        best_run_id=best_run_id,
+        cv_score=cv_score,
+        test_metrics=test_metrics,
+        candidates=candidates,
+        run_id=tracking.active_run_id(),
+    )
 
 
 def _metric_value(score: float, metric: str) -> float:
@@ -203,8 +226,14 @@ def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: 
             child.log_params(candidate)
             child.set_tags({"rank": str(cv_results["rank_test_score"][i])})
             if math.isfinite(mean):
-                child.log_metrics({f"cv_{metric}": mean, f"cv_{metric}_std": cv_results["std_test_score"][i],
-                                   "mean_fit_seconds": cv_results["mean_fit_time"][i], "folds": folds})
+                child.log_metrics(
+                    {
+                        f"cv_{metric}": mean,
+                        f"cv_{metric}_std": cv_results["std_test_score"][i],
+                        "mean_fit_seconds": cv_results["mean_fit_time"][i],
+                        "folds": folds,
+                    }
+                )
         run_ids.append(child.run_id)
         scores.append(cv_results["mean_test_score"][i])
     finite = [i for i, s in enumerate(scores) if math.isfinite(s)]

@@ -51,8 +51,9 @@ def hyperopt_space(space: dict, family: str = "") -> dict:
         elif kind == "choice":
             expressions[name] = hp.choice(label, list(args[0]))
         elif kind == "family":
-            expressions[name] = hp.choice(label, [{name: value, **hyperopt_space(own, family=value)}
-                                                  for value, own in args[0].items()])
+            expressions[name] = hp.choice(
+                label, [{name: value, **hyperopt_space(own, family=value)} for value, own in args[0].items()]
+            )
         else:
             raise ValueError(f"unknown search-space kind {kind!r} for {name}")
     return expressions
@@ -71,10 +72,12 @@ def early_stop(trials_without_progress: int, trials, *args):
     """Hyperopt's early_stop_fn: models.search.no_progress over the finished trials, in trial order."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR
 
-    finished = sorted((t for t in trials.trials if t["state"] in (JOB_STATE_DONE, JOB_STATE_ERROR)),
-                      key=lambda t: t["tid"])
-    losses = [(t.get("result") or {}).get("loss") if (t.get("result") or {}).get("status") == "ok" else None
-              for t in finished]
+    finished = sorted(
+        (t for t in trials.trials if t["state"] in (JOB_STATE_DONE, JOB_STATE_ERROR)), key=lambda t: t["tid"]
+    )
+    losses = [
+        (t.get("result") or {}).get("loss") if (t.get("result") or {}).get("status") == "ok" else None for t in finished
+    ]
     return no_progress(losses, trials_without_progress), args
 
 
@@ -86,20 +89,28 @@ def run_trial(context: TrialContext, trial_params: dict, evaluate, run_name: str
     started = time.perf_counter()
     result = {"params": trial_params, "run_id": None}
     try:
-        with tracking.child_run(context.parent_run_id, context.experiment_id, run_name,
-                                {"engine": context.engine, **where_trial_runs()}, context.tracking_uri) as child:
+        with tracking.child_run(
+            context.parent_run_id,
+            context.experiment_id,
+            run_name,
+            {"engine": context.engine, **where_trial_runs()},
+            context.tracking_uri,
+        ) as child:
             result["run_id"] = child.run_id
             child.log_params(trial_params)
             metrics = evaluate(trial_params)
             loss = loss_of(metrics, context.metric)
             seconds = time.perf_counter() - started
-            child.log_metrics({**{f"val_{k}": v for k, v in metrics.items()}, "loss": loss,
-                               "trial_seconds": seconds})
+            child.log_metrics({**{f"val_{k}": v for k, v in metrics.items()}, "loss": loss, "trial_seconds": seconds})
         return {**result, "status": STATUS_OK, "loss": loss, "metrics": metrics, "seconds": seconds}
     except Exception as exc:
         error = " ".join(str(exc).split())[:1000] or type(exc).__name__
-        return {**result, "status": STATUS_FAIL, "error": f"{type(exc).__name__}: {error}",
-                "seconds": time.perf_counter() - started}
+        return {
+            **result,
+            "status": STATUS_FAIL,
+            "error": f"{type(exc).__name__}: {error}",
+            "seconds": time.perf_counter() - started,
+        }
 
 
 class MllibObjective:
@@ -113,8 +124,12 @@ class MllibObjective:
         trial_params = flat_params(sample)
         number = self.calls  # serial Trials: calls come in trial-id order
         self.calls += 1
-        result = run_trial(self.data.context, trial_params, functools.partial(evaluate_mllib, self.data, self.spec),
-                           f"trial-{number:03d}")
+        result = run_trial(
+            self.data.context,
+            trial_params,
+            functools.partial(evaluate_mllib, self.data, self.spec),
+            f"trial-{number:03d}",
+        )
         shown = f"loss={result['loss']:.4f}" if result["status"] == "ok" else f"FAILED ({result['error']})"
         print(f"tune_hyperopt: trial {number}: {shown} {trial_params}", flush=True)
         return result
@@ -139,11 +154,18 @@ def _trial_rows(trials) -> list[dict]:
     for trial in trials.trials:
         result = trial.get("result") or {}
         status = result.get("status", "fail")
-        rows.append({"trial": trial["tid"], "status": "ok" if status == "ok" else "failed",
-                     "loss": result.get("loss"), "run_id": result.get("run_id"),
-                     "params": result.get("params", {}), "metrics": result.get("metrics", {}),
-                     "seconds": result.get("seconds"),
-                     "error": result.get("error", "" if status == "ok" else "cancelled or lost")})
+        rows.append(
+            {
+                "trial": trial["tid"],
+                "status": "ok" if status == "ok" else "failed",
+                "loss": result.get("loss"),
+                "run_id": result.get("run_id"),
+                "params": result.get("params", {}),
+                "metrics": result.get("metrics", {}),
+                "seconds": result.get("seconds"),
+                "error": result.get("error", "" if status == "ok" else "cancelled or lost"),
+            }
+        )
     return rows
 
 
@@ -154,11 +176,18 @@ def _search(objective, space: dict, params: TuneParams, trials) -> tuple[list[di
 
     started = time.perf_counter()
     try:
-        fmin(objective, hyperopt_space(space),
-             algo=functools.partial(tpe.suggest, n_startup_jobs=startup_trials(params.max_evals)),
-             max_evals=params.max_evals, timeout=params.timeout_seconds or None, trials=trials,
-             early_stop_fn=functools.partial(early_stop, params.early_stop_trials) if params.early_stop_trials else None,
-             rstate=np.random.default_rng(params.seed), show_progressbar=False, return_argmin=False)
+        fmin(
+            objective,
+            hyperopt_space(space),
+            algo=functools.partial(tpe.suggest, n_startup_jobs=startup_trials(params.max_evals)),
+            max_evals=params.max_evals,
+            timeout=params.timeout_seconds or None,
+            trials=trials,
+            early_stop_fn=functools.partial(early_stop, params.early_stop_trials) if params.early_stop_trials else None,
+            rstate=np.random.default_rng(params.seed),
+            show_progressbar=False,
+            return_argmin=False,
+        )
     except AllTrialsFailed:
         pass  # reported by log_search_summary, with the trials' errors
     return _trial_rows(trials), time.perf_counter() - started

@@ -117,15 +117,15 @@ def evaluate_sklearn(arrays, seed: int, metric: str, trial_params: dict, trial) 
 
 def sklearn_objective(context: search.TrialContext, space: dict, broadcast, seed: int, trial) -> float:
     """What a Spark task of MlflowSparkStudy runs for each of its trials."""
-    return run_trial(context, space, functools.partial(evaluate_sklearn, broadcast.value, seed, context.metric),
-                     trial)
+    return run_trial(context, space, functools.partial(evaluate_sklearn, broadcast.value, seed, context.metric), trial)
 
 
 def mllib_objective(data: search.SearchData, spec, trial) -> float:
     loss = None
     try:
-        loss = run_trial(data.context, data.space, lambda trial_params, _: search.evaluate_mllib(data, spec, trial_params),
-                         trial)
+        loss = run_trial(
+            data.context, data.space, lambda trial_params, _: search.evaluate_mllib(data, spec, trial_params), trial
+        )
         return loss
     finally:
         shown = f"loss={loss:.4f}" if loss is not None else f"FAILED ({trial.user_attrs.get('error', '')})"
@@ -141,11 +141,18 @@ def _trial_rows(trials) -> list[dict]:
         error = trial.user_attrs.get("error", "") if status != "pruned" else ""
         if status == "failed" and not error:
             error = "cancelled or lost"
-        rows.append({"trial": trial.number, "status": status, "loss": trial.value if status == "ok" else None,
-                     "run_id": compat.optuna_trial_run_id(trial),
-                     "params": trial.user_attrs.get("params", trial.params),
-                     "metrics": trial.user_attrs.get("metrics", {}),
-                     "seconds": trial.duration.total_seconds() if trial.duration else None, "error": error})
+        rows.append(
+            {
+                "trial": trial.number,
+                "status": status,
+                "loss": trial.value if status == "ok" else None,
+                "run_id": compat.optuna_trial_run_id(trial),
+                "params": trial.user_attrs.get("params", trial.params),
+                "metrics": trial.user_attrs.get("metrics", {}),
+                "seconds": trial.duration.total_seconds() if trial.duration else None,
+                "error": error,
+            }
+        )
     return rows
 
 
@@ -175,8 +182,13 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
     started = time.perf_counter()
     if params.engine == "mllib":
         with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=False) as study:
-            study.optimize(functools.partial(mllib_objective, data, spec), n_trials=params.max_evals,
-                           timeout=timeout, catch=(Exception,), callbacks=callbacks)
+            study.optimize(
+                functools.partial(mllib_objective, data, spec),
+                n_trials=params.max_evals,
+                timeout=timeout,
+                catch=(Exception,),
+                callbacks=callbacks,
+            )
     else:
         ship_package(spark)
         quiet_python_task_warnings()
@@ -184,8 +196,9 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
         try:
             with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=True) as study:
                 objective = functools.partial(sklearn_objective, data.context, data.space, broadcast, params.seed)
-                tracking.optimize_on_spark(study, run_id, objective, params.max_evals, timeout, params.parallelism,
-                                           callbacks)
+                tracking.optimize_on_spark(
+                    study, run_id, objective, params.max_evals, timeout, params.parallelism, callbacks
+                )
         finally:
             broadcast.destroy()
     return _trial_rows(study.trials), time.perf_counter() - started

@@ -61,10 +61,13 @@ def _fake_java_home(tmp_path, version_line):
     return home
 
 
-@pytest.mark.parametrize("version_line, expected", [
-    ('openjdk version "11.0.21" 2023-10-17', "Java 11.0.21"),
-    ('java version "1.8.0_392"', "Java 1.8.0_392"),
-])
+@pytest.mark.parametrize(
+    "version_line, expected",
+    [
+        ('openjdk version "11.0.21" 2023-10-17', "Java 11.0.21"),
+        ('java version "1.8.0_392"', "Java 1.8.0_392"),
+    ],
+)
 def test_old_java_is_refused_with_one_line(tmp_path, monkeypatch, version_line, expected):
     monkeypatch.setenv("JAVA_HOME", str(_fake_java_home(tmp_path, version_line)))
     environment.check_java.cache_clear()
@@ -117,16 +120,17 @@ def test_python_workers_use_the_drivers_interpreter(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from pyspark.sql import functions as F, types as T; "
-            "from sparkmlops.core.spark import get_spark; "
-            "s = get_spark('t', conf={'spark.ui.enabled': 'false'}); "
-            "f = F.udf(lambda _: sys.prefix, T.StringType()); "
-            "print('WORKER', s.range(1).select(f('id')).first()[0])")
+    code = (
+        "import sys; from pyspark.sql import functions as F, types as T; "
+        "from sparkmlops.core.spark import get_spark; "
+        "s = get_spark('t', conf={'spark.ui.enabled': 'false'}); "
+        "f = F.udf(lambda _: sys.prefix, T.StringType()); "
+        "print('WORKER', s.range(1).select(f('id')).first()[0])"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "VIRTUAL_ENV")}
     env["PATH"] = "/usr/bin:/bin"  # a python3 of another environment, or none, first on PATH
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"WORKER {sys.prefix}" in result.stdout
-
-

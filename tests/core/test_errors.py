@@ -13,18 +13,39 @@ def _command(exc):
     def main():
         with tracking.tracked_run("demo outcome"):
             raise exc
+
     return main
 
 
-@pytest.mark.parametrize("exc, code, status, stream, line", [
-    (errors.UserInputError("data_path 'x' does not exist"), 2, "FAILED", "err", "error: data_path 'x' does not exist"),
-    (errors.JobFailed("all 3 trials failed"), 1, "FAILED", "err", "error: all 3 trials failed"),
-    (errors.DriftFound("drift: 2 of 34 features drifted"), 3, "FINISHED", "out",
-     "check_drift: drift: 2 of 34 features drifted"),
-    (errors.NotReproduced("not reproduced: rmse differs"), 4, "FAILED", "err", "error: not reproduced: rmse differs"),
-    (KeyboardInterrupt(), 130, "KILLED", "err", "error: aborted."),  # click reports Ctrl-C as Abort
-    (RuntimeError("storage timed out"), 1, "FAILED", "err", "error: demo failed: RuntimeError: storage timed out"),
-])
+@pytest.mark.parametrize(
+    "exc, code, status, stream, line",
+    [
+        (
+            errors.UserInputError("data_path 'x' does not exist"),
+            2,
+            "FAILED",
+            "err",
+            "error: data_path 'x' does not exist",
+        ),
+        (errors.JobFailed("all 3 trials failed"), 1, "FAILED", "err", "error: all 3 trials failed"),
+        (
+            errors.DriftFound("drift: 2 of 34 features drifted"),
+            3,
+            "FINISHED",
+            "out",
+            "check_drift: drift: 2 of 34 features drifted",
+        ),
+        (
+            errors.NotReproduced("not reproduced: rmse differs"),
+            4,
+            "FAILED",
+            "err",
+            "error: not reproduced: rmse differs",
+        ),
+        (KeyboardInterrupt(), 130, "KILLED", "err", "error: aborted."),  # click reports Ctrl-C as Abort
+        (RuntimeError("storage timed out"), 1, "FAILED", "err", "error: demo failed: RuntimeError: storage timed out"),
+    ],
+)
 def test_each_outcome_has_its_exit_code_line_and_run_status(client, capsys, exc, code, status, stream, line):
     with pytest.raises(SystemExit) as info:
         cli.run(_command(exc), [])

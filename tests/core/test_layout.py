@@ -27,8 +27,9 @@ def _modules():
 def test_import_contracts_hold():
     """.importlinter: capabilities -> models -> data -> core, capabilities independent, no cycles."""
     lint_imports = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint_imports), "--no-cache"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 kept, 0 broken" in result.stdout
 
@@ -55,24 +56,36 @@ def test_the_package_is_imported_at_module_level():
 
 
 def test_mlflow_is_called_only_through_the_mlflow_layer():
-    allowed = {PACKAGE / "core" / name for name in ("tracking.py", "mlflow_models.py", "registry.py", "compat.py")} | SELF_CONTAINED
-    direct = [f"{path.relative_to(PROJECT_ROOT)}:{number}" for path in _modules() if path not in allowed
-              for number, line in enumerate(path.read_text().splitlines(), 1)
-              if re.match(r"\s*(import mlflow|from mlflow)", line)]
+    allowed = {
+        PACKAGE / "core" / name for name in ("tracking.py", "mlflow_models.py", "registry.py", "compat.py")
+    } | SELF_CONTAINED
+    direct = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}"
+        for path in _modules()
+        if path not in allowed
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(import mlflow|from mlflow)", line)
+    ]
     assert not direct, direct
 
 
 # py4j handles of a Spark object (not the project's own self._jvm), and any mlflow./pyspark._private name.
-PRIVATE_USE = re.compile(r"(?<!self)\._j(vm|sc|df|sparkSession)\b|\b_parse_datatype_string\b|\b_SPARK_MODEL_PATH_SUB\b"
-                         r"|\b_save_model_metadata\b|\b(mlflow|pyspark)(\.\w+)*\._(?!_)\w+")
+PRIVATE_USE = re.compile(
+    r"(?<!self)\._j(vm|sc|df|sparkSession)\b|\b_parse_datatype_string\b|\b_SPARK_MODEL_PATH_SUB\b"
+    r"|\b_save_model_metadata\b|\b(mlflow|pyspark)(\.\w+)*\._(?!_)\w+"
+)
 
 
 def test_private_mlflow_and_pyspark_symbols_only_in_compat():
     places = [p for folder in ("sparkmlops", "tests", "bench", "tools") for p in (PROJECT_ROOT / folder).rglob("*.py")]
     places += list(PROJECT_ROOT.glob("*.py"))
-    used = [f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}" for path in places
-            if path != PACKAGE / "core" / "compat.py" and path != Path(__file__)
-            for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE_USE.search(line)]
+    used = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}"
+        for path in places
+        if path != PACKAGE / "core" / "compat.py" and path != Path(__file__)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE_USE.search(line)
+    ]
     assert not used, used
 
 

@@ -36,8 +36,9 @@ def _airbnb_like(rows: int = 80) -> tuple[schema.FeatureSpec, pd.DataFrame, np.n
             values[rng.random(rows) < 0.1] = np.nan
             frame[name] = values
     x = pd.DataFrame(frame)
-    spec = schema.FeatureSpec(schema.DEFAULT_LABEL, [c for c in x if x[c].dtype == object],
-                              [c for c in x if x[c].dtype != object], [])
+    spec = schema.FeatureSpec(
+        schema.DEFAULT_LABEL, [c for c in x if x[c].dtype == object], [c for c in x if x[c].dtype != object], []
+    )
     return spec, x[spec.feature_cols], rng.uniform(50, 500, rows)
 
 
@@ -46,21 +47,33 @@ def _project_models():
     spec, _, _ = _airbnb_like()
     forest = sklearn_forest.ForestParams
     yield "train_sklearn rf", sklearn_forest.build_forest(spec, forest(**SMALL), SEED), spec
-    yield "train_sklearn rf sqrt log_label", sklearn_forest.build_forest(
-        spec, forest(**SMALL, max_features="sqrt", log_label=True), SEED), spec
+    yield (
+        "train_sklearn rf sqrt log_label",
+        sklearn_forest.build_forest(spec, forest(**SMALL, max_features="sqrt", log_label=True), SEED),
+        spec,
+    )
     yield "train_sklearn gbt", sklearn_forest.build_forest(spec, forest(**SMALL, model_type="gbt"), SEED), spec
-    yield "train_sklearn gbt log_label", sklearn_forest.build_forest(
-        spec, forest(**SMALL, model_type="gbt", max_features="0.5", log_label=True), SEED), spec
+    yield (
+        "train_sklearn gbt log_label",
+        sklearn_forest.build_forest(spec, forest(**SMALL, model_type="gbt", max_features="0.5", log_label=True), SEED),
+        spec,
+    )
     # tune_grid logs the refitted best candidate's plain model (ForestEstimator.model_).
     yield "tune_grid", sklearn_forest.ForestEstimator(spec=spec, seed=SEED, **SMALL), spec
     # train_per_group: each group's model (without the group column) and the fallback model.
     for model_type in ("rf", "gbt"):
         params = PerGroupParams(model_type=model_type, **SMALL)
         per_group = group_spec(spec, params.group_col)
-        yield f"train_per_group {model_type}", sklearn_forest.build_forest(
-            per_group, params.forest_params(), SEED, n_jobs=1), per_group
-        yield f"train_per_group fallback {model_type}", sklearn_forest.build_forest(
-            spec, params.forest_params(), SEED, n_jobs=-1), spec
+        yield (
+            f"train_per_group {model_type}",
+            sklearn_forest.build_forest(per_group, params.forest_params(), SEED, n_jobs=1),
+            per_group,
+        )
+        yield (
+            f"train_per_group fallback {model_type}",
+            sklearn_forest.build_forest(spec, params.forest_params(), SEED, n_jobs=-1),
+            spec,
+        )
 
 
 KINDS = [kind for kind, _, _ in _project_models()]
@@ -117,8 +130,11 @@ def test_a_model_with_a_type_outside_the_allow_list_is_refused_before_anything_i
             mlflow_models.log_sklearn_model(model, x)
     message = str(refused.value)
     assert "\n" not in message and outside in message, message
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
     assert models == []
     assert mlflow.MlflowClient().list_artifacts(run.info.run_id) == []
 
@@ -140,7 +156,6 @@ def test_a_logged_project_model_loads_and_predicts(test_environment, model_type)
     np.testing.assert_allclose(np.asarray(mlflow.pyfunc.load_model(info.model_uri).predict(x)).ravel(), expected)
 
 
-
 def test_a_model_whose_mlmodel_trusts_more_is_not_loaded(test_environment, tmp_path):
     """MLflow trusts, at load, the types a model's MLmodel lists: a tampered file (here one that adds
     `builtins.eval`) is refused by every way the project loads or resolves a model, before anything runs."""
@@ -159,9 +174,14 @@ def test_a_model_whose_mlmodel_trusts_more_is_not_loaded(test_environment, tmp_p
     content["flavors"]["sklearn"]["skops_trusted_types"].append("builtins.eval")
     mlmodel.write_text(yaml.safe_dump(content))
 
-    for load in (lambda: resolve.resolve_model(folder, require_flavor="python_function"),
-                 lambda: mlflow_models.load_pyfunc_model(folder)):
-        with pytest.raises(UserInputError, match=r"asks to be loaded trusting types beyond the project's "
-                                                 r"allow-list \(builtins\.eval\)"):
+    for load in (
+        lambda: resolve.resolve_model(folder, require_flavor="python_function"),
+        lambda: mlflow_models.load_pyfunc_model(folder),
+    ):
+        with pytest.raises(
+            UserInputError,
+            match=r"asks to be loaded trusting types beyond the project's "
+            r"allow-list \(builtins\.eval\)",
+        ):
             load()
     mlflow_models.check_skops_trust(info.model_uri, mlflow_models.model_info(info.model_uri).flavors)  # untouched: fine

@@ -18,13 +18,24 @@ def _mlproject():
     return yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
 
 
-SCRIPTS = {"main": "train.py", "train": "train.py", "generate_data": "generate_data.py",
-           "score_batch": "score_batch.py", "score_stream": "score_stream.py", "tune_hyperopt": "tune_hyperopt.py",
-           "tune_optuna": "tune_optuna.py",
-           "tune_grid": "tune_grid.py", "promote": "promote.py", "export_onnx": "export_onnx.py",
-           "train_sklearn": "train_sklearn.py", "score_pandas_udf": "score_pandas_udf.py",
-           "train_per_group": "train_per_group.py", "score_per_group": "score_per_group.py",
-           "check_drift": "check_drift.py", "reproduce": "reproduce.py"}
+SCRIPTS = {
+    "main": "train.py",
+    "train": "train.py",
+    "generate_data": "generate_data.py",
+    "score_batch": "score_batch.py",
+    "score_stream": "score_stream.py",
+    "tune_hyperopt": "tune_hyperopt.py",
+    "tune_optuna": "tune_optuna.py",
+    "tune_grid": "tune_grid.py",
+    "promote": "promote.py",
+    "export_onnx": "export_onnx.py",
+    "train_sklearn": "train_sklearn.py",
+    "score_pandas_udf": "score_pandas_udf.py",
+    "train_per_group": "train_per_group.py",
+    "score_per_group": "score_per_group.py",
+    "check_drift": "check_drift.py",
+    "reproduce": "reproduce.py",
+}
 
 
 def _script_module(entry: str):
@@ -41,7 +52,7 @@ def test_mlproject_entry_points_match_the_scripts_options():
     project = _mlproject()
     assert project["conda_env"] == "conda.yaml"
     assert set(project["entry_points"]) == set(SCRIPTS)
-    for entry, script in SCRIPTS.items():
+    for entry in SCRIPTS:
         module = _script_module(entry)
         options = {p.name: p.default for p in module.main.params}
         declared = project["entry_points"][entry]["parameters"]
@@ -58,9 +69,19 @@ def test_mlproject_entry_points_match_the_scripts_options():
 def test_train_contract_defaults():
     params = _mlproject()["entry_points"]["train"]["parameters"]
     assert {k: v.get("default") for k, v in params.items()} == {
-        "data_path": "", "label_col": "price", "model_type": "rf", "num_trees": 100, "max_depth": 5, "max_bins": 40,
-        "min_instances_per_node": 1, "feature_subset_strategy": "auto", "log_label": "false",
-        "seed": 42, "train_fraction": 0.8, "register_as": "", "spark_master": "",
+        "data_path": "",
+        "label_col": "price",
+        "model_type": "rf",
+        "num_trees": 100,
+        "max_depth": 5,
+        "max_bins": 40,
+        "min_instances_per_node": 1,
+        "feature_subset_strategy": "auto",
+        "log_label": "false",
+        "seed": 42,
+        "train_fraction": 0.8,
+        "register_as": "",
+        "spark_master": "",
     }
     assert _mlproject()["entry_points"]["main"] == _mlproject()["entry_points"]["train"]
 
@@ -84,8 +105,7 @@ def test_every_entry_point_command_parses_with_its_script(tmp_path):
 
 
 # MLproject's types as click reads them; MLflow has no boolean type, so flags are strings click parses.
-CLICK_TYPES = {"string": {"text", "boolean"}, "int": {"integer"}, "float": {"float"}, "path": {"text"},
-               "uri": {"text"}}
+CLICK_TYPES = {"string": {"text", "boolean"}, "int": {"integer"}, "float": {"float"}, "path": {"text"}, "uri": {"text"}}
 
 
 def test_parameter_types_agree():
@@ -107,21 +127,24 @@ def test_required_parameters_are_checked_by_the_script():
                 assert options[name].default == "", (entry, name)
 
 
-@pytest.mark.parametrize("entry, option, table", [
-    ("train", "model_type", spark_pipeline.MODEL_TYPES),
-    ("train_sklearn", "model_type", sklearn_forest.MODEL_TYPES),
-    ("train_per_group", "model_type", sklearn_forest.MODEL_TYPES),
-    ("tune_hyperopt", "engine", search.ENGINES),
-    ("tune_hyperopt", "metric", metrics.METRICS),
-    ("tune_optuna", "engine", search.ENGINES),
-    ("tune_optuna", "metric", metrics.METRICS),
-    ("tune_grid", "metric", metrics.METRICS),
-    ("promote", "metric", metrics.METRICS),
-    ("score_pandas_udf", "method", score_pandas_udf.METHODS),
-    ("score_per_group", "unknown_groups", score_per_group.UNKNOWN_GROUPS),
-    ("reproduce", "env_manager", reproduce.ENV_MANAGERS),
-    ("generate_data", "dataset", generate_data.DATASETS),
-])
+@pytest.mark.parametrize(
+    "entry, option, table",
+    [
+        ("train", "model_type", spark_pipeline.MODEL_TYPES),
+        ("train_sklearn", "model_type", sklearn_forest.MODEL_TYPES),
+        ("train_per_group", "model_type", sklearn_forest.MODEL_TYPES),
+        ("tune_hyperopt", "engine", search.ENGINES),
+        ("tune_hyperopt", "metric", metrics.METRICS),
+        ("tune_optuna", "engine", search.ENGINES),
+        ("tune_optuna", "metric", metrics.METRICS),
+        ("tune_grid", "metric", metrics.METRICS),
+        ("promote", "metric", metrics.METRICS),
+        ("score_pandas_udf", "method", score_pandas_udf.METHODS),
+        ("score_per_group", "unknown_groups", score_per_group.UNKNOWN_GROUPS),
+        ("reproduce", "env_manager", reproduce.ENV_MANAGERS),
+        ("generate_data", "dataset", generate_data.DATASETS),
+    ],
+)
 def test_every_choice_is_in_the_help_and_the_default_is_one(entry, option, table):
     params = {p.name: p for p in _script_module(entry).main.params}
     help_text = params[option].help

@@ -51,25 +51,30 @@ _QUIET = " ".join(f"--conf {k}={v}" for k, v in SPARK_CONF.items() if " " not in
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("defaults, submit_args, parameter, master, python", [
-    # spark-defaults.conf alone: its last spark.master, and its spark.pyspark.python for the executors
-    (TRICKY_DEFAULTS, "", "", "local[3]", "/opt/my python/bin/python3"),
-    # PYSPARK_SUBMIT_ARGS' --master (shell-quoted) beats the file
-    (TRICKY_DEFAULTS, "--master 'local[2]'", "", "local[2]", "/opt/my python/bin/python3"),
-    # the spark_master parameter beats both
-    (TRICKY_DEFAULTS, "--master local[2]", "local[1]", "local[1]", "/opt/my python/bin/python3"),
-    # nothing anywhere: Spark's own default, and this Python for local workers
-    ("", "", "", "local[*]", sys.executable),
-], ids=["spark-defaults.conf", "PYSPARK_SUBMIT_ARGS", "parameter", "nothing set"])
-def test_a_session_gets_the_master_spark_precedence_gives(tmp_path, defaults, submit_args, parameter, master,
-                                                          python):
+@pytest.mark.parametrize(
+    "defaults, submit_args, parameter, master, python",
+    [
+        # spark-defaults.conf alone: its last spark.master, and its spark.pyspark.python for the executors
+        (TRICKY_DEFAULTS, "", "", "local[3]", "/opt/my python/bin/python3"),
+        # PYSPARK_SUBMIT_ARGS' --master (shell-quoted) beats the file
+        (TRICKY_DEFAULTS, "--master 'local[2]'", "", "local[2]", "/opt/my python/bin/python3"),
+        # the spark_master parameter beats both
+        (TRICKY_DEFAULTS, "--master local[2]", "local[1]", "local[1]", "/opt/my python/bin/python3"),
+        # nothing anywhere: Spark's own default, and this Python for local workers
+        ("", "", "", "local[*]", sys.executable),
+    ],
+    ids=["spark-defaults.conf", "PYSPARK_SUBMIT_ARGS", "parameter", "nothing set"],
+)
+def test_a_session_gets_the_master_spark_precedence_gives(tmp_path, defaults, submit_args, parameter, master, python):
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
     if defaults:
         (conf_dir / "spark-defaults.conf").write_text(defaults, encoding="utf-8")
-    result = run_entry([sys.executable, "-c", _REPORT, parameter], env={
-        "SPARK_CONF_DIR": str(conf_dir), "PYSPARK_SUBMIT_ARGS": f"{submit_args} {_QUIET} pyspark-shell"},
-        timeout=300)
+    result = run_entry(
+        [sys.executable, "-c", _REPORT, parameter],
+        env={"SPARK_CONF_DIR": str(conf_dir), "PYSPARK_SUBMIT_ARGS": f"{submit_args} {_QUIET} pyspark-shell"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"master": master, "pyspark_python": python}
@@ -79,18 +84,23 @@ def test_a_master_parameter_that_cannot_apply_is_said_and_tagged(client, tmp_pat
     """A process whose session already runs (as under spark-submit, where the JVM's --master wins; here the
     test process's local[2]) cannot take the spark_master parameter: one warning line says so, and the run
     is tagged with the master really used."""
-    result = script_in_process("generate_data.py", "--output_path", str(tmp_path / "out"), "--n_rows", "50",
-                               "--spark_master", "local[1]")
+    result = script_in_process(
+        "generate_data.py", "--output_path", str(tmp_path / "out"), "--n_rows", "50", "--spark_master", "local[1]"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert ("warning: spark_master=local[1] was not applied: this process's Spark session already runs on "
-            "local[2]") in result.stderr
+    assert (
+        "warning: spark_master=local[1] was not applied: this process's Spark session already runs on local[2]"
+    ) in result.stderr
     run = newest_run(client)
     assert run.data.tags["spark_master"] == "local[2]" and run.data.tags["spark_master_ignored"] == "local[1]"
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("parameter, master", [("", "local[2]"), ("local[1]", "local[1]")],
-                         ids=["spark-submit's --master", "the parameter over spark-submit's"])
+@pytest.mark.parametrize(
+    "parameter, master",
+    [("", "local[2]"), ("local[1]", "local[1]")],
+    ids=["spark-submit's --master", "the parameter over spark-submit's"],
+)
 def test_under_spark_submit_the_parameter_still_wins(client, tmp_path, parameter, master):
     """spark-submit's --master is a default that the session's own settings override, so -P spark_master
     applies under spark-submit too, with no warning; the run's tag says the master really used."""

@@ -42,10 +42,23 @@ def test_only_a_name_mlflow_generated_is_replaced(client, monkeypatch):
         assert client.get_run(run_id).info.run_name == "train rf 100x5"
 
 
-ENTRY_POINT_SCRIPTS = ["train.py", "generate_data.py", "score_batch.py", "score_stream.py", "tune_hyperopt.py",
-                       "tune_optuna.py", "tune_grid.py", "promote.py", "export_onnx.py", "train_sklearn.py",
-                       "score_pandas_udf.py", "train_per_group.py", "score_per_group.py", "check_drift.py",
-                       "reproduce.py"]
+ENTRY_POINT_SCRIPTS = [
+    "train.py",
+    "generate_data.py",
+    "score_batch.py",
+    "score_stream.py",
+    "tune_hyperopt.py",
+    "tune_optuna.py",
+    "tune_grid.py",
+    "promote.py",
+    "export_onnx.py",
+    "train_sklearn.py",
+    "score_pandas_udf.py",
+    "train_per_group.py",
+    "score_per_group.py",
+    "check_drift.py",
+    "reproduce.py",
+]
 
 
 @pytest.mark.parametrize("script", ENTRY_POINT_SCRIPTS)
@@ -54,8 +67,10 @@ def test_options_click_refuses_still_end_the_launched_run_with_its_tags(client, 
     of the wrong type (refused by click, before the entry point starts) leaves it FAILED with the tags every
     run has, as a refusal inside the entry point does (README: exit codes)."""
     assert (PROJECT_ROOT / script).exists()
-    for options, message in ((["--no_such_option", "1"], "unknown parameter 'no_such_option'"),
-                             (["--spark_master"], "requires an argument")):
+    for options, message in (
+        (["--no_such_option", "1"], "unknown parameter 'no_such_option'"),
+        (["--spark_master"], "requires an argument"),
+    ):
         run_id = _launched_run(client)
         monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
         result = script_in_process(script, *options)
@@ -79,20 +94,32 @@ def test_a_wrong_type_refused_by_click_ends_the_launched_run(client, monkeypatch
 def test_sigterm_ends_a_batch_job_killed_with_143(client, default_data):
     """A scheduler stopping `python train.py` with SIGTERM: the run ends KILLED (not left RUNNING forever),
     tagged exit_code 143, and the process exits 143 with one line."""
-    command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--data_path", default_data,
-               "--num_trees", "60", "--max_depth", "14", "--seed", "3"]  # long enough to be stopped mid-way
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "--data_path",
+        default_data,
+        "--num_trees",
+        "60",
+        "--max_depth",
+        "14",
+        "--seed",
+        "3",
+    ]  # long enough to be stopped mid-way
     env = {**os.environ}
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)
     started = time.time()
-    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         run = None
         while time.time() - started < 240:  # the job is running once its session is up (tag spark_master)
             runs = runs_of(client, max_results=5, filter_string="tags.entry_point = 'train'")
-            run = next((r for r in runs if r.info.start_time >= started * 1000 - 1000
-                        and "spark_master" in r.data.tags), None)
+            run = next(
+                (r for r in runs if r.info.start_time >= started * 1000 - 1000 and "spark_master" in r.data.tags), None
+            )
             if run is not None or proc.poll() is not None:
                 break
             time.sleep(0.2)

@@ -44,21 +44,40 @@ CASES = [
     Case("corrupt_file", "a corrupt parquet file among good ones"),
     Case("no_parquet_files", "a folder with no parquet files (a README and a JSON file)"),
     Case("header_only_csv", "a CSV with only a header"),
-    Case("odd_path", "a path with spaces and quotes (`my data/it's \"q\".parquet`)"),
+    Case("odd_path", 'a path with spaces and quotes (`my data/it\'s "q".parquet`)'),
     Case("output_inside_input", "the output path inside the input folder"),
     Case("output_parent_is_file", "an output path whose parent is a file"),
 ]
 
-ENTRY_POINTS = ["train", "train_sklearn", "tune_hyperopt_mllib", "tune_hyperopt_sklearn", "tune_optuna", "tune_grid",
-                "train_per_group", "score_batch", "score_stream", "score_pandas_udf", "score_per_group", "promote",
-                "export_onnx", "check_drift", "reproduce"]
+ENTRY_POINTS = [
+    "train",
+    "train_sklearn",
+    "tune_hyperopt_mllib",
+    "tune_hyperopt_sklearn",
+    "tune_optuna",
+    "tune_grid",
+    "train_per_group",
+    "score_batch",
+    "score_stream",
+    "score_pandas_udf",
+    "score_per_group",
+    "promote",
+    "export_onnx",
+    "check_drift",
+    "reproduce",
+]
 TRAINERS = ENTRY_POINTS[:7]
 SCORERS = ["score_batch", "score_stream", "score_pandas_udf", "score_per_group"]
 # What each entry point reads from the case: its data (train), input (score_*), evaluation data
 # (promote), parity data (export_onnx), current data (check_drift), the original run's data (reproduce).
-READS = {**{e: "data_path" for e in TRAINERS}, **{e: "input_path" for e in SCORERS}, "promote": "data_path",
-         "export_onnx": "parity_data_path", "check_drift": "current_path",
-         "reproduce": "the original run's data_path_resolved"}
+READS = {
+    **{e: "data_path" for e in TRAINERS},
+    **{e: "input_path" for e in SCORERS},
+    "promote": "data_path",
+    "export_onnx": "parity_data_path",
+    "check_drift": "current_path",
+    "reproduce": "the original run's data_path_resolved",
+}
 
 _CORRUPT = refused("not readable parquet")
 _NO_ROWS = refused("has no rows")
@@ -81,15 +100,19 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
-    "null_numeric_feature": _row(_NULLS, score_stream=refused("has a null, NaN or infinite accommodates"),
-                                 check_drift=DRIFT),
+    "null_numeric_feature": _row(
+        _NULLS, score_stream=refused("has a null, NaN or infinite accommodates"), check_drift=DRIFT
+    ),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT),
     "null_label": _row(OK, **_training(refused("with a non-null 'price'")), check_drift=DRIFT),
-    "wrong_type": _row(refused("does not match the model's signature"), **_training(refused("wrong type")),
-                       check_drift=DRIFT),
-    "missing_column": _row(refused("missing columns accommodates"),
-                           **_training(OK, promote=refused("missing columns accommodates")),
-                           check_drift=refused("lacks 1 column")),
+    "wrong_type": _row(
+        refused("does not match the model's signature"), **_training(refused("wrong type")), check_drift=DRIFT
+    ),
+    "missing_column": _row(
+        refused("missing columns accommodates"),
+        **_training(OK, promote=refused("missing columns accommodates")),
+        check_drift=refused("lacks 1 column"),
+    ),
     "extra_column": _row(OK),
     "nan_inf": _row(_NON_FINITE, score_stream=refused("has a null, NaN or infinite bedrooms"), check_drift=DRIFT),
     "unseen_category": _row(OK, check_drift=DRIFT),
@@ -113,8 +136,9 @@ for _outcomes in EXPECTED.values():
 
 def pairs(entry_points: list[str] | None = None) -> list[tuple[str, str]]:
     """Every (case, entry point) pair that applies (of ``entry_points``, default all)."""
-    return [(case.id, entry) for case in CASES for entry in entry_points or ENTRY_POINTS
-            if EXPECTED[case.id][entry] != NA]
+    return [
+        (case.id, entry) for case in CASES for entry in entry_points or ENTRY_POINTS if EXPECTED[case.id][entry] != NA
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,18 +176,32 @@ def make_case(spark, case_id: str, base_path: str, folder: Path) -> str:
         return write(base.withColumn("scraped_at", F.lit("2019-07-08")))
     if case_id == "nan_inf":
         bucket = F.abs(F.xxhash64(*[F.col(c) for c in base.columns])) % 10
-        value = (F.when(bucket < 2, F.lit(float("nan"))).when(bucket == 2, F.lit(float("inf")))
-                 .when(bucket == 3, F.lit(float("-inf"))).otherwise(F.col("bedrooms")))
+        value = (
+            F.when(bucket < 2, F.lit(float("nan")))
+            .when(bucket == 2, F.lit(float("inf")))
+            .when(bucket == 3, F.lit(float("-inf")))
+            .otherwise(F.col("bedrooms"))
+        )
         return write(base.withColumn("bedrooms", value))
     if case_id == "unseen_category":
-        return write(base.withColumn("neighbourhood_cleansed", F.when(some_rows(10), F.lit("Atlantis"))
-                                     .otherwise(F.col("neighbourhood_cleansed"))))
+        return write(
+            base.withColumn(
+                "neighbourhood_cleansed",
+                F.when(some_rows(10), F.lit("Atlantis")).otherwise(F.col("neighbourhood_cleansed")),
+            )
+        )
     if case_id == "long_category":
-        return write(base.withColumn("property_type", F.when(some_rows(1), F.lit("x" * 10_000))
-                                     .otherwise(F.col("property_type"))))
+        return write(
+            base.withColumn(
+                "property_type", F.when(some_rows(1), F.lit("x" * 10_000)).otherwise(F.col("property_type"))
+            )
+        )
     if case_id == "non_ascii_category":
-        return write(base.withColumn("property_type", F.when(some_rows(1), F.lit("Café — 日本の家"))
-                                     .otherwise(F.col("property_type"))))
+        return write(
+            base.withColumn(
+                "property_type", F.when(some_rows(1), F.lit("Café — 日本の家")).otherwise(F.col("property_type"))
+            )
+        )
     if case_id == "corrupt_file":
         path = write(base.repartition(3))
         (Path(path) / "part-99999-corrupt.snappy.parquet").write_bytes(b"PAR1" + b"\0garbage" * 64)
@@ -178,7 +216,7 @@ def make_case(spark, case_id: str, base_path: str, folder: Path) -> str:
         path.write_text(",".join(base.columns) + "\n")
         return str(path)
     if case_id == "odd_path":
-        odd = folder / "my data" / "it's \"q\".parquet"
+        odd = folder / "my data" / 'it\'s "q".parquet'
         odd.parent.mkdir(parents=True)
         return write(base, odd)
     if case_id in ("output_inside_input", "output_parent_is_file"):
@@ -229,7 +267,7 @@ def render_doc() -> str:
         "the book's cleaned data does, with `*_na` flags) or drop those rows. `check_drift` counts null and NaN "
         "as missing values.",
         "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "
-        "category (`StringIndexer(handleInvalid=\"keep\")`). A string feature null in every row is refused for "
+        'category (`StringIndexer(handleInvalid="keep")`). A string feature null in every row is refused for '
         "training: it is a broken column, not a feature.",
         "- Columns named as in the SF Airbnb (or IoT) schema must have its kind, number or text; scorers check "
         "the model's signature instead. Extra columns are ignored by models and kept in scored output.",

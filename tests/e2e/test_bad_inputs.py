@@ -14,7 +14,7 @@ from pathlib import Path
 import bad_inputs
 import pytest
 from bad_inputs import DRIFT, EXPECTED, OK
-from conftest import SHARED_TRAIN_PARAMS, PROJECT_ROOT, last_line, runs_of, script_in_process
+from conftest import SHARED_TRAIN_PARAMS, last_line, runs_of, script_in_process
 
 from sparkmlops.core import registry
 
@@ -31,8 +31,9 @@ def folder(tmp_path_factory):
 def base_data(spark, default_data, folder) -> str:
     """400 good rows of the embedded dataset: the source of every broken variant."""
     path = folder / "base.parquet"
-    spark.read.parquet(default_data).orderBy("latitude", "longitude", "price").limit(400) \
-        .coalesce(1).write.parquet(str(path))
+    spark.read.parquet(default_data).orderBy("latitude", "longitude", "price").limit(400).coalesce(1).write.parquet(
+        str(path)
+    )
     return str(path)
 
 
@@ -48,9 +49,16 @@ def models(trained_run, sklearn_model, per_group_run):
     """The models the scorers, promote and export_onnx use: the session's shared ones (trained on the
     generated data the good rows come from). The Spark model is registered as train registers it."""
     run_id, result = trained_run
-    registry.register_model(result.model_uri, MODEL_NAME, run_id=run_id, entry_point="train",
-                            params=SHARED_TRAIN_PARAMS.model_params(), metrics=result.metrics, digests=result.digests,
-                            data_path=result.data_path)
+    registry.register_model(
+        result.model_uri,
+        MODEL_NAME,
+        run_id=run_id,
+        entry_point="train",
+        params=SHARED_TRAIN_PARAMS.model_params(),
+        metrics=result.metrics,
+        digests=result.digests,
+        data_path=result.data_path,
+    )
     return {"spark": f"runs:/{run_id}/model", "sklearn": sklearn_model[1], "per_group": per_group_run[0]}
 
 
@@ -110,16 +118,33 @@ def _command(entry: str, path: str, output: str, models: dict, base_data: str, c
     if entry == "tune_optuna":
         return ["tune_optuna.py", "--data_path", path, "--max_evals", "1"]
     if entry == "tune_grid":
-        return ["tune_grid.py", "--data_path", path, "--param_grid", '{"num_trees": [3], "max_depth": [3]}',
-                "--cv", "2", "--parallelism", "1"]
+        return [
+            "tune_grid.py",
+            "--data_path",
+            path,
+            "--param_grid",
+            '{"num_trees": [3], "max_depth": [3]}',
+            "--cv",
+            "2",
+            "--parallelism",
+            "1",
+        ]
     if entry == "train_per_group":
-        return ["train_per_group.py", "--data_path", path, "--group_col", "room_type", "--min_rows", "5",
-                *SMALL_FOREST]
+        return ["train_per_group.py", "--data_path", path, "--group_col", "room_type", "--min_rows", "5", *SMALL_FOREST]
     if entry == "score_batch":
         return ["score_batch.py", "--model_uri", models["spark"], "--input_path", path, "--output_path", output]
     if entry == "score_stream":
-        return ["score_stream.py", "--model_uri", models["spark"], "--input_path", path, "--output_path", output,
-                "--checkpoint_path", str(work / "checkpoint")]
+        return [
+            "score_stream.py",
+            "--model_uri",
+            models["spark"],
+            "--input_path",
+            path,
+            "--output_path",
+            output,
+            "--checkpoint_path",
+            str(work / "checkpoint"),
+        ]
     if entry == "score_pandas_udf":
         return ["score_pandas_udf.py", "--model_uri", models["sklearn"], "--input_path", path, "--output_path", output]
     if entry == "score_per_group":

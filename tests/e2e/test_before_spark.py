@@ -24,19 +24,36 @@ REFUSALS = {
     "tune_optuna": (["--engine", "tpe"], "unknown engine 'tpe'"),
     "tune_grid": (["--cv", "1"], "cv must be >= 2"),
     "generate_data": (["--output_path", "{tmp}/gen", "--dataset", "tpch"], "unknown dataset 'tpch'"),
-    "score_batch": (["--model_uri", MISSING_RUN, "--input_path", "{tmp}/nothing", "--output_path", "{tmp}/out"],
-                    "does not exist"),
-    "score_stream": (["--model_uri", MISSING_RUN, "--input_path", "{tmp}", "--output_path", "{tmp}/out",
-                      "--checkpoint_path", "{tmp}/ckpt", "--max_files_per_trigger", "0"],
-                     "max_files_per_trigger must be >= 1"),
-    "score_pandas_udf": (["--model_uri", MISSING_RUN, "--input_path", "{tmp}", "--output_path", "{tmp}/out",
-                          "--method", "apply"], "unknown method 'apply'"),
-    "score_per_group": (["--run_id", "0123456789abcdef0123456789abcdef", "--input_path", "{tmp}/nothing",
-                         "--output_path", "{tmp}/out"], "does not exist"),
+    "score_batch": (
+        ["--model_uri", MISSING_RUN, "--input_path", "{tmp}/nothing", "--output_path", "{tmp}/out"],
+        "does not exist",
+    ),
+    "score_stream": (
+        [
+            "--model_uri",
+            MISSING_RUN,
+            "--input_path",
+            "{tmp}",
+            "--output_path",
+            "{tmp}/out",
+            "--checkpoint_path",
+            "{tmp}/ckpt",
+            "--max_files_per_trigger",
+            "0",
+        ],
+        "max_files_per_trigger must be >= 1",
+    ),
+    "score_pandas_udf": (
+        ["--model_uri", MISSING_RUN, "--input_path", "{tmp}", "--output_path", "{tmp}/out", "--method", "apply"],
+        "unknown method 'apply'",
+    ),
+    "score_per_group": (
+        ["--run_id", "0123456789abcdef0123456789abcdef", "--input_path", "{tmp}/nothing", "--output_path", "{tmp}/out"],
+        "does not exist",
+    ),
     "promote": (["--model_name", "a/b"], "cannot contain '/', ':' or '@'"),
     "export_onnx": (["--model_uri", MISSING_RUN], "not found"),
-    "check_drift": (["--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur"],
-                    "/nonexistent/cur"),
+    "check_drift": (["--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur"], "/nonexistent/cur"),
     "reproduce": (["--run_id", ""], "run_id is empty"),
 }
 
@@ -59,7 +76,9 @@ def test_every_entry_point_refuses_bad_input_in_a_fresh_process_without_a_jvm(cl
         assert result.returncode == 2 and line.startswith("error: ") and phrase in line, (entry, result.stderr[-2000:])
         assert not [sign for sign in JVM_SIGNS if sign in result.stderr], (entry, result.stderr[-2000:])
         assert result.seconds < 30, (entry, result.seconds)  # seconds, not a Spark start
-        [run] = client.search_runs([experiment], filter_string=f"tags.entry_point = '{entry}' and "
-                                   f"attributes.start_time >= {int(started * 1000)}")
+        [run] = client.search_runs(
+            [experiment],
+            filter_string=f"tags.entry_point = '{entry}' and attributes.start_time >= {int(started * 1000)}",
+        )
         assert run.info.status == "FAILED" and run.data.tags["exit_code"] == "2", entry
         assert "spark_master" not in run.data.tags and phrase in run.data.tags["error"], entry

@@ -39,20 +39,36 @@ QUIET_CONF = " ".join(f"--conf {k}={shlex.quote(v)}" for k, v in SPARK_CONF.item
 def spark_cluster(workdir):
     """A standalone master, two 1-core workers and a Spark Connect server (local[2]), all on 127.0.0.1."""
 
-    cluster = local_cluster.Cluster(state_dir=str(workdir / "cluster"), master_port=0, master_ui_port=0,
-                                    worker_ui_ports=[0, 0], connect=True, connect_port=0, java_options=JVM_OPTIONS)
+    cluster = local_cluster.Cluster(
+        state_dir=str(workdir / "cluster"),
+        master_port=0,
+        master_ui_port=0,
+        worker_ui_ports=[0, 0],
+        connect=True,
+        connect_port=0,
+        java_options=JVM_OPTIONS,
+    )
     local_cluster.start(cluster, workers=2, timeout=180)
     pids = dict(cluster.pids)
     yield cluster
     # Stopped the way `make cluster-down` stops it: by the PIDs recorded at start.
-    result = subprocess.run([sys.executable, "-m", "tools.local_cluster", "down", "--state-dir",
-                             cluster.state_dir], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.local_cluster", "down", "--state-dir", cluster.state_dir],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     for pid in pids.values():  # they are this process's children: reap them
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-    still_running = [name for name, pid in pids.items() if Path(f"/proc/{pid}").exists()
-                     and "java" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    still_running = [
+        name
+        for name, pid in pids.items()
+        if Path(f"/proc/{pid}").exists()
+        and "java" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
     assert not still_running, f"{still_running} survived cluster-down"
 
 
@@ -85,6 +101,7 @@ def fixture_run(client, trained_model):
 
 # --- standalone cluster -------------------------------------------------------------------------------
 
+
 def conf_dir_env(cluster) -> dict:
     """What `source .cluster/env.sh` sets after `make cluster-up`: SPARK_CONF_DIR (its spark-defaults.conf
     names the master and the executors' Python) and SPARK_LOCAL_IP; no PYSPARK_PYTHON, no --master."""
@@ -113,32 +130,58 @@ def dataset_digests(run) -> dict:
     return {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
 
 
-def test_score_batch_on_standalone_cluster_equals_local(spark_cluster, standalone_train, default_data, spark,
-                                                        local_predictions, tmp_path, client):
+def test_score_batch_on_standalone_cluster_equals_local(
+    spark_cluster, standalone_train, default_data, spark, local_predictions, tmp_path, client
+):
     """The cluster-trained model, scored on the cluster (launched with spark-submit --master), predicts
     what the locally trained one predicts locally."""
 
     output = tmp_path / "scored"
-    result = run_entry([str(local_cluster.spark_home() / "bin" / "spark-submit"), "--master", spark_cluster.master_url,
-                        *shlex.split(QUIET_CONF), str(PROJECT_ROOT / "score_batch.py"),
-                        "--model_uri", f"runs:/{standalone_train.info.run_id}/model", "--input_path", default_data,
-                        "--output_path", str(output)], env=standalone_env(spark_cluster, PYSPARK_SUBMIT_ARGS=""))
+    result = run_entry(
+        [
+            str(local_cluster.spark_home() / "bin" / "spark-submit"),
+            "--master",
+            spark_cluster.master_url,
+            *shlex.split(QUIET_CONF),
+            str(PROJECT_ROOT / "score_batch.py"),
+            "--model_uri",
+            f"runs:/{standalone_train.info.run_id}/model",
+            "--input_path",
+            default_data,
+            "--output_path",
+            str(output),
+        ],
+        env=standalone_env(spark_cluster, PYSPARK_SUBMIT_ARGS=""),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert newest_run(client).data.tags["spark_master"] == spark_cluster.master_url
     assert_same_rows(spark, str(output), local_predictions)
 
 
-def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_model, sklearn_model, spark, default_data,
-                                                     tmp_path, client, local_predictions):
+def test_stream_and_pandas_udf_on_standalone_cluster(
+    spark_cluster, trained_model, sklearn_model, spark, default_data, tmp_path, client, local_predictions
+):
     """score_stream (spark_master parameter) and score_pandas_udf (spark-defaults.conf) run on the
     executors of the cluster and give local mode's predictions."""
 
     stream_input = tmp_path / "incoming"
     write_parquet_atomically(spark.read.parquet(default_data).repartition(3), str(stream_input))
-    result = python_script("score_stream.py", "--model_uri", trained_model[0], "--input_path", str(stream_input),
-                           "--output_path", str(tmp_path / "stream_out"), "--checkpoint_path",
-                           str(tmp_path / "checkpoint"), "--max_files_per_trigger", "1",
-                           "--spark_master", spark_cluster.master_url, env=standalone_env(spark_cluster))
+    result = python_script(
+        "score_stream.py",
+        "--model_uri",
+        trained_model[0],
+        "--input_path",
+        str(stream_input),
+        "--output_path",
+        str(tmp_path / "stream_out"),
+        "--checkpoint_path",
+        str(tmp_path / "checkpoint"),
+        "--max_files_per_trigger",
+        "1",
+        "--spark_master",
+        spark_cluster.master_url,
+        env=standalone_env(spark_cluster),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = newest_run(client)
     assert run.data.tags["spark_master"] == spark_cluster.master_url
@@ -147,8 +190,16 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
 
     # Python tasks on the executors, with the Python spark-defaults.conf names (no PYSPARK_PYTHON set).
     _, sklearn_uri, _ = sklearn_model
-    result = python_script("score_pandas_udf.py", "--model_uri", sklearn_uri, "--input_path", default_data,
-                           "--output_path", str(tmp_path / "pandas_out"), env=conf_dir_env(spark_cluster))
+    result = python_script(
+        "score_pandas_udf.py",
+        "--model_uri",
+        sklearn_uri,
+        "--input_path",
+        default_data,
+        "--output_path",
+        str(tmp_path / "pandas_out"),
+        env=conf_dir_env(spark_cluster),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = newest_run(client)
     assert run.data.tags["spark_master"] == spark_cluster.master_url
@@ -162,16 +213,19 @@ def test_stream_and_pandas_udf_on_standalone_cluster(spark_cluster, trained_mode
 
 # --- Spark Connect ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def connect_train(spark_cluster, default_data, client):
-    result = python_script("train.py", "--data_path", default_data, *SMALL_MODEL,
-                           env={"SPARK_REMOTE": spark_cluster.remote_url})
+    result = python_script(
+        "train.py", "--data_path", default_data, *SMALL_MODEL, env={"SPARK_REMOTE": spark_cluster.remote_url}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return newest_run(client)
 
 
-def test_train_over_connect_logs_a_standard_spark_model(connect_train, fixture_run, spark_cluster, spark,
-                                                        default_data, local_predictions):
+def test_train_over_connect_logs_a_standard_spark_model(
+    connect_train, fixture_run, spark_cluster, spark, default_data, local_predictions
+):
     import mlflow
     from mlflow.models import Model
 
@@ -193,14 +247,23 @@ def test_train_over_connect_logs_a_standard_spark_model(connect_train, fixture_r
     assert reloaded.exceptAll(local_predictions).count() == 0
 
 
-def test_score_batch_over_connect_equals_local(spark_cluster, connect_train, default_data, spark, tmp_path, client,
-                                               local_predictions):
+def test_score_batch_over_connect_equals_local(
+    spark_cluster, connect_train, default_data, spark, tmp_path, client, local_predictions
+):
     """The Connect-trained model scored over Connect (spark_master=sc://...) predicts what local mode does;
     the output is written atomically without a JVM on the client."""
     output = tmp_path / "scored"
-    result = python_script("score_batch.py", "--model_uri", f"runs:/{connect_train.info.run_id}/model",
-                           "--input_path", default_data, "--output_path", str(output),
-                           "--spark_master", spark_cluster.remote_url)
+    result = python_script(
+        "score_batch.py",
+        "--model_uri",
+        f"runs:/{connect_train.info.run_id}/model",
+        "--input_path",
+        default_data,
+        "--output_path",
+        str(output),
+        "--spark_master",
+        spark_cluster.remote_url,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = newest_run(client)
     assert run.data.tags["spark_master"].startswith(spark_cluster.remote_url)
@@ -208,20 +271,40 @@ def test_score_batch_over_connect_equals_local(spark_cluster, connect_train, def
     assert_same_rows(spark, str(output), local_predictions)
     assert [p.name for p in tmp_path.iterdir()] == ["scored"]  # no staging folder left
     # An existing output is refused, as in local mode.
-    again = python_script("score_batch.py", "--model_uri", f"runs:/{connect_train.info.run_id}/model",
-                          "--input_path", default_data, "--output_path", str(output),
-                          "--spark_master", spark_cluster.remote_url)
+    again = python_script(
+        "score_batch.py",
+        "--model_uri",
+        f"runs:/{connect_train.info.run_id}/model",
+        "--input_path",
+        default_data,
+        "--output_path",
+        str(output),
+        "--spark_master",
+        spark_cluster.remote_url,
+    )
     assert again.returncode == 2 and "already exists" in last_line(again.stderr)
 
 
-def test_score_stream_over_connect(spark_cluster, trained_model, spark, default_data, tmp_path, client,
-                                   local_predictions):
+def test_score_stream_over_connect(
+    spark_cluster, trained_model, spark, default_data, tmp_path, client, local_predictions
+):
 
     stream_input = tmp_path / "incoming"
     write_parquet_atomically(spark.read.parquet(default_data).repartition(2), str(stream_input))
-    result = python_script("score_stream.py", "--model_uri", trained_model[0], "--input_path", str(stream_input),
-                           "--output_path", str(tmp_path / "out"), "--checkpoint_path", str(tmp_path / "ckpt"),
-                           "--max_files_per_trigger", "1", env={"SPARK_REMOTE": spark_cluster.remote_url})
+    result = python_script(
+        "score_stream.py",
+        "--model_uri",
+        trained_model[0],
+        "--input_path",
+        str(stream_input),
+        "--output_path",
+        str(tmp_path / "out"),
+        "--checkpoint_path",
+        str(tmp_path / "ckpt"),
+        "--max_files_per_trigger",
+        "1",
+        env={"SPARK_REMOTE": spark_cluster.remote_url},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = newest_run(client)
     assert run.data.metrics["batches"] == 2 and run.data.metrics["rows_scored"] == 7146
@@ -230,13 +313,23 @@ def test_score_stream_over_connect(spark_cluster, trained_model, spark, default_
 
 # --- the master's checks, before Spark starts -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("script", ["tune_hyperopt.py", "score_pandas_udf.py", "train_per_group.py"])
-def test_entry_points_needing_a_spark_context_refuse_connect(script, client, default_data, trained_model, tmp_path,
-                                                             monkeypatch):
-    options = {"tune_hyperopt.py": ["--data_path", default_data],
-               "score_pandas_udf.py": ["--model_uri", trained_model[0], "--input_path", default_data,
-                                       "--output_path", str(tmp_path / "out")],
-               "train_per_group.py": ["--data_path", default_data]}[script]
+def test_entry_points_needing_a_spark_context_refuse_connect(
+    script, client, default_data, trained_model, tmp_path, monkeypatch
+):
+    options = {
+        "tune_hyperopt.py": ["--data_path", default_data],
+        "score_pandas_udf.py": [
+            "--model_uri",
+            trained_model[0],
+            "--input_path",
+            default_data,
+            "--output_path",
+            str(tmp_path / "out"),
+        ],
+        "train_per_group.py": ["--data_path", default_data],
+    }[script]
     monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:1")  # no server needed: refused before any session
     result = script_in_process(script, *options)
     assert_refused(result, client, "which Spark Connect does not provide")
@@ -253,12 +346,21 @@ def test_master_contradicting_spark_remote_is_refused(client, monkeypatch):
     assert_refused(result, client, "spark_master is 'local[2]' but SPARK_REMOTE is 'sc://127.0.0.1:1'")
 
 
-@pytest.mark.parametrize("output", ["s3://bucket/scored", "s3a://bucket/scored", "gs://bucket/scored",
-                                    "hdfs://namenode:8020/scored"])
-def test_an_output_connect_cannot_move_into_place_is_refused_before_spark(output, client, trained_model,
-                                                                        default_data):
+@pytest.mark.parametrize(
+    "output", ["s3://bucket/scored", "s3a://bucket/scored", "gs://bucket/scored", "hdfs://namenode:8020/scored"]
+)
+def test_an_output_connect_cannot_move_into_place_is_refused_before_spark(output, client, trained_model, default_data):
     """A Connect client moves its output into place itself, and has neither Hadoop's API (no JVM) nor a
     way to move folders on object stores: such an output is refused in a second, before any work."""
-    result = script_in_process("score_batch.py", "--model_uri", trained_model[0], "--input_path", default_data,
-                               "--output_path", output, "--spark_master", "sc://127.0.0.1:1")
+    result = script_in_process(
+        "score_batch.py",
+        "--model_uri",
+        trained_model[0],
+        "--input_path",
+        default_data,
+        "--output_path",
+        output,
+        "--spark_master",
+        "sc://127.0.0.1:1",
+    )
     assert_refused(result, client, f"output '{output}' cannot be written over Spark Connect")

@@ -16,15 +16,40 @@ from test_mlflow_run import MLFLOW
 
 # The README's request (section "Real-time serving"), one listing.
 README_RECORD = {
-    "host_is_superhost": "t", "cancellation_policy": "moderate", "instant_bookable": "f",
-    "neighbourhood_cleansed": "Mission", "property_type": "Apartment", "room_type": "Entire home/apt",
-    "bed_type": "Real Bed", "host_total_listings_count": 1, "latitude": 37.76, "longitude": -122.42,
-    "accommodates": 2, "bathrooms": 1, "bedrooms": 1, "beds": 1, "minimum_nights": 2, "number_of_reviews": 10,
-    "review_scores_rating": 95, "review_scores_accuracy": 10, "review_scores_cleanliness": 10,
-    "review_scores_checkin": 10, "review_scores_communication": 10, "review_scores_location": 10,
-    "review_scores_value": 10, "bedrooms_na": 0, "bathrooms_na": 0, "beds_na": 0, "review_scores_rating_na": 0,
-    "review_scores_accuracy_na": 0, "review_scores_cleanliness_na": 0, "review_scores_checkin_na": 0,
-    "review_scores_communication_na": 0, "review_scores_location_na": 0, "review_scores_value_na": 0}
+    "host_is_superhost": "t",
+    "cancellation_policy": "moderate",
+    "instant_bookable": "f",
+    "neighbourhood_cleansed": "Mission",
+    "property_type": "Apartment",
+    "room_type": "Entire home/apt",
+    "bed_type": "Real Bed",
+    "host_total_listings_count": 1,
+    "latitude": 37.76,
+    "longitude": -122.42,
+    "accommodates": 2,
+    "bathrooms": 1,
+    "bedrooms": 1,
+    "beds": 1,
+    "minimum_nights": 2,
+    "number_of_reviews": 10,
+    "review_scores_rating": 95,
+    "review_scores_accuracy": 10,
+    "review_scores_cleanliness": 10,
+    "review_scores_checkin": 10,
+    "review_scores_communication": 10,
+    "review_scores_location": 10,
+    "review_scores_value": 10,
+    "bedrooms_na": 0,
+    "bathrooms_na": 0,
+    "beds_na": 0,
+    "review_scores_rating_na": 0,
+    "review_scores_accuracy_na": 0,
+    "review_scores_cleanliness_na": 0,
+    "review_scores_checkin_na": 0,
+    "review_scores_communication_na": 0,
+    "review_scores_location_na": 0,
+    "review_scores_value_na": 0,
+}
 
 
 def _mlflow_run(project, *args):
@@ -32,8 +57,11 @@ def _mlflow_run(project, *args):
 
 
 def _ask(url: str, record: dict) -> float:
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"dataframe_records": [record]}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps({"dataframe_records": [record]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())["predictions"][0]["prediction"]
 
@@ -58,29 +86,44 @@ def test_readme_journey(client, spark, project, default_data, tmp_path):
     assert str(client.get_model_version_by_alias("sf_price", "champion").version) == "1"
 
     scored = str(tmp_path / "scored.parquet")
-    score = _mlflow_run(project, "-e", "score_batch", "-P", "model_uri=models:/sf_price@champion",
-                        "-P", f"input_path={default_data}", "-P", f"output_path={scored}")
+    score = _mlflow_run(
+        project,
+        "-e",
+        "score_batch",
+        "-P",
+        "model_uri=models:/sf_price@champion",
+        "-P",
+        f"input_path={default_data}",
+        "-P",
+        f"output_path={scored}",
+    )
     score_run = client.get_run(launched_run_id(score))
     assert score_run.data.tags["model_version"] == "1" and score_run.data.tags["model_run_id"] == train_id
     rows = spark.read.parquet(default_data).count()
     assert spark.read.parquet(scored).count() == score_run.data.metrics["rows_scored"] == rows
 
-    export = _mlflow_run(project, "-e", "export_onnx", "-P", "model_uri=models:/sf_price@champion",
-                         "-P", "register_as=sf_price_onnx")
-    assert client.get_run(launched_run_id(export)).data.tags["mlflow.runName"] == "export_onnx models:/sf_price@champion"
+    export = _mlflow_run(
+        project, "-e", "export_onnx", "-P", "model_uri=models:/sf_price@champion", "-P", "register_as=sf_price_onnx"
+    )
+    assert (
+        client.get_run(launched_run_id(export)).data.tags["mlflow.runName"] == "export_onnx models:/sf_price@champion"
+    )
 
     with served_model("models:/sf_price_onnx/1", tmp_path / "serve.log") as url:
         served = _ask(url, README_RECORD)
     spark_model = mlflow.spark.load_model("models:/sf_price/1")
-    expected = spark_model.transform(spark.createDataFrame(
-        [{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])).first()["prediction"]
+    expected = spark_model.transform(
+        spark.createDataFrame([{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])
+    ).first()["prediction"]
     assert abs(served - expected) <= 1e-6 * abs(expected)  # the export's documented parity tolerance
 
-    # (no drift on a fresh sample, exit 0, is tests/monitor/test_check_drift.py's; here the path a scheduler takes on drift)
+    # (no drift on a fresh sample, exit 0, is tests/monitor/test_check_drift.py's; here the path a scheduler
+    # takes on drift)
     drifted = str(tmp_path / "drifted.parquet")
     launched_run_id(_mlflow_run(project, "-e", "generate_data", "-P", f"output_path={drifted}", "-P", "drift=true"))
-    drift = _mlflow_run(project, "-e", "check_drift", "-P", "model_uri=models:/sf_price@champion",
-                        "-P", f"current_path={drifted}")
+    drift = _mlflow_run(
+        project, "-e", "check_drift", "-P", "model_uri=models:/sf_price@champion", "-P", f"current_path={drifted}"
+    )
     assert drift.returncode == 1  # `mlflow run` exits 1 for any non-zero code ...
     drift_run = client.get_run(launched_run_id(drift, "failed"))
     assert drift_run.data.tags["exit_code"] == "3"  # ... and the run keeps the script's own: drift found

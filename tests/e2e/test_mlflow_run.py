@@ -37,8 +37,13 @@ def test_local_run_logs_params_metrics_and_tags(local_run, default_data):
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert {k: params[k] for k in ("num_trees", "max_depth", "max_bins", "seed", "train_fraction", "label_col")} == {
-        "num_trees": "10", "max_depth": "4", "max_bins": "40", "seed": "42", "train_fraction": "0.8",
-        "label_col": "price"}
+        "num_trees": "10",
+        "max_depth": "4",
+        "max_bins": "40",
+        "seed": "42",
+        "train_fraction": "0.8",
+        "label_col": "price",
+    }
     assert params["data_path"] in ("", "''") and params["data_path_resolved"] == default_data
     assert set(run.data.metrics) >= {"rmse", "r2", "mae", "fit_seconds", "train_rows", "test_rows"}
     assert run.data.metrics["r2"] > 0.3
@@ -46,8 +51,9 @@ def test_local_run_logs_params_metrics_and_tags(local_run, default_data):
     assert tags["spark_master"] == "local[2]"  # from PYSPARK_SUBMIT_ARGS, not hard-coded
     assert tags["pyspark_version"] == pinned("pyspark") and tags["python_version"].startswith("3.")
     assert tags["mlflow_version"] and tags["java_version"].split(".")[0] in ("17", "21")
-    porcelain = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain"], capture_output=True,
-                               text=True, check=True).stdout
+    porcelain = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain"], capture_output=True, text=True, check=True
+    ).stdout
     assert tags["git_dirty"] == ("true" if porcelain.strip() else "false")  # the tree this test runs in
     assert tags["mlflow.project.entryPoint"] == "main"
     assert tags["data_source"].startswith("generated")
@@ -60,8 +66,9 @@ def test_local_run_logs_datasets_and_artifacts(client, local_run):
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"feature_importance.csv", "feature_importance.png", "predicted_vs_actual.png"} <= names
     assert_logged_model(run_id)  # a run of the `mlflow run` CLI: its params are logged quoted, and linked
-    contexts = sorted(next(t.value for t in i.tags if t.key == "mlflow.data.context")
-                      for i in local_run.inputs.dataset_inputs)
+    contexts = sorted(
+        next(t.value for t in i.tags if t.key == "mlflow.data.context") for i in local_run.inputs.dataset_inputs
+    )
     assert contexts == ["testing", "training"]
     assert all(len(i.dataset.digest) == 16 for i in local_run.inputs.dataset_inputs)
 
@@ -89,8 +96,19 @@ def test_bad_parameter_fails_the_run(client):
 def test_real_data_matches_the_book(client, real_data):
     """The book's forest on the real data (train's command in-process: the model is the subject here, the
     process is the other tests')."""
-    result = script_in_process("train.py", "--data_path", real_data, "--num_trees", "100", "--max_depth", "5",
-                               "--max_bins", "40", "--seed", "42")
+    result = script_in_process(
+        "train.py",
+        "--data_path",
+        real_data,
+        "--num_trees",
+        "100",
+        "--max_depth",
+        "5",
+        "--max_bins",
+        "40",
+        "--seed",
+        "42",
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = client.get_run(re.search(r"run_id=([0-9a-f]{32})", result.stdout).group(1)).data.metrics
     assert abs(metrics["rmse"] - BOOK_RMSE) / BOOK_RMSE <= 0.05, metrics

@@ -28,7 +28,7 @@ def odd_data(spark, tmp_path_factory) -> str:
     from sparkmlops.data.generators import generate_airbnb
     from sparkmlops.data.writing import write_parquet_atomically
 
-    path = tmp_path_factory.mktemp("user-path") / "my listings" / "it's \"july\".parquet"
+    path = tmp_path_factory.mktemp("user-path") / "my listings" / 'it\'s "july".parquet'
     path.parent.mkdir(parents=True)
     write_parquet_atomically(generate_airbnb(spark, 2000, 42, n_partitions=1), str(path))
     return str(path)
@@ -55,8 +55,21 @@ def test_mlflow_run_from_a_git_url_with_defaults_is_reproduced_by_mlflow_run(cli
     left at their empty defaults, which MLflow logs as ''), then `mlflow run <url> -e reproduce`: the same code,
     parameters and data fetched again give bit-identical metrics."""
     url, sha = git_server
-    launched = run_entry([MLFLOW, "run", f"{url}#project", "--version", sha, "--env-manager", "local",
-                          "-P", f"data_path={odd_data}", *SMALL], cwd=tmp_path)
+    launched = run_entry(
+        [
+            MLFLOW,
+            "run",
+            f"{url}#project",
+            "--version",
+            sha,
+            "--env-manager",
+            "local",
+            "-P",
+            f"data_path={odd_data}",
+            *SMALL,
+        ],
+        cwd=tmp_path,
+    )
     run_id = launched_run_id(launched)
     run = client.get_run(run_id)
     assert run.data.params["spark_master"] == "''" and run.data.params["register_as"] == "''"  # MLflow's quoting
@@ -66,8 +79,22 @@ def test_mlflow_run_from_a_git_url_with_defaults_is_reproduced_by_mlflow_run(cli
     assert run.data.tags["mlflow.source.git.commit"] == sha  # --version
     assert run.data.tags["git_commit"] == sha and run.data.tags["git_dirty"] == "false"  # MLflow's clean checkout
 
-    result = run_entry([MLFLOW, "run", f"{url}#project", "--version", sha, "--env-manager", "local",
-                        "-e", "reproduce", "-P", f"run_id={run_id}"], cwd=tmp_path)
+    result = run_entry(
+        [
+            MLFLOW,
+            "run",
+            f"{url}#project",
+            "--version",
+            sha,
+            "--env-manager",
+            "local",
+            "-e",
+            "reproduce",
+            "-P",
+            f"run_id={run_id}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     _assert_reproduced(client, run_id)
     reproduce_run = client.get_run(launched_run_id(result))
@@ -80,9 +107,11 @@ def test_mlflow_projects_run_is_reproduced_by_the_script(client, odd_data, tmp_p
     `python reproduce.py` from the committed checkout."""
     work = copy_project(tmp_path / "work")
     commit_all(work)
-    launch = ("import mlflow, sys; r = mlflow.projects.run(sys.argv[1], entry_point='train', env_manager='local', "
-              "parameters={'data_path': sys.argv[2], 'num_trees': 5, 'max_depth': 3, 'log_label': 'true'}); "
-              "print('run_id=' + r.run_id)")
+    launch = (
+        "import mlflow, sys; r = mlflow.projects.run(sys.argv[1], entry_point='train', env_manager='local', "
+        "parameters={'data_path': sys.argv[2], 'num_trees': 5, 'max_depth': 3, 'log_label': 'true'}); "
+        "print('run_id=' + r.run_id)"
+    )
     launched = run_entry([sys.executable, "-c", launch, str(work), odd_data], cwd=tmp_path)
     assert launched.returncode == 0, launched.stderr[-4000:]
     run_id = re.search(r"run_id=([0-9a-f]{32})", launched.stdout).group(1)
@@ -101,11 +130,19 @@ def test_run_parameters_undo_mlflow_run_quoting():
 
     from sparkmlops.core import tracking
 
-    values = {"empty": "", "spaces": "/data/my listings/it's \"q\".parquet", "json": '{"num_trees": [50, 100]}',
-              "plain": "price", "number": "0.8"}
+    values = {
+        "empty": "",
+        "spaces": '/data/my listings/it\'s "q".parquet',
+        "json": '{"num_trees": [50, 100]}',
+        "plain": "price",
+        "number": "0.8",
+    }
     quoted = {k: shlex.quote(v) for k, v in values.items()}
-    project_run = SimpleNamespace(data=SimpleNamespace(params={**quoted, "data_path_resolved": "/a/it's b"},
-                                                       tags={"mlflow.project.entryPoint": "train"}))
+    project_run = SimpleNamespace(
+        data=SimpleNamespace(
+            params={**quoted, "data_path_resolved": "/a/it's b"}, tags={"mlflow.project.entryPoint": "train"}
+        )
+    )
     assert tracking.run_parameters(project_run) == {**values, "data_path_resolved": "/a/it's b"}
     script_run = SimpleNamespace(data=SimpleNamespace(params={"register_as": "''"}, tags={}))
     assert tracking.run_parameters(script_run) == {"register_as": "''"}  # a script logs what it got
@@ -116,17 +153,32 @@ def _newest_tune_grid_run(client):
 
 
 def test_tune_grid_searches_model_type_and_refuses_what_the_estimator_does_not_take(client, default_data):
-    result = script_in_process("tune_grid.py", "--data_path", default_data, "--cv", "2", "--parallelism", "1",
-                               "--param_grid", '{"model_type": ["gbt", "rf"], "num_trees": [5], "max_depth": [3]}')
+    result = script_in_process(
+        "tune_grid.py",
+        "--data_path",
+        default_data,
+        "--cv",
+        "2",
+        "--parallelism",
+        "1",
+        "--param_grid",
+        '{"model_type": ["gbt", "rf"], "num_trees": [5], "max_depth": [3]}',
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = _newest_tune_grid_run(client)
     assert run.info.status == "FINISHED" and run.data.params["best_model_type"] in ("gbt", "rf")
     assert run.data.metrics["candidates"] == 2
     assert run.data.tags["mlflow.runName"] == "tune_grid 2-fold rmse"
 
-    for grid, message in [('{"model_type": ["xgb"]}', "model_type'] values must be one of rf, gbt"),
-                          ('{"numTrees": [5]}', "unknown parameter 'numTrees': use log_label, max_depth, max_features, min_samples_leaf, model_type, num_trees."),
-                          ('{"model_type": ["gbt"], "max_features": ["sqrt"]}', "candidate")]:
+    for grid, message in [
+        ('{"model_type": ["xgb"]}', "model_type'] values must be one of rf, gbt"),
+        (
+            '{"numTrees": [5]}',
+            "unknown parameter 'numTrees': use log_label, max_depth, max_features, min_samples_leaf, model_type, "
+            "num_trees.",
+        ),
+        ('{"model_type": ["gbt"], "max_features": ["sqrt"]}', "candidate"),
+    ]:
         result = script_in_process("tune_grid.py", "--data_path", default_data, "--param_grid", grid)
         assert result.returncode == 2 and message in last_line(result.stderr), result.stderr[-2000:]
         run = _newest_tune_grid_run(client)

@@ -14,7 +14,9 @@ from sparkmlops.monitor import drift_statistics
 
 def test_psi_of_identical_histograms_is_zero_and_grows_with_shift():
     assert drift_statistics.psi([10, 20, 30], [1, 2, 3]) == 0.0
-    assert drift_statistics.psi([50, 50], [60, 40]) == pytest.approx(0.1 * math.log(0.6 / 0.5) + 0.1 * math.log(0.5 / 0.4))
+    assert drift_statistics.psi([50, 50], [60, 40]) == pytest.approx(
+        0.1 * math.log(0.6 / 0.5) + 0.1 * math.log(0.5 / 0.4)
+    )
     assert drift_statistics.psi([50, 50, 0], [40, 40, 20]) > drift_statistics.psi([50, 50], [45, 55])
 
 
@@ -36,8 +38,9 @@ def test_no_drift_on_a_fresh_sample_of_the_same_generator(spark, airbnb):
     from sparkmlops.data.generators import generate_airbnb
 
     reference, spec = airbnb
-    results = drift_statistics.feature_drift(reference, generate_airbnb(spark, 4000, 7), spec.numeric_cols + ["price"],
-                                  spec.categorical_cols)
+    results = drift_statistics.feature_drift(
+        reference, generate_airbnb(spark, 4000, 7), spec.numeric_cols + ["price"], spec.categorical_cols
+    )
     assert len(results) == len(spec.numeric_cols) + 1 + len(spec.categorical_cols)
     assert max(r.psi for r in results) < 0.05
     assert max(r.ks for r in results if r.ks is not None) < 0.05
@@ -48,15 +51,24 @@ def test_shift_new_categories_and_nulls_are_measured(spark, airbnb):
     from pyspark.sql import functions as F
 
     reference, spec = airbnb
-    current = (reference.withColumn("price", F.col("price") * 1.5)
-               .withColumn("neighbourhood_cleansed", F.when(F.rand(1) < 0.3, F.lit("Atlantis"))
-                           .otherwise(F.col("neighbourhood_cleansed")))
-               .withColumn("bedrooms", F.when(F.rand(2) < 0.2, F.lit(None)).otherwise(F.col("bedrooms"))))
-    results = {r.feature: r for r in drift_statistics.feature_drift(reference, current, spec.numeric_cols + ["price"],
-                                                          spec.categorical_cols)}
+    current = (
+        reference.withColumn("price", F.col("price") * 1.5)
+        .withColumn(
+            "neighbourhood_cleansed",
+            F.when(F.rand(1) < 0.3, F.lit("Atlantis")).otherwise(F.col("neighbourhood_cleansed")),
+        )
+        .withColumn("bedrooms", F.when(F.rand(2) < 0.2, F.lit(None)).otherwise(F.col("bedrooms")))
+    )
+    results = {
+        r.feature: r
+        for r in drift_statistics.feature_drift(
+            reference, current, spec.numeric_cols + ["price"], spec.categorical_cols
+        )
+    }
     assert results["price"].psi > 0.2
-    expected_ks = scipy.stats.ks_2samp(reference.select("price").toPandas()["price"],
-                                       current.select("price").toPandas()["price"]).statistic
+    expected_ks = scipy.stats.ks_2samp(
+        reference.select("price").toPandas()["price"], current.select("price").toPandas()["price"]
+    ).statistic
     assert results["price"].ks == pytest.approx(expected_ks, abs=0.01)  # evaluated on a 200-point grid
     assert results["neighbourhood_cleansed"].unseen_share == pytest.approx(0.3, abs=0.03)
     assert results["neighbourhood_cleansed"].psi > 1
@@ -127,34 +139,52 @@ def test_registered_model_version_gets_the_drift_result(client, trained_model, t
     write_parquet_atomically(generate_airbnb(spark, 3000, 7, drift=True), drifted)
     version = mlflow.register_model(trained_model[0], "drift-check-model")
     client.set_registered_model_alias("drift-check-model", "champion", version.version)
-    result = script_in_process("check_drift.py", "--model_uri", "models:/drift-check-model@champion",
-                               "--current_path", drifted)
+    result = script_in_process(
+        "check_drift.py", "--model_uri", "models:/drift-check-model@champion", "--current_path", drifted
+    )
     assert result.returncode == 3, ("drift found is exit 3 (README: exit codes)", result.stderr[-2000:])
     run = newest_run(client)
     assert run.info.status == "FINISHED"
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                            artifact_path="drift/drift_per_feature.csv"))
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv")
+    )
     assert "prediction (model output)" in set(table["feature"])
     assert table.set_index("feature").loc["neighbourhood_cleansed", "psi"] >= 0.2
     tags = client.get_model_version("drift-check-model", version.version).tags
     assert tags["drift_run_id"] == run.info.run_id and tags["drift_verdict"].startswith("drift:")
     assert float(tags["drift_max_psi"]) == pytest.approx(run.data.metrics["max_psi"], abs=1e-4)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "drift")} == {
-        "drift/drift_per_feature.csv", "drift/psi_per_feature.png"}
+        "drift/drift_per_feature.csv",
+        "drift/psi_per_feature.png",
+    }
 
 
-@pytest.mark.parametrize("options, message", [
-    ([], "pass exactly one of model_uri"),
-    (["--reference_path", "{data}", "--model_uri", "runs:/x/model", "--current_path", "{data}"],
-     "pass exactly one of model_uri"),
-    (["--reference_path", "{data}"], "current_path is empty"),
-    (["--reference_path", "{data}", "--current_path", "/nonexistent/current.parquet"], "/nonexistent/current.parquet"),
-    (["--reference_path", "/nonexistent/ref.parquet", "--current_path", "{data}"], "/nonexistent/ref.parquet"),
-    (["--reference_path", "{data}", "--current_path", "{data}", "--threshold", "0"], "threshold must be in (0, 10]"),
-    (["--reference_path", "{data}", "--current_path", "{data}", "--bins", "1"], "bins must be in 2..100"),
-    (["--model_uri", "models:/no-such-model@champion", "--current_path", "{data}"], "not found"),
-    (["--reference_path", "{data}", "--current_path", "{data}", "--treshold", "0.1"], "unknown parameter 'treshold'"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ([], "pass exactly one of model_uri"),
+        (
+            ["--reference_path", "{data}", "--model_uri", "runs:/x/model", "--current_path", "{data}"],
+            "pass exactly one of model_uri",
+        ),
+        (["--reference_path", "{data}"], "current_path is empty"),
+        (
+            ["--reference_path", "{data}", "--current_path", "/nonexistent/current.parquet"],
+            "/nonexistent/current.parquet",
+        ),
+        (["--reference_path", "/nonexistent/ref.parquet", "--current_path", "{data}"], "/nonexistent/ref.parquet"),
+        (
+            ["--reference_path", "{data}", "--current_path", "{data}", "--threshold", "0"],
+            "threshold must be in (0, 10]",
+        ),
+        (["--reference_path", "{data}", "--current_path", "{data}", "--bins", "1"], "bins must be in 2..100"),
+        (["--model_uri", "models:/no-such-model@champion", "--current_path", "{data}"], "not found"),
+        (
+            ["--reference_path", "{data}", "--current_path", "{data}", "--treshold", "0.1"],
+            "unknown parameter 'treshold'",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_spark(client, default_data, options, message):
     options = [o.replace("{data}", default_data) for o in options]
     result = script_in_process("check_drift.py", *options)
@@ -184,16 +214,21 @@ def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_pat
     assert_refused(result, client, "has no rows", before_spark=False)
 
     broken = str(tmp_path / "broken")
-    spark.read.parquet(real_data).withColumns({
-        "accommodates": F.lit(None).cast("double"), "room_type": F.lit(None).cast("string"),
-        "bedrooms": F.col("bedrooms").cast("string")}).write.parquet(broken)
+    spark.read.parquet(real_data).withColumns(
+        {
+            "accommodates": F.lit(None).cast("double"),
+            "room_type": F.lit(None).cast("string"),
+            "bedrooms": F.col("bedrooms").cast("string"),
+        }
+    ).write.parquet(broken)
     result = script_in_process("check_drift.py", "--reference_path", real_data, "--current_path", broken)
     assert result.returncode == 3, result.stderr[-2000:]
     run = newest_run(client)
     assert run.info.status == "FINISHED" and run.data.tags["exit_code"] == "3"
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                            artifact_path="drift/drift_per_feature.csv"),
-                        keep_default_na=False).set_index("feature")
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv"),
+        keep_default_na=False,
+    ).set_index("feature")
     assert table.loc["accommodates", "drift_reason"] == "missing 0% -> 100%"
     assert table.loc["room_type", "drift_reason"] == "missing 0% -> 100%"
     assert table.loc["bedrooms", "drift_reason"] == "type double -> string"
@@ -204,10 +239,12 @@ def test_broken_current_data_is_never_no_drift(client, real_data, spark, tmp_pat
     assert verdict.startswith("drift: 3 of 34 features drifted") and "accommodates (missing 0% -> 100%)" in verdict
 
 
-@pytest.mark.parametrize("broken", ["30% of bedrooms null", "accommodates null in every row",
-                                    "bedrooms NaN, inf or not a number (text)"])
-def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, client, trained_model, default_data,
-                                                                       tmp_path, broken):
+@pytest.mark.parametrize(
+    "broken", ["30% of bedrooms null", "accommodates null in every row", "bedrooms NaN, inf or not a number (text)"]
+)
+def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(
+    spark, client, trained_model, default_data, tmp_path, broken
+):
     """check_drift -P model_uri=... on current data whose numeric feature went missing: the missing share is
     the drift found (exit 3, run FINISHED), the prediction drift is computed on the rows the model can
     score, and the rows it could not score are counted (the model's own training data is the reference)."""
@@ -219,14 +256,24 @@ def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, c
     bucket = F.abs(F.xxhash64(*[F.col(c) for c in source.columns], F.lit(11))) % 100
     current = str(tmp_path / "current")
     if broken.startswith("bedrooms NaN"):  # the column drifted to text: numbers, "NaN", "Infinity", "n/a"
-        value = (F.when(bucket < 10, F.lit("NaN")).when(bucket < 20, F.lit("Infinity"))
-                 .when(bucket < 30, F.lit("n/a")).otherwise(F.col(column).cast("string")))
+        value = (
+            F.when(bucket < 10, F.lit("NaN"))
+            .when(bucket < 20, F.lit("Infinity"))
+            .when(bucket < 30, F.lit("n/a"))
+            .otherwise(F.col(column).cast("string"))
+        )
     else:
         value = F.when(bucket < share, F.lit(None).cast("double")).otherwise(F.col(column))
     source.withColumn(column, value).write.parquet(current)
-    nulls = spark.read.parquet(current).filter(
-        F.col(column).try_cast("double").isNull() | F.isnan(F.col(column).try_cast("double"))
-        | F.col(column).cast("string").isin("Infinity")).count()  # what the model cannot score
+    nulls = (
+        spark.read.parquet(current)
+        .filter(
+            F.col(column).try_cast("double").isNull()
+            | F.isnan(F.col(column).try_cast("double"))
+            | F.col(column).cast("string").isin("Infinity")
+        )
+        .count()
+    )  # what the model cannot score
     total = source.count()
 
     result = script_in_process("check_drift.py", "--model_uri", trained_model[0], "--current_path", current)
@@ -234,9 +281,10 @@ def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, c
     run = newest_run(client)
     assert run.info.status == "FINISHED" and run.data.tags["exit_code"] == "3"
     assert run.data.metrics["current_unscorable_rows"] == nulls and run.data.metrics["reference_unscorable_rows"] == 0
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                            artifact_path="drift/drift_per_feature.csv"),
-                        keep_default_na=False).set_index("feature")
+    table = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="drift/drift_per_feature.csv"),
+        keep_default_na=False,
+    ).set_index("feature")
     if broken.startswith("bedrooms NaN"):  # "NaN" and "n/a" are missing values; "Infinity" is a value
         missing = spark.read.parquet(current).filter(F.col(column).isin("NaN", "n/a")).count()
         assert table.loc[column, "drift_reason"] == f"missing 0% -> {missing / total:.0%}; type double -> string"
@@ -250,4 +298,3 @@ def test_a_model_check_reports_what_it_cannot_score_instead_of_crashing(spark, c
     drifted = set(table.index[table["drifted"].astype(str) == "True"])
     assert drifted == {column, "prediction (model output)"}, drifted
     assert f"the model could not score {nulls} current rows" in result.stdout
-

@@ -46,9 +46,11 @@ def _aliases(client, name=NAME) -> dict:
 @pytest.fixture(scope="module")
 def versions(spark, default_data):
     """Three versions of one model on the generated data, same split: v1 fair, v2 best, v3 worst."""
-    trained = [_train(spark, default_data, num_trees=5, max_depth=3),
-               _train(spark, default_data, num_trees=20, max_depth=8),
-               _train(spark, default_data, num_trees=1, max_depth=1)]
+    trained = [
+        _train(spark, default_data, num_trees=5, max_depth=3),
+        _train(spark, default_data, num_trees=20, max_depth=8),
+        _train(spark, default_data, num_trees=1, max_depth=1),
+    ]
     return [(run_id, result) for run_id, result in trained]
 
 
@@ -128,9 +130,16 @@ def test_two_promotions_at_once_the_later_is_refused(spark, client, versions):
 
     name = "promote-test-race"
     for run_id, result in (versions[2], versions[0], versions[1]):  # v1 worst (1x1), v2 5x3, v3 best (20x8)
-        registry.register_model(result.model_uri, name, run_id=run_id, entry_point="train",
-                                params=TrainParams().model_params(), metrics=result.metrics,
-                                digests=result.digests, data_path=result.data_path)
+        registry.register_model(
+            result.model_uri,
+            name,
+            run_id=run_id,
+            entry_point="train",
+            params=TrainParams().model_params(),
+            metrics=result.metrics,
+            digests=result.digests,
+            data_path=result.data_path,
+        )
     registry.set_alias(name, "champion", "1")
     first = PromoteParams(model_name=name, version="2").validate()
     second = PromoteParams(model_name=name, version="3").validate()
@@ -139,8 +148,14 @@ def test_two_promotions_at_once_the_later_is_refused(spark, client, versions):
     with tracking.tracked_run("promote race first"):
         assert promote_and_log(spark, first).decision == "promoted"
     assert _aliases(client, name) == {"champion": "2", "challenger": "2"}
-    with pytest.raises(JobFailed, match=r"@champion of 'promote-test-race' moved from v1 to v2 while this "
-                                        r"promotion of v3 ran"), tracking.tracked_run("promote race second") as run:
+    with (
+        pytest.raises(
+            JobFailed,
+            match=r"@champion of 'promote-test-race' moved from v1 to v2 while this "
+            r"promotion of v3 ran",
+        ),
+        tracking.tracked_run("promote race second") as run,
+    ):
         promote_and_log(spark, second)
     assert _aliases(client, name) == {"champion": "2", "challenger": "2"}, "the later promotion changed aliases"
     assert not any(k.startswith("promotion_") for k in client.get_model_version(name, "3").tags)
@@ -157,8 +172,9 @@ def test_heldout_rows_exclude_both_training_splits(spark, client, versions, defa
     in_tracked_run(params, lambda checked: train_and_log(spark, checked))
     other_seed = client.get_model_version("promote-test-seeds", "1")
     data = splits.load_labelled(spark, default_data, "price")
-    heldout, notes = heldout_rows(data, [("candidate", other_seed), ("@champion", client.get_model_version(NAME, "1"))],
-                                  default_data)
+    heldout, notes = heldout_rows(
+        data, [("candidate", other_seed), ("@champion", client.get_model_version(NAME, "1"))], default_data
+    )
     train42, test42 = splits.split_train_test(data.df, 0.8, 42)
     train7, test7 = splits.split_train_test(data.df, 0.8, 7)
     assert heldout.count() == test42.intersectAll(test7).count() > 0
@@ -225,19 +241,22 @@ def odd_models(client, pyfunc_model_uri):
     return "promote-test-pyfunc", "promote-test-empty"
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"model_name": ""}, "model_name is empty"),
-    ({"model_name": "a/b"}, "cannot contain '/', ':' or '@'"),
-    ({"model_name": "no-such-model"}, "no registered model 'no-such-model' (registered models:"),
-    ({"model_name": NAME, "version": "99"}, f"'{NAME}' has no version 99"),
-    ({"model_name": NAME, "version": "@no-such-alias"}, "has no alias '@no-such-alias'"),
-    ({"model_name": NAME, "metric": "mape"}, "unknown metric 'mape'"),
-    ({"model_name": NAME, "min_improvement": 1.5}, "min_improvement is a relative gain in [0, 1)"),
-    ({"model_name": NAME, "force": True}, "force=true moves @champion without the gate, so it needs the version"),
-    ({"model_name": NAME, "data_path": "/no/such/eval.parquet"}, "'/no/such/eval.parquet' does not exist"),
-    ({"model_name": "promote-test-pyfunc"}, "(the candidate) is not a Spark model"),
-    ({"model_name": "promote-test-empty"}, "'promote-test-empty' has no versions"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"model_name": ""}, "model_name is empty"),
+        ({"model_name": "a/b"}, "cannot contain '/', ':' or '@'"),
+        ({"model_name": "no-such-model"}, "no registered model 'no-such-model' (registered models:"),
+        ({"model_name": NAME, "version": "99"}, f"'{NAME}' has no version 99"),
+        ({"model_name": NAME, "version": "@no-such-alias"}, "has no alias '@no-such-alias'"),
+        ({"model_name": NAME, "metric": "mape"}, "unknown metric 'mape'"),
+        ({"model_name": NAME, "min_improvement": 1.5}, "min_improvement is a relative gain in [0, 1)"),
+        ({"model_name": NAME, "force": True}, "force=true moves @champion without the gate, so it needs the version"),
+        ({"model_name": NAME, "data_path": "/no/such/eval.parquet"}, "'/no/such/eval.parquet' does not exist"),
+        ({"model_name": "promote-test-pyfunc"}, "(the candidate) is not a Spark model"),
+        ({"model_name": "promote-test-empty"}, "'promote-test-empty' has no versions"),
+    ],
+)
 def test_bad_input_is_one_line_and_changes_no_alias(client, versions, odd_models, options, message):
     before = _aliases(client)
     with pytest.raises(UserInputError) as raised:
@@ -266,10 +285,13 @@ def test_promote_script_on_an_empty_registry(tmp_path):
     store = f"sqlite:///{tmp_path / 'empty.db'}"
     result = python_script("promote.py", "--model_name", "sf_price", env={"MLFLOW_TRACKING_URI": store})
     assert result.returncode == 2, result.stderr[-2000:]
-    assert last_line(result.stderr) == ("error: no registered model 'sf_price': the model registry is empty; "
-                                        "register one with: mlflow run . -e train -P register_as=<name>.")
+    assert last_line(result.stderr) == (
+        "error: no registered model 'sf_price': the model registry is empty; "
+        "register one with: mlflow run . -e train -P register_as=<name>."
+    )
     runs = mlflow.MlflowClient(store).search_runs(
-        [mlflow.MlflowClient(store).get_experiment_by_name("sparkmlops-tests").experiment_id])
+        [mlflow.MlflowClient(store).get_experiment_by_name("sparkmlops-tests").experiment_id]
+    )
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
@@ -277,8 +299,9 @@ def test_promote_script_on_an_empty_registry(tmp_path):
 def test_promote_script_force_rollback_needs_no_spark(client, versions):
     before = _aliases(client)
     # no Java at all: a rollback touches only the registry, so it must not even look for one
-    result = python_script("promote.py", "--model_name", NAME, "--version", "3", "--force", "true",
-                           env={"JAVA_HOME": "/nonexistent-jdk"})
+    result = python_script(
+        "promote.py", "--model_name", NAME, "--version", "3", "--force", "true", env={"JAVA_HOME": "/nonexistent-jdk"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "forced: @champion -> v3" in last_line(result.stdout)
     assert _aliases(client)["champion"] == "3"
@@ -289,5 +312,8 @@ def test_promote_script_force_rollback_needs_no_spark(client, versions):
 
 
 def test_register_as_is_checked_before_spark(client):
-    assert_refused(script_in_process("train.py", "--register_as", "bad:name"), client,
-                   "register_as 'bad:name' is not a valid registered model name")
+    assert_refused(
+        script_in_process("train.py", "--register_as", "bad:name"),
+        client,
+        "register_as 'bad:name' is not a valid registered model name",
+    )

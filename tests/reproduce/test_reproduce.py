@@ -70,9 +70,12 @@ def reproductions_of(client, run_id: str) -> list:
 
 
 def reproduce_run_of(client, run_id: str):
-    runs = client.search_runs([client.get_run(run_id).info.experiment_id],
-                              filter_string=f"tags.original_run_id = '{run_id}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [client.get_run(run_id).info.experiment_id],
+        filter_string=f"tags.original_run_id = '{run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0]
 
 
@@ -88,8 +91,9 @@ def test_fresh_run_is_reproduced_bit_identically(client, project):
     assert result.returncode == 0, result.stderr[-4000:]
     assert re.match(r"reproduce: reproduced: \d+ metrics bit-identical \(run [0-9a-f]{32}\)$", last_line(result.stdout))
     # the code came from the checkout reproduce ran from (it has the commit): printed, and tagged below
-    top = subprocess.run(["git", "-C", str(work), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    top = subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert f"reproduce: code from {top} at commit {sha}\n" in result.stdout, result.stdout[-2000:]
 
     [reproduced] = reproductions_of(client, original_id)
@@ -112,14 +116,18 @@ def test_fresh_run_is_reproduced_bit_identically(client, project):
     assert parent.data.tags["code_source"] == top
     assert tags["reproduced_by"] == parent.info.run_id
     assert parent.data.metrics["metrics_differing"] == 0 and parent.data.metrics["max_abs_difference"] == 0
-    report = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
-                                                             artifact_path="reproduction/metrics.csv"))
+    report = pd.read_csv(
+        mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="reproduction/metrics.csv")
+    )
     rows = report.set_index("metric")
     assert rows.loc["rmse", "original"] == original.data.metrics["rmse"] and rows.loc["rmse", "difference"] == 0
     assert not rows.loc["fit_seconds", "compared"], "wall-clock time is reported, never compared"
     assert parent.data.metrics["metrics_compared"] == int(rows["compared"].sum()) >= 6
-    libraries = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
-                                                                artifact_path="reproduction/library_versions.csv"))
+    libraries = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path="reproduction/library_versions.csv"
+        )
+    )
     assert set(libraries["library"]) == {"python", "pyspark", "mlflow", "pandas", "java"}
     assert (libraries["original"] == libraries["reproduced"]).all()
 
@@ -177,8 +185,11 @@ def test_dirty_tree_run_is_refused(client, project):
     finally:
         readme.write_text(text)
     assert result.returncode == 2
-    dirty_run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                                   order_by=["attributes.start_time DESC"], max_results=1)[0]
+    dirty_run = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert dirty_run.data.tags["git_dirty"] == "true"
     result = script(work, "reproduce.py", "--run_id", dirty_run.info.run_id)
     assert_refused(result, client, "was made from a git tree with uncommitted changes")
@@ -190,14 +201,18 @@ def test_run_without_commit_and_other_runs_are_refused(client, tmp_path, project
     work, _, data, _ = project
     plain = copy_project(tmp_path / "not-git")  # no repository: git_commit=unknown
     assert script(plain, "train.py", "--data_path", data, "--max_depth", "99").returncode == 2
-    no_commit = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                                   order_by=["attributes.start_time DESC"], max_results=1)[0]
+    no_commit = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert no_commit.data.tags["git_commit"] == "unknown"
     with pytest.raises(UserInputError, match="has no git commit on record"):
         reproduce_reproduce.ReproduceParams(run_id=no_commit.info.run_id).validate()
     assert script(work, "generate_data.py").returncode == 2, "a run of an entry point that is not re-run"
-    generate_run = client.search_runs([no_commit.info.experiment_id], order_by=["attributes.start_time DESC"],
-                                      max_results=1)[0]
+    generate_run = client.search_runs(
+        [no_commit.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
     with pytest.raises(UserInputError, match="run of 'generate_data', which reproduce does not re-run"):
         reproduce_reproduce.ReproduceParams(run_id=generate_run.info.run_id).validate()
     with pytest.raises(UserInputError, match="run 'nope' not found"):
@@ -214,7 +229,8 @@ def test_metric_comparison_rules():
     report = reproduce_reproduce.compare_metrics(
         {"rmse": 200.0, "r2": 0.5, "fit_seconds": 10.0, "gone": 1.0, "nan": math.nan, "trial_id": 1.5e18},
         {"rmse": 200.0 + 1e-10, "r2": 0.5, "fit_seconds": 99.0, "new": 2.0, "nan": math.nan, "trial_id": -3e17},
-        tolerance=0.0)
+        tolerance=0.0,
+    )
     rows = report.set_index("metric")
     assert not rows.loc["rmse", "within_tolerance"] and rows.loc["r2", "within_tolerance"]
     assert rows.loc["fit_seconds", "within_tolerance"] and not rows.loc["fit_seconds", "compared"]
@@ -224,9 +240,10 @@ def test_metric_comparison_rules():
     assert rows.loc["nan", "within_tolerance"]
     loose = reproduce_reproduce.compare_metrics({"rmse": 200.0}, {"rmse": 200.0 + 1e-10}, tolerance=1e-9)
     assert loose["within_tolerance"].all()
-    assert reproduce_reproduce.library_differences({"pyspark_version": "4.0.1", "mlflow_version": "3.17.2"},
-                                         {"pyspark_version": "4.1.1", "mlflow_version": "3.17.2"}) == [
-        ("pyspark", "4.0.1", "4.1.1")]
+    assert reproduce_reproduce.library_differences(
+        {"pyspark_version": "4.0.1", "mlflow_version": "3.17.2"},
+        {"pyspark_version": "4.1.1", "mlflow_version": "3.17.2"},
+    ) == [("pyspark", "4.0.1", "4.1.1")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,11 +253,24 @@ def test_metric_comparison_rules():
 def tagged_run(client, tags: dict[str, str]) -> str:
     """A FINISHED, clean train run at a commit this checkout does not have, its data on record: everything
     read_original_run checks before the code source passes, so ``tags`` (where the code is) decide."""
-    assert subprocess.run(["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{ABSENT_COMMIT}^{{commit}}"],
-                          capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "cat-file", "-e", f"{ABSENT_COMMIT}^{{commit}}"], capture_output=True
+        ).returncode
+        != 0
+    )
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    run = client.create_run(experiment, run_name="train rf 3x3", tags={
-        "entry_point": "train", "git_commit": ABSENT_COMMIT, "git_dirty": "false", "data_digest": "0" * 16, **tags})
+    run = client.create_run(
+        experiment,
+        run_name="train rf 3x3",
+        tags={
+            "entry_point": "train",
+            "git_commit": ABSENT_COMMIT,
+            "git_dirty": "false",
+            "data_digest": "0" * 16,
+            **tags,
+        },
+    )
     client.log_param(run.info.run_id, "data_path_resolved", "/nonexistent/listings.parquet")
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
@@ -253,17 +283,22 @@ def assert_refused_before_cloning(result, client, message):
     return run
 
 
-@pytest.mark.parametrize("url, transport", [
-    ("http://git.example.com/org/repo.git", "http"),
-    ("git://git.example.com/org/repo.git", "git"),
-    ("ext::sh -c touch% {marker}", "ext"),  # a remote helper that runs a command: here, one leaving a marker
-])
+@pytest.mark.parametrize(
+    "url, transport",
+    [
+        ("http://git.example.com/org/repo.git", "http"),
+        ("git://git.example.com/org/repo.git", "git"),
+        ("ext::sh -c touch% {marker}", "ext"),  # a remote helper that runs a command: here, one leaving a marker
+    ],
+)
 def test_a_source_over_another_transport_is_refused_before_spark(client, tmp_path, url, transport):
     marker = tmp_path / "executed"
     url = url.format(marker=marker)
     run_id = tagged_run(client, {"mlflow.source.git.repoURL": url})
-    message = (f"code source {url} (the run's tag mlflow.source.git.repoURL) uses {transport}: reproduce fetches "
-               "code only over https, ssh or from a local path")
+    message = (
+        f"code source {url} (the run's tag mlflow.source.git.repoURL) uses {transport}: reproduce fetches "
+        "code only over https, ssh or from a local path"
+    )
     with pytest.raises(UserInputError, match=re.escape(message)):  # even when every source is trusted
         reproduce_reproduce.ReproduceParams(run_id=run_id, trusted_sources="any").validate()
     assert_refused_before_cloning(script_in_process("reproduce.py", "--run_id", run_id), client, message)
@@ -273,15 +308,24 @@ def test_a_source_over_another_transport_is_refused_before_spark(client, tmp_pat
     assert not marker.exists(), "the ext:: command ran"
 
 
-@pytest.mark.parametrize("tags", [{"git_subdirectory": "../../elsewhere"}, {"git_subdirectory": "/etc"},
-                                  {"mlflow.source.name": "https://git.example.com/org/repo.git#../../x"}])
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"git_subdirectory": "../../elsewhere"},
+        {"git_subdirectory": "/etc"},
+        {"mlflow.source.name": "https://git.example.com/org/repo.git#../../x"},
+    ],
+)
 def test_a_project_folder_outside_the_clone_is_refused_before_spark(client, tags):
     """The project's folder comes from the run's tags too: one that leaves the clone is refused before any
     clone or run, whatever the source."""
     run_id = tagged_run(client, tags)
     folder = tags.get("git_subdirectory") or tags["mlflow.source.name"].split("#", 1)[1]
-    assert_refused_before_cloning(script_in_process("reproduce.py", "--run_id", run_id, "--trusted_sources", "any"),
-                                  client, f"the run's project folder '{folder}' (from its tags) leaves the repository")
+    assert_refused_before_cloning(
+        script_in_process("reproduce.py", "--run_id", run_id, "--trusted_sources", "any"),
+        client,
+        f"the run's project folder '{folder}' (from its tags) leaves the repository",
+    )
 
 
 def test_a_source_git_would_read_as_an_option_is_refused(client, tmp_path):
@@ -297,15 +341,31 @@ def test_a_source_git_would_read_as_an_option_is_refused(client, tmp_path):
     assert not marker.exists(), "git ran the tag as its --upload-pack command"
 
 
-@pytest.mark.parametrize("url, prefix, outside", [
-    ("https://git.example.com/org/repo.git", "https://git.example.com/org/",
-     ["https://git.example.com/org-evil/repo.git", "https://git.example.com/org/../org-evil/repo.git",
-      "https://git.example.com/org/%2e%2e/org-evil/repo.git", "https://git.example.com.evil.test/org/repo.git"]),
-    ("git@git.example.com:org/repo.git", "git@git.example.com:org",
-     ["git@git.example.com:org-evil/repo.git", "git@git.example.com:org/../evil/repo.git"]),
-    ("ssh://git@git.example.com/org/repo", "ssh://git@git.example.com/org/repo.git",
-     ["ssh://git@git.example.com/org/repository", "ssh://git@git.example.com/org/repo-evil"]),
-])
+@pytest.mark.parametrize(
+    "url, prefix, outside",
+    [
+        (
+            "https://git.example.com/org/repo.git",
+            "https://git.example.com/org/",
+            [
+                "https://git.example.com/org-evil/repo.git",
+                "https://git.example.com/org/../org-evil/repo.git",
+                "https://git.example.com/org/%2e%2e/org-evil/repo.git",
+                "https://git.example.com.evil.test/org/repo.git",
+            ],
+        ),
+        (
+            "git@git.example.com:org/repo.git",
+            "git@git.example.com:org",
+            ["git@git.example.com:org-evil/repo.git", "git@git.example.com:org/../evil/repo.git"],
+        ),
+        (
+            "ssh://git@git.example.com/org/repo",
+            "ssh://git@git.example.com/org/repo.git",
+            ["ssh://git@git.example.com/org/repository", "ssh://git@git.example.com/org/repo-evil"],
+        ),
+    ],
+)
 def test_a_source_from_the_tags_must_be_trusted(client, url, prefix, outside):
     """A URL from the run's tags is not this checkout or one of its remotes: refused, saying how to allow it;
     admitted by trusted_sources when a prefix covers it at a path boundary, by `any`, or as project_uri."""
@@ -342,14 +402,16 @@ def test_the_checkouts_own_remotes_are_trusted_by_default(tmp_path):
     checkout.mkdir()
     (checkout / "MLproject").write_text("name: x\n")
     commit_all(checkout)
-    subprocess.run(GIT + ["-C", str(checkout), "remote", "add", "origin", "https://git.example.com/org/repo.git"],
-                   check=True)
+    subprocess.run(
+        GIT + ["-C", str(checkout), "remote", "add", "origin", "https://git.example.com/org/repo.git"], check=True
+    )
     for url in ("https://git.example.com/org/repo.git", "https://git.example.com/org/repo/"):
         tags = {"mlflow.source.git.repoURL": url}
         assert find_code_source(ABSENT_COMMIT, "", tags, checkout=checkout) == url
     with pytest.raises(UserInputError, match="is not trusted"):
-        find_code_source(ABSENT_COMMIT, "", {"mlflow.source.git.repoURL": "https://git.example.com/org/other.git"},
-                         checkout=checkout)
+        find_code_source(
+            ABSENT_COMMIT, "", {"mlflow.source.git.repoURL": "https://git.example.com/org/other.git"}, checkout=checkout
+        )
 
 
 def test_git_itself_fetches_over_the_allowed_transports_only(tmp_path, monkeypatch):

@@ -56,8 +56,7 @@ def test_mode_semantics(spark, trained_model, default_data, tmp_path):
 def test_extra_columns_pass_through_and_types_are_cast(spark, trained_model, default_data, tmp_path):
     uri, pipeline = trained_model
     source = spark.read.parquet(default_data).limit(40)
-    varied = source.withColumn("zipcode", F.lit("94110")).withColumn("accommodates",
-                                                                       F.col("accommodates").cast("int"))
+    varied = source.withColumn("zipcode", F.lit("94110")).withColumn("accommodates", F.col("accommodates").cast("int"))
     inp = tmp_path / "in.parquet"
     varied.write.parquet(str(inp))
     _score(spark, BatchParams(uri, str(inp), str(tmp_path / "out")))
@@ -69,13 +68,15 @@ def test_extra_columns_pass_through_and_types_are_cast(spark, trained_model, def
 
 def test_schema_mismatch_names_the_columns(spark, trained_model, default_data, tmp_path):
     uri, _ = trained_model
-    bad = spark.read.parquet(default_data).limit(5).drop("bedrooms", "room_type") \
-        .withColumn("beds", F.lit("two"))
+    bad = spark.read.parquet(default_data).limit(5).drop("bedrooms", "room_type").withColumn("beds", F.lit("two"))
     inp = tmp_path / "bad.parquet"
     bad.write.parquet(str(inp))
     params = BatchParams(uri, str(inp), str(tmp_path / "out"))
-    with pytest.raises(UserInputError, match=r"missing columns room_type, bedrooms and wrong types: "
-                                             r"beds is string, model expects double"):
+    with pytest.raises(
+        UserInputError,
+        match=r"missing columns room_type, bedrooms and wrong types: "
+        r"beds is string, model expects double",
+    ):
         _score(spark, params)
     assert not (tmp_path / "out").exists()
 
@@ -88,8 +89,9 @@ def test_registered_model_uris(spark, client, trained_model, default_data, tmp_p
         resolved = resolve.resolve_model(model_uri)
         assert resolved.registered_name == "scoring-test-price" and resolved.version == str(version.version)
         assert resolved.run_id == uri.split("/")[1]
-    run_id, summary = _score(spark, BatchParams("models:/scoring-test-price@champion", default_data,
-                                                str(tmp_path / "by-alias")))
+    run_id, summary = _score(
+        spark, BatchParams("models:/scoring-test-price@champion", default_data, str(tmp_path / "by-alias"))
+    )
     assert summary["rows_scored"] == generators.DEFAULT_N_ROWS
     assert client.get_run(run_id).data.tags["model_version"] == str(version.version)
 
@@ -103,13 +105,16 @@ def test_local_model_folder(spark, trained_model, tmp_path, default_data):
     assert summary["rows_scored"] == generators.DEFAULT_N_ROWS
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("", "model_uri is empty"),
-    ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
-    ("models:/no-such-model/1", "not found"),
-    ("models:/scoring-test-price@no-such-alias", "not found"),
-    ("/no/such/model/folder", "neither a model URI nor an existing folder"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("", "model_uri is empty"),
+        ("runs:/0123456789abcdef0123456789abcdef/model", "not found"),
+        ("models:/no-such-model/1", "not found"),
+        ("models:/scoring-test-price@no-such-alias", "not found"),
+        ("/no/such/model/folder", "neither a model URI nor an existing folder"),
+    ],
+)
 def test_bad_model_uris(uri, message):
     with pytest.raises(UserInputError, match=message):
         resolve.resolve_model(uri)
@@ -153,8 +158,15 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("outage", ["registry server down", "registry refuses (403)", "artifact store down",
-                                    "registered version's artifact store down"])
+@pytest.mark.parametrize(
+    "outage",
+    [
+        "registry server down",
+        "registry refuses (403)",
+        "artifact store down",
+        "registered version's artifact store down",
+    ],
+)
 def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_server, default_data, tmp_path, outage):
     """Only "does not exist" is bad input (exit 2, which a scheduler does not retry): a model store that is
     down or refuses is a failure (exit 1, retried), with a line that says so."""
@@ -166,8 +178,9 @@ def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_serv
     elif outage == "registry refuses (403)":
         monkeypatch.setenv("MLFLOW_REGISTRY_URI", refusing_server)
     else:  # a run whose artifacts live on an HTTP artifact server that is down
-        experiment = client.create_experiment(f"artifacts-down-{tmp_path.name}",
-                                              artifact_location=f"http://127.0.0.1:{_closed_port()}/artifacts")
+        experiment = client.create_experiment(
+            f"artifacts-down-{tmp_path.name}", artifact_location=f"http://127.0.0.1:{_closed_port()}/artifacts"
+        )
         uri = f"runs:/{client.create_run(experiment).info.run_id}/model"
         if outage.startswith("registered"):  # a version registered from that run (as MLflow 2 registered)
             name = f"artifacts-down-{tmp_path.name}"
@@ -175,8 +188,9 @@ def test_an_outage_is_a_failure_not_bad_input(client, monkeypatch, refusing_serv
             version = client.create_model_version(name, source=uri, run_id=uri.split("/")[1])
             client.set_registered_model_alias(name, "champion", version.version)
             uri = f"models:/{name}@champion"
-    result = script_in_process("score_batch.py", "--model_uri", uri, "--input_path", default_data,
-                               "--output_path", str(tmp_path / "out"))
+    result = script_in_process(
+        "score_batch.py", "--model_uri", uri, "--input_path", default_data, "--output_path", str(tmp_path / "out")
+    )
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: could not read model '{uri}'") and "not a problem with the URI" in line, line
@@ -199,8 +213,9 @@ def test_non_spark_model_is_refused(pyfunc_model_uri):
 EXPORT_PARITY = 1e-6
 
 
-def test_an_onnx_export_scores_like_its_spark_model_sending_only_its_columns(spark, client, trained_model,
-                                                                             default_data, tmp_path):
+def test_an_onnx_export_scores_like_its_spark_model_sending_only_its_columns(
+    spark, client, trained_model, default_data, tmp_path
+):
     """score_batch of export_onnx's pyfunc: the Spark model's predictions within the export's parity, the
     input's other columns (a wide text one here) kept with their types, one model load per Python worker."""
     from sparkmlops.serve.export_onnx import ExportParams, export_and_log
@@ -208,11 +223,23 @@ def test_an_onnx_export_scores_like_its_spark_model_sending_only_its_columns(spa
     uri, _ = trained_model
     _, exported = in_tracked_run(ExportParams(model_uri=uri), lambda plan: export_and_log(spark, plan))
     source = str(tmp_path / "in")
-    (spark.read.parquet(default_data).withColumn("listing_text", F.repeat(F.lit("lorem ipsum "), 50))
-     .withColumn("accommodates", F.col("accommodates").cast("int")).repartition(3).write.parquet(source))
+    (
+        spark.read.parquet(default_data)
+        .withColumn("listing_text", F.repeat(F.lit("lorem ipsum "), 50))
+        .withColumn("accommodates", F.col("accommodates").cast("int"))
+        .repartition(3)
+        .write.parquet(source)
+    )
     # The export as a user scores it: `python score_batch.py --model_uri <the export>`.
-    result = script_in_process("score_batch.py", "--model_uri", f"runs:/{exported['run_id']}/model",
-                               "--input_path", source, "--output_path", str(tmp_path / "onnx"))
+    result = script_in_process(
+        "score_batch.py",
+        "--model_uri",
+        f"runs:/{exported['run_id']}/model",
+        "--input_path",
+        source,
+        "--output_path",
+        str(tmp_path / "onnx"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = runs_of(client, filter_string=f"params.output_path = '{tmp_path / 'onnx'}'")
     run_id = run.info.run_id
@@ -221,9 +248,12 @@ def test_an_onnx_export_scores_like_its_spark_model_sending_only_its_columns(spa
     by_onnx, by_spark = (spark.read.parquet(str(tmp_path / side)) for side in ("onnx", "spark"))
     assert by_onnx.dtypes == by_spark.dtypes and by_onnx.columns[-1] == "prediction"
     keys = [c for c in by_onnx.columns if c != "prediction"]
-    onnx_rows, spark_rows = (frame.toPandas().sort_values(keys, kind="stable").reset_index(drop=True)
-                             for frame in (by_onnx, by_spark))
-    assert len(onnx_rows) == client.get_run(run_id).data.metrics["rows_scored"] == spark.read.parquet(default_data).count()
+    onnx_rows, spark_rows = (
+        frame.toPandas().sort_values(keys, kind="stable").reset_index(drop=True) for frame in (by_onnx, by_spark)
+    )
+    assert (
+        len(onnx_rows) == client.get_run(run_id).data.metrics["rows_scored"] == spark.read.parquet(default_data).count()
+    )
     assert onnx_rows[keys].equals(spark_rows[keys])
     np.testing.assert_allclose(onnx_rows["prediction"], spark_rows["prediction"], rtol=EXPORT_PARITY, atol=0)
     run = client.get_run(run_id)

@@ -65,11 +65,23 @@ def test_kill_mid_write_leaves_no_output(trained_model, large_input, tmp_path):
     out = tmp_path / "scored"
     env = {**os.environ}
     env.pop("MLFLOW_EXPERIMENT_ID", None)
-    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "score_batch.py"), "--model_uri", uri,
-                             "--input_path", large_input, "--output_path", str(out)],
-                            # to a file: a pipe nobody reads while polling would fill and block the child
-                            cwd=PROJECT_ROOT, env=env, stdout=(tmp_path / "score.log").open("w"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "score_batch.py"),
+            "--model_uri",
+            uri,
+            "--input_path",
+            large_input,
+            "--output_path",
+            str(out),
+        ],
+        # to a file: a pipe nobody reads while polling would fill and block the child
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=(tmp_path / "score.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 300
         staging = []

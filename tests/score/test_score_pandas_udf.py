@@ -19,9 +19,13 @@ def scoring_input(spark, default_data, workdir) -> str:
 
     path = workdir / "pandas-udf-input.parquet"
     if not path.exists():
-        (spark.read.parquet(default_data).withColumn("row_id", F.monotonically_increasing_id())
-         .withColumn("accommodates", F.col("accommodates").cast("int"))
-         .repartition(3).write.parquet(str(path)))
+        (
+            spark.read.parquet(default_data)
+            .withColumn("row_id", F.monotonically_increasing_id())
+            .withColumn("accommodates", F.col("accommodates").cast("int"))
+            .repartition(3)
+            .write.parquet(str(path))
+        )
     return str(path)
 
 
@@ -35,8 +39,9 @@ def _expected(spark, scoring_input, model_uri):
     return dict(zip(frame["row_id"], model.predict(features)))
 
 
-def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(client, spark, sklearn_model, trained_model,
-                                                                    default_data):
+def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(
+    client, spark, sklearn_model, trained_model, default_data
+):
     import mlflow
 
     from sparkmlops.data.splits import load_labelled, split_train_test
@@ -69,13 +74,23 @@ def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(client, spar
 
 
 @pytest.mark.parametrize("method", ["map_in_pandas", "spark_udf"])
-def test_score_pandas_udf_equals_the_models_own_predict(client, spark, sklearn_model, scoring_input, tmp_path,
-                                                        method):
+def test_score_pandas_udf_equals_the_models_own_predict(client, spark, sklearn_model, scoring_input, tmp_path, method):
     train_run_id, model_uri, _ = sklearn_model
     assert model_uri.startswith("models:/m-")  # MLflow 3's logged-model URI
     out = str(tmp_path / "scored")
-    result = script_in_process("score_pandas_udf.py", "--model_uri", model_uri, "--input_path", scoring_input,
-                               "--output_path", out, "--method", method, "--batch_size", "500")
+    result = script_in_process(
+        "score_pandas_udf.py",
+        "--model_uri",
+        model_uri,
+        "--input_path",
+        scoring_input,
+        "--output_path",
+        out,
+        "--method",
+        method,
+        "--batch_size",
+        "500",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     scored = spark.read.parquet(out)
     assert scored.columns == spark.read.parquet(scoring_input).columns + ["prediction"]
@@ -85,8 +100,11 @@ def test_score_pandas_udf_equals_the_models_own_predict(client, spark, sklearn_m
     assert len(rows) == len(expected) == generators.DEFAULT_N_ROWS
     got = rows.set_index("row_id")["prediction"]
     assert np.array_equal(got.loc[list(expected)].to_numpy(), np.array(list(expected.values())))
-    run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert run.info.status == "FINISHED" and run.data.tags["method"] == method
     assert run.data.metrics["rows_scored"] == generators.DEFAULT_N_ROWS
     # a logged model is tagged with its run, not mistaken for a registered model
@@ -138,26 +156,42 @@ def test_a_failing_model_leaves_no_output(client, spark, scoring_input, tmp_path
 
     example = pd.DataFrame({"accommodates": [2.0, 4.0]})
     with mlflow.start_run(run_name="fixture-failing-model"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=FailsOnLargeListings(), pip_requirements=["mlflow"],
-                                       signature=infer_signature(example, example["accommodates"] * 10.0))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FailsOnLargeListings(),
+            pip_requirements=["mlflow"],
+            signature=infer_signature(example, example["accommodates"] * 10.0),
+        )
     out = tmp_path / "scored"
-    result = script_in_process("score_pandas_udf.py", "--model_uri", info.model_uri, "--input_path", scoring_input,
-                               "--output_path", str(out), "--batch_size", "1000")
+    result = script_in_process(
+        "score_pandas_udf.py",
+        "--model_uri",
+        info.model_uri,
+        "--input_path",
+        scoring_input,
+        "--output_path",
+        str(out),
+        "--batch_size",
+        "1000",
+    )
     assert result.returncode == 1 and "cannot price large listings" in result.stderr
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if "staging" in n]
-    run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert run.info.status == "FAILED"
 
 
-def test_bad_inputs_are_refused(client, spark, sklearn_model, trained_model, pyfunc_model_uri, scoring_input,
-                                tmp_path):
+def test_bad_inputs_are_refused(client, spark, sklearn_model, trained_model, pyfunc_model_uri, scoring_input, tmp_path):
     _, model_uri, _ = sklearn_model
     out = str(tmp_path / "scored")
 
     def score(uri, inp=scoring_input, output=out, *extra):
-        return script_in_process("score_pandas_udf.py", "--model_uri", uri, "--input_path", inp,
-                                 "--output_path", output, *extra)
+        return script_in_process(
+            "score_pandas_udf.py", "--model_uri", uri, "--input_path", inp, "--output_path", output, *extra
+        )
 
     # before Spark starts (assert_refused: the run has no spark_master tag) up to the data's columns
     assert_refused(score(model_uri, scoring_input, out, "--method", "apply"), client, "unknown method 'apply'")
@@ -177,14 +211,17 @@ def test_bad_inputs_are_refused(client, spark, sklearn_model, trained_model, pyf
     assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"model_type": "svm"}, "unknown model_type 'svm'"),
-    ({"num_trees": 0}, "num_trees must be >= 1"),
-    ({"max_features": "half"}, "max_features 'half' is not valid"),
-    ({"model_type": "gbt", "max_features": "sqrt"}, "applies to rf"),
-    ({"train_fraction": 1.0}, "train_fraction must be strictly between 0 and 1"),
-    ({"register_as": "bad/name"}, "is not a valid registered model name"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"model_type": "svm"}, "unknown model_type 'svm'"),
+        ({"num_trees": 0}, "num_trees must be >= 1"),
+        ({"max_features": "half"}, "max_features 'half' is not valid"),
+        ({"model_type": "gbt", "max_features": "sqrt"}, "applies to rf"),
+        ({"train_fraction": 1.0}, "train_fraction must be strictly between 0 and 1"),
+        ({"register_as": "bad/name"}, "is not a valid registered model name"),
+    ],
+)
 def test_train_sklearn_parameter_checks(params, message):
     from sparkmlops.core.errors import UserInputError
 
@@ -193,10 +230,24 @@ def test_train_sklearn_parameter_checks(params, message):
 
 
 def test_train_sklearn_gbt_through_the_script(client, default_data):
-    result = script_in_process("train_sklearn.py", "--data_path", default_data, "--model_type", "gbt",
-                               "--num_trees", "20", "--max_depth", "4", "--log_label", "true")
+    result = script_in_process(
+        "train_sklearn.py",
+        "--data_path",
+        default_data,
+        "--model_type",
+        "gbt",
+        "--num_trees",
+        "20",
+        "--max_depth",
+        "4",
+        "--log_label",
+        "true",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    run = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    run = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert run.info.status == "FINISHED" and run.data.metrics["r2"] > 0.3
     assert run.data.params["model_type"] == "gbt"

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 import mlflow
+import pytest
 from conftest import (
     JVM_SIGNS,
     PROJECT_ROOT,
@@ -49,13 +49,15 @@ def _stream(spark, params):
 
 def test_generated_100_files_exactly_once(spark, client, trained_model, generated_100_files, tmp_path):
     uri, pipeline = trained_model
-    params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
-                          max_files_per_trigger=25)
+    params = StreamParams(
+        uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"), max_files_per_trigger=25
+    )
     run_id, summary = _stream(spark, params)
     columns = [c for c, _ in resolve.resolve_model(uri).input_columns()]
     assert spark.read.parquet(str(tmp_path / "out")).count() == 3000
     assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
-        spark, pipeline, generated_100_files, columns)
+        spark, pipeline, generated_100_files, columns
+    )
     assert summary["batches"] == 4 and summary["rows_scored"] == 3000
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -72,21 +74,25 @@ def test_real_100_files_with_extra_zipcode(spark, trained_model, tmp_path):
     from sparkmlops.models.resolve import resolve_model
 
     columns = [c for c, _ in resolve_model(uri).input_columns()]
-    params = StreamParams(uri, str(REAL_DATA_100P), str(tmp_path / "out"), str(tmp_path / "ckpt"),
-                          max_files_per_trigger=20)
+    params = StreamParams(
+        uri, str(REAL_DATA_100P), str(tmp_path / "out"), str(tmp_path / "ckpt"), max_files_per_trigger=20
+    )
     _, summary = _stream(spark, params)
     sink = spark.read.parquet(str(tmp_path / "out"))
     assert "zipcode" not in sink.columns
     assert sink.count() == 7146 == summary["rows_scored"]
     assert _sink_digest(spark, str(tmp_path / "out"), columns) == _expected_digest(
-        spark, pipeline, str(REAL_DATA_100P), columns)
+        spark, pipeline, str(REAL_DATA_100P), columns
+    )
 
 
-def test_checkpoint_of_another_model_is_refused(trained_model, other_trained_model, generated_100_files,
-                                                spark, tmp_path):
+def test_checkpoint_of_another_model_is_refused(
+    trained_model, other_trained_model, generated_100_files, spark, tmp_path
+):
     uri, _ = trained_model
-    params = StreamParams(uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"),
-                          max_files_per_trigger=50)
+    params = StreamParams(
+        uri, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"), max_files_per_trigger=50
+    )
     _stream(spark, params)
     other = StreamParams(other_trained_model, generated_100_files, str(tmp_path / "out"), str(tmp_path / "ckpt"))
     with pytest.raises(UserInputError, match="belongs to another stream: it was made for model"):
@@ -99,17 +105,24 @@ def test_checkpoint_of_another_model_is_refused(trained_model, other_trained_mod
         fresh_ckpt.validate()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"max_files_per_trigger": 0}, "max_files_per_trigger must be >= 1"),
-    ({"trigger": "sometimes"}, "trigger must be 'available_now' or an interval"),
-    ({"input_path": "/no/such/folder"}, "does not exist"),
-    ({"checkpoint_path": ""}, "checkpoint_path is empty"),
-    ({"model_uri": "runs:/0123456789abcdef0123456789abcdef/model"}, "not found"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_files_per_trigger": 0}, "max_files_per_trigger must be >= 1"),
+        ({"trigger": "sometimes"}, "trigger must be 'available_now' or an interval"),
+        ({"input_path": "/no/such/folder"}, "does not exist"),
+        ({"checkpoint_path": ""}, "checkpoint_path is empty"),
+        ({"model_uri": "runs:/0123456789abcdef0123456789abcdef/model"}, "not found"),
+    ],
+)
 def test_bad_stream_parameters(trained_model, generated_100_files, tmp_path, change, message):
     uri, _ = trained_model
-    values = dict(model_uri=uri, input_path=generated_100_files, output_path=str(tmp_path / "o"),
-                  checkpoint_path=str(tmp_path / "c"))
+    values = dict(
+        model_uri=uri,
+        input_path=generated_100_files,
+        output_path=str(tmp_path / "o"),
+        checkpoint_path=str(tmp_path / "c"),
+    )
     values.update(change)
     with pytest.raises(UserInputError, match=message):
         StreamParams(**values).validate()
@@ -128,8 +141,19 @@ def test_empty_input_folder_and_schema_mismatch(spark, trained_model, tmp_path):
 
 
 def _stream_command(uri, inp, out, ckpt, *extra):
-    return [sys.executable, str(PROJECT_ROOT / "score_stream.py"), "--model_uri", uri, "--input_path", inp,
-            "--output_path", out, "--checkpoint_path", ckpt, *extra]
+    return [
+        sys.executable,
+        str(PROJECT_ROOT / "score_stream.py"),
+        "--model_uri",
+        uri,
+        "--input_path",
+        inp,
+        "--output_path",
+        out,
+        "--checkpoint_path",
+        ckpt,
+        *extra,
+    ]
 
 
 def _popen(cmd):
@@ -137,8 +161,7 @@ def _popen(cmd):
     nobody reads would fill (64 KB of Spark's warnings) and block the child."""
     env = {**os.environ}
     env.pop("MLFLOW_EXPERIMENT_ID", None)
-    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for_batches(proc, count, timeout=240):
@@ -185,8 +208,9 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
 
 @pytest.mark.process
 @pytest.mark.parametrize("sent, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_the_stream_cleanly_and_the_run_is_killed(spark, client, trained_model, generated_100_files,
-                                                                  tmp_path, sent, code):
+def test_a_signal_stops_the_stream_cleanly_and_the_run_is_killed(
+    spark, client, trained_model, generated_100_files, tmp_path, sent, code
+):
     """Ctrl-C (SIGINT) or a scheduler's SIGTERM on a running stream: it stops after a safe point, logs its
     summary, and ends as every interrupted entry point does (README, exit codes): 130 or 143, run KILLED;
     what it committed stays, and the same command resumes."""
@@ -215,9 +239,17 @@ def test_a_signal_stops_the_stream_cleanly_and_the_run_is_killed(spark, client, 
 
 
 def test_score_stream_script_bad_model_is_one_line(client, generated_100_files, pyfunc_model_uri, tmp_path):
-    result = script_in_process("score_stream.py", "--model_uri", pyfunc_model_uri, "--input_path",
-                               generated_100_files, "--output_path", str(tmp_path / "o"), "--checkpoint_path",
-                               str(tmp_path / "c"))
+    result = script_in_process(
+        "score_stream.py",
+        "--model_uri",
+        pyfunc_model_uri,
+        "--input_path",
+        generated_100_files,
+        "--output_path",
+        str(tmp_path / "o"),
+        "--checkpoint_path",
+        str(tmp_path / "c"),
+    )
     assert_refused(result, client, "is not a Spark model")  # before Spark: no spark_master tag
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 
@@ -230,8 +262,9 @@ def _write_one_file(frame, folder, name):
 
 
 @pytest.mark.parametrize("bad_file", ["another_schema", "corrupt", "missing_column"])
-def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark, client, trained_model, tmp_path,
-                                                                        bad_file):
+def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(
+    spark, client, trained_model, tmp_path, bad_file
+):
     """A running stream (trigger every second) has scored three files; then a bad file arrives: the stream
     stops by itself with one line naming it, exit 2, run FAILED, the committed output intact. Once it is
     removed, the same command resumes and scores the file that came after it, every row exactly once."""
@@ -242,18 +275,33 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(spark,
     uri, pipeline = trained_model
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    rows = generators.generate_airbnb(spark, 400, seed=5).withColumn("part", F.monotonically_increasing_id() % 4).cache()
+    rows = (
+        generators.generate_airbnb(spark, 400, seed=5).withColumn("part", F.monotonically_increasing_id() % 4).cache()
+    )
     for i in range(3):
         _write_one_file(rows.filter(F.col("part") == i).drop("part"), incoming, f"part-{i}.parquet")
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
-    command = ["score_stream.py", "--model_uri", uri, "--input_path", str(incoming), "--output_path", str(out),
-               "--checkpoint_path", str(ckpt), "--max_files_per_trigger", "1"]
+    command = [
+        "score_stream.py",
+        "--model_uri",
+        uri,
+        "--input_path",
+        str(incoming),
+        "--output_path",
+        str(out),
+        "--checkpoint_path",
+        str(ckpt),
+        "--max_files_per_trigger",
+        "1",
+    ]
     bad = incoming / "part-bad.parquet"
 
     def arrive():
         deadline = time.time() + 240
-        while time.time() < deadline and len([n for n in os.listdir(ckpt / "commits")
-                                              if n.isdigit()] if (ckpt / "commits").exists() else []) < 3:
+        while (
+            time.time() < deadline
+            and len([n for n in os.listdir(ckpt / "commits") if n.isdigit()] if (ckpt / "commits").exists() else []) < 3
+        ):
             time.sleep(0.5)
         base = rows.filter(F.col("part") == 0).drop("part").limit(5)
         if bad_file == "corrupt":
@@ -306,8 +354,11 @@ def test_a_bad_file_already_there_is_named_before_spark(trained_model, tmp_path,
     _write_one_file(good, incoming, "part-0.parquet")
     _write_one_file(good.withColumn("bedrooms", F.col("bedrooms").cast("string")), incoming, "part-1.parquet")
     params = StreamParams(uri, str(incoming), str(tmp_path / "out"), str(tmp_path / "ckpt"))
-    with pytest.raises(UserInputError, match=r"input file .*part-1.parquet does not match the model's signature: "
-                                             r"wrong types: bedrooms is string, model expects numeric"):
+    with pytest.raises(
+        UserInputError,
+        match=r"input file .*part-1.parquet does not match the model's signature: "
+        r"wrong types: bedrooms is string, model expects numeric",
+    ):
         params.validate()
 
 
@@ -325,12 +376,12 @@ def test_a_second_stream_on_a_checkpoint_in_use_is_refused(client, trained_model
     try:
         second = python_script(*_stream_command(uri, generated_100_files, out, ckpt)[1:])
         assert second.returncode == 2, second.stderr[-2000:]
-        assert last_line(second.stderr).startswith(f"error: checkpoint '{ckpt}' is in use by another score_stream "
-                                                   f"(process {os.getpid()} on "), second.stderr[-2000:]
+        assert last_line(second.stderr).startswith(
+            f"error: checkpoint '{ckpt}' is in use by another score_stream (process {os.getpid()} on "
+        ), second.stderr[-2000:]
         assert not any(sign in second.stderr for sign in JVM_SIGNS), "a JVM started before the refusal"
         assert newest_run(client).info.status == "FAILED"
     finally:
         release_checkpoint(ckpt)
     first.validate()  # free again
     release_checkpoint(ckpt)
-

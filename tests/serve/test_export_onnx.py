@@ -61,8 +61,11 @@ def exported_models(spark, default_data):
         "random_forest_log_label": _train(spark, default_data, num_trees=20, max_depth=6, max_bins=64, log_label=True),
         "gbt": _train(spark, default_data, model_type="gbt", num_trees=15, max_depth=4, max_bins=64),
         "xgboost": _train(spark, default_data, model_type="xgboost", num_trees=30, max_depth=6, max_bins=64),
-        "decision_tree": _log_pipeline(spark, default_data, DecisionTreeRegressor(
-            featuresCol="features", labelCol="price", maxDepth=10, maxBins=64)),
+        "decision_tree": _log_pipeline(
+            spark,
+            default_data,
+            DecisionTreeRegressor(featuresCol="features", labelCol="price", maxDepth=10, maxBins=64),
+        ),
     }
 
 
@@ -78,8 +81,9 @@ def exports(spark, exported_models):
 
 
 @pytest.mark.parametrize("kind", ["random_forest_log_label", "gbt", "decision_tree", "xgboost"])
-def test_parity_on_generated_data_with_unseen_and_null_categories(spark, client, exported_models, exports,
-                                                                    default_data, kind):
+def test_parity_on_generated_data_with_unseen_and_null_categories(
+    spark, client, exported_models, exports, default_data, kind
+):
     run_id, summary = exports[kind]
     metrics = client.get_run(run_id).data.metrics
     assert metrics["parity_max_rel_diff"] <= PARITY
@@ -87,16 +91,27 @@ def test_parity_on_generated_data_with_unseen_and_null_categories(spark, client,
     assert_logged_model(run_id, ("parity_max_rel_diff", "parity_rows"), dataset=None)  # the exported model
     tags = client.get_run(run_id).data.tags
     assert tags["source_model_uri"] == exported_models[kind]
-    assert tags["tree_model"] == {"random_forest_log_label": "random_forest", "gbt": "gbt",
-                                  "decision_tree": "decision_tree", "xgboost": "xgboost"}[kind]
+    assert (
+        tags["tree_model"]
+        == {
+            "random_forest_log_label": "random_forest",
+            "gbt": "gbt",
+            "decision_tree": "decision_tree",
+            "xgboost": "xgboost",
+        }[kind]
+    )
 
     # The logged pyfunc, loaded as a user would, predicts what Spark predicts, unseen categories included.
     data = spark.read.parquet(default_data).limit(300)
     rows = data.toPandas()
     rows.loc[:100, "neighbourhood_cleansed"] = "Atlantis"
     rows.loc[100:150, "room_type"] = None
-    expected = mlflow.spark.load_model(exported_models[kind]).transform(
-        spark.createDataFrame(rows, schema=data.schema)).toPandas()["prediction"].to_numpy()
+    expected = (
+        mlflow.spark.load_model(exported_models[kind])
+        .transform(spark.createDataFrame(rows, schema=data.schema))
+        .toPandas()["prediction"]
+        .to_numpy()
+    )
     exported = mlflow.pyfunc.load_model(summary["model_uri"])
     predicted = exported.predict(rows.drop(columns=["price"]))["prediction"].to_numpy()
     np.testing.assert_allclose(predicted, expected, rtol=PARITY, atol=0)
@@ -109,8 +124,9 @@ def test_parity_on_every_real_row(spark, exported_models, real_data):
 
     from sparkmlops.serve.export_onnx import measure_parity
 
-    real_model = _log_pipeline(spark, real_data, DecisionTreeRegressor(featuresCol="features", labelCol="price",
-                                                                       maxDepth=12, maxBins=40))
+    real_model = _log_pipeline(
+        spark, real_data, DecisionTreeRegressor(featuresCol="features", labelCol="price", maxDepth=12, maxBins=40)
+    )
     for model_uri in (real_model, *exported_models.values()):
         parity = measure_parity(spark, ExportParams(model_uri=model_uri).validate(), real_data)
         assert parity["parity_rows"] >= 7146 and parity["parity_max_rel_diff"] <= PARITY, model_uri
@@ -129,7 +145,9 @@ def test_xgboost_booster_is_logged_for_plain_python(spark, client, exported_mode
     features = np.stack([v.toArray() for v in scored["features"]])
     assert features.shape[1] == len(names) == booster.num_features()
     np.testing.assert_array_equal(booster.predict(xgboost.DMatrix(features)), scored["prediction"].to_numpy())
-    requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt")  # (models:/m-... takes no subpath)
+    requirements = mlflow.artifacts.load_text(
+        f"runs:/{run_id}/model/requirements.txt"
+    )  # (models:/m-... takes no subpath)
     assert "xgboost-cpu==3.2.0" in requirements
 
 
@@ -147,11 +165,18 @@ def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_mod
     stages = saved_pipeline.read_stages(saved_pipeline.spark_model_dir(folder))
     assert onnx_convert.plan_pipeline(stages).trees.kind == "decision_tree"
     for cls, params, message in (
-            ("org.apache.spark.ml.feature.StandardScalerModel", {}, r"stage 2 \(StandardScalerModel\) is not supported"),
-            ("org.apache.spark.ml.feature.SQLTransformer",
-             {"paramMap": {"statement": "SELECT * FROM __THIS__ WHERE bedrooms > 0"}}, "SQLTransformer .* is not supported"),
-            ("org.apache.spark.ml.feature.StringIndexerModel", {"paramMap": {"handleInvalid": "skip"}},
-             "handleInvalid='skip': the export supports 'keep' and 'error'")):
+        ("org.apache.spark.ml.feature.StandardScalerModel", {}, r"stage 2 \(StandardScalerModel\) is not supported"),
+        (
+            "org.apache.spark.ml.feature.SQLTransformer",
+            {"paramMap": {"statement": "SELECT * FROM __THIS__ WHERE bedrooms > 0"}},
+            "SQLTransformer .* is not supported",
+        ),
+        (
+            "org.apache.spark.ml.feature.StringIndexerModel",
+            {"paramMap": {"handleInvalid": "skip"}},
+            "handleInvalid='skip': the export supports 'keep' and 'error'",
+        ),
+    ):
         spliced = [*stages[:2], saved_pipeline.Stage(2, cls, "extra", params, ""), stages[2]]
         with pytest.raises(UserInputError, match=message):
             onnx_convert.plan_pipeline(spliced)
@@ -160,12 +185,16 @@ def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_mod
 
 
 def test_export_script_refuses_bad_input(client):
-    assert_refused(script_in_process("export_onnx.py", "--model_uri", "runs:/0123456789abcdef0123456789abcdef/model"),
-                   client, "not found")
+    assert_refused(
+        script_in_process("export_onnx.py", "--model_uri", "runs:/0123456789abcdef0123456789abcdef/model"),
+        client,
+        "not found",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Serving
+
 
 @pytest.fixture(scope="module")
 def served(exports, test_environment, tmp_path_factory):
@@ -211,8 +240,12 @@ def test_served_export_answers_records_like_spark(spark, served, default_data, e
     status, body = _post(url, json.dumps({"dataframe_records": records.to_dict(orient="records")}).encode())
     assert status == 200, body
     predicted = np.array([p["prediction"] if isinstance(p, dict) else p for p in body["predictions"]], dtype=float)
-    expected = mlflow.spark.load_model(exported_models["random_forest_log_label"]).transform(
-        spark.createDataFrame(records, schema=data.drop("price").schema)).toPandas()["prediction"].to_numpy()
+    expected = (
+        mlflow.spark.load_model(exported_models["random_forest_log_label"])
+        .transform(spark.createDataFrame(records, schema=data.drop("price").schema))
+        .toPandas()["prediction"]
+        .to_numpy()
+    )
     np.testing.assert_allclose(predicted, expected, rtol=PARITY, atol=0)
 
 

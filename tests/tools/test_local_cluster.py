@@ -26,8 +26,9 @@ def start_process():
     started: list[subprocess.Popen] = []
 
     def start(*argv: str) -> subprocess.Popen:
-        process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         started.append(process)
         return process
 
@@ -45,8 +46,13 @@ def _pretend_daemon(start_process, main_class: str) -> subprocess.Popen:
 
 def _down(state_dir: Path) -> subprocess.CompletedProcess:
     """What `make cluster-down` runs."""
-    return subprocess.run([sys.executable, "-m", "tools.local_cluster", "down", "--state-dir", str(state_dir)],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.local_cluster", "down", "--state-dir", str(state_dir)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _recorded_pids(state_dir: Path) -> dict:
@@ -57,8 +63,9 @@ def test_down_leaves_alone_a_pid_of_an_old_state_file_now_used_by_another_proces
     """An old cluster.json (no start times or classes recorded) still loads; its PIDs are checked by
     command line."""
     other = start_process("sleep", "60")
-    (tmp_path / local_cluster.STATE_FILE).write_text(json.dumps(
-        {"state_dir": str(tmp_path), "pids": {"master": other.pid}, "log_offsets": {"master": 0}}))
+    (tmp_path / local_cluster.STATE_FILE).write_text(
+        json.dumps({"state_dir": str(tmp_path), "pids": {"master": other.pid}, "log_offsets": {"master": 0}})
+    )
 
     result = _down(tmp_path)
 
@@ -68,8 +75,9 @@ def test_down_leaves_alone_a_pid_of_an_old_state_file_now_used_by_another_proces
     assert _recorded_pids(tmp_path) == {}
 
 
-@pytest.mark.parametrize("reused_by", ["another command, started at the recorded time",
-                                      "the daemon's class, started at another time"])
+@pytest.mark.parametrize(
+    "reused_by", ["another command, started at the recorded time", "the daemon's class, started at another time"]
+)
 def test_down_leaves_alone_a_pid_another_process_now_has(tmp_path, start_process, reused_by):
     """Neither the start time alone nor the class in the command line is enough: another cluster's master
     reusing the PID has the class, a process that inherited the recorded start has another command."""

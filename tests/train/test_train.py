@@ -57,7 +57,10 @@ def test_artifacts_and_model(client, trained, spark, default_data):
     info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
     assert [c.name for c in info.signature.inputs.inputs] == result.spec.feature_cols
     requirements = mlflow.artifacts.load_text(f"runs:/{run_id}/model/requirements.txt")
-    assert f"pyspark=={pinned('pyspark')}" in requirements.split() and f"mlflow=={pinned('mlflow')}" in requirements.split()
+    assert (
+        f"pyspark=={pinned('pyspark')}" in requirements.split()
+        and f"mlflow=={pinned('mlflow')}" in requirements.split()
+    )
 
     loaded = mlflow.spark.load_model(f"runs:/{run_id}/model")
     rows = spark.read.parquet(default_data).limit(50)
@@ -105,26 +108,40 @@ def test_feature_importance_uses_column_names(trained):
     table = result.feature_importance
     assert list(table.columns) == ["feature", "importance"]
     assert table.importance.sum() == pytest.approx(1.0)
-    assert table.feature.iloc[0] in ("accommodates", "room_type", "bedrooms", "neighbourhood_cleansed",
-                                     "beds", "bathrooms", "longitude", "latitude")
+    assert table.feature.iloc[0] in (
+        "accommodates",
+        "room_type",
+        "bedrooms",
+        "neighbourhood_cleansed",
+        "beds",
+        "bathrooms",
+        "longitude",
+        "latitude",
+    )
 
 
-@pytest.mark.parametrize("params, message", [
-    (TrainParams(num_trees=0), "num_trees must be >= 1"),
-    (TrainParams(max_depth=-1), "max_depth must be between 0 and 30"),
-    (TrainParams(max_depth=31), "max_depth must be between 0 and 30"),
-    (TrainParams(max_bins=1), "max_bins must be >= 2"),
-    (TrainParams(train_fraction=0.0), "train_fraction must be strictly between 0 and 1"),
-    (TrainParams(train_fraction=1.0), "train_fraction must be strictly between 0 and 1"),
-    (TrainParams(label_col=""), "label_col is empty"),
-    (TrainParams(min_instances_per_node=0), "min_instances_per_node must be >= 1"),
-    (TrainParams(feature_subset_strategy="half"), "feature_subset_strategy 'half' is not valid"),
-    (TrainParams(feature_subset_strategy="0"), "feature_subset_strategy '0' is not valid"),
-    (TrainParams(data_path="/no/such/path.parquet"), "does not exist"),
-    (TrainParams(model_type="lightgbm"), "unknown model_type 'lightgbm'"),
-    (TrainParams(model_type="xgboost", feature_subset_strategy="sqrt"), "feature_subset_strategy applies to rf and gbt"),
-    (TrainParams(register_as="a/b"), "cannot contain '/', ':' or '@'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (TrainParams(num_trees=0), "num_trees must be >= 1"),
+        (TrainParams(max_depth=-1), "max_depth must be between 0 and 30"),
+        (TrainParams(max_depth=31), "max_depth must be between 0 and 30"),
+        (TrainParams(max_bins=1), "max_bins must be >= 2"),
+        (TrainParams(train_fraction=0.0), "train_fraction must be strictly between 0 and 1"),
+        (TrainParams(train_fraction=1.0), "train_fraction must be strictly between 0 and 1"),
+        (TrainParams(label_col=""), "label_col is empty"),
+        (TrainParams(min_instances_per_node=0), "min_instances_per_node must be >= 1"),
+        (TrainParams(feature_subset_strategy="half"), "feature_subset_strategy 'half' is not valid"),
+        (TrainParams(feature_subset_strategy="0"), "feature_subset_strategy '0' is not valid"),
+        (TrainParams(data_path="/no/such/path.parquet"), "does not exist"),
+        (TrainParams(model_type="lightgbm"), "unknown model_type 'lightgbm'"),
+        (
+            TrainParams(model_type="xgboost", feature_subset_strategy="sqrt"),
+            "feature_subset_strategy applies to rf and gbt",
+        ),
+        (TrainParams(register_as="a/b"), "cannot contain '/', ':' or '@'"),
+    ],
+)
 def test_parameter_checks(params, message):
     with pytest.raises(UserInputError, match=message):
         params.validate()
@@ -134,8 +151,11 @@ def test_max_bins_below_category_count_is_refused_before_the_forest(spark, defau
     df = spark.read.parquet(default_data).limit(2000).cache()
     spec = data_schema.infer_feature_spec(df, "price")
     categories = df.select("neighbourhood_cleansed").distinct().count()
-    with pytest.raises(UserInputError, match=rf"max_bins=20 .* neighbourhood_cleansed \({categories} categories\)"
-                                             rf".*max_bins={categories + 1} or more"):
+    with pytest.raises(
+        UserInputError,
+        match=rf"max_bins=20 .* neighbourhood_cleansed \({categories} categories\)"
+        rf".*max_bins={categories + 1} or more",
+    ):
         fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=20))
     # and Spark agrees that categories + 1 bins are enough
     model = fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=categories + 1))
@@ -152,8 +172,9 @@ def test_stagewise_fit_equals_pipeline_fit(spark, default_data):
 
 
 def test_nulls_in_numeric_features_are_refused(spark):
-    df = spark.createDataFrame([(float(i), None if i == 3 else 1.0, "a") for i in range(20)],
-                               "price double, beds double, kind string")
+    df = spark.createDataFrame(
+        [(float(i), None if i == 3 else 1.0, "a") for i in range(20)], "price double, beds double, kind string"
+    )
     spec = data_schema.infer_feature_spec(df, "price")
     with pytest.raises(UserInputError, match=r"the data has nulls in beds \(1 rows\)"):
         check_against_data(validation.profile_for_training(df, spec), spec)
@@ -164,8 +185,11 @@ def test_failed_run_is_marked_failed(client, spark, tmp_path):
     spark.createDataFrame([("a", "b")], "price string, x string").write.parquet(str(bad))
     with pytest.raises(UserInputError):
         _train(spark, TrainParams(data_path=str(bad)))
-    failed = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    failed = client.search_runs(
+        [mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert failed.info.status == "FAILED"
     assert "not numeric" in failed.data.tags["error"]
 
@@ -173,8 +197,10 @@ def test_failed_run_is_marked_failed(client, spark, tmp_path):
 @pytest.mark.parametrize("strategy", ["auto", "all", "onethird", "sqrt", "log2", "0.5", "1.0", "8"])
 def test_feature_subset_strategies_validate_accepts_are_the_ones_spark_fits(spark, strategy):
     params = TrainParams(feature_subset_strategy=strategy, num_trees=2, max_depth=2).validate()
-    df = spark.createDataFrame([(float(i), float(i % 3), float(i % 5), "a" if i % 2 else "b") for i in range(40)],
-                               "price double, x double, y double, kind string")
+    df = spark.createDataFrame(
+        [(float(i), float(i % 3), float(i % 5), "a" if i % 2 else "b") for i in range(40)],
+        "price double, x double, y double, kind string",
+    )
     spec = data_schema.infer_feature_spec(df, "price")
     forest = spark_pipeline.forest_of(fit_pipeline(df, spec, params))
     assert forest.getFeatureSubsetStrategy() == strategy and len(forest.trees) == 2
@@ -189,15 +215,19 @@ def test_feature_subset_strategies_spark_refuses_are_refused_before_spark(strate
 def test_log_label_model_predicts_the_label_itself(spark, default_data):
     df = spark.read.parquet(default_data).limit(2000).cache()
     spec = data_schema.infer_feature_spec(df, "price")
-    params = TrainParams(num_trees=10, max_depth=5, log_label=True, min_instances_per_node=5,
-                         feature_subset_strategy="sqrt")
+    params = TrainParams(
+        num_trees=10, max_depth=5, log_label=True, min_instances_per_node=5, feature_subset_strategy="sqrt"
+    )
     model = fit_pipeline(df, spec, params)
     forest = spark_pipeline.forest_of(model)
     assert forest.getMinInstancesPerNode() == 5 and forest.getFeatureSubsetStrategy() == "sqrt"
     scored = model.transform(df)
     # the forest works in log space; the pipeline's last stage brings its output back to price
-    row = scored.select(F.max(F.abs(F.expm1(spark_pipeline.LOG_PREDICTION_COL) - F.col("prediction"))).alias("d"),
-                        F.avg("prediction").alias("mean_prediction"), F.avg("price").alias("mean_price")).first()
+    row = scored.select(
+        F.max(F.abs(F.expm1(spark_pipeline.LOG_PREDICTION_COL) - F.col("prediction"))).alias("d"),
+        F.avg("prediction").alias("mean_prediction"),
+        F.avg("price").alias("mean_price"),
+    ).first()
     assert row["d"] < 1e-9
     assert 0.5 < row["mean_prediction"] / row["mean_price"] < 1.5
     assert model_metrics.regression_metrics(scored, "price")["r2"] > 0.3

@@ -7,19 +7,22 @@ from conftest import assert_refused as _assert_refused
 from conftest import last_line, newest_run, python_script, script_in_process
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--num_trees", "0"], "num_trees must be >= 1"),
-    (["--max_depth", "-1"], "max_depth must be between 0 and 30"),
-    (["--max_depth", "31"], "max_depth must be between 0 and 30"),
-    (["--max_bins", "1"], "max_bins must be >= 2"),
-    (["--train_fraction", "0"], "train_fraction must be strictly between 0 and 1"),
-    (["--train_fraction", "1.5"], "train_fraction must be strictly between 0 and 1"),
-    (["--min_instances_per_node", "0"], "min_instances_per_node must be >= 1"),
-    (["--feature_subset_strategy", "most"], "feature_subset_strategy 'most' is not valid"),
-    (["--feature_subset_strategy", "1.5"], "feature_subset_strategy '1.5' is not valid"),
-    (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
-    (["--model_type", "lightgbm"], "unknown model_type 'lightgbm'"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--num_trees", "0"], "num_trees must be >= 1"),
+        (["--max_depth", "-1"], "max_depth must be between 0 and 30"),
+        (["--max_depth", "31"], "max_depth must be between 0 and 30"),
+        (["--max_bins", "1"], "max_bins must be >= 2"),
+        (["--train_fraction", "0"], "train_fraction must be strictly between 0 and 1"),
+        (["--train_fraction", "1.5"], "train_fraction must be strictly between 0 and 1"),
+        (["--min_instances_per_node", "0"], "min_instances_per_node must be >= 1"),
+        (["--feature_subset_strategy", "most"], "feature_subset_strategy 'most' is not valid"),
+        (["--feature_subset_strategy", "1.5"], "feature_subset_strategy '1.5' is not valid"),
+        (["--data_path", "/no/such/listings.parquet"], "'/no/such/listings.parquet' does not exist"),
+        (["--model_type", "lightgbm"], "unknown model_type 'lightgbm'"),
+    ],
+)
 def test_bad_parameters(client, options, message):
     _assert_refused(script_in_process("train.py", *options), client, message)  # before Spark: no session
 
@@ -41,12 +44,15 @@ def bad_datasets(spark, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("file, message, before_spark", [
-    ("garbage.parquet", "cannot be read as parquet", True),  # the parquet footers, read without Spark
-    ("nolabel.parquet", "label column 'price' is not in the data", False),  # the schema, read by Spark
-    ("strlabel.parquet", "label column 'price' is string, not numeric", False),
-    ("nofeat.parquet", "no feature columns", False),
-])
+@pytest.mark.parametrize(
+    "file, message, before_spark",
+    [
+        ("garbage.parquet", "cannot be read as parquet", True),  # the parquet footers, read without Spark
+        ("nolabel.parquet", "label column 'price' is not in the data", False),  # the schema, read by Spark
+        ("strlabel.parquet", "label column 'price' is string, not numeric", False),
+        ("nofeat.parquet", "no feature columns", False),
+    ],
+)
 def test_bad_data(client, bad_datasets, file, message, before_spark):
     result = script_in_process("train.py", "--data_path", str(bad_datasets / file))
     _assert_refused(result, client, message, before_spark)
@@ -55,7 +61,9 @@ def test_bad_data(client, bad_datasets, file, message, before_spark):
 def test_max_bins_smaller_than_categories(client, default_data):
     result = script_in_process("train.py", "--data_path", default_data, "--max_bins", "30")
     _assert_refused(result, client, "max_bins=30 is smaller than the number of categories", before_spark=False)
-    assert re.search(r"neighbourhood_cleansed \((\d+) categories\).*pass -P max_bins=(\d+) or more", last_line(result.stderr))
+    assert re.search(
+        r"neighbourhood_cleansed \((\d+) categories\).*pass -P max_bins=(\d+) or more", last_line(result.stderr)
+    )
 
 
 def test_unknown_option_is_refused():
@@ -69,8 +77,9 @@ def test_generate_data_writes_files_deterministically(spark, tmp_path, client):
     from sparkmlops.data.generators import generate_airbnb
 
     out = tmp_path / "gen.parquet"
-    result = script_in_process("generate_data.py", "--output_path", str(out), "--n_rows", "2000", "--n_files", "4",
-                               "--seed", "9")
+    result = script_in_process(
+        "generate_data.py", "--output_path", str(out), "--n_rows", "2000", "--n_files", "4", "--seed", "9"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(out.glob("part-*.parquet"))) == 4
     written = spark.read.parquet(str(out))

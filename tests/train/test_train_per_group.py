@@ -80,19 +80,25 @@ def per_group_input(spark, default_data, workdir) -> str:
     if not path.exists():
         df = spark.read.parquet(default_data).withColumn("row_id", F.monotonically_increasing_id())
         group = F.col("neighbourhood_cleansed")
-        df = df.withColumn("neighbourhood_cleansed", F.when(F.col("row_id") % 50 == 0, F.lit("Atlantis"))
-                           .when(F.col("row_id") % 50 == 1, F.lit(None).cast("string")).otherwise(group))
+        df = df.withColumn(
+            "neighbourhood_cleansed",
+            F.when(F.col("row_id") % 50 == 0, F.lit("Atlantis"))
+            .when(F.col("row_id") % 50 == 1, F.lit(None).cast("string"))
+            .otherwise(group),
+        )
         df.repartition(2).write.parquet(str(path))
     return str(path)
 
 
 def _score(run_id, inp, out, *extra):
-    return script_in_process("score_per_group.py", "--run_id", run_id, "--input_path", inp, "--output_path", out,
-                             *extra)
+    return script_in_process(
+        "score_per_group.py", "--run_id", run_id, "--input_path", inp, "--output_path", out, *extra
+    )
 
 
-def test_score_per_group_uses_each_groups_model_and_the_fallback(client, spark, per_group_run, per_group_input,
-                                                                 tmp_path):
+def test_score_per_group_uses_each_groups_model_and_the_fallback(
+    client, spark, per_group_run, per_group_input, tmp_path
+):
     import mlflow
 
     run_id, result = per_group_run
@@ -113,8 +119,9 @@ def test_score_per_group_uses_each_groups_model_and_the_fallback(client, spark, 
     rows = scored[~own]
     assert rows["neighbourhood_cleansed"].isna().any() and (rows["neighbourhood_cleansed"] == "Atlantis").any()
     assert np.array_equal(rows["prediction"].to_numpy(), fallback.predict(rows[fallback.feature_names_in_]))
-    run = client.search_runs([client.get_run(run_id).info.experiment_id], order_by=["attributes.start_time DESC"],
-                             max_results=1)[0]
+    run = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
     assert run.info.status == "FINISHED" and run.data.metrics["rows_unknown_group"] == (~own).sum()
 
 
@@ -135,8 +142,9 @@ def test_per_group_on_the_iot_example(client, spark, workdir):
     """The book's classic case: one model per device beats one model for all devices."""
     path = workdir / "iot-per-group.parquet"
     generators.generate_iot(spark, 6000, n_devices=4).write.parquet(str(path))
-    params = PerGroupParams(data_path=str(path), label_col="power", group_col="device_id", min_rows=100,
-                            num_trees=20, max_depth=8)
+    params = PerGroupParams(
+        data_path=str(path), label_col="power", group_col="device_id", min_rows=100, num_trees=20, max_depth=8
+    )
     run_id, result = in_tracked_run(params, lambda checked: train_per_group_and_log(spark, checked))
     assert (result.table["status"] == "trained").sum() == 4
     # mae: a few readings with extreme vibration (power grows with its square) dominate both rmse
@@ -152,18 +160,19 @@ def test_bad_inputs_are_refused(client, spark, default_data, per_group_run, trai
     assert_refused(train("--min_rows", "1"), client, "min_rows must be >= 2")
     assert_refused(train("--min_rows", "0"), client, "min_rows must be >= 2")
     assert_refused(train("--group_col", "price"), client, "group_col and label_col are both 'price'")
-    assert_refused(train("--group_col", "zipcode"), client, "group_col 'zipcode' is not in the data",
-                   before_spark=False)
+    assert_refused(
+        train("--group_col", "zipcode"), client, "group_col 'zipcode' is not in the data", before_spark=False
+    )
     assert_refused(train("--group_col", "accommodates"), client, "is double, not a string column", before_spark=False)
-    assert_refused(_score(run_id, per_group_input, out, "--unknown_groups", "skip"), client,
-                   "unknown unknown_groups")
+    assert_refused(_score(run_id, per_group_input, out, "--unknown_groups", "skip"), client, "unknown unknown_groups")
     assert_refused(_score("0123456789abcdef0123456789abcdef", per_group_input, out), client, "not found")
     train_run_id = trained_model[0].split("/")[1]
     assert_refused(_score(train_run_id, per_group_input, out), client, "is not a train_per_group run")
     wrong = str(tmp_path / "wrong.parquet")
     spark.read.parquet(per_group_input).limit(5).drop("neighbourhood_cleansed").write.parquet(wrong)
-    assert_refused(_score(run_id, wrong, out), client, "group_col 'neighbourhood_cleansed' is not in the data",
-                   before_spark=False)
+    assert_refused(
+        _score(run_id, wrong, out), client, "group_col 'neighbourhood_cleansed' is not in the data", before_spark=False
+    )
 
 
 def test_a_failing_group_fails_its_nested_run_and_the_parent(client, spark, default_data, tmp_path):
@@ -175,16 +184,19 @@ def test_a_failing_group_fails_its_nested_run_and_the_parent(client, spark, defa
     path = str(tmp_path / "bad-group.parquet")
     huge = F.when(F.col("neighbourhood_cleansed") == "Mission", F.lit(1e300)).otherwise(F.col("accommodates"))
     spark.read.parquet(default_data).withColumn("accommodates", huge).write.parquet(path)
-    result = script_in_process("train_per_group.py", "--data_path", path, "--min_rows", "300", "--num_trees", "3",
-                               "--max_depth", "3")
+    result = script_in_process(
+        "train_per_group.py", "--data_path", path, "--min_rows", "300", "--num_trees", "3", "--max_depth", "3"
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "1 of 6 group models failed" in result.stderr and "group 'Mission'" in result.stderr.strip().splitlines()[-1]
-    parent = client.search_runs([client.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                                "attributes.run_name = 'train_per_group rf by neighbourhood_cleansed'", order_by=["attributes.start_time DESC"],
-                                max_results=1)[0]  # the children started after it
+    parent = client.search_runs(
+        [client.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        "attributes.run_name = 'train_per_group rf by neighbourhood_cleansed'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]  # the children started after it
     assert parent.info.status == "FAILED"
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     status = {c.data.tags["group"]: c.info.status for c in children}
     assert status.pop("Mission") == "FAILED" and status and set(status.values()) == {"FINISHED"}
     failed = next(c for c in children if c.data.tags["group"] == "Mission")

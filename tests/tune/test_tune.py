@@ -12,10 +12,9 @@ from conftest import assert_logged_model
 from sparkmlops.core import tracking
 from sparkmlops.models import metrics as model_metrics
 from sparkmlops.models import spark_pipeline
-from sparkmlops.models.search import SearchFailed
-from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
+from sparkmlops.models.search import SearchFailed, TuneParams
 from sparkmlops.tune import tune_hyperopt, tune_optuna
-from sparkmlops.models.search import TuneParams
+from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
 
 TUNERS = {"hyperopt": tune_hyperopt.tune_and_log, "optuna": tune_optuna.tune_and_log}
 
@@ -48,8 +47,9 @@ def tuner(request):
 
 
 def _children(client, parent_id):
-    runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    runs = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
     return sorted(runs, key=lambda r: int(r.data.tags["trial_number"]))
 
 
@@ -77,7 +77,8 @@ def test_mllib_nested_runs_and_best_tagging(client, mllib_search):
     assert [c.info.run_name for c in children] == ["trial-000", "trial-001", "trial-002", "trial-003"]
     # engine=mllib: each trial is a distributed fit driven from the driver, which is this process
     assert {(c.data.tags["trial_ran_on"], c.data.tags["trial_process"]) for c in children} == {
-        ("driver", str(os.getpid()))}
+        ("driver", str(os.getpid()))
+    }
     assert all(c.info.status == "FINISHED" for c in children)
     for child, trial in zip(children, result.trials):
         assert child.info.run_id == trial["run_id"]
@@ -127,20 +128,30 @@ def test_same_seed_same_trials_other_seed_other_trials(spark, default_data, mlli
 
 # Each family with its own small parameters; xgboost has no feature_subset_strategy (train refuses one).
 SMALL_FAMILY_SPACE = {
-    "model_type": ("family", {
-        "rf": {"num_trees": ("int", 5, 10, 5), "max_depth": ("int", 2, 4, 1),
-               "feature_subset_strategy": ("choice", ["onethird", "all"])},
-        "gbt": {"num_trees": ("int", 3, 6, 3), "max_depth": ("int", 2, 3, 1)},
-        "xgboost": {"num_trees": ("int", 5, 20, 5), "max_depth": ("int", 2, 5, 1)},
-    }),
+    "model_type": (
+        "family",
+        {
+            "rf": {
+                "num_trees": ("int", 5, 10, 5),
+                "max_depth": ("int", 2, 4, 1),
+                "feature_subset_strategy": ("choice", ["onethird", "all"]),
+            },
+            "gbt": {"num_trees": ("int", 3, 6, 3), "max_depth": ("int", 2, 3, 1)},
+            "xgboost": {"num_trees": ("int", 5, 20, 5), "max_depth": ("int", 2, 5, 1)},
+        },
+    ),
     "log_label": ("choice", [False, True]),
 }
-FAMILY_PARAMETERS = {"rf": {"num_trees", "max_depth", "feature_subset_strategy"},
-                     "gbt": {"num_trees", "max_depth"}, "xgboost": {"num_trees", "max_depth"}}
+FAMILY_PARAMETERS = {
+    "rf": {"num_trees", "max_depth", "feature_subset_strategy"},
+    "gbt": {"num_trees", "max_depth"},
+    "xgboost": {"num_trees", "max_depth"},
+}
 
 
 def test_family_search_gives_each_trial_its_familys_parameters_and_refits_the_best_family(
-        spark, client, default_data, tuner):
+    spark, client, default_data, tuner
+):
     parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=8), SMALL_FAMILY_SPACE, tuner)
     assert len({t["params"]["model_type"] for t in result.trials}) >= 2, "8 seeded draws reach two families"
     for child, trial in zip(_children(client, parent_id), result.trials):
@@ -151,17 +162,27 @@ def test_family_search_gives_each_trial_its_familys_parameters_and_refits_the_be
         assert {k: child.data.params[k] for k in trial["params"]} == {k: str(v) for k, v in trial["params"].items()}
     model = mlflow.spark.load_model(f"runs:/{parent_id}/model")
     stage = type(spark_pipeline.forest_of(model)).__name__
-    assert stage == {"rf": "RandomForestRegressionModel", "gbt": "GBTRegressionModel",
-                     "xgboost": "SparkXGBRegressorModel"}[result.best_params["model_type"]]
+    assert (
+        stage
+        == {"rf": "RandomForestRegressionModel", "gbt": "GBTRegressionModel", "xgboost": "SparkXGBRegressorModel"}[
+            result.best_params["model_type"]
+        ]
+    )
     assert client.get_run(parent_id).data.params["best_model_type"] == result.best_params["model_type"]
 
 
 def test_early_stop_ends_the_search_after_trials_without_progress(spark, client, default_data, tuner):
     # One configuration: every trial has the first one's loss, so none improves on it.
-    space = {"num_trees": ("choice", [5]), "max_depth": ("choice", [2]), "max_bins": ("choice", [64]),
-             "feature_subset_strategy": ("choice", ["all"]), "log_label": ("choice", [False])}
-    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=10, early_stop_trials=2), space,
-                              tuner)
+    space = {
+        "num_trees": ("choice", [5]),
+        "max_depth": ("choice", [2]),
+        "max_bins": ("choice", [64]),
+        "feature_subset_strategy": ("choice", ["all"]),
+        "log_label": ("choice", [False]),
+    }
+    parent_id, result = _tune(
+        spark, TuneParams(data_path=default_data, max_evals=10, early_stop_trials=2), space, tuner
+    )
     assert len(result.trials) == 3  # the best (first) trial, then two without progress
     assert client.get_run(parent_id).data.metrics["trials_total"] == 3
 
@@ -179,8 +200,11 @@ def test_default_spaces_leave_out_the_costly_corner_unless_wide_is_asked():
     from sparkmlops.models.search import mllib_space, sklearn_space
 
     def reaches_corner(space):
-        return (space["num_trees"][2] >= 200 and space["max_depth"][2] >= 15
-                and any(v in ("all", "1.0") for v in space.get("feature_subset_strategy", space.get("max_features"))[1]))
+        return (
+            space["num_trees"][2] >= 200
+            and space["max_depth"][2] >= 15
+            and any(v in ("all", "1.0") for v in space.get("feature_subset_strategy", space.get("max_features"))[1])
+        )
 
     families = mllib_space(37, True)["model_type"][1]
     assert set(families) == {"rf", "gbt", "xgboost"}
@@ -211,20 +235,28 @@ def test_all_trials_failing_fails_the_run(spark, client, default_data, tuner):
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4])}
     with pytest.raises(SearchFailed, match="all 2 trials failed, nothing to refit; first error: UserInputError"):
         _tune(spark, TuneParams(data_path=default_data, max_evals=2), space, tuner)
-    runs = client.search_runs([mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
-                              filter_string="attributes.run_name = 'test-tune'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
+    runs = client.search_runs(
+        [mlflow.get_experiment_by_name("sparkmlops-tests").experiment_id],
+        filter_string="attributes.run_name = 'test-tune'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     assert runs[0].info.status == "FAILED" and "all 2 trials failed" in runs[0].data.tags["error"]
     assert {c.info.status for c in _children(client, runs[0].info.run_id)} == {"FAILED"}
 
 
 def test_sklearn_engine_runs_trials_on_executors(spark, client, default_data, tuner):
-    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=4, engine="sklearn",
-                                                parallelism=2), SMALL_SKLEARN_SPACE, tuner)
+    parent_id, result = _tune(
+        spark,
+        TuneParams(data_path=default_data, max_evals=4, engine="sklearn", parallelism=2),
+        SMALL_SKLEARN_SPACE,
+        tuner,
+    )
     children = _children(client, parent_id)
     pruned = {t["run_id"] for t in result.trials if t["status"] == "pruned"}  # tune_optuna's pruner may stop some
-    assert len(children) == 4 and all(c.info.status == ("KILLED" if c.info.run_id in pruned else "FINISHED")
-                                      for c in children)
+    assert len(children) == 4 and all(
+        c.info.status == ("KILLED" if c.info.run_id in pruned else "FINISHED") for c in children
+    )
     assert all(c.data.tags["engine"] == "sklearn" for c in children)
     # Where the trials ran, as each trial's own process saw it: in Spark tasks (Python workers, not this
     # driver process), spread over as many tasks as the parallelism allows.
@@ -262,8 +294,9 @@ def test_grid_search_nested_runs_cv_results_and_model(spark, client, default_dat
     with tracking.tracked_run("test-grid") as run:
         result = grid_search_and_log(spark, params)
     parent = client.get_run(run.info.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
     assert len(children) == result.candidates == 4
     by_rank = sorted(children, key=lambda c: int(c.data.tags["rank"]))
     assert by_rank[0].info.run_id == parent.data.tags["best_run_id"] == result.best_run_id
@@ -300,10 +333,16 @@ def test_forest_grown_in_stages_equals_the_forest_fitted_at_once(spark, default_
 def test_optuna_prunes_trials_worse_than_the_median_at_the_same_stage(spark, client, default_data):
     # Depth-1 forests are far worse than depth-12 ones at every stage: once the first trials have
     # finished, the pruner stops the depth-1 trials TPE still draws before their last stage.
-    space = {"num_trees": ("int", 20, 20, 1), "max_depth": ("choice", [1, 12]), "min_samples_leaf": ("int", 1, 1, 1),
-             "max_features": ("choice", ["1.0"]), "log_label": ("choice", [False])}
-    parent_id, result = _tune(spark, TuneParams(data_path=default_data, max_evals=10, engine="sklearn"), space,
-                              "optuna")
+    space = {
+        "num_trees": ("int", 20, 20, 1),
+        "max_depth": ("choice", [1, 12]),
+        "min_samples_leaf": ("int", 1, 1, 1),
+        "max_features": ("choice", ["1.0"]),
+        "log_label": ("choice", [False]),
+    }
+    parent_id, result = _tune(
+        spark, TuneParams(data_path=default_data, max_evals=10, engine="sklearn"), space, "optuna"
+    )
     children = {c.info.run_id: c for c in _children(client, parent_id)}
     pruned = [t for t in result.trials if t["status"] == "pruned"]
     assert pruned, [(t["params"]["max_depth"], t["status"]) for t in result.trials]
