@@ -10,7 +10,7 @@ import click
 
 from sparkmlops.core import choices, cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.models.spark_pipeline import MODEL_TYPES, TrainParams
+from sparkmlops.fitting.spark_pipeline import MODEL_TYPES, TrainParams
 from sparkmlops.train.train import train_and_log
 
 

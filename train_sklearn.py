@@ -9,8 +9,8 @@ import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.models import options as model_options
 from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
+from sparkmlops.tune import options as model_options
 
 
 @click.command(name="train_sklearn")

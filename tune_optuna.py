@@ -13,8 +13,8 @@ import click
 
 from sparkmlops.core import cli
 from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.models import options as model_options
-from sparkmlops.models.search import TuneParams, summary_line
+from sparkmlops.tune import options as model_options
+from sparkmlops.tune.search import TuneParams, summary_line
 from sparkmlops.tune.tune_optuna import tune_and_log
 
 

@@ -32,7 +32,7 @@ from sparkmlops.core.spark import get_spark
 from sparkmlops.data import generators
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import load_labelled, split_train_test
-from sparkmlops.models.group_models import group_spec
+from sparkmlops.inference.group_models import group_spec
 from sparkmlops.score import score_pandas_udf
 from sparkmlops.score.score_pandas_udf import PandasUdfParams
 from sparkmlops.train.train_per_group import (

@@ -33,7 +33,7 @@ REAL_100P = REAL_DIR / "sf-airbnb-clean-100p.parquet"
 BREAKDOWN = r"""
 import json, sys, time
 from sparkmlops.core.spark import get_spark
-from sparkmlops.models import resolve
+from sparkmlops.inference import resolve
 from sparkmlops.score.score_batch import BatchParams, predict_batch
 from sparkmlops.core import tracking
 model_uri, rows_path, rows, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -31,8 +31,8 @@ import json, sys, time
 sys.path.insert(0, "bench")
 from common import CpuMeter
 from sparkmlops.core.spark import get_spark
-from sparkmlops.models import resolve
-from sparkmlops.models.pandas_predict import check_pyfunc_model, score_with_arrow_udf
+from sparkmlops.inference import resolve
+from sparkmlops.inference.pandas_predict import check_pyfunc_model, score_with_arrow_udf
 import mlflow
 spark_uri, export_uri, rows_path = sys.argv[1:4]
 spark = get_spark("bench-score-alone")

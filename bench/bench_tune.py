@@ -53,7 +53,7 @@ from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.regression import RandomForestRegressor
 from pyspark.sql import functions as F
 from sparkmlops.core.spark import get_spark
-from sparkmlops.models.metrics import regression_metrics
+from sparkmlops.fitting.metrics import regression_metrics
 
 data, tuned_uri = sys.argv[1], sys.argv[2]
 spark = get_spark("bench-tune-same-rows")

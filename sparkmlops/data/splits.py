@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sparkmlops.core import registry, tracking
+from sparkmlops.core import model_registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests as data_digests
 from sparkmlops.data import generators, validation
@@ -20,7 +20,7 @@ def check_training_inputs(label_col: str, train_fraction: float, data_path: str,
         raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
     check_train_fraction(train_fraction)
     if register_as:
-        registry.check_model_name(register_as)
+        model_registry.check_model_name(register_as)
     if data_path:
         validation.check_input_path(data_path)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import plots, registry, tracking
+from sparkmlops.core import model_registry, plots, tracking
 from sparkmlops.core.errors import DriftFound, UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import validation
-from sparkmlops.models import resolve, scoring
+from sparkmlops.inference import resolve, scoring
 from sparkmlops.monitor.drift_statistics import (
     NULL_RATE_THRESHOLD,
     FeatureDrift,
@@ -202,7 +202,7 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     if model is not None and model.registered_name and model.version:
         # The registry shows, on the version itself, whether the data it now sees drifted from its training data.
 
-        registry.set_version_tags(
+        model_registry.set_version_tags(
             model.registered_name,
             model.version,
             {

@@ -15,13 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops.core import choices, registry, tracking
+from sparkmlops.core import choices, model_registry, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import digests, generators, splits, validation
 from sparkmlops.data import schema as data_schema
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import resolve, scoring
-from sparkmlops.models.metrics import LOWER_IS_BETTER, METRICS
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
+from sparkmlops.inference import resolve, scoring
 
 MIN_HELDOUT_ROWS = 10
 
@@ -41,7 +41,7 @@ class PromoteParams:
         """Every check that needs only the registry, before Spark starts; returns what to compare."""
         if not self.model_name:
             raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
-        registry.check_model_name(self.model_name, "model_name")
+        model_registry.check_model_name(self.model_name, "model_name")
         choices.check("metric", self.metric, METRICS)
         if not 0.0 <= self.min_improvement < 1.0:
             raise UserInputError(
@@ -55,9 +55,9 @@ class PromoteParams:
             )
         if self.data_path:
             validation.check_input_path(self.data_path)
-        candidate = registry.find_version(self.model_name, self.version)
+        candidate = model_registry.find_version(self.model_name, self.version)
         candidate_model = spark_model_of(self.model_name, candidate, "the candidate")
-        champion = registry.alias_version(self.model_name, registry.CHAMPION)
+        champion = model_registry.alias_version(self.model_name, model_registry.CHAMPION)
         champion_model = None
         if champion is not None and str(champion.version) != str(candidate.version) and not self.force:
             champion_model = spark_model_of(self.model_name, champion, "the current @champion")
@@ -284,7 +284,7 @@ def check_champion_unchanged(plan: Plan) -> None:
     decision is void. Read just before the first registry write; MLflow has no compare-and-set for
     aliases, so two promotions can still both pass this check if they reach it within the same moment."""
     name = plan.params.model_name
-    now = registry.alias_version(name, registry.CHAMPION)
+    now = model_registry.alias_version(name, model_registry.CHAMPION)
     before = str(plan.champion.version) if plan.champion is not None else ""
     after = str(now.version) if now is not None else ""
     if after != before:
@@ -325,12 +325,12 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
 
     if result.decision != "unchanged":
         # The re-read and the champion's move are the first registry calls, back to back: the window in
-        # which another promotion can slip between them is one round trip to the registry.
+        # which another promotion can slip between them is one round trip to the model_registry.
         check_champion_unchanged(plan)
         if result.champion_version != champion:
-            registry.move_champion(name, candidate, plan.champion, result.run_id)
+            model_registry.move_champion(name, candidate, plan.champion, result.run_id)
         if not params.force:
-            registry.set_alias(name, registry.CHALLENGER, candidate)
+            model_registry.set_alias(name, model_registry.CHALLENGER, candidate)
         version_tags = {
             "promotion_decision": result.decision,
             "promotion_run_id": result.run_id,
@@ -339,7 +339,7 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
             "promotion_previous_champion": champion or "none",
         }
         version_tags.update({f"promotion_{k}": v for k, v in result.metrics.items()})
-        registry.set_version_tags(name, candidate, version_tags)
+        model_registry.set_version_tags(name, candidate, version_tags)
     tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
     print(result.line(params.metric), flush=True)
     return result

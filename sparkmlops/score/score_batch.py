@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from sparkmlops.core import tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import is_connect
-from sparkmlops.models import resolve
-from sparkmlops.models.pandas_predict import check_pyfunc_model, score_with_arrow_udf
-from sparkmlops.models.scoring import (
+from sparkmlops.inference import resolve
+from sparkmlops.inference.pandas_predict import check_pyfunc_model, score_with_arrow_udf
+from sparkmlops.inference.scoring import (
     check_batch_paths,
     load_spark_model,
     score_frame,

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from sparkmlops.core import choices, mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
-from sparkmlops.models import resolve, scoring
-from sparkmlops.models.pandas_predict import (
+from sparkmlops.inference import resolve, scoring
+from sparkmlops.inference.pandas_predict import (
     pandas_casts,
     predict_partition,
     resolve_pyfunc_model,

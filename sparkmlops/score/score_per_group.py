@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 
 from sparkmlops.core import choices, tracking
 from sparkmlops.core.errors import UserInputError
-from sparkmlops.models import resolve, scoring
-from sparkmlops.models.group_models import (
+from sparkmlops.inference import resolve, scoring
+from sparkmlops.inference.group_models import (
     SCORED_WITH_COL,
     GroupModels,
     check_group_col,

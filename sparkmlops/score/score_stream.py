@@ -28,7 +28,7 @@ except ImportError:
 from sparkmlops.core import tracking
 from sparkmlops.core.errors import Terminated, UserInputError
 from sparkmlops.data import validation
-from sparkmlops.models import resolve, scoring
+from sparkmlops.inference import resolve, scoring
 
 IDENTITY_FILE = "sparkmlops-stream.json"
 _INTERVAL = re.compile(r"^\s*(\d+(\.\d+)?)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$")

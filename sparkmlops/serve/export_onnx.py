@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sparkmlops.core import environment, mlflow_models, registry, tracking
+from sparkmlops.core import environment, mlflow_models, model_registry, tracking
 from sparkmlops.core.errors import JobFailed
 from sparkmlops.data import generators, validation
-from sparkmlops.models import resolve, scoring
+from sparkmlops.inference import resolve, scoring
 from sparkmlops.serve import onnx_convert, onnx_pyfunc
 from sparkmlops.serve.onnx_pyfunc import OnnxPipeline, OnnxPipelineModel
 
@@ -46,7 +46,7 @@ class ExportParams:
     def validate(self) -> ExportPlan:
         """Resolve the model, download it and convert it: all before Spark starts."""
         if self.register_as:
-            registry.check_model_name(self.register_as)
+            model_registry.check_model_name(self.register_as)
         if self.parity_data_path:
             validation.check_input_path(self.parity_data_path, "parity_data_path")
         source = resolve.resolve_model(self.model_uri)
@@ -221,7 +221,7 @@ def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
     # The parity metrics, logged before the model, MLflow links to it as it logs it; this one comes after.
     tracking.log_metrics({"export_seconds": summary["export_seconds"]}, model_id=info.model_id)
     if plan.params.register_as:
-        version = registry.register_model(
+        version = model_registry.register_model(
             info.model_uri,
             plan.params.register_as,
             run_id=summary["run_id"],

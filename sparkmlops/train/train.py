@@ -3,9 +3,9 @@ when asked."""
 
 from __future__ import annotations
 
-from sparkmlops.core.registry import register_result
+from sparkmlops.core.model_registry import register_result
 from sparkmlops.data.splits import prepare_data
-from sparkmlops.models.spark_pipeline import TrainParams, TrainResult, fit_evaluate_log
+from sparkmlops.fitting.spark_pipeline import TrainParams, TrainResult, fit_evaluate_log
 
 
 def train_and_log(spark, params: TrainParams) -> TrainResult:

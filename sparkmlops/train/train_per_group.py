@@ -25,9 +25,11 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits, validation
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import resolve, sklearn_forest
-from sparkmlops.models.group_models import (
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import sklearn_forest
+from sparkmlops.fitting.sklearn_forest import fit_evaluate_log
+from sparkmlops.inference import resolve
+from sparkmlops.inference.group_models import (
     FALLBACK_MODEL,
     GROUP_TABLE,
     GroupModels,
@@ -37,7 +39,6 @@ from sparkmlops.models.group_models import (
     listed,
     score_groups,
 )
-from sparkmlops.models.sklearn_forest import fit_evaluate_log
 
 SPLIT_COL = "__split"
 RESULT_SCHEMA = (

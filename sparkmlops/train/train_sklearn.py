@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sparkmlops.core import registry, tracking
+from sparkmlops.core import model_registry, tracking
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits
-from sparkmlops.models import spark_pipeline
-from sparkmlops.models.sklearn_forest import (
+from sparkmlops.fitting import spark_pipeline
+from sparkmlops.fitting.sklearn_forest import (
     ForestParams,
     build_forest,
     fit_evaluate_log,
@@ -72,7 +72,7 @@ def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResu
         metrics, model_uri = fit_evaluate_log(prepared, model)
         result = SklearnTrainResult(metrics, model_uri, tracking.active_run_id())
         if params.register_as:
-            result.registered_version = registry.register_result(
+            result.registered_version = model_registry.register_result(
                 params.register_as, "train_sklearn", model_uri, params.model_params(), metrics, prepared
             )
         return result

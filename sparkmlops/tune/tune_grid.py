@@ -18,14 +18,14 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits
-from sparkmlops.models.search import SearchFailed, check_search_params, refit_sklearn
-from sparkmlops.models.sklearn_forest import (
+from sparkmlops.fitting.sklearn_forest import (
     MODEL_TYPES,
     ForestEstimator,
     ForestParams,
     _max_features,
     to_pandas,
 )
+from sparkmlops.tune.search import SearchFailed, check_search_params, refit_sklearn
 
 # 2 x 2 x 2 x 2 = 16 candidates: 48 fits with cv=3.
 DEFAULT_GRID = {

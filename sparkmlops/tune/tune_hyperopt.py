@@ -17,9 +17,9 @@ import time
 
 from sparkmlops.core import tracking
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import sklearn_forest
-from sparkmlops.models.search import (
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import sklearn_forest
+from sparkmlops.tune.search import (
     SearchData,
     TrialContext,
     TuneParams,

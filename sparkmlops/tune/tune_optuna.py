@@ -28,8 +28,9 @@ import time
 
 from sparkmlops.core import compat, tracking
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import search, sklearn_forest
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import sklearn_forest
+from sparkmlops.tune import optuna_study, search
 
 # engine=sklearn: the forest is grown in this many warm-started steps, the loss reported after each.
 PRUNING_STAGES = 4
@@ -181,7 +182,7 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
     callbacks = [functools.partial(early_stop, params.early_stop_trials)] if params.early_stop_trials else None
     started = time.perf_counter()
     if params.engine == "mllib":
-        with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=False) as study:
+        with optuna_study.optuna_study_in_run(run_id, sampler, pruner, on_spark=False) as study:
             study.optimize(
                 functools.partial(mllib_objective, data, spec),
                 n_trials=params.max_evals,
@@ -194,9 +195,9 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
         quiet_python_task_warnings()
         broadcast = spark.sparkContext.broadcast(search.sklearn_arrays(data, spec))  # sent once per executor
         try:
-            with tracking.optuna_study_in_run(run_id, sampler, pruner, on_spark=True) as study:
+            with optuna_study.optuna_study_in_run(run_id, sampler, pruner, on_spark=True) as study:
                 objective = functools.partial(sklearn_objective, data.context, data.space, broadcast, params.seed)
-                tracking.optimize_on_spark(
+                optuna_study.optimize_on_spark(
                     study, run_id, objective, params.max_evals, timeout, params.parallelism, callbacks
                 )
         finally:

@@ -14,8 +14,8 @@ import skops.io
 
 from sparkmlops.core import mlflow_models
 from sparkmlops.data import schema
-from sparkmlops.models import sklearn_forest
-from sparkmlops.models.group_models import group_spec
+from sparkmlops.fitting import sklearn_forest
+from sparkmlops.inference.group_models import group_spec
 from sparkmlops.train.train_per_group import PerGroupParams
 
 SEED = 7
@@ -162,7 +162,7 @@ def test_a_model_whose_mlmodel_trusts_more_is_not_loaded(test_environment, tmp_p
     import yaml
 
     from sparkmlops.core.errors import UserInputError
-    from sparkmlops.models import resolve
+    from sparkmlops.inference import resolve
 
     spec, _, _ = _airbnb_like()
     model, x = _fitted(sklearn_forest.build_forest(spec, sklearn_forest.ForestParams(**SMALL), SEED), spec)

@@ -9,9 +9,10 @@ from conftest import PROJECT_ROOT
 
 from sparkmlops.core import compat
 from sparkmlops.data import generate_data
-from sparkmlops.models import metrics, search, sklearn_forest, spark_pipeline
+from sparkmlops.fitting import metrics, sklearn_forest, spark_pipeline
 from sparkmlops.reproduce import reproduce
 from sparkmlops.score import score_pandas_udf, score_per_group
+from sparkmlops.tune import search
 
 
 def _mlproject():

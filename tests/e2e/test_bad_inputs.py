@@ -16,7 +16,7 @@ import pytest
 from bad_inputs import DRIFT, EXPECTED, OK
 from conftest import SHARED_TRAIN_PARAMS, last_line, runs_of, script_in_process
 
-from sparkmlops.core import registry
+from sparkmlops.core import model_registry
 
 MODEL_NAME = "bad_inputs_price"
 SMALL_FOREST = ["--num_trees", "3", "--max_depth", "3"]
@@ -49,7 +49,7 @@ def models(trained_run, sklearn_model, per_group_run):
     """The models the scorers, promote and export_onnx use: the session's shared ones (trained on the
     generated data the good rows come from). The Spark model is registered as train registers it."""
     run_id, result = trained_run
-    registry.register_model(
+    model_registry.register_model(
         result.model_uri,
         MODEL_NAME,
         run_id=run_id,

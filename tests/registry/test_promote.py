@@ -12,11 +12,11 @@ from conftest import (
     script_in_process,
 )
 
-from sparkmlops.core import environment, registry, tracking
+from sparkmlops.core import environment, model_registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import splits
-from sparkmlops.models import resolve
-from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.fitting.spark_pipeline import TrainParams
+from sparkmlops.inference import resolve
 from sparkmlops.registry.promote import (
     PromoteParams,
     beats,
@@ -130,7 +130,7 @@ def test_two_promotions_at_once_the_later_is_refused(spark, client, versions):
 
     name = "promote-test-race"
     for run_id, result in (versions[2], versions[0], versions[1]):  # v1 worst (1x1), v2 5x3, v3 best (20x8)
-        registry.register_model(
+        model_registry.register_model(
             result.model_uri,
             name,
             run_id=run_id,
@@ -140,7 +140,7 @@ def test_two_promotions_at_once_the_later_is_refused(spark, client, versions):
             digests=result.digests,
             data_path=result.data_path,
         )
-    registry.set_alias(name, "champion", "1")
+    model_registry.set_alias(name, "champion", "1")
     first = PromoteParams(model_name=name, version="2").validate()
     second = PromoteParams(model_name=name, version="3").validate()
     assert str(first.champion.version) == str(second.champion.version) == "1"
@@ -200,17 +200,17 @@ def test_stream_on_champion_follows_a_promotion_on_restart(spark, client, versio
     inbox, out = tmp_path / "inbox", str(tmp_path / "out")
     source.where(halves).coalesce(2).write.parquet(str(inbox))
     params = StreamParams(f"models:/{NAME}@champion", str(inbox), out, str(tmp_path / "ckpt"))
-    registry.set_alias(NAME, "champion", "1")
+    model_registry.set_alias(NAME, "champion", "1")
     resolved = resolve.resolve_model(params.model_uri)
     assert resolved.identity == f"models:/{NAME}@champion" and resolved.load_uri == f"models:/{NAME}/1"
     first_run, first = in_tracked_run(params, lambda model: run_stream(spark, params, model))
 
-    registry.set_alias(NAME, "champion", "2")  # a promotion while the stream is stopped
+    model_registry.set_alias(NAME, "champion", "2")  # a promotion while the stream is stopped
     rest = source.where(~halves)
     rest.coalesce(2).write.mode("append").parquet(str(inbox))
     second_run, second = in_tracked_run(params, lambda model: run_stream(spark, params, model))
     if before:
-        registry.set_alias(NAME, "champion", before)
+        model_registry.set_alias(NAME, "champion", before)
     else:
         client.delete_registered_model_alias(NAME, "champion")
 
@@ -308,7 +308,7 @@ def test_promote_script_force_rollback_needs_no_spark(client, versions):
     run = newest_run(client)
     assert run.data.tags["java_version"] == "none" and "spark_master" not in run.data.tags  # no session
     assert run.data.tags["mlflow.runName"] == "promote promote-test-price v3 force"
-    registry.set_alias(NAME, "champion", before["champion"])  # leave the registry as the other tests expect
+    model_registry.set_alias(NAME, "champion", before["champion"])  # leave the registry as the other tests expect
 
 
 def test_register_as_is_checked_before_spark(client):

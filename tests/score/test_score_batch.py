@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests, generators
-from sparkmlops.models import resolve
+from sparkmlops.inference import resolve
 from sparkmlops.score.score_batch import BatchParams, predict_batch
 
 
@@ -203,7 +203,7 @@ def test_non_spark_model_is_refused(pyfunc_model_uri):
     with pytest.raises(UserInputError, match="is not a Spark model"):
         resolve.resolve_model(pyfunc_model_uri)
     # score_batch takes any python_function model, but only one it can check: this one has no signature
-    from sparkmlops.models.pandas_predict import check_pyfunc_model
+    from sparkmlops.inference.pandas_predict import check_pyfunc_model
 
     with pytest.raises(UserInputError, match="has no input signature"):
         check_pyfunc_model(resolve.resolve_model(pyfunc_model_uri, require_flavor=""))

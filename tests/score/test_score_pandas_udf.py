@@ -45,7 +45,7 @@ def test_train_sklearn_uses_trains_split_and_logs_metrics_and_model(
     import mlflow
 
     from sparkmlops.data.splits import load_labelled, split_train_test
-    from sparkmlops.models.metrics import array_regression_metrics as regression_metrics
+    from sparkmlops.fitting.metrics import array_regression_metrics as regression_metrics
 
     run_id, model_uri, result = sklearn_model
     run = client.get_run(run_id)
@@ -124,7 +124,7 @@ def test_integer_columns_as_pandas_nullable_int_dtypes_score_the_same(spark, skl
     model gets is the same either way (the int feature cast to the signature's double)."""
     import mlflow
 
-    from sparkmlops.models import pandas_predict, resolve
+    from sparkmlops.inference import pandas_predict, resolve
 
     _, model_uri, _ = sklearn_model
     assert spark.conf.get(INT_EXTENSION_DTYPE) == "false"  # the pinned PySpark's default

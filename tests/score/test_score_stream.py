@@ -23,7 +23,7 @@ from conftest import (
 
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests, generators
-from sparkmlops.models import resolve
+from sparkmlops.inference import resolve
 from sparkmlops.score.score_stream import StreamParams, run_stream
 
 
@@ -71,7 +71,7 @@ def test_generated_100_files_exactly_once(spark, client, trained_model, generate
 def test_real_100_files_with_extra_zipcode(spark, trained_model, tmp_path):
     require_real_data(REAL_DATA_100P)
     uri, pipeline = trained_model
-    from sparkmlops.models.resolve import resolve_model
+    from sparkmlops.inference.resolve import resolve_model
 
     columns = [c for c, _ in resolve_model(uri).input_columns()]
     params = StreamParams(
@@ -199,7 +199,7 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(spark, trained_model, g
     # the same command again (its click command in-process: what resumes is the checkpoint, not the process)
     result = script_in_process(*cmd[1:], "--max_files_per_trigger", "50")
     assert result.returncode == 0, result.stderr[-3000:]
-    from sparkmlops.models.resolve import resolve_model
+    from sparkmlops.inference.resolve import resolve_model
 
     columns = [c for c, _ in resolve_model(uri).input_columns()]
     assert spark.read.parquet(out).count() == 3000

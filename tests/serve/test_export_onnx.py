@@ -17,8 +17,8 @@ from conftest import assert_logged_model, assert_refused, in_tracked_run, script
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
-from sparkmlops.models import spark_pipeline
-from sparkmlops.models.spark_pipeline import TrainParams
+from sparkmlops.fitting import spark_pipeline
+from sparkmlops.fitting.spark_pipeline import TrainParams
 from sparkmlops.serve import onnx_convert, saved_pipeline
 from sparkmlops.serve.export_onnx import (
     UNSEEN_CATEGORY,

@@ -12,9 +12,9 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import generators, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import check_against_data, load_labelled, split_train_test
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import spark_pipeline
-from sparkmlops.models.spark_pipeline import TrainParams, build_pipeline, fit_pipeline
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import spark_pipeline
+from sparkmlops.fitting.spark_pipeline import TrainParams, build_pipeline, fit_pipeline
 from sparkmlops.train.train import train_and_log
 
 

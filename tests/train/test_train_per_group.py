@@ -59,7 +59,7 @@ def test_a_groups_metrics_are_its_own_models(spark, default_data, per_group_run)
     import mlflow
 
     from sparkmlops.data.splits import load_labelled, split_train_test
-    from sparkmlops.models.metrics import array_regression_metrics as regression_metrics
+    from sparkmlops.fitting.metrics import array_regression_metrics as regression_metrics
 
     _, result = per_group_run
     row = result.table[result.table["status"] == "trained"].iloc[0]

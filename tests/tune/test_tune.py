@@ -10,10 +10,10 @@ import pytest
 from conftest import assert_logged_model
 
 from sparkmlops.core import tracking
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import spark_pipeline
-from sparkmlops.models.search import SearchFailed, TuneParams
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import spark_pipeline
 from sparkmlops.tune import tune_hyperopt, tune_optuna
+from sparkmlops.tune.search import SearchFailed, TuneParams
 from sparkmlops.tune.tune_grid import GridParams, grid_search_and_log
 
 TUNERS = {"hyperopt": tune_hyperopt.tune_and_log, "optuna": tune_optuna.tune_and_log}
@@ -188,7 +188,7 @@ def test_early_stop_ends_the_search_after_trials_without_progress(spark, client,
 
 
 def test_no_progress_counts_trials_since_the_first_best_loss():
-    from sparkmlops.models.search import no_progress
+    from sparkmlops.tune.search import no_progress
 
     assert not no_progress([5.0, 4.0, 4.5], 2) and no_progress([5.0, 4.0, 4.5, 4.0], 2)  # a tie is no progress
     assert no_progress([None, None], 2) and not no_progress([None], 2)  # failed trials make no progress
@@ -197,7 +197,7 @@ def test_no_progress_counts_trials_since_the_first_best_loss():
 
 def test_default_spaces_leave_out_the_costly_corner_unless_wide_is_asked():
     """The issue's corner: about 200 trees of depth 15 on every feature, minutes per trial."""
-    from sparkmlops.models.search import mllib_space, sklearn_space
+    from sparkmlops.tune.search import mllib_space, sklearn_space
 
     def reaches_corner(space):
         return (
@@ -315,7 +315,7 @@ def test_grid_search_nested_runs_cv_results_and_model(spark, client, default_dat
 def test_forest_grown_in_stages_equals_the_forest_fitted_at_once(spark, default_data):
     """What makes pruning free for the trials that run to the end: the last stage is the same model."""
     from sparkmlops.data import schema as data_schema
-    from sparkmlops.models import sklearn_forest
+    from sparkmlops.fitting import sklearn_forest
 
     frame = spark.read.parquet(default_data).limit(800).toPandas()
     spec = data_schema.infer_feature_spec(spark.read.parquet(default_data), "price")

@@ -20,7 +20,7 @@ from conftest import (
 )
 
 from sparkmlops.core.errors import UserInputError
-from sparkmlops.models.search import TuneParams
+from sparkmlops.tune.search import TuneParams
 from sparkmlops.tune.tune_grid import GridParams
 
 

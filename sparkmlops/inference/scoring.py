@@ -12,7 +12,7 @@ import time
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import validation, writing
-from sparkmlops.models import resolve
+from sparkmlops.inference import resolve
 
 OUTPUT_MODES = ("error", "overwrite")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from sparkmlops.core import choices, plots, registry, tracking
+from sparkmlops.core import choices, model_registry, plots, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits, validation
-from sparkmlops.models import metrics as model_metrics
-from sparkmlops.models import sklearn_forest, spark_pipeline
-from sparkmlops.models.metrics import LOWER_IS_BETTER, METRICS
+from sparkmlops.fitting import metrics as model_metrics
+from sparkmlops.fitting import sklearn_forest, spark_pipeline
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
 
 # loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
 METRIC_SIGN = {metric: 1.0 if lower else -1.0 for metric, lower in LOWER_IS_BETTER.items()}
@@ -103,7 +103,7 @@ class TuneParams:
             )
         choices.check("search_space", self.search_space, SEARCH_SPACES)
         if self.register_as:
-            registry.check_model_name(self.register_as)
+            model_registry.check_model_name(self.register_as)
         return self
 
     def as_dict(self) -> dict:
@@ -402,7 +402,7 @@ def refit_and_log(
             "train_fraction": params.train_fraction,
             **best["params"],
         }
-        result.registered_version = registry.register_result(
+        result.registered_version = model_registry.register_result(
             params.register_as, entry_point, model_uri, model_params, test_metrics, prepared
         )
     return result

@@ -6,9 +6,9 @@ from __future__ import annotations
 import click
 
 from sparkmlops.core import choices, cli
-from sparkmlops.models.metrics import METRICS
-from sparkmlops.models.search import ENGINES, SEARCH_SPACES
-from sparkmlops.models.sklearn_forest import MODEL_TYPES as SKLEARN_MODEL_TYPES
+from sparkmlops.fitting.metrics import METRICS
+from sparkmlops.fitting.sklearn_forest import MODEL_TYPES as SKLEARN_MODEL_TYPES
+from sparkmlops.tune.search import ENGINES, SEARCH_SPACES
 
 metric_option = click.option(
     "--metric", default="rmse", show_default=True, help=choices.describe(METRICS) + ": what the search optimises."

@@ -19,7 +19,7 @@ from sparkmlops.core import choices, mlflow_models, plots, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import PreparedData, check_training_inputs
-from sparkmlops.models.metrics import regression_metrics
+from sparkmlops.fitting.metrics import regression_metrics
 
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 PLOT_SAMPLE_ROWS = 5000

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sparkmlops.core import mlflow_models, registry, tracking
+from sparkmlops.core import mlflow_models, model_registry, tracking
 from sparkmlops.core.errors import JobFailed, UserInputError
 
 _URI_HELP = (
@@ -99,7 +99,7 @@ def _run_of(model_uri: str, scheme: str) -> str:
         return model_uri.split("/")[1]
     if scheme == "models" and not mlflow_models.LOGGED_MODEL_URI.match(model_uri):
         try:
-            return registry.version_of_uri(model_uri, "")[2]
+            return model_registry.version_of_uri(model_uri, "")[2]
         except tracking.mlflow_exception_class() as exc:
             if tracking.is_missing(exc):
                 return ""  # no such version or alias
@@ -160,7 +160,7 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
     if scheme == "models" and mlflow_models.LOGGED_MODEL_URI.match(model_uri):
         pass  # MLflow 3's logged-model URI (models:/m-<id>): a run's model, not a registered one
     elif scheme == "models":
-        name, version, run_id = registry.version_of_uri(model_uri, run_id)
+        name, version, run_id = model_registry.version_of_uri(model_uri, run_id)
     elif scheme == "runs":
         run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else run_id
     return ResolvedModel(model_uri, run_id, name, version, flavors, info.signature)

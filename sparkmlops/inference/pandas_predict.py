@@ -12,7 +12,7 @@ import zipfile
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import application_files_dir, ship_package
-from sparkmlops.models import resolve
+from sparkmlops.inference import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
 _NUMPY_DTYPE = {

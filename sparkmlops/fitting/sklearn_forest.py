@@ -18,7 +18,7 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.mlflow_models import log_sklearn_model
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits
-from sparkmlops.models.metrics import array_regression_metrics
+from sparkmlops.fitting.metrics import array_regression_metrics
 
 # What a logged scikit-learn model needs at load time (MLflow 3 saves it with skops).
 MAX_FEATURES_NAMES = ("sqrt", "log2")

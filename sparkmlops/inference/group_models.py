@@ -11,8 +11,8 @@ from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import ship_package
 from sparkmlops.data import schema as data_schema
-from sparkmlops.models import resolve
-from sparkmlops.models.pandas_predict import as_prediction, model_features, pandas_casts
+from sparkmlops.inference import resolve
+from sparkmlops.inference.pandas_predict import as_prediction, model_features, pandas_casts
 
 GROUP_TABLE = "group_models.csv"
 
