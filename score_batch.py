@@ -6,29 +6,10 @@
 The output (the input's columns plus `prediction`) appears at output_path only when complete.
 """
 
-import click
-
 from sparkmlops.core import cli
-from sparkmlops.core.jobs import run_entry_point
-from sparkmlops.score.score_batch import BatchParams, predict_batch
+from sparkmlops.score.score_batch import SCORE_BATCH
 
-
-@click.command(name="score_batch")
-@cli.model_uri_option
-@click.option("--input_path", default="", help="Parquet (or .csv) file or folder to score.")
-@click.option("--output_path", default="", help="Parquet folder to write.")
-@click.option("--mode", default="error", show_default=True, help="error (refuse an existing output) or overwrite.")
-@cli.spark_master_option
-def main(**options):
-    """Score a dataset in batch."""
-    master = options.pop("spark_master")
-    params = BatchParams(**options)
-    summary = run_entry_point("score_batch", params, master, lambda spark, model: predict_batch(spark, params, model))
-    print(
-        f"score_batch: {summary['rows_scored']} rows -> {params.output_path} in {summary['seconds']:.1f} s "
-        f"({summary['rows_per_second']:.0f} rows/s), model {summary['model']}"
-    )
-
+main = cli.command(SCORE_BATCH)
 
 if __name__ == "__main__":
     cli.run(main)

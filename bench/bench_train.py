@@ -45,8 +45,8 @@ TRAIN_AND_LOG = ("train/train.py", "train_and_log")
 JVM_WAIT = [("concurrent/futures/_base.py", "result"), ("core/jobs.py", "_import_while_waiting")]
 LOAD = ("data/splits.py", "load_labelled")
 PREPARE = ("data/splits.py", "prepare_data")
-FIT = ("models/spark_pipeline.py", "fit_pipeline")
-EVALUATE_LOG = ("models/spark_pipeline.py", "fit_evaluate_log")
+FIT = ("fitting/spark_pipeline.py", "fit_pipeline")
+EVALUATE_LOG = ("fitting/spark_pipeline.py", "fit_evaluate_log")
 LOG_MODEL = ("core/mlflow_models.py", "log_spark_model")
 STEPS = [
     ("Python start and imports, until main()", [None], [("core/cli.py", "run")]),

@@ -20,8 +20,7 @@ import pytest
 from sparkmlops.core import cli, tracking
 from sparkmlops.core.spark import get_spark
 from sparkmlops.data.generators import ensure_default_data
-from sparkmlops.fitting.spark_pipeline import TrainParams
-from sparkmlops.train.train import train_and_log
+from sparkmlops.train.train import TrainParams, train_and_log
 from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
 from sparkmlops.train.train_sklearn import SklearnTrainParams, train_sklearn_and_log
 from tools import model_server

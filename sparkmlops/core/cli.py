@@ -19,6 +19,7 @@ import click
 
 from sparkmlops.core import tracking
 from sparkmlops.core.errors import INTERRUPTED_EXIT_CODE, TERMINATED_EXIT_CODE, Outcome, Terminated
+from sparkmlops.core.jobs import run_entry_point
 
 
 def _parameter_names(command: click.Command) -> list[str]:
@@ -99,29 +100,21 @@ def refuse(message: str) -> None:
     sys.exit(2)
 
 
-# Options several entry points share (same name, default and help everywhere).
-spark_master_option = click.option(
-    "--spark_master",
-    default="",
-    help="Spark master URL (local[N], spark://host:7077, sc://host:15002 for Spark Connect, ...); "
-    "empty = from the environment (SPARK_REMOTE, PYSPARK_SUBMIT_ARGS, spark-defaults.conf), else local[*].",
-)
-model_uri_option = click.option(
-    "--model_uri", default="", help="runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a path."
-)
-data_path_option = click.option(
-    "--data_path", default="", help="Parquet (or .csv) file or folder; empty = generated data."
-)
-label_col_option = click.option("--label_col", default="price", show_default=True, help="Numeric column to predict.")
-train_fraction_option = click.option(
-    "--train_fraction",
-    type=float,
-    default=0.8,
-    show_default=True,
-    help="Share of rows for training; the rest is the test split.",
-)
-register_as_option = click.option(
-    "--register_as",
-    default="",
-    help="Registered model name: the logged model becomes its newest version; empty = do not register.",
-)
+def command(entry_point) -> click.Command:
+    """The script's click command, made from the entry point's declaration (core.entry_points): one option
+    per parameter, with its type, default, help and choices; running it runs the entry point and prints the
+    line its declaration reports."""
+
+    def callback(**options):
+        master = options.pop("spark_master")
+        params = entry_point.params(**options)
+        result = run_entry_point(entry_point, params, master)
+        line = entry_point.report(params, result)
+        if line:
+            print(line, flush=True)
+
+    options = [
+        click.Option([f"--{p.name}"], type=p.type, default=p.default, show_default=p.default != "", help=p.help)
+        for p in entry_point.parameters()
+    ]
+    return click.Command(entry_point.name, callback=callback, params=options, help=entry_point.summary)

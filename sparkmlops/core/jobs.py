@@ -6,9 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import importlib
-import os
 import sys
-from collections.abc import Callable
 
 from sparkmlops.core import compat, tracking
 from sparkmlops.core.errors import UserInputError
@@ -21,72 +19,31 @@ from sparkmlops.core.spark import (
     spark_master,
 )
 
-# Entry points that need a classic SparkContext (a JVM on the driver side), which a Spark Connect
-# client does not have, and what they use it for.
-NEEDS_SPARK_CONTEXT = {
-    "tune_hyperopt": "SparkTrials, broadcasts and RDD partition counts",
-    "tune_optuna": "broadcasts and RDD partition counts",
-    "tune_grid": "joblibspark and addPyFile",
-    "score_pandas_udf": "addFile, addPyFile and accumulators",
-    "train_per_group": "addPyFile for the per-group function",
-    "score_per_group": "addPyFile for the per-group function",
-}
 
-
-def check_connect_support(name: str, master: str) -> None:
-    if name in NEEDS_SPARK_CONTEXT and connect_requested(master):
+def check_connect_support(entry_point, master: str) -> None:
+    """Refuse, before Spark starts, an entry point that needs a classic SparkContext over Spark Connect."""
+    if entry_point.needs_spark_context and connect_requested(master):
         raise UserInputError(
-            f"{name} needs a classic Spark session ({NEEDS_SPARK_CONTEXT[name]}), which Spark Connect does not "
-            "provide: unset SPARK_REMOTE and use a master instead (-P spark_master=spark://<host>:7077, "
-            "PYSPARK_SUBMIT_ARGS or spark-submit --master)."
+            f"{entry_point.name} needs a classic Spark session ({entry_point.needs_spark_context}), which Spark "
+            "Connect does not provide: unset SPARK_REMOTE and use a master instead "
+            "(-P spark_master=spark://<host>:7077, PYSPARK_SUBMIT_ARGS or spark-submit --master)."
         )
 
 
-def _short_model(uri: str) -> str:
-    """runs:/<32 hex>/model -> runs:/<first 8>; registry and other URIs stay as they are."""
+def short_model_uri(uri: str) -> str:
+    """runs:/<32 hex>/model -> runs:/<first 8>, for run names; registry and other URIs stay as they are."""
     if uri.startswith("runs:/"):
         return "runs:/" + uri[len("runs:/") :].split("/", 1)[0][:8]
     return uri
 
 
-def _model_run_name(name: str, p: dict) -> str:
-    return f"{name} {_short_model(p.get('model_uri', ''))}".strip()
-
-
-# What each entry point's run is called in the MLflow UI: the entry point and its main parameters, the
-# way the book names its run ("random-forest"), e.g. "train rf 100x5".
-RUN_NAMES: dict[str, Callable[[str, dict], str]] = {
-    "train": lambda n, p: (
-        f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}" + (" log" if p.get("log_label") else "")
-    ),
-    "train_sklearn": lambda n, p: (
-        f"{n} {p['model_type']} {p['num_trees']}x{p['max_depth']}" + (" log" if p.get("log_label") else "")
-    ),
-    "train_per_group": lambda n, p: f"{n} {p['model_type']} by {p['group_col']}",
-    "tune_hyperopt": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
-    "tune_optuna": lambda n, p: f"{n} {p['engine']} {p['max_evals']} trials",
-    "tune_grid": lambda n, p: f"{n} {p['cv']}-fold {p['metric']}",
-    "generate_data": lambda n, p: f"{n} {p['dataset']} {p['n_rows']} rows" + (" drift" if p.get("drift") else ""),
-    "score_batch": _model_run_name,
-    "score_stream": _model_run_name,
-    "score_pandas_udf": _model_run_name,
-    "export_onnx": _model_run_name,
-    "score_per_group": lambda n, p: f"{n} {p['run_id'][:8]}",
-    "promote": lambda n, p: (
-        f"{n} {p['model_name']} {'v' + p['version'] if p['version'].isdigit() else p['version'] or 'newest'}"
-        + (" force" if p.get("force") else "")
-    ),
-    "check_drift": lambda n, p: f"{n} {os.path.basename(str(p['current_path']).rstrip('/'))}",
-    "reproduce": lambda n, p: f"{n} {p['run_id'][:8]}",
-}
-
-
-def run_name(name: str, options: dict) -> str:
-    """The UI name of entry point ``name``'s run with these parameters (``name`` alone if unknown)."""
+def run_name(entry_point, params) -> str:
+    """The UI name of the entry point's run with these parameters: what its declaration says (the entry point
+    and its main parameters, the way the book names its run, e.g. "train rf 100x5"), else its name."""
     try:
-        return " ".join(RUN_NAMES[name](name, options).split())[:250]
-    except (KeyError, TypeError, AttributeError):
-        return name
+        return " ".join(entry_point.run_name(params).split())[:250]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return entry_point.name
 
 
 # Modules most jobs import once Spark is up, imported instead while the JVM starts (each only if it is
@@ -94,12 +51,14 @@ def run_name(name: str, options: dict) -> str:
 WARM_IMPORTS = ("pyspark.ml", "mlflow.models", "mlflow.spark", "pandas", "matplotlib.pyplot")
 
 
-def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: Callable = lambda checked: True):
-    """Run ``job(spark, checked)`` inside a tracked run; ``checked`` is what ``params.validate()`` returns.
+def run_entry_point(entry_point, params, master: str):
+    """Run ``entry_point``'s job with ``params`` inside a tracked run; the job gets what ``params.validate()``
+    returns.
 
     Bad parameters, paths, models and a missing Java fail before a JVM starts, and the run ends FAILED.
-    When ``needs_spark(checked)`` is false (a registry-only action), no JVM starts and ``spark`` is None.
-    How the run ends, and with which exit code, is the outcome's (core.errors), tagged ``exit_code``.
+    When the declaration's ``needs_spark(checked)`` is false (a registry-only action), no JVM starts and the
+    job's ``spark`` is None. How the run ends, and with which exit code, is the outcome's (core.errors),
+    tagged ``exit_code``.
 
     Once the parameters pass, the SparkSession starts in a background thread while the run is created
     and its parameters and tags logged (a JVM's start and MLflow's store are both seconds of waiting).
@@ -107,28 +66,28 @@ def run_entry_point(name: str, params, master: str, job: Callable, needs_spark: 
     refusal, checked = None, None
     try:
         check_master(master)
-        check_connect_support(name, master)
+        check_connect_support(entry_point, master)
         declare_master(master)
         checked = params.validate()
     except BaseException as exc:  # bad input, a store that is down, Ctrl-C: all end the run (below) as usual
         refusal = exc
     starting = None
-    if refusal is None and needs_spark(checked):
-        starting = _start_in_background(get_spark, name, master=master)
-    with tracking.tracked_run(run_name=run_name(name, params.as_dict())):
+    if refusal is None and entry_point.needs_spark(checked):
+        starting = _start_in_background(get_spark, entry_point.name, master=master)
+    with tracking.tracked_run(run_name=run_name(entry_point, params)):
         tracking.log_params(params.as_dict())
         # entry_point: what `reproduce` re-runs (also for `python <script>.py` runs, which MLflow does not tag)
-        tracking.set_tags({**tracking.environment_tags(), "entry_point": name})
+        tracking.set_tags({**tracking.environment_tags(), "entry_point": entry_point.name})
         if refusal is not None:
             raise refusal
         if starting is None:
-            return job(None, checked)
+            return entry_point.job(None, params, checked)
         _import_while_waiting(starting)
         spark = starting.result()
         compat.activate_session(spark)  # created in another thread: not yet this thread's active session
         try:
             tracking.set_tags(master_tags(master, spark_master(spark)))
-            return job(spark, checked)
+            return entry_point.job(spark, params, checked)
         finally:
             end_connect_session(spark)
 

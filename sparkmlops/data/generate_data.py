@@ -1,4 +1,4 @@
-"""The `generate_data` job: parameters, checks and the atomic write of generated data."""
+"""Entry point `generate_data`: parameters, checks and the atomic write of generated data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 
 from sparkmlops.core import choices, tracking
 from sparkmlops.core.errors import UserInputError
-from sparkmlops.data import generators, validation, writing
+from sparkmlops.core.entry_points import EntryPoint, param
+from sparkmlops.data import generators, parameters, validation, writing
 
 MAX_FILES = 100_000
 # dataset name -> what it is, for the error that lists the choices
@@ -16,14 +17,16 @@ DATASETS = {"airbnb": "the SF listings schema", "iot": "device readings with dev
 
 @dataclass(frozen=True)
 class GenerateParams:
-    output_path: str = ""
-    n_rows: int = generators.DEFAULT_N_ROWS
-    n_files: int = 1
-    seed: int = generators.DEFAULT_SEED
-    mode: str = "error"
-    dataset: str = "airbnb"
-    n_devices: int = generators.DEFAULT_N_DEVICES  # dataset=iot only
-    drift: bool = False  # dataset=airbnb only: the drifted variant (check_drift's example)
+    output_path: str = parameters.output_path("Parquet folder to create (must not exist unless mode=overwrite).")
+    n_rows: int = param(generators.DEFAULT_N_ROWS, "Rows (7146 = the real data's size).")
+    n_files: int = param(1, "Number of parquet part files.")
+    seed: int = param(generators.DEFAULT_SEED, "Same seed, same rows, whatever n_files.")
+    mode: str = parameters.output_mode()
+    dataset: str = param("airbnb", "", choices=DATASETS)
+    n_devices: int = param(generators.DEFAULT_N_DEVICES, "Number of devices (dataset=iot only).")
+    drift: bool = param(
+        False, "The drifted variant (airbnb only): prices up 50%, new neighbourhoods, more missing reviews."
+    )
 
     def validate(self) -> "GenerateParams":
         if not self.output_path:
@@ -65,3 +68,17 @@ def generate_and_write(spark, params: GenerateParams) -> dict:
     tracking.log_metrics({"rows_written": params.n_rows, "seconds": seconds,
                           "rows_per_second": params.n_rows / seconds if seconds else 0.0})
     return summary
+
+
+GENERATE_DATA = EntryPoint(
+    name="generate_data",
+    script="generate_data.py",
+    summary="Generate the synthetic dataset.",
+    params=GenerateParams,
+    job=lambda spark, params, checked: generate_and_write(spark, checked),
+    run_name=lambda p: f"generate_data {p.dataset} {p.n_rows} rows" + (" drift" if p.drift else ""),
+    report=lambda p, summary: (
+        f"generate_data: wrote {summary['rows']} rows in {summary['files']} files to {p.output_path} "
+        f"({summary['seconds']:.1f} s)"
+    ),
+)

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from sparkmlops.core import choices, plots, tracking
+from sparkmlops.core.entry_points import param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.mlflow_models import log_sklearn_model
 from sparkmlops.data import schema as data_schema
@@ -25,16 +26,34 @@ MAX_FEATURES_NAMES = ("sqrt", "log2")
 MODEL_TYPES = {"rf": "RandomForestRegressor", "gbt": "HistGradientBoostingRegressor, num_trees = iterations"}
 
 
+# The forest's settings as parameters (default, help), declared once for ForestParams and for the entry
+# points that take them (train_sklearn, train_per_group).
+_FOREST_PARAMETERS = {
+    "model_type": ("rf", ""),
+    "num_trees": (100, "Trees (rf) or boosting iterations (gbt)."),
+    "max_depth": (10, "0 = unlimited."),
+    "min_samples_leaf": (1, "Fewest training rows in a leaf."),
+    "max_features": ("1.0", "Share of features per split in (0, 1]; rf also takes sqrt or log2."),
+    "log_label": (False, "Fit log1p(label); the model still predicts the label."),
+}
+
+
+def forest_param(name: str):
+    """The parameter ``name`` of a scikit-learn forest (core.entry_points.param)."""
+    default, help_text = _FOREST_PARAMETERS[name]
+    return param(default, help_text, choices=MODEL_TYPES if name == "model_type" else None)
+
+
 @dataclass(frozen=True)
 class ForestParams:
     """A scikit-learn tree ensemble's settings, named like the MLlib ones where they mean the same."""
 
-    num_trees: int = 100  # trees (rf) or boosting iterations (gbt)
-    max_depth: int = 10  # 0 = unlimited
-    min_samples_leaf: int = 1
-    max_features: str = "1.0"  # a fraction in (0, 1], sqrt or log2 (rf only)
-    log_label: bool = False
-    model_type: str = "rf"  # rf = RandomForestRegressor, gbt = HistGradientBoostingRegressor
+    num_trees: int = forest_param("num_trees")
+    max_depth: int = forest_param("max_depth")
+    min_samples_leaf: int = forest_param("min_samples_leaf")
+    max_features: str = forest_param("max_features")  # a fraction in (0, 1], sqrt or log2 (rf only)
+    log_label: bool = forest_param("log_label")
+    model_type: str = forest_param("model_type")  # rf = RandomForestRegressor, gbt = HistGradientBoostingRegressor
 
     def validate(self) -> ForestParams:
         """One clear line per bad value, before any data is read."""

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from sparkmlops.core import choices, mlflow_models, plots, tracking
+from sparkmlops.core.entry_points import param
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import parameters
 from sparkmlops.data import schema as data_schema
-from sparkmlops.data.splits import PreparedData, check_training_inputs
+from sparkmlops.data.splits import PreparedData
 from sparkmlops.fitting.metrics import regression_metrics
 
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
@@ -49,25 +51,24 @@ def check_feature_subset_strategy(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    """The `train` entry point's parameters (names match MLproject)."""
+class PipelineParams:
+    """The pipeline's settings, as parameters: the model part of `train`'s (sparkmlops.train.train.TrainParams
+    adds where the data comes from and where the model goes), and what the searches vary."""
 
-    data_path: str = ""
-    label_col: str = data_schema.DEFAULT_LABEL
-    model_type: str = "rf"  # rf = random forest, gbt = gradient-boosted trees
-    num_trees: int = 100
-    max_depth: int = 5
-    max_bins: int = 40
-    min_instances_per_node: int = 1
-    feature_subset_strategy: str = "auto"
-    log_label: bool = False
-    seed: int = 42
-    train_fraction: float = 0.8
-    register_as: str = ""  # registered model name; empty = do not register
+    label_col: str = parameters.label_col()
+    model_type: str = param("rf", "", choices=MODEL_TYPES)
+    num_trees: int = param(100, "Trees, or boosting rounds for gbt and xgboost.")
+    max_depth: int = param(5, "0 to 30.")
+    max_bins: int = param(40, ">= categories of any string column + 1.")
+    min_instances_per_node: int = param(1, "Fewest training rows in a leaf.")
+    feature_subset_strategy: str = param(
+        "auto", "auto, all, onethird, sqrt, log2, a fraction such as 0.5, or a number of features."
+    )
+    log_label: bool = param(False, "Fit log1p(label); the model still predicts the label (expm1 inside the pipeline).")
+    seed: int = param(42, "Seed of the split and the forest.")
 
-    def validate(self) -> TrainParams:
-        """Checks that need no data; raise one clear line per problem, before Spark starts."""
-        check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
+    def validate(self) -> PipelineParams:
+        """Checks of the settings alone; raise one clear line per problem, before Spark starts."""
         choices.check("model_type", self.model_type, MODEL_TYPES)
         if self.model_type == "xgboost" and self.feature_subset_strategy not in ("auto", "all"):
             raise UserInputError(
@@ -87,14 +88,7 @@ class TrainParams:
         check_feature_subset_strategy(self.feature_subset_strategy)
         return self
 
-    def model_params(self) -> dict:
-        """What defines the model (for registry tags): everything but where data and registration go."""
-        return {k: v for k, v in asdict(self).items() if k not in ("data_path", "register_as")}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def with_model_params(self, **model_params) -> TrainParams:
+    def with_model_params(self, **model_params) -> PipelineParams:
         return replace(self, **model_params)
 
 
@@ -111,7 +105,7 @@ class TrainResult:
     registered_version: str = ""
 
 
-def build_pipeline(spec: data_schema.FeatureSpec, params: TrainParams):
+def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
     from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
@@ -174,7 +168,7 @@ def check_log_label(profile: dict, spec: data_schema.FeatureSpec) -> None:
         )
 
 
-def check_category_bins(category_counts: dict[str, int], params: TrainParams) -> None:
+def check_category_bins(category_counts: dict[str, int], params: PipelineParams) -> None:
     """maxBins must cover every categorical feature, or Spark fails deep inside the forest's fit."""
     too_many = {c: k + 1 for c, k in category_counts.items() if k + 1 > params.max_bins}
     if too_many:
@@ -192,7 +186,7 @@ def min_bins(category_counts: dict[str, int]) -> int:
     return max([k + 1 for k in category_counts.values()] + [2])
 
 
-def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: TrainParams):
+def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: PipelineParams):
     """Fit ``build_pipeline`` stage by stage (as Pipeline.fit does), checking maxBins once the
     StringIndexer has counted the categories, before the forest is fitted."""
     from pyspark.ml import Pipeline, PipelineModel
@@ -234,7 +228,7 @@ def feature_importance_table(model, spec: data_schema.FeatureSpec):
     return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
 
 
-def fit_evaluate_log(prepared: PreparedData, params: TrainParams) -> TrainResult:
+def fit_evaluate_log(prepared: PreparedData, params: PipelineParams) -> TrainResult:
     """Fit on the training split, evaluate on the test split, log metrics, figures and the model."""
     spec = prepared.spec
     if params.log_label:

@@ -6,12 +6,14 @@ registry version), and DriftFound (exit 3, run FINISHED) when a feature drifted.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import model_registry, plots, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import DriftFound, UserInputError
+from sparkmlops.data import parameters, validation
 from sparkmlops.data import schema as data_schema
-from sparkmlops.data import validation
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.monitor.drift_statistics import (
     NULL_RATE_THRESHOLD,
@@ -26,11 +28,14 @@ from sparkmlops.monitor.drift_statistics import (
 
 @dataclass(frozen=True)
 class DriftParams:
-    model_uri: str = ""
-    reference_path: str = ""
-    current_path: str = ""
-    threshold: float = 0.2
-    bins: int = 10
+    model_uri: str = parameters.model_uri(
+        "A model whose training data is the reference (and whose predictions are compared); or give --reference_path.",
+        required=False,
+    )
+    reference_path: str = param("", "Reference data (parquet or CSV).")
+    current_path: str = param("", "The data to check.", required=True)
+    threshold: float = param(0.2, "PSI at or above which a feature drifted.")
+    bins: int = param(10, "Quantile bins of numeric features.")
 
     def validate(self):
         """(resolved model or None, reference path): everything checkable without Spark."""
@@ -221,3 +226,14 @@ def check_drift(spark, params: DriftParams, checked) -> dict:
     if summary["drift_found"]:
         raise DriftFound(summary["verdict"])
     return summary
+
+
+CHECK_DRIFT = EntryPoint(
+    name="check_drift",
+    script="check_drift.py",
+    summary="Check the current data for drift against the reference.",
+    params=DriftParams,
+    job=check_drift,
+    run_name=lambda p: f"check_drift {os.path.basename(str(p.current_path).rstrip('/'))}",
+    report=lambda p, summary: f"check_drift: {summary['verdict']}",
+)

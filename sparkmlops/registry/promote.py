@@ -16,8 +16,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from sparkmlops.core import choices, model_registry, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import JobFailed, UserInputError
-from sparkmlops.data import digests, generators, splits, validation
+from sparkmlops.data import digests, generators, parameters, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
@@ -28,14 +29,14 @@ MIN_HELDOUT_ROWS = 10
 
 @dataclass(frozen=True)
 class PromoteParams:
-    """The `promote` entry point's parameters (names match MLproject)."""
+    """The `promote` entry point's parameters."""
 
-    model_name: str = ""
-    version: str = ""  # '' = the newest version, a number, or an alias
-    data_path: str = ""
-    metric: str = "rmse"
-    min_improvement: float = 0.0
-    force: bool = False
+    model_name: str = param("", "Registered model name.", required=True)
+    version: str = param("", "Candidate: a version number or an alias; empty = the newest version.")
+    data_path: str = parameters.data_path()
+    metric: str = param("rmse", "{choices}, on the held-out rows.", choices=METRICS)
+    min_improvement: float = param(0.0, "Relative gain over @champion needed to promote, in [0, 1).")
+    force: bool = param(False, "Make --version @champion without evaluating (rollback).")
 
     def validate(self) -> Plan:
         """Every check that needs only the registry, before Spark starts; returns what to compare."""
@@ -343,3 +344,20 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
     tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
     print(result.line(params.metric), flush=True)
     return result
+
+
+def _run_name(params: PromoteParams) -> str:
+    version = params.version
+    shown = "v" + version if version.isdigit() else version or "newest"
+    return f"promote {params.model_name} {shown}" + (" force" if params.force else "")
+
+
+PROMOTE = EntryPoint(
+    name="promote",
+    script="promote.py",
+    summary="Gate a registered model version into @champion.",
+    params=PromoteParams,
+    job=lambda spark, params, plan: promote_and_log(spark, plan),
+    run_name=_run_name,
+    needs_spark=lambda plan: plan.needs_evaluation,  # a rollback or a no-op touches only the registry
+)

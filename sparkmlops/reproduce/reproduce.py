@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sparkmlops.core import choices, environment, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import NotReproduced, UserInputError
 from sparkmlops.data import splits, validation
 from sparkmlops.reproduce.code_source import (
@@ -73,12 +74,23 @@ class OriginalRun:
 
 @dataclass(frozen=True)
 class ReproduceParams:
-    run_id: str = ""
-    env_manager: str = "local"
-    tolerance: float = 0.0
-    allow_data_change: bool = False
-    project_uri: str = ""
-    trusted_sources: str = ""
+    run_id: str = param("", "The run to reproduce.", required=True)
+    env_manager: str = param("local", "Where the re-run runs:", choices=ENV_MANAGERS)
+    tolerance: float = param(0.0, "Largest allowed |reproduced - original| per metric; 0 = bit-identical.")
+    allow_data_change: bool = param(
+        False, "Re-run even when the data no longer has the run's digest (the changes are reported)."
+    )
+    project_uri: str = param(
+        "",
+        "Git URL or clone holding the run's commit; empty = this checkout, else the repository URL MLflow "
+        "recorded for the run.",
+    )
+    trusted_sources: str = param(
+        "",
+        "Where the code may be fetched from when the run's tags name the repository: comma-separated URL "
+        "prefixes (https, ssh or local paths), or 'any'; empty = only this checkout and its git remotes. "
+        "project_uri is always allowed.",
+    )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -411,3 +423,14 @@ def reproduce_and_log(spark, params: ReproduceParams, original: OriginalRun) -> 
     if not result.reproduced:
         raise NotReproduced(f"{verdict}; see reproduction/metrics.csv of this run and run {new_run_id}.")
     return result
+
+
+REPRODUCE = EntryPoint(
+    name="reproduce",
+    script="reproduce.py",
+    summary="Reproduce a logged run and compare its metrics.",
+    params=ReproduceParams,
+    job=reproduce_and_log,
+    run_name=lambda p: f"reproduce {p.run_id[:8]}",
+    report=lambda p, result: f"reproduce: {result.verdict} (run {result.reproduced_run_id})",
+)

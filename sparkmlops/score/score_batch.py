@@ -11,8 +11,11 @@ import functools
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import tracking
+from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.jobs import short_model_uri
 from sparkmlops.core.spark import is_connect
+from sparkmlops.data import parameters
 from sparkmlops.inference import resolve
 from sparkmlops.inference.pandas_predict import check_pyfunc_model, score_with_arrow_udf
 from sparkmlops.inference.scoring import (
@@ -25,10 +28,10 @@ from sparkmlops.inference.scoring import (
 
 @dataclass(frozen=True)
 class BatchParams:
-    model_uri: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    mode: str = "error"
+    model_uri: str = parameters.model_uri()
+    input_path: str = parameters.input_path()
+    output_path: str = parameters.output_path()
+    mode: str = parameters.output_mode()
 
     def validate(self) -> resolve.ResolvedModel:
         """Everything checkable without Spark; returns the resolved model."""
@@ -69,3 +72,17 @@ def predict_batch(spark, params: BatchParams, model: resolve.ResolvedModel) -> d
     extra = {"model_loads": counters["model_loads"].value, "arrow_batches": counters["batches"].value}
     tracking.log_metrics(extra)
     return {**summary, **extra}
+
+
+SCORE_BATCH = EntryPoint(
+    name="score_batch",
+    script="score_batch.py",
+    summary="Score a dataset in batch.",
+    params=BatchParams,
+    job=predict_batch,
+    run_name=lambda p: f"score_batch {short_model_uri(p.model_uri)}",
+    report=lambda p, summary: (
+        f"score_batch: {summary['rows_scored']} rows -> {p.output_path} in {summary['seconds']:.1f} s "
+        f"({summary['rows_per_second']:.0f} rows/s), model {summary['model']}"
+    ),
+)

@@ -20,8 +20,11 @@ import functools
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import choices, mlflow_models, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.jobs import short_model_uri
 from sparkmlops.core.spark import session_conf, ship_package
+from sparkmlops.data import parameters
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.inference.pandas_predict import (
     pandas_casts,
@@ -37,14 +40,14 @@ ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 @dataclass(frozen=True)
 class PandasUdfParams:
-    """The `score_pandas_udf` entry point's parameters (names match MLproject)."""
+    """The `score_pandas_udf` entry point's parameters."""
 
-    model_uri: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    method: str = "map_in_pandas"
-    batch_size: int = 10_000
-    mode: str = "error"
+    model_uri: str = parameters.model_uri()
+    input_path: str = parameters.input_path()
+    output_path: str = parameters.output_path()
+    method: str = param("map_in_pandas", "", choices=METHODS)
+    batch_size: int = param(10_000, "Rows per Arrow batch.")
+    mode: str = parameters.output_mode()
 
     def validate(self) -> resolve.ResolvedModel:
         choices.check("method", self.method, METHODS)
@@ -113,3 +116,18 @@ def score_with_pandas_udf(spark, params: PandasUdfParams, model: resolve.Resolve
         tracking.log_metrics(extra)
         summary.update(extra)
     return summary
+
+
+SCORE_PANDAS_UDF = EntryPoint(
+    name="score_pandas_udf",
+    script="score_pandas_udf.py",
+    summary="Score a dataset with a pyfunc model in pandas UDFs.",
+    params=PandasUdfParams,
+    job=score_with_pandas_udf,
+    run_name=lambda p: f"score_pandas_udf {short_model_uri(p.model_uri)}",
+    report=lambda p, summary: (
+        f"score_pandas_udf: {summary['rows_scored']} rows -> {p.output_path} in {summary['seconds']:.1f} s "
+        f"({summary['rows_per_second']:.0f} rows/s, {p.method}), model {summary['model']}"
+    ),
+    needs_spark_context="addFile, addPyFile and accumulators",
+)

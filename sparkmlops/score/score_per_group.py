@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import choices, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import parameters
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.inference.group_models import (
     SCORED_WITH_COL,
@@ -26,13 +28,13 @@ UNKNOWN_GROUPS = {
 
 @dataclass(frozen=True)
 class ScorePerGroupParams:
-    """The `score_per_group` entry point's parameters (names match MLproject)."""
+    """The `score_per_group` entry point's parameters."""
 
-    run_id: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    unknown_groups: str = "fallback"
-    mode: str = "error"
+    run_id: str = param("", "The parent run of a train_per_group run.", required=True)
+    input_path: str = parameters.input_path()
+    output_path: str = parameters.output_path()
+    unknown_groups: str = param("fallback", "Rows of a group without a model:", choices=UNKNOWN_GROUPS)
+    mode: str = parameters.output_mode()
 
     def validate(self) -> tuple[GroupModels, resolve.ResolvedModel]:
         choices.check("unknown_groups", self.unknown_groups, UNKNOWN_GROUPS)
@@ -90,3 +92,19 @@ def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupMode
     )
     tracking.log_metrics(counts)
     return {**summary, **counts}
+
+
+SCORE_PER_GROUP = EntryPoint(
+    name="score_per_group",
+    script="score_per_group.py",
+    summary="Score with one model per group.",
+    params=ScorePerGroupParams,
+    job=score_per_group,
+    run_name=lambda p: f"score_per_group {p.run_id[:8]}",
+    report=lambda p, summary: (
+        f"score_per_group: {summary['rows_scored']} rows -> {p.output_path} in {summary['seconds']:.1f} s; "
+        f"{summary['unknown_groups']} groups without a model ({summary['rows_unknown_group']} rows, "
+        f"{p.unknown_groups})"
+    ),
+    needs_spark_context="addPyFile for the per-group function",
+)

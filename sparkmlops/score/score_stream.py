@@ -26,8 +26,10 @@ except ImportError:
     fcntl = None
 
 from sparkmlops.core import tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import Terminated, UserInputError
-from sparkmlops.data import validation
+from sparkmlops.core.jobs import short_model_uri
+from sparkmlops.data import parameters, validation
 from sparkmlops.inference import resolve, scoring
 
 IDENTITY_FILE = "sparkmlops-stream.json"
@@ -36,12 +38,12 @@ _INTERVAL = re.compile(r"^\s*(\d+(\.\d+)?)\s*(ms|milliseconds?|s|seconds?|m|minu
 
 @dataclass(frozen=True)
 class StreamParams:
-    model_uri: str = ""
-    input_path: str = ""
-    output_path: str = ""
-    checkpoint_path: str = ""
-    max_files_per_trigger: int = 1
-    trigger: str = "available_now"
+    model_uri: str = parameters.model_uri()
+    input_path: str = param("", "Folder that receives parquet files.", required=True)
+    output_path: str = parameters.output_path("Parquet folder the file sink writes.")
+    checkpoint_path: str = param("", "Checkpoint folder of this stream (one per model and output).", required=True)
+    max_files_per_trigger: int = param(1, "New files per micro-batch.")
+    trigger: str = param("available_now", "available_now, or an interval such as '10 seconds' (runs until stopped).")
 
     def validate(self) -> resolve.ResolvedModel:
         for name in ("input_path", "output_path", "checkpoint_path"):
@@ -441,3 +443,16 @@ def _run_stream(spark, params: StreamParams, model: resolve.ResolvedModel, poll_
         )
         raise Terminated() if stopped_by[0] == signal.SIGTERM else KeyboardInterrupt()
     return summary
+
+
+SCORE_STREAM = EntryPoint(
+    name="score_stream",
+    script="score_stream.py",
+    summary="Score a stream of parquet files.",
+    params=StreamParams,
+    job=run_stream,
+    run_name=lambda p: f"score_stream {short_model_uri(p.model_uri)}",
+    report=lambda p, summary: (
+        f"score_stream: {summary['rows_scored']} rows in {summary['batches']} micro-batches, {summary['seconds']:.1f} s"
+    ),
+)

@@ -20,8 +20,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sparkmlops.core import environment, mlflow_models, model_registry, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import JobFailed
-from sparkmlops.data import generators, validation
+from sparkmlops.core.jobs import short_model_uri
+from sparkmlops.data import generators, parameters, validation
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.serve import onnx_convert, onnx_pyfunc
 from sparkmlops.serve.onnx_pyfunc import OnnxPipeline, OnnxPipelineModel
@@ -39,9 +41,11 @@ class ParityError(JobFailed):
 
 @dataclass(frozen=True)
 class ExportParams:
-    model_uri: str = ""
-    register_as: str = ""
-    parity_data_path: str = ""  # '' = the data the model was trained on, else the generated data
+    model_uri: str = parameters.model_uri()
+    register_as: str = parameters.register_as()
+    parity_data_path: str = param(
+        "", "Rows to check parity on; empty = the data the model was trained on (else the generated data)."
+    )
 
     def validate(self) -> ExportPlan:
         """Resolve the model, download it and convert it: all before Spark starts."""
@@ -236,3 +240,22 @@ def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
             {"registered_model": plan.params.register_as, "registered_model_version": summary["registered_version"]}
         )
     return summary
+
+
+def _report(params: ExportParams, summary: dict) -> str:
+    registered = f" registered version {summary['registered_version']}" if summary["registered_version"] else ""
+    return (
+        f"export_onnx: {int(summary['parity_rows'])} rows, max relative difference to Spark "
+        f"{summary['parity_max_rel_diff']:.2e}; model {summary['model_uri']} run_id={summary['run_id']}{registered}"
+    )
+
+
+EXPORT_ONNX = EntryPoint(
+    name="export_onnx",
+    script="export_onnx.py",
+    summary="Export a logged Spark pipeline to ONNX and log it as a servable pyfunc model.",
+    params=ExportParams,
+    job=lambda spark, params, plan: export_and_log(spark, plan),
+    run_name=lambda p: f"export_onnx {short_model_uri(p.model_uri)}",
+    report=_report,
+)

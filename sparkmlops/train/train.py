@@ -3,9 +3,36 @@ when asked."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
+from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.model_registry import register_result
-from sparkmlops.data.splits import prepare_data
-from sparkmlops.fitting.spark_pipeline import TrainParams, TrainResult, fit_evaluate_log
+from sparkmlops.data import parameters
+from sparkmlops.data.splits import check_training_inputs, prepare_data
+from sparkmlops.fitting.spark_pipeline import PipelineParams, TrainResult, fit_evaluate_log
+
+
+@dataclass(frozen=True)
+class TrainParams(PipelineParams, parameters.TrainingData):
+    """The `train` entry point's parameters: where its data comes from, the pipeline's settings (declared in
+    fitting.spark_pipeline.PipelineParams: a parameter added there is one of train's), and where the model
+    goes."""
+
+    train_fraction: float = parameters.train_fraction()
+    register_as: str = parameters.register_as()
+
+    def validate(self) -> TrainParams:
+        """Checks that need no data; raise one clear line per problem, before Spark starts."""
+        check_training_inputs(self.label_col, self.train_fraction, self.data_path, self.register_as)
+        super().validate()
+        return self
+
+    def model_params(self) -> dict:
+        """What defines the model (for registry tags): everything but where data and registration go."""
+        return {k: v for k, v in asdict(self).items() if k not in ("data_path", "register_as")}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def train_and_log(spark, params: TrainParams) -> TrainResult:
@@ -21,3 +48,22 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
         return result
     finally:
         prepared.unpersist()
+
+
+def _report(params: TrainParams, result: TrainResult) -> str:
+    return (
+        f"train: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
+        f"mae={result.metrics['mae']:.2f} run_id={result.run_id}"
+    )
+
+
+TRAIN = EntryPoint(
+    name="train",
+    script="train.py",
+    summary="Train and log the random-forest price model.",
+    params=TrainParams,
+    job=lambda spark, params, checked: train_and_log(spark, checked),
+    # named after what it is, the way the book names its run ("random-forest"): "train rf 100x5"
+    run_name=lambda p: f"train {p.model_type} {p.num_trees}x{p.max_depth}" + (" log" if p.log_label else ""),
+    report=_report,
+)

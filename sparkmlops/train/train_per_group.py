@@ -21,10 +21,11 @@ import time
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import mlflow_models, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
+from sparkmlops.data import parameters, splits, validation
 from sparkmlops.data import schema as data_schema
-from sparkmlops.data import splits, validation
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest
 from sparkmlops.fitting.sklearn_forest import fit_evaluate_log
@@ -49,19 +50,19 @@ RESULT_SCHEMA = (
 
 @dataclass(frozen=True)
 class PerGroupParams:
-    """The `train_per_group` entry point's parameters (names match MLproject)."""
+    """The `train_per_group` entry point's parameters."""
 
-    data_path: str = ""
-    label_col: str = data_schema.DEFAULT_LABEL
-    group_col: str = "neighbourhood_cleansed"
-    min_rows: int = 50
-    model_type: str = "rf"
-    num_trees: int = 100
-    max_depth: int = 10
-    min_samples_leaf: int = 1
-    max_features: str = "1.0"
-    seed: int = 42
-    train_fraction: float = 0.8
+    data_path: str = parameters.data_path()
+    label_col: str = parameters.label_col()
+    group_col: str = param("neighbourhood_cleansed", "String column: one model per value.")
+    min_rows: int = param(50, "Groups with fewer training rows are skipped (listed; the fallback model scores them).")
+    model_type: str = sklearn_forest.forest_param("model_type")
+    num_trees: int = sklearn_forest.forest_param("num_trees")
+    max_depth: int = sklearn_forest.forest_param("max_depth")
+    min_samples_leaf: int = sklearn_forest.forest_param("min_samples_leaf")
+    max_features: str = sklearn_forest.forest_param("max_features")
+    seed: int = param(42, "Seed of the split and the models.")
+    train_fraction: float = parameters.train_fraction()
 
     def forest_params(self) -> sklearn_forest.ForestParams:
         return sklearn_forest.ForestParams(
@@ -275,3 +276,24 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
+
+
+def _report(params: PerGroupParams, result: PerGroupResult) -> str:
+    trained = int((result.table["status"] == "trained").sum())
+    return (
+        f"train_per_group: {trained} group models, {len(result.table) - trained} skipped; test rmse="
+        f"{result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} (fallback alone: rmse="
+        f"{result.fallback_metrics['rmse']:.2f} r2={result.fallback_metrics['r2']:.3f}) run_id={result.run_id}"
+    )
+
+
+TRAIN_PER_GROUP = EntryPoint(
+    name="train_per_group",
+    script="train_per_group.py",
+    summary="Train one model per group and a fallback model.",
+    params=PerGroupParams,
+    job=lambda spark, params, checked: train_per_group_and_log(spark, checked),
+    run_name=lambda p: f"train_per_group {p.model_type} by {p.group_col}",
+    report=_report,
+    needs_spark_context="addPyFile for the per-group function",
+)

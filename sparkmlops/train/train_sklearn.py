@@ -11,31 +11,32 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from sparkmlops.core import model_registry, tracking
-from sparkmlops.data import schema as data_schema
-from sparkmlops.data import splits
+from sparkmlops.core.entry_points import EntryPoint, param
+from sparkmlops.data import parameters, splits
 from sparkmlops.fitting import spark_pipeline
 from sparkmlops.fitting.sklearn_forest import (
     ForestParams,
     build_forest,
     fit_evaluate_log,
+    forest_param,
 )
 
 
 @dataclass(frozen=True)
 class SklearnTrainParams:
-    """The `train_sklearn` entry point's parameters (names match MLproject)."""
+    """The `train_sklearn` entry point's parameters."""
 
-    data_path: str = ""
-    label_col: str = data_schema.DEFAULT_LABEL
-    model_type: str = "rf"
-    num_trees: int = 100
-    max_depth: int = 10
-    min_samples_leaf: int = 1
-    max_features: str = "1.0"
-    log_label: bool = False
-    seed: int = 42
-    train_fraction: float = 0.8
-    register_as: str = ""
+    data_path: str = parameters.data_path()
+    label_col: str = parameters.label_col()
+    model_type: str = forest_param("model_type")
+    num_trees: int = forest_param("num_trees")
+    max_depth: int = forest_param("max_depth")
+    min_samples_leaf: int = forest_param("min_samples_leaf")
+    max_features: str = forest_param("max_features")
+    log_label: bool = forest_param("log_label")
+    seed: int = param(42, "Seed of the split and the model.")
+    train_fraction: float = parameters.train_fraction()
+    register_as: str = parameters.register_as()
 
     def forest_params(self) -> ForestParams:
         return ForestParams(
@@ -78,3 +79,17 @@ def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResu
         return result
     finally:
         prepared.unpersist()
+
+
+TRAIN_SKLEARN = EntryPoint(
+    name="train_sklearn",
+    script="train_sklearn.py",
+    summary="Train and log the scikit-learn price model.",
+    params=SklearnTrainParams,
+    job=lambda spark, params, checked: train_sklearn_and_log(spark, checked),
+    run_name=lambda p: f"train_sklearn {p.model_type} {p.num_trees}x{p.max_depth}" + (" log" if p.log_label else ""),
+    report=lambda p, result: (
+        f"train_sklearn: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
+        f"mae={result.metrics['mae']:.2f} run_id={result.run_id} model={result.model_uri}"
+    ),
+)

@@ -10,9 +10,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from sparkmlops.core import choices, model_registry, plots, tracking
+from sparkmlops.core.entry_points import param
 from sparkmlops.core.errors import JobFailed, UserInputError
+from sparkmlops.data import parameters, splits, validation
 from sparkmlops.data import schema as data_schema
-from sparkmlops.data import splits, validation
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest, spark_pipeline
 from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
@@ -67,22 +68,34 @@ VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
 
+def metric_param():
+    """What a search optimises (every tuner's ``metric``)."""
+    return param("rmse", "{choices}: what the search optimises.", choices=METRICS)
+
+
+def summary_report(entry_point: str):
+    """The line a tuner's script prints: its ``summary_line``."""
+    return lambda params, result: summary_line(entry_point, result)
+
+
 @dataclass(frozen=True)
 class TuneParams:
-    """The `tune_hyperopt` entry point's parameters (names match MLproject)."""
+    """The parameters of the sequential tuners, tune_hyperopt and tune_optuna."""
 
-    data_path: str = ""
-    label_col: str = data_schema.DEFAULT_LABEL
-    max_evals: int = 16
-    parallelism: int = 1
-    engine: str = "mllib"
-    metric: str = "rmse"
-    seed: int = 42
-    timeout_seconds: int = 0
-    early_stop_trials: int = 0  # stop when the best loss has not improved for this many trials; 0 = never
-    search_space: str = "default"
-    train_fraction: float = 0.8
-    register_as: str = ""  # registered model name for the refit best model; empty = do not register
+    data_path: str = parameters.data_path()
+    label_col: str = parameters.label_col()
+    max_evals: int = param(16, "Number of trials.")
+    parallelism: int = param(1, "Concurrent trials (engine=sklearn; Spark task slots are the real limit).")
+    engine: str = param("mllib", "", choices=ENGINES)
+    metric: str = metric_param()
+    seed: int = param(42, "Seed of the splits, the models and the sampler.")
+    timeout_seconds: int = param(0, "Stop starting trials after this many seconds; 0 = no limit.")
+    early_stop_trials: int = param(
+        0, "Stop when this many trials in a row have not improved the best loss; 0 = run all."
+    )
+    search_space: str = param("default", "", choices=SEARCH_SPACES)
+    train_fraction: float = parameters.train_fraction()
+    register_as: str = parameters.register_as()
 
     def validate(self) -> TuneParams:
         if self.max_evals < 1:
@@ -275,7 +288,7 @@ class SearchData:
     valid_df: object
     space: dict
     context: TrialContext
-    base: spark_pipeline.TrainParams
+    base: spark_pipeline.PipelineParams
 
     def unpersist(self) -> None:
         self.fit_df.unpersist()
@@ -312,9 +325,7 @@ def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, spa
         params.engine,
         params.metric,
     )
-    base = spark_pipeline.TrainParams(
-        label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction
-    )
+    base = spark_pipeline.PipelineParams(label_col=params.label_col, seed=params.seed)
     return SearchData(fit_df, valid_df, space, context, base)
 
 
@@ -379,9 +390,7 @@ def refit_and_log(
     """Refit the best configuration on the whole training split, score the test split, log the model
     (and register it with ``register_as``) as `train` would."""
     if params.engine == "mllib":
-        base = spark_pipeline.TrainParams(
-            label_col=params.label_col, seed=params.seed, train_fraction=params.train_fraction
-        )
+        base = spark_pipeline.PipelineParams(label_col=params.label_col, seed=params.seed)
         refit = spark_pipeline.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
         test_metrics, model_uri = refit.metrics, refit.model_uri
     else:

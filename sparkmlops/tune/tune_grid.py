@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from sparkmlops.core import tracking
+from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
-from sparkmlops.data import schema as data_schema
-from sparkmlops.data import splits
+from sparkmlops.data import parameters, splits
 from sparkmlops.fitting.sklearn_forest import (
     MODEL_TYPES,
     ForestEstimator,
@@ -25,7 +25,7 @@ from sparkmlops.fitting.sklearn_forest import (
     _max_features,
     to_pandas,
 )
-from sparkmlops.tune.search import SearchFailed, check_search_params, refit_sklearn
+from sparkmlops.tune.search import SearchFailed, check_search_params, metric_param, refit_sklearn, summary_report
 
 # 2 x 2 x 2 x 2 = 16 candidates: 48 fits with cv=3.
 DEFAULT_GRID = {
@@ -111,16 +111,20 @@ def _check_value(name: str, value, max_features_check) -> None:
 
 @dataclass(frozen=True)
 class GridParams:
-    """The `tune_grid` entry point's parameters (names match MLproject)."""
+    """The `tune_grid` entry point's parameters."""
 
-    data_path: str = ""
-    label_col: str = data_schema.DEFAULT_LABEL
-    param_grid: str = ""
-    cv: int = 3
-    parallelism: int = 2
-    metric: str = "rmse"
-    seed: int = 42
-    train_fraction: float = 0.8
+    data_path: str = parameters.data_path()
+    label_col: str = parameters.label_col()
+    param_grid: str = param(
+        "",
+        "JSON object of lists over num_trees, max_depth (0 = unlimited), min_samples_leaf, max_features, log_label; "
+        "empty = the built-in 16-candidate grid.",
+    )
+    cv: int = param(3, "Number of folds.")
+    parallelism: int = param(2, "Concurrent fits (Spark tasks).")
+    metric: str = metric_param()
+    seed: int = param(42, "Seed of the split, folds and forests.")
+    train_fraction: float = parameters.train_fraction()
 
     def validate(self) -> GridParams:
         parse_grid(self.param_grid)
@@ -245,3 +249,15 @@ def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: 
     for run_id in failed:
         tracking.set_run_tags(run_id, {"error": "every fold failed (see the script's warnings)"})
     return run_ids[best]
+
+
+TUNE_GRID = EntryPoint(
+    name="tune_grid",
+    script="tune_grid.py",
+    summary="Grid-search the scikit-learn forest on Spark and log the best one.",
+    params=GridParams,
+    job=lambda spark, params, checked: grid_search_and_log(spark, checked),
+    run_name=lambda p: f"tune_grid {p.cv}-fold {p.metric}",
+    report=summary_report("tune_grid"),
+    needs_spark_context="joblibspark and addPyFile",
+)

@@ -16,6 +16,7 @@ import functools
 import time
 
 from sparkmlops.core import tracking
+from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest
@@ -31,12 +32,13 @@ from sparkmlops.tune.search import (
     search_and_log,
     sklearn_arrays,
     startup_trials,
+    summary_report,
     where_trial_runs,
 )
 
 
 def hyperopt_space(space: dict, family: str = "") -> dict:
-    """Hyperopt expressions of a space (models.search's format). A family choice is an ``hp.choice`` of
+    """Hyperopt expressions of a space (tune.search's format). A family choice is an ``hp.choice`` of
     dicts, each holding its family's own parameters under labels unique to it ("rf.max_depth");
     ``flat_params`` turns a sample back into train's parameter names."""
     from hyperopt import hp
@@ -69,7 +71,7 @@ def flat_params(sample: dict) -> dict:
 
 
 def early_stop(trials_without_progress: int, trials, *args):
-    """Hyperopt's early_stop_fn: models.search.no_progress over the finished trials, in trial order."""
+    """Hyperopt's early_stop_fn: tune.search.no_progress over the finished trials, in trial order."""
     from hyperopt import JOB_STATE_DONE, JOB_STATE_ERROR
 
     finished = sorted(
@@ -195,7 +197,7 @@ def _search(objective, space: dict, params: TuneParams, trials) -> tuple[list[di
 
 def tune_and_log(spark, params: TuneParams, space: dict | None = None) -> TuneResult:
     """Run the search inside the active MLflow run (the parent) and log its story; ``space`` overrides
-    the engine's default search space (same format as models.search.mllib_space)."""
+    the engine's default search space (same format as tune.search.mllib_space)."""
     return search_and_log(spark, params, space, "tune_hyperopt", run_trials)
 
 
@@ -214,3 +216,15 @@ def run_trials(spark, params: TuneParams, data: SearchData, spec) -> tuple[list[
         return _search(objective, data.space, params, SparkTrials(parallelism=params.parallelism, spark_session=spark))
     finally:
         broadcast.destroy()
+
+
+TUNE_HYPEROPT = EntryPoint(
+    name="tune_hyperopt",
+    script="tune_hyperopt.py",
+    summary="Tune the price model with Hyperopt and log the best one.",
+    params=TuneParams,
+    job=lambda spark, params, checked: tune_and_log(spark, checked),
+    run_name=lambda p: f"tune_hyperopt {p.engine} {p.max_evals} trials",
+    report=summary_report("tune_hyperopt"),
+    needs_spark_context="SparkTrials, broadcasts and RDD partition counts",
+)

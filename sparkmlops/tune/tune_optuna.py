@@ -27,6 +27,7 @@ import functools
 import time
 
 from sparkmlops.core import compat, tracking
+from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest
@@ -37,7 +38,7 @@ PRUNING_STAGES = 4
 
 
 def suggest(trial, space: dict, family: str = "") -> dict:
-    """A configuration from the shared search space (see models.search.mllib_space), asked of Optuna,
+    """A configuration from the shared search space (see tune.search.mllib_space), asked of Optuna,
     with train's parameter names. A family's own parameters are asked under names unique to it
     ("rf.max_depth"): Optuna's TPE models each name on the trials that had it."""
     params = {}
@@ -57,7 +58,7 @@ def suggest(trial, space: dict, family: str = "") -> dict:
 
 
 def early_stop(trials_without_progress: int, study, _trial) -> None:
-    """Optuna callback: stop the study once models.search.no_progress says so. Stateless: on Spark each
+    """Optuna callback: stop the study once tune.search.no_progress says so. Stateless: on Spark each
     task asks it of every trial stored so far and stops its own share."""
     from optuna.trial import TrialState
 
@@ -168,7 +169,7 @@ def _sampler_and_pruner(params: search.TuneParams):
 
 def tune_and_log(spark, params: search.TuneParams, space: dict | None = None) -> search.TuneResult:
     """Run the search inside the active MLflow run (the parent, and the study) and log its story;
-    ``space`` overrides the engine's default search space (same format as models.search.mllib_space)."""
+    ``space`` overrides the engine's default search space (same format as tune.search.mllib_space)."""
     return search.search_and_log(spark, params, space, "tune_optuna", run_trials)
 
 
@@ -203,3 +204,15 @@ def run_trials(spark, params: search.TuneParams, data: search.SearchData, spec) 
         finally:
             broadcast.destroy()
     return _trial_rows(study.trials), time.perf_counter() - started
+
+
+TUNE_OPTUNA = EntryPoint(
+    name="tune_optuna",
+    script="tune_optuna.py",
+    summary="Tune the price model with Optuna and log the best one.",
+    params=search.TuneParams,
+    job=lambda spark, params, checked: tune_and_log(spark, checked),
+    run_name=lambda p: f"tune_optuna {p.engine} {p.max_evals} trials",
+    report=search.summary_report("tune_optuna"),
+    needs_spark_context="broadcasts and RDD partition counts",
+)

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from conftest import PROJECT_ROOT
-from test_parameters import SCRIPTS, _mlproject
 
 from sparkmlops.core import compat
+from sparkmlops.entry_points import ENTRY_POINTS
 
 PACKAGE = PROJECT_ROOT / "sparkmlops"
 # Shipped inside every exported model, so it imports nothing of the package and talks to MLflow itself.
@@ -35,13 +35,14 @@ def test_import_contracts_hold():
 
 
 def test_each_entry_points_logic_is_in_the_module_named_after_it():
-    entries = set(_mlproject()["entry_points"]) - {"main"}  # main is train
-    for entry in entries:
-        modules = list(PACKAGE.glob(f"*/{entry}.py"))
-        assert len(modules) == 1, (entry, modules)
-        script = (PROJECT_ROOT / SCRIPTS[entry]).read_text()
+    """Entry point X is declared, with its job, in sparkmlops/<folder>/X.py, which its script imports."""
+    for entry_point in ENTRY_POINTS:
+        modules = list(PACKAGE.glob(f"*/{entry_point.name}.py"))
+        assert len(modules) == 1, (entry_point.name, modules)
         dotted = ".".join(modules[0].relative_to(PROJECT_ROOT).with_suffix("").parts)
-        assert f"from {dotted} import" in script, (entry, dotted)
+        assert entry_point in vars(importlib.import_module(dotted)).values(), (entry_point.name, dotted)
+        script = (PROJECT_ROOT / entry_point.script).read_text()
+        assert f"from {dotted} import" in script, (entry_point.name, dotted)
 
 
 def test_the_package_is_imported_at_module_level():

@@ -15,7 +15,6 @@ from conftest import (
 from sparkmlops.core import environment, model_registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import splits
-from sparkmlops.fitting.spark_pipeline import TrainParams
 from sparkmlops.inference import resolve
 from sparkmlops.registry.promote import (
     PromoteParams,
@@ -24,7 +23,7 @@ from sparkmlops.registry.promote import (
     relative_improvement,
 )
 from sparkmlops.score.score_batch import BatchParams, predict_batch
-from sparkmlops.train.train import train_and_log
+from sparkmlops.train.train import TrainParams, train_and_log
 
 NAME = "promote-test-price"
 

@@ -18,14 +18,13 @@ from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import spark_pipeline
-from sparkmlops.fitting.spark_pipeline import TrainParams
 from sparkmlops.serve import onnx_convert, saved_pipeline
 from sparkmlops.serve.export_onnx import (
     UNSEEN_CATEGORY,
     ExportParams,
     export_and_log,
 )
-from sparkmlops.train.train import train_and_log
+from sparkmlops.train.train import TrainParams, train_and_log
 from tools import model_server
 
 # The export's documented parity: relative difference at most 1e-6 (docs/serving.md), a literal here
@@ -44,7 +43,7 @@ def _log_pipeline(spark, data_path, regressor, extra_stages=()):
 
     df = spark.read.parquet(data_path)
     spec = data_schema.infer_feature_spec(df, "price")
-    stages = spark_pipeline.build_pipeline(spec, TrainParams()).getStages()[:2]
+    stages = spark_pipeline.build_pipeline(spec, spark_pipeline.PipelineParams()).getStages()[:2]
     model = Pipeline(stages=[*stages, *extra_stages, regressor]).fit(df.withColumn("price", df["price"].cast("double")))
     sample = df.select(*spec.feature_cols)
     with tracking.tracked_run("export-test-pipeline"):

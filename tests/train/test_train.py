@@ -14,8 +14,8 @@ from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import check_against_data, load_labelled, split_train_test
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import spark_pipeline
-from sparkmlops.fitting.spark_pipeline import TrainParams, build_pipeline, fit_pipeline
-from sparkmlops.train.train import train_and_log
+from sparkmlops.fitting.spark_pipeline import PipelineParams, build_pipeline, fit_pipeline
+from sparkmlops.train.train import TrainParams, train_and_log
 
 
 def _train(spark, params):
@@ -156,9 +156,9 @@ def test_max_bins_below_category_count_is_refused_before_the_forest(spark, defau
         match=rf"max_bins=20 .* neighbourhood_cleansed \({categories} categories\)"
         rf".*max_bins={categories + 1} or more",
     ):
-        fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=20))
+        fit_pipeline(df, spec, PipelineParams(num_trees=1, max_depth=2, max_bins=20))
     # and Spark agrees that categories + 1 bins are enough
-    model = fit_pipeline(df, spec, TrainParams(num_trees=1, max_depth=2, max_bins=categories + 1))
+    model = fit_pipeline(df, spec, PipelineParams(num_trees=1, max_depth=2, max_bins=categories + 1))
     assert model.stages[-1].numFeatures == len(spec.feature_cols)
 
 
