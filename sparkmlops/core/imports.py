@@ -22,7 +22,12 @@ class _ModuleAtFirstUse:
         self._name = name
 
     def __getattr__(self, attribute: str):
+        if attribute == "_name":  # not set yet: an instance being copied or unpickled
+            raise AttributeError(attribute)
         return getattr(importlib.import_module(self._name), attribute)
+
+    def __reduce__(self):  # pickled (cloudpickle, copy) as the module it stands for, by name
+        return lazy_module, (self._name,)
 
     def __repr__(self) -> str:
         return f"<module {self._name!r}, imported at first use>"

@@ -326,7 +326,7 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
 
     if result.decision != "unchanged":
         # The re-read and the champion's move are the first registry calls, back to back: the window in
-        # which another promotion can slip between them is one round trip to the model_registry.
+        # which another promotion can slip between them is one round trip to the registry.
         check_champion_unchanged(plan)
         if result.champion_version != champion:
             model_registry.move_champion(name, candidate, plan.champion, result.run_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
@@ -65,9 +65,9 @@ class PerGroupParams:
     train_fraction: float = parameters.train_fraction()
 
     def forest_params(self) -> sklearn_forest.ForestParams:
-        return sklearn_forest.ForestParams(
-            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, False, self.model_type
-        )
+        # every forest setting but log_label (group models fit the label itself)
+        settings = {f.name: getattr(self, f.name) for f in fields(sklearn_forest.ForestParams) if f.name != "log_label"}
+        return sklearn_forest.ForestParams(**settings)
 
     def validate(self) -> PerGroupParams:
         if not self.group_col:

@@ -8,7 +8,7 @@ flavor (skops format, its trusted types recorded) with a signature and explicit 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from sparkmlops.core import model_registry, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
@@ -39,9 +39,7 @@ class SklearnTrainParams:
     register_as: str = parameters.register_as()
 
     def forest_params(self) -> ForestParams:
-        return ForestParams(
-            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, self.log_label, self.model_type
-        )
+        return ForestParams(**{f.name: getattr(self, f.name) for f in fields(ForestParams)})
 
     def validate(self) -> SklearnTrainParams:
         self.forest_params().validate()

@@ -1,6 +1,7 @@
 """Optuna studies kept in MLflow runs, for tune_optuna: MLflow's own Optuna storage (a study is a run, each
-trial a run nested in it) and its Spark study, which runs the trials in Spark tasks. The one module outside
-core/ that imports MLflow: this is MLflow's Optuna integration, which only this tuner uses.
+trial a run nested in it) and its Spark study, which runs the trials in Spark tasks. With the
+exported model's own onnx_pyfunc.py, the one module outside core/ that imports MLflow: this is MLflow's
+Optuna integration, which only this tuner uses.
 """
 
 from __future__ import annotations

@@ -5,30 +5,53 @@ yet imported, so each runs in a process of its own."""
 import subprocess
 import sys
 
-import pytest
 from conftest import PROJECT_ROOT
 
-FIRST_TOUCH = {
-    # the first touch an `except` clause makes (tracking.is_missing): with the standard library's LazyLoader
-    # this ran mlflow.exceptions twice, and MLflow's own `except MlflowException` missed the errors it raised
-    "from-import": "from mlflow.exceptions import MlflowException",
-    "attribute": "MlflowException = tracking.mlflow.exceptions.MlflowException",
-}
 
-
-@pytest.mark.parametrize("first_touch", FIRST_TOUCH)
-def test_mlflow_is_imported_once(first_touch):
-    code = f"""
+def test_mlflow_is_imported_once():
+    """A first touch by `from mlflow.x import y`, as an `except` clause makes (tracking.is_missing): with the
+    standard library's LazyLoader it ran mlflow.exceptions twice, and MLflow's own `except MlflowException`
+    missed the errors it raised."""
+    code = """
+import sys
 from sparkmlops.core import tracking
-{FIRST_TOUCH[first_touch]}
+from mlflow.exceptions import MlflowException
 import mlflow.tracking.client as client_module
 assert client_module.MlflowException is MlflowException, "two MlflowException classes"
 assert tracking.mlflow.MlflowClient is sys.modules["mlflow"].MlflowClient
 """
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys\n" + code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_script_imports_mlflow_before_its_job_runs():
+    """What lets the JVM start while MLflow loads (core.jobs): loading a script, with its declaration and
+    every module the declaration names, leaves MLflow unimported. Not export_onnx's: the model it logs
+    (serve/onnx_pyfunc.py, self-contained) is a class of MLflow's PythonModel."""
+    code = """
+import importlib.util, pathlib, sys
+for script in sorted(set(pathlib.Path().glob("*.py")) - {pathlib.Path("export_onnx.py")}):
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+loaded = sorted(name for name in sys.modules if name.split(".")[0] == "mlflow")
+assert not loaded, loaded[:10]
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_stand_in_pickles_as_the_module():
+    """A closure Spark ships may capture it: it pickles (and copies) to the same module, by name."""
+    import copy
+    import pickle
+
+    import cloudpickle
+
+    from sparkmlops.core import tracking
+
+    for copied in (pickle.loads(pickle.dumps(tracking.mlflow)), cloudpickle.loads(cloudpickle.dumps(tracking.mlflow))):
+        assert copied.get_tracking_uri is tracking.mlflow.get_tracking_uri
+    assert copy.copy(tracking.mlflow).MlflowClient is tracking.mlflow.MlflowClient
 
 
 def test_threads_touching_mlflow_first_at_once_all_see_it_whole():

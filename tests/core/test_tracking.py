@@ -14,6 +14,7 @@ import pytest
 from conftest import EXPERIMENT, PROJECT_ROOT, last_line, runs_of, script_in_process
 
 from sparkmlops.core import compat, tracking
+from sparkmlops.entry_points import ENTRY_POINTS
 
 
 def _launched_run(client, name: str | None = None) -> str:
@@ -42,23 +43,7 @@ def test_only_a_name_mlflow_generated_is_replaced(client, monkeypatch):
         assert client.get_run(run_id).info.run_name == "train rf 100x5"
 
 
-ENTRY_POINT_SCRIPTS = [
-    "train.py",
-    "generate_data.py",
-    "score_batch.py",
-    "score_stream.py",
-    "tune_hyperopt.py",
-    "tune_optuna.py",
-    "tune_grid.py",
-    "promote.py",
-    "export_onnx.py",
-    "train_sklearn.py",
-    "score_pandas_udf.py",
-    "train_per_group.py",
-    "score_per_group.py",
-    "check_drift.py",
-    "reproduce.py",
-]
+ENTRY_POINT_SCRIPTS = [entry_point.script for entry_point in ENTRY_POINTS]
 
 
 @pytest.mark.parametrize("script", ENTRY_POINT_SCRIPTS)
