@@ -117,7 +117,10 @@ def scorable_predictions(spark_model, df, model):
     typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
     numeric = [c for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
     frame = df.select(*[F.col(c).try_cast(t).alias(c) for c, t in typed.items()])
-    bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
+    if model.imputes_missing:  # nulls and NaN are the model's to impute: only infinities cannot be scored
+        bad = [F.coalesce(F.abs(F.col(c)) == F.lit(float("inf")), F.lit(False)) for c in numeric]
+    else:
+        bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
     frame = frame.withColumn(_SCORABLE, ~functools.reduce(lambda a, b: a | b, bad) if bad else F.lit(True))
     unscorable = frame.filter(~F.col(_SCORABLE)).count()  # no model in this pass: the inputs only
     placeholders = {c: F.when(F.col(_SCORABLE), F.col(c)).otherwise(F.lit(0).cast(typed[c])) for c in numeric}
@@ -131,6 +134,7 @@ _SCORABLE = "__sparkmlops_scorable"
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     """Drift of ``params.current_path`` against the reference, per feature (and of the model's
     predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
+    from pyspark.sql import functions as F
 
     model, reference_path = checked
     reference = validation.read_dataset(spark, reference_path)
@@ -167,7 +171,14 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
         (reference_predictions, reference_unscorable), (current_predictions, current_unscorable) = (
             scorable_predictions(spark_model, df, model) for df in (reference, current)
         )
-        shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
+        if model.task == "classification":  # a shift in the shares of the predicted classes
+            as_text = [
+                p.select(F.col("prediction").cast("string").alias("prediction"))
+                for p in (reference_predictions, current_predictions)
+            ]
+            shift = feature_drift(*as_text, [], ["prediction"], params.bins)[0]
+        else:
+            shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
         results.append(FeatureDrift(**{**shift.as_dict(), "feature": PREDICTION_FEATURE}))
         unscorable = {"reference_unscorable_rows": reference_unscorable, "current_unscorable_rows": current_unscorable}
     table = drift_table(results, params.threshold, retyped)

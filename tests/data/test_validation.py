@@ -122,7 +122,9 @@ def test_feature_spec_errors(spark):
     with pytest.raises(UserInputError, match="label column 'cat' is string, not numeric"):
         data_schema.infer_feature_spec(df, "cat")
     with pytest.raises(UserInputError, match="no feature columns"):
-        data_schema.infer_feature_spec(df.select("price", "flag"), "price")
+        data_schema.infer_feature_spec(df.selectExpr("price", "DATE'2019-07-01' AS day"), "price")
+    train_choice = data_schema.ColumnChoice(can_classify=True)
+    assert data_schema.infer_feature_spec(df.select("price", "flag"), "price", train_choice).boolean_cols == ["flag"]
     assert data_schema.infer_feature_spec(df, "price").ignored_cols == ["flag"]
 
 
