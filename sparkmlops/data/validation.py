@@ -95,11 +95,17 @@ def _check_parquet_files(path: str, what: str, resolved: str, files: list[str], 
 
 
 def _nanosecond_timestamps(metadata) -> list[str]:
-    """The columns of a parquet footer stored as TIMESTAMP(NANOS): Spark refuses the whole file for them."""
-    import pyarrow as pa
+    """The columns of a parquet footer stored as TIMESTAMP(NANOS): Spark refuses the whole file for them. (Not
+    Spark's own INT96 timestamps, which pyarrow reads as nanoseconds too.)"""
+    import json
 
-    schema = metadata.schema.to_arrow_schema()
-    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    columns = (metadata.schema.column(i) for i in range(len(metadata.schema)))
+    return [
+        column.path
+        for column in columns
+        if column.logical_type.type == "TIMESTAMP"
+        and json.loads(column.logical_type.to_json()).get("timeUnit") == "nanoseconds"
+    ]
 
 
 def parquet_file_columns(path: str):
