@@ -123,7 +123,7 @@ def resolve_task(task: str, label_col: str, label_type: str, can_classify: bool 
     numeric = is_numeric(label_type)
     if not can_classify and not numeric:
         raise UserInputError(f"label column '{label_col}' is {label_type}, not numeric: this entry point fits "
-                             "regressions only (train classifies: -P task=classification); pass -P "
+                             "regressions only (train, and tune_hyperopt and tune_optuna with engine=mllib, classify); pass -P "
                              "label_col=<numeric column> or cast it in the data.")
     if task == "auto":
         task = "regression" if numeric else "classification"
@@ -148,6 +148,9 @@ def infer_feature_spec(df, label_col: str, choice: ColumnChoice = ColumnChoice()
     if unknown:
         raise UserInputError(f"column(s) {', '.join(unknown)} named in features/exclude are not in the data "
                              f"(columns: {', '.join(list(dtypes)[:40])}).")
+    both = [c for c in choice.features if c in choice.exclude]
+    if both:
+        raise UserInputError(f"column(s) {', '.join(both)} are both in features and in exclude: name each once.")
     if label_col in choice.features:
         raise UserInputError(f"features names the label '{label_col}': a model cannot use its own label.")
     candidates = list(choice.features) or [c for c in dtypes if c != label_col and c not in choice.exclude]

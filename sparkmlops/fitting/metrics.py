@@ -29,6 +29,27 @@ LOWER_IS_BETTER = {
 }
 
 
+TASK_METRICS = {"regression": METRICS, "classification": CLASSIFICATION_METRICS}
+DEFAULT_METRIC = {"regression": "rmse", "classification": "log_loss"}
+METRIC_CHOICES = {"auto": "rmse for a regressor, log_loss for a classifier", **METRICS, **CLASSIFICATION_METRICS}
+
+
+def metric_for(metric: str, task: str, n_classes: int = 0) -> str:
+    """The metric a search or a gate uses: ``metric``, or the task's default for "auto"; one line when it does
+    not apply to the task."""
+    chosen = DEFAULT_METRIC[task] if metric == "auto" else metric
+    if chosen not in TASK_METRICS[task]:
+        raise UserInputError(
+            f"metric {chosen} does not apply to a {task} model: pass -P metric= one of "
+            f"{', '.join(TASK_METRICS[task])} (or auto)."
+        )
+    if chosen in ("roc_auc", "pr_auc") and n_classes != 2:
+        raise UserInputError(
+            f"metric {chosen} needs two classes, the label has {n_classes}: pass -P metric=log_loss, accuracy or f1."
+        )
+    return chosen
+
+
 def classification_metrics(
     predictions,
     n_classes: int,

@@ -1,10 +1,11 @@
 """The book's random-forest price model as a Spark ML pipeline, trained, evaluated and logged in one run; the
 same pipeline classifies when the label is a class (see docs/your-data.md).
 
-[SQLTransformer: <col>_na = 1.0 where a numeric column is null or NaN, for the columns that had missing values
-in the training data; booleans as 0/1 doubles] -> Imputer(numeric columns -> <col>__imputed; strategy = impute)
--> string columns -> StringIndexer(handleInvalid="keep") -> VectorAssembler(indexed + numeric + boolean +
-indicator columns)
+[SQLTransformer: __missing__<col> = 1.0 where a numeric column is null or NaN (the feature <col>_na), for the
+columns with missing values in the data train read; booleans as 0/1 doubles]
+-> Imputer(numeric columns -> <col>__imputed; strategy = impute)
+-> string columns -> StringIndexer(handleInvalid="keep")
+-> VectorAssembler(indexed + imputed numeric and boolean + indicator columns)
 -> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
 (or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with
 model_type=xgboost, xgboost.spark.SparkXGBRegressor with n_estimators=num_trees, max_depth, max_bin=maxBins,
@@ -48,7 +49,8 @@ LABEL_INDEX_COL = "__label_index"
 PREDICTION_INDEX_COL = "__prediction_index"
 PREDICTED_LABEL_COL = "__predicted_label"
 PROBABILITY_COL = "probability"
-MISSING_SUFFIX = "_na"
+MISSING_SUFFIX = "_na"  # the indicator's name as users see it (feature importance), the book's *_na
+MISSING_PREFIX = "__missing__"  # its column inside the pipeline: scoring data may carry a <col>_na of its own
 BOOLEAN_SUFFIX = "__as_double"
 IMPUTED_SUFFIX = "__imputed"  # the Imputer writes new columns: transform() leaves the input's own values alone
 
@@ -145,7 +147,7 @@ def indicator_cols(spec: data_schema.FeatureSpec) -> list[str]:
 
 def prepare_statement(spec: data_schema.FeatureSpec) -> str:
     """The SQL of the pipeline's first stage: indicators of missing values, booleans as 0/1 doubles."""
-    made = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{c}{MISSING_SUFFIX}`" for c in indicator_cols(spec)]
+    made = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{MISSING_PREFIX}{c}`" for c in indicator_cols(spec)]
     made += [f"CAST(`{c}` AS DOUBLE) AS `{c}{BOOLEAN_SUFFIX}`" for c in spec.boolean_cols]
     return f"SELECT *, {', '.join(made)} FROM __THIS__" if made else ""
 
@@ -257,7 +259,7 @@ def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
         onehot_cols = [f"{c}_onehot" for c in spec.categorical_cols]
         stages.append(OneHotEncoder(inputCols=index_cols, outputCols=onehot_cols, handleInvalid="keep"))
         index_cols = onehot_cols
-    assembled = index_cols + imputed + [f"{c}{MISSING_SUFFIX}" for c in indicator_cols(spec)]
+    assembled = index_cols + imputed + [f"{MISSING_PREFIX}{c}" for c in indicator_cols(spec)]
     stages.append(VectorAssembler(inputCols=assembled, outputCol="features"))
     if spec.is_classifier:
         label_col, prediction_col = LABEL_INDEX_COL, PREDICTION_INDEX_COL
@@ -331,6 +333,8 @@ def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: PipelineParams
         train_df = index_label(train_df, spec)
     elif params.log_label:
         train_df = train_df.withColumn(LOG_LABEL_COL, F.log1p(F.col(spec.label_col)))
+    if spec.is_classifier and params.model_type == "xgboost":
+        check_every_class_in(train_df, spec)
     stages = build_pipeline(spec, params).getStages()
     at = next((i for i, stage in enumerate(stages) if isinstance(stage, StringIndexer)), None)
     if at is None or params.model_type == "linear":  # one-hot: any number of categories
@@ -340,6 +344,18 @@ def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: PipelineParams
     check_category_bins(dict(zip(spec.categorical_cols, map(len, indexer.labelsArray))), params)
     rest = Pipeline(stages=stages[at + 1 :]).fit(indexer.transform(before.transform(train_df)))
     return PipelineModel(stages=[*before.stages, indexer, *rest.stages])
+
+
+def check_every_class_in(train_df, spec: data_schema.FeatureSpec) -> None:
+    """xgboost.spark counts the classes of the rows it is given: a class absent from the training split would
+    shift every probability's position (MLlib's models take the count from the label's index instead)."""
+    seen = {row[0] for row in train_df.select(LABEL_INDEX_COL).distinct().collect()}
+    absent = [str(c) for i, c in enumerate(spec.classes) if float(i) not in seen]
+    if absent:
+        raise UserInputError(
+            f"class(es) {', '.join(absent)} of '{spec.label_col}' have no rows in the training split, which "
+            "model_type=xgboost needs: pass another -P seed or a larger train_fraction, or use model_type=rf."
+        )
 
 
 def forest_of(model):

@@ -108,10 +108,11 @@ def scorable_predictions(spark_model, df, model):
     it can score and null for the others, and how many rows it could not score.
 
     Drifted data is what this check exists to see, so it must not stop the check: a row is unscorable when
-    one of the model's numeric inputs is null, NaN or infinite, or a value does not cast to the signature's
-    type (a column whose type drifted). Those rows are scored with placeholder inputs, so that one pass
-    scores the rest, and get a null prediction: the prediction's missing-value rate is then the share of
-    rows the model could not score, which drift_table reports as drift like any other missing-value rate."""
+    one of the model's numeric inputs is infinite, or, for a model that does not impute them, null, NaN or a
+    value that does not cast to the signature's type (a column whose type drifted). Those rows are scored
+    with placeholder inputs, so that one pass scores the rest, and get a null prediction: the prediction's
+    missing-value rate is then the share of rows the model could not score, which drift_table reports as
+    drift like any other missing-value rate."""
     from pyspark.sql import functions as F
 
     typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
@@ -163,8 +164,16 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
 
     retyped = {c: f"{types[c]} -> {current_types[c]}" for c in features if kind(types[c]) != kind(current_types[c])}
     numeric = [c for c in features if kind(types[c]) == "numeric"]
-    categorical = [c for c in features if kind(types[c]) == "string"]
-    results = feature_drift(reference, current, numeric, categorical, params.bins)
+    categorical = [c for c in features if kind(types[c]) in ("string", "boolean")]
+    # booleans (features and labels of train's models) drift as two categories
+    booleans_as_text = {c: F.col(c).cast("string") for c in categorical if types[c] == "boolean"}
+    results = feature_drift(
+        reference.withColumns(booleans_as_text),
+        current.withColumns(booleans_as_text),
+        numeric,
+        categorical,
+        params.bins,
+    )
     unscorable = {}
     if model is not None:
         spark_model = scoring.load_spark_model(model)

@@ -22,13 +22,10 @@ from sparkmlops.data import digests, generators, parameters, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import spark_pipeline
-from sparkmlops.fitting.metrics import CLASSIFICATION_METRICS, LOWER_IS_BETTER, METRICS
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRIC_CHOICES
 from sparkmlops.inference import resolve, scoring
 
 MIN_HELDOUT_ROWS = 10
-
-
-PROMOTION_METRICS = {"auto": "rmse for a regressor, log_loss for a classifier", **METRICS, **CLASSIFICATION_METRICS}
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ class PromoteParams:
     model_name: str = param("", "Registered model name.", required=True)
     version: str = param("", "Candidate: a version number or an alias; empty = the newest version.")
     data_path: str = parameters.data_path()
-    metric: str = param("auto", "{choices}, on the held-out rows.", choices=PROMOTION_METRICS)
+    metric: str = param("auto", "{choices}, on the held-out rows.", choices=METRIC_CHOICES)
     min_improvement: float = param(0.0, "Relative gain over @champion needed to promote, in [0, 1).")
     force: bool = param(False, "Make --version @champion without evaluating (rollback).")
 
@@ -47,7 +44,7 @@ class PromoteParams:
         if not self.model_name:
             raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
         model_registry.check_model_name(self.model_name, "model_name")
-        choices.check("metric", self.metric, PROMOTION_METRICS)
+        choices.check("metric", self.metric, METRIC_CHOICES)
         if not 0.0 <= self.min_improvement < 1.0:
             raise UserInputError(
                 f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
@@ -111,9 +108,7 @@ class Plan:
     @property
     def metric(self) -> str:
         """The gate's metric: the one asked for, or the task's default (rmse; log_loss for a classifier)."""
-        if self.params.metric != "auto":
-            return self.params.metric
-        return "log_loss" if self.task == "classification" else "rmse"
+        return model_metrics.metric_for(self.params.metric, self.task, len(self.candidate_model.classes))
 
     def checked(self) -> Plan:
         """The versions predict the same thing and the metric fits it; one line otherwise (before Spark)."""
@@ -126,17 +121,7 @@ class Plan:
                 + (f" of classes {champion.classes}" if champion.classes else "")
                 + ": versions of one registered model must predict the same thing; register it under another name."
             )
-        fits = CLASSIFICATION_METRICS if self.task == "classification" else METRICS
-        if self.metric not in fits:
-            raise UserInputError(
-                f"metric {self.metric} does not apply to a {self.task} model: pass -P metric= one of "
-                f"{', '.join(fits)} (or auto)."
-            )
-        if self.metric in ("roc_auc", "pr_auc") and len(self.candidate_model.classes) != 2:
-            raise UserInputError(
-                f"metric {self.metric} needs two classes, the model has "
-                f"{len(self.candidate_model.classes)}: pass -P metric=log_loss, accuracy or f1."
-            )
+        model_metrics.metric_for(self.params.metric, self.task, len(self.candidate_model.classes))  # or one line
         return self
 
 
@@ -291,7 +276,11 @@ def evaluate(spark, plan: Plan, data_path: str) -> dict:
     """Score the candidate (and @champion) on the held-out rows: metrics prefixed by role, and row count."""
     label_col = label_col_of(plan)
     models = [m for m in (plan.candidate_model, plan.champion_model) if m is not None]
-    choice = data_schema.ColumnChoice(plan.task, can_classify=True)
+    # the model's own columns only: a column its training left out may hold anything (one missing from the data
+    # is refused by the signature check below, naming it)
+    present = set(validation.read_dataset(spark, data_path).columns)
+    features = tuple(c for c, _ in plan.candidate_model.input_columns() if c in present)
+    choice = data_schema.ColumnChoice(plan.task, features=features, can_classify=True)
     data = splits.load_labelled(
         spark, data_path, label_col, choice, imputes_missing=all(m.imputes_missing for m in models), for_training=False
     )
@@ -329,10 +318,10 @@ def classifier_metrics(model: resolve.ResolvedModel, heldout, label_col: str, sp
     """A classifier's metrics on the held-out rows; refused when they hold a class the model never learnt."""
     from pyspark.sql import functions as F
 
-    classes = replace(spec, classes=tuple(model.classes))
+    model_spec = replace(spec, classes=tuple(model.classes))
     unknown = (
         heldout.select(F.col(label_col).cast("string").alias("c"))
-        .filter(~F.col("c").isin(spark_pipeline.label_strings(classes)))
+        .filter(~F.col("c").isin(spark_pipeline.label_strings(model_spec)))
         .distinct()
         .limit(5)
         .collect()
@@ -344,7 +333,7 @@ def classifier_metrics(model: resolve.ResolvedModel, heldout, label_col: str, sp
             "pass -P data_path= labelled rows of the model's classes, or retrain on data with every class."
         )
     checked = resolve.check_input_against_signature(heldout, model)
-    metrics, predictions = spark_pipeline.evaluate(scoring.load_spark_model(model), checked, classes)
+    metrics, predictions = spark_pipeline.evaluate(scoring.load_spark_model(model), checked, model_spec)
     predictions.unpersist()
     return metrics
 

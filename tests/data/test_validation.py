@@ -145,3 +145,16 @@ def test_a_split_sides_digest_is_the_whole_minus_the_other_side(spark):
     derived = whole.minus(digests.compute(train))
     assert (derived.hex, derived.rows) == digests.digest_and_count(test)
     assert whole.minus(whole).hex == digests.content_digest(df.limit(0))
+
+
+def test_nanosecond_timestamps_are_named_before_spark_but_sparks_own_pass(spark, tmp_path):
+    """pandas writes timestamps as TIMESTAMP(NANOS), which Spark cannot read at all: refused before Spark, naming
+    the column. Spark's own timestamps (INT96, which pyarrow also reads as nanoseconds) pass."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"day": pd.to_datetime(["2019-07-01", "2019-07-02"]), "price": [1.0, 2.0]})
+    frame.to_parquet(tmp_path / "pandas.parquet")
+    with pytest.raises(UserInputError, match="stores day as nanosecond timestamps"):
+        validation.check_input_path(str(tmp_path / "pandas.parquet"))
+    spark.createDataFrame(frame).write.parquet(str(tmp_path / "spark.parquet"))
+    assert validation.check_input_path(str(tmp_path / "spark.parquet")) == str(tmp_path / "spark.parquet")

@@ -272,7 +272,8 @@ def render_doc() -> str:
         "uses them (`score_batch`, `score_stream`, `promote`, `export_onnx`) scores such rows; `train` refuses a "
         "feature missing in every row (nothing to impute it from). The other trainers, and the scikit-learn "
         "models `score_pandas_udf` and `score_per_group` use here, need non-null numeric features. Infinities "
-        "are refused everywhere. `check_drift` counts null and NaN as missing values.",
+        "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
+        "and rows its model cannot score (an infinity) as unscorable.",
         "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "
         'category (`StringIndexer(handleInvalid="keep")`). A string feature null in every row is refused for '
         "training: it is a broken column, not a feature.",

@@ -7,7 +7,7 @@ with missing values and string, integer or numeric labels (docs/your-data.md).
   0/1 integer.
 - Seattle weather (vega_datasets, NOAA data): 1,461 days, `weather` in 5 unbalanced classes, a `date` column.
 - Fuel economy `mpg` (ggplot2's, MIT, copied with its licence into tests/data/ggplot2_mpg): 234 cars, six
-  string columns, an unnamed row-number column, `class` in 7 classes.
+  string columns (five features and the label `class`, 7 classes), an unnamed row-number column.
 """
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import (
+    PROJECT_ROOT,
     assert_logged_model,
     assert_refused,
     commit_all,
     copy_project,
     last_line,
+    launched_run_id,
     newest_run,
+    run_entry,
     script_in_process,
 )
+from test_mlflow_run import MLFLOW
 
 SMALL = ["--num_trees", "20", "--max_depth", "5"]
 
@@ -113,12 +118,33 @@ def test_a_string_label_trains_a_multiclass_model_on_data_with_missing_values(cl
     assert {"confusion_matrix.png", "feature_importance.png", "class_counts.json"} <= artifacts
     assert "predicted_vs_actual.png" not in artifacts
     assert last_line(result.stdout).startswith("train: accuracy=")
+    # what every consumer reads from the MLmodel file
+    metadata = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").metadata
+    assert metadata == {
+        "task": "classification",
+        "label_col": "species",
+        "label_type": "string",
+        "imputes_missing": True,
+        "classes": ["Adelie", "Chinstrap", "Gentoo"],
+        "probability_column": "probability",
+    }
+
+
+def test_a_classifier_is_not_exported_to_onnx_yet(client, species_model):
+    _, model_uri, _ = species_model
+    result = script_in_process("export_onnx.py", "--model_uri", model_uri)
+    assert_refused(result, client, "(RandomForestClassificationModel) is not supported by the ONNX export")
 
 
 def test_a_multiclass_model_scores_every_row_in_the_labels_own_values(tmp_path, species_model, penguins):
+    """Every row, those with missing values too, in the label's own strings with one probability per class; a
+    `<col>_na` column of the input's own (the model makes one of that name inside) is kept as it was."""
     _, model_uri, _ = species_model
-    scored = _score(tmp_path, model_uri, penguins)
-    source = pd.read_parquet(penguins)
+    source = pd.read_parquet(penguins).assign(bill_length_mm_na=7.0)
+    with_flag = tmp_path / "with_flag.parquet"
+    source.to_parquet(with_flag, index=False)
+    scored = _score(tmp_path, model_uri, str(with_flag))
+    assert (scored["bill_length_mm_na"] == 7.0).all()
     assert len(scored) == len(source)  # the rows with missing measurements too
     assert set(scored["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
     probabilities = np.stack(scored["probability"].to_numpy())
@@ -182,13 +208,16 @@ def test_check_drift_of_a_classifier_on_data_with_many_nulls(client, tmp_path, s
     current = tmp_path / "current.parquet"
     frame.to_parquet(current, index=False)
     result = script_in_process("check_drift.py", "--model_uri", model_uri, "--current_path", str(current))
-    assert result.returncode in (0, 3), result.stderr[-3000:]
+    assert result.returncode == 3, result.stderr[-3000:]  # the null rate of flipper_length_mm: 0.6% -> 30%
     run = newest_run(client)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["current_unscorable_rows"] == 0
-    table = pd.read_csv(client.download_artifacts(run.info.run_id, "drift/drift_per_feature.csv"))
-    flipper = table[table["feature"] == "flipper_length_mm"].iloc[0]
-    assert flipper["drifted"]  # the null rate went from 0.6% to 30%
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "drift/drift_per_feature.csv")).set_index("feature")
+    assert table.loc["flipper_length_mm", "drifted"]
+    # the predicted classes as categories: a PSI over their shares, no KS (which needs numbers)
+    prediction = table.loc["prediction (model output)"]
+    assert np.isfinite(prediction["psi"]) and pd.isna(prediction["ks"])
+    assert table.loc["species", "current_null_rate"] == 0.0  # the label, as a category
 
 
 def test_reproduce_a_classifier_run(client, species_model, tmp_path):
@@ -226,7 +255,7 @@ def test_task_auto_takes_a_numeric_label_as_regression(client, breast_cancer):
 
 
 @pytest.mark.parametrize("model_type", ["linear", "gbt", "xgboost"])
-def test_every_model_family_classifies(client, breast_cancer, model_type):
+def test_every_model_family_classifies(client, tmp_path, breast_cancer, model_type):
     run, _ = _train(
         client,
         "--data_path",
@@ -240,6 +269,12 @@ def test_every_model_family_classifies(client, breast_cancer, model_type):
         *SMALL,
     )
     assert run.data.metrics["accuracy"] > 0.9, model_type
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert ("feature_importance.png" in artifacts) == (model_type != "linear")  # a linear model has none
+    scored = _score(tmp_path, f"runs:/{run.info.run_id}/model", breast_cancer)
+    probabilities = np.stack(scored["probability"].to_numpy())
+    assert probabilities.shape == (569, 2)
+    assert (probabilities.argmax(axis=1) == scored["prediction"].to_numpy()).all()  # classes [0, 1]
 
 
 def test_features_and_exclude_choose_the_columns(client, penguins):
@@ -259,14 +294,19 @@ def test_features_and_exclude_choose_the_columns(client, penguins):
     assert "note: 1 column(s) are not features: year" in result.stderr
 
 
-def test_a_regression_with_missing_values_exports_to_onnx_with_parity_on_null_rows(client, penguins):
-    run, _ = _train(client, "--data_path", penguins, "--label_col", "body_mass_g", *SMALL)
+@pytest.mark.parametrize("impute", ["median", "mean"])
+def test_a_regression_with_missing_values_exports_to_onnx_with_parity_on_null_rows(client, penguins, impute):
+    run, _ = _train(client, "--data_path", penguins, "--label_col", "body_mass_g", "--impute", impute, *SMALL)
     result = script_in_process("export_onnx.py", "--model_uri", f"runs:/{run.info.run_id}/model")
     assert result.returncode == 0, result.stderr[-3000:]
     export = newest_run(client)
-    # the parity rows include copies with each imputed column null, and all of them null
-    assert export.data.metrics["parity_rows"] > 344
+    # every row, plus 50 with unseen and 50 with null categories, 5 per string column (species, island, sex)
+    # with one of them unseen or null, 50 with every imputed column (the 4 numeric features) null and 5 per
+    # imputed column with it null
+    assert export.data.metrics["parity_rows"] == 344 + 2 * 50 + 3 * 5 + 50 + 4 * 5
     assert export.data.metrics["parity_max_rel_diff"] <= 1e-9
+    exported = mlflow.models.get_model_info(f"runs:/{export.info.run_id}/model").metadata
+    assert exported["imputes_missing"] is True
 
 
 @pytest.mark.parametrize(
@@ -277,6 +317,7 @@ def test_a_regression_with_missing_values_exports_to_onnx_with_parity_on_null_ro
         (["--label_col", "species", "--model_type", "gbt"], "model_type=gbt classifies two classes only"),
         (["--label_col", "species", "--features", "bill_length_mm,beak_colour"], "beak_colour named in features"),
         (["--label_col", "species", "--features", "species,island"], "features names the label 'species'"),
+        (["--label_col", "species", "--features", "island,sex", "--exclude", "sex"], "sex are both in features and"),
     ],
 )
 def test_impossible_task_and_column_choices_are_refused(client, penguins, options, message):
@@ -340,6 +381,8 @@ def test_promote_gates_a_classifier_on_log_loss(client, tmp_path, penguins):
 
     refused = script_in_process("promote.py", "--model_name", "penguin_species", "--metric", "rmse")
     assert_refused(refused, client, "metric rmse does not apply to a classification model")
+    refused = script_in_process("promote.py", "--model_name", "penguin_species", "--metric", "roc_auc")
+    assert_refused(refused, client, "metric roc_auc needs two classes, the label has 3")
     frame = pd.read_parquet(penguins)
     frame.loc[frame.index[:20], "species"] = "Emperor"
     emperors = tmp_path / "emperors.parquet"
@@ -349,6 +392,12 @@ def test_promote_gates_a_classifier_on_log_loss(client, tmp_path, penguins):
         "promote.py", "--model_name", "penguin_species", "--version", "1", "--data_path", str(emperors)
     )
     assert_refused(refused, client, "hold class(es) Emperor that the model never learnt", before_spark=False)
+
+    # a regression registered under the same name cannot be compared with the classifier @champion
+    _train(client, "--data_path", penguins, "--label_col", "body_mass_g", *SMALL, "--register_as", "penguin_species")
+    client.set_registered_model_alias("penguin_species", "champion", "1")
+    refused = script_in_process("promote.py", "--model_name", "penguin_species", "--version", "3")
+    assert_refused(refused, client, "versions of one registered model must predict the same thing")
 
 
 def test_a_date_column_is_left_out_and_said(client, tmp_path, seattle_weather):
@@ -367,7 +416,7 @@ def test_a_date_column_is_left_out_and_said(client, tmp_path, seattle_weather):
 
 
 def test_many_string_columns_and_an_id_to_exclude(client, tmp_path):
-    """mpg as a CSV, its row numbers excluded: six string features (38 models need max_bins >= 39), class as
+    """mpg as a CSV, its row numbers excluded: five string features (38 models need max_bins >= 39), class as
     the label; rf and the one-hot linear baseline both train, and the CSV scores."""
     run, _ = _train(client, "--data_path", MPG, "--label_col", "class", "--exclude", "_c0", *SMALL)
     assert run.data.params["n_categorical_features"] == "5" and run.data.params["n_numeric_features"] == "5"
@@ -376,3 +425,95 @@ def test_many_string_columns_and_an_id_to_exclude(client, tmp_path):
     assert linear.data.metrics["accuracy"] > 0.7
     scored = _score(tmp_path, f"runs:/{run.info.run_id}/model", MPG)
     assert len(scored) == 234 and scored["prediction"].isin(json.loads(run.data.tags["classes"])).all()
+
+
+@pytest.mark.parametrize("tuner", ["tune_hyperopt", "tune_optuna"])
+def test_a_search_tunes_a_classifier_on_log_loss(client, penguins, tuner):
+    """engine=mllib searches train's pipeline on a string label with missing values: every trial is scored by
+    log_loss (metric=auto), the best is refit and logged with the classifier's test metrics."""
+    result = script_in_process(f"{tuner}.py", "--data_path", penguins, "--label_col", "species", "--max_evals", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent = newest_run(client)
+    assert parent.data.params["resolved_task"] == "classification"
+    assert {"best_val_log_loss", "best_val_accuracy", "accuracy", "f1", "log_loss"} <= set(parent.data.metrics)
+    assert parent.data.metrics["accuracy"] > 0.9
+    trials = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(trials) == 2
+    for trial in trials:  # the loss is the validation log_loss itself (lower is better: not negated)
+        assert trial.data.metrics["loss"] == trial.data.metrics["val_log_loss"]
+        assert trial.data.params.get("model_type", "rf") != "gbt"  # three classes: no GBT family
+    assert "log_loss=" in last_line(result.stdout)
+
+
+def test_the_sklearn_engine_refuses_a_classification(client, penguins):
+    result = script_in_process(
+        "tune_hyperopt.py", "--data_path", penguins, "--label_col", "species", "--engine", "sklearn"
+    )
+    assert_refused(result, client, "label column 'species' is string, not numeric", before_spark=False)
+    result = script_in_process(
+        "tune_hyperopt.py", "--label_col", "species", "--engine", "sklearn", "--task", "classification"
+    )
+    assert_refused(result, client, "engine=sklearn fits regressions only")
+
+
+def test_boolean_label_and_feature(client, tmp_path, penguins):
+    """A boolean label (null where sex is unknown: those rows are dropped) and a boolean feature with nulls:
+    classes false before true, predictions booleans; the export refuses the boolean feature's cast."""
+    frame = pd.read_parquet(penguins)
+    frame["is_male"] = frame["sex"].map({"male": True, "female": False}).astype("boolean")
+    frame["heavy"] = (frame["body_mass_g"] > 4000).astype("boolean").mask(frame["body_mass_g"].isna())
+    booleans = tmp_path / "booleans.parquet"
+    frame.drop(columns=["sex"]).to_parquet(booleans, index=False)
+    run, _ = _train(client, "--data_path", str(booleans), "--label_col", "is_male", *SMALL)
+    assert json.loads(run.data.tags["classes"]) == [False, True]
+    assert run.data.params["n_boolean_features"] == "1" and run.data.metrics["rows_null_label_dropped"] == 11
+    assert run.data.metrics["roc_auc"] > 0.8
+    scored = _score(tmp_path, f"runs:/{run.info.run_id}/model", str(booleans))
+    assert scored["prediction"].map(type).eq(bool).all() and len(scored) == 344
+    refused = script_in_process("export_onnx.py", "--model_uri", f"runs:/{run.info.run_id}/model")
+    assert_refused(refused, client, "__as_double")  # the SQLTransformer casting the boolean, named
+
+
+def test_more_than_100_classes_are_refused(client, tmp_path):
+    rows = pd.DataFrame({"code": [f"c{i % 101}" for i in range(1010)], "x": np.arange(1010.0)})
+    path = tmp_path / "codes.parquet"
+    rows.to_parquet(path, index=False)
+    result = script_in_process("train.py", "--data_path", str(path), "--label_col", "code")
+    assert_refused(result, client, "label 'code' has more than 100 distinct values", before_spark=False)
+
+
+def test_an_indicator_is_not_made_twice():
+    """The book's cleaned data carries its own `bedrooms_na`: no second indicator of that name is made."""
+    from sparkmlops.data.schema import FeatureSpec
+    from sparkmlops.fitting.spark_pipeline import assembled_features, indicator_cols
+
+    spec = FeatureSpec("price", [], ["bedrooms", "beds", "bedrooms_na"], [], missing_cols=("bedrooms", "beds"))
+    assert indicator_cols(spec) == ["beds"]
+    assert assembled_features(spec) == ["bedrooms", "beds", "bedrooms_na", "beds_na"]
+
+
+@pytest.mark.process
+def test_mlflow_run_classifies_the_generated_data(client):
+    """The README's command: `mlflow run . -P label_col=room_type` trains a three-class model on the embedded
+    generated data, no download."""
+    result = run_entry(
+        [
+            MLFLOW,
+            "run",
+            str(PROJECT_ROOT),
+            "--env-manager",
+            "local",
+            "-P",
+            "label_col=room_type",
+            "-P",
+            "num_trees=10",
+            "-P",
+            "max_depth=4",
+        ]
+    )
+    run = client.get_run(launched_run_id(result))
+    assert run.data.params["resolved_task"] == "classification" and run.data.params["n_classes"] == "3"
+    assert json.loads(run.data.tags["classes"]) == ["Entire home/apt", "Private room", "Shared room"]
+    assert run.data.metrics["accuracy"] > 0.7
