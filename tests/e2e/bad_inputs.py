@@ -100,11 +100,11 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
-    # train's model imputes (docs/your-data.md): what uses it scores the nulls; train itself has nothing to
-    # impute a column from; the trainers that do not impute refuse nulls
+    # train's model imputes (docs/your-data.md): what uses it scores the nulls; train (and the tuners with
+    # engine=mllib, which fit its pipeline) have nothing to impute a column from; the others refuse nulls
     "null_numeric_feature": _row(
         _NULLS,
-        train=refused("null or NaN in every row"),
+        **{e: refused("null or NaN in every row") for e in ("train", "tune_hyperopt_mllib", "tune_optuna")},
         **{e: OK for e in ("score_batch", "score_stream", "promote", "export_onnx")},
         check_drift=DRIFT,
     ),
@@ -269,9 +269,10 @@ def render_doc() -> str:
         "- No rows is bad input for every batch entry point (an upstream job failed); a stream scores an empty "
         "file as an empty micro-batch.",
         "- `train`'s models impute numeric nulls and NaN inside the pipeline (docs/your-data.md), so what "
-        "uses them (`score_batch`, `score_stream`, `promote`, `export_onnx`) scores such rows; `train` refuses a "
-        "feature missing in every row (nothing to impute it from). The other trainers, and the scikit-learn "
-        "models `score_pandas_udf` and `score_per_group` use here, need non-null numeric features. Infinities "
+        "uses them (`score_batch`, `score_stream`, `promote`, `export_onnx`) scores such rows; `train` and the "
+        "tuners with `engine=mllib` refuse a feature missing in every row (nothing to impute it from). The "
+        "other trainers, and the scikit-learn models `score_pandas_udf` and `score_per_group` use here, need "
+        "non-null numeric features. Infinities "
         "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
         "and rows its model cannot score (an infinity) as unscorable.",
         "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "

@@ -433,7 +433,7 @@ def test_a_search_tunes_a_classifier_on_log_loss(client, penguins, tuner):
     log_loss (metric=auto), the best is refit and logged with the classifier's test metrics."""
     result = script_in_process(f"{tuner}.py", "--data_path", penguins, "--label_col", "species", "--max_evals", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    parent = newest_run(client)
+    parent = client.get_run(re.search(r" run_id=([0-9a-f]{32})", last_line(result.stdout)).group(1))
     assert parent.data.params["resolved_task"] == "classification"
     assert {"best_val_log_loss", "best_val_accuracy", "accuracy", "f1", "log_loss"} <= set(parent.data.metrics)
     assert parent.data.metrics["accuracy"] > 0.9
