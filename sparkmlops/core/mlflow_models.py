@@ -103,13 +103,26 @@ def spark_udf_copies_removed():
             shutil.rmtree(copies / name, ignore_errors=True)
 
 
+def local_model_signature(model_dir: str):
+    """The input/output signature of the MLflow model in a local folder (None without an MLmodel file or one)."""
+    if not os.path.exists(os.path.join(model_dir, "MLmodel")):
+        return None
+    signature = mlflow.models.Model.load(model_dir).signature
+    return signature if signature is not None and signature.inputs is not None else None
+
+
 def log_pyfunc_model(**kwargs):
     """mlflow.pyfunc.log_model into the active run (a python_function model with its own code)."""
     return mlflow.pyfunc.log_model(**kwargs)
 
 
 def log_spark_model(
-    model, input_sample_df, output_sample_df, input_example_rows: int = 5, extra_packages: tuple[str, ...] = ()
+    model,
+    input_sample_df,
+    output_sample_df,
+    input_example_rows: int = 5,
+    extra_packages: tuple[str, ...] = (),
+    metadata: dict | None = None,
 ):
     """Log a fitted Spark model as the run's logged model ``model`` (MLflow 3: listed by
     search_logged_models, with the run's params; ``runs:/<run_id>/model`` resolves to it), with
@@ -142,6 +155,7 @@ def log_spark_model(
         input_example=input_example,
         pip_requirements=pip_requirements,
         validate_serving_input=False,
+        metadata=metadata,
     )
 
 

@@ -43,6 +43,80 @@ def predicted_vs_actual_figure(actual, predicted, label: str):
     return fig
 
 
+def confusion_matrix_figure(counts, class_names: list[str], label: str):
+    """Counts of (true class index, predicted class index, count) rows as a matrix, true classes down."""
+    import numpy as np
+
+    plt = _pyplot()
+    k = len(class_names)
+    matrix = np.zeros((k, k), dtype=int)
+    for true, predicted, n in counts:
+        matrix[int(true), int(predicted)] += n
+    size = max(4, 0.5 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+                )
+    ax.set_xlabel(f"predicted {label}")
+    ax.set_ylabel(f"actual {label}")
+    ax.set_title(f"Confusion matrix (test split, {matrix.sum()} rows)")
+    fig.tight_layout()
+    return fig
+
+
+def binary_curve_figures(truth, score, positive: str) -> dict:
+    """ROC and precision-recall curves of a two-class model's score for ``positive``: {file name: figure}."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(truth, score)
+    precision, recall, _ = precision_recall_curve(truth, score)
+    rows = f"sample of {len(truth)} rows"
+    return {
+        "roc_curve.png": _curve(
+            fpr,
+            tpr,
+            ("false positive rate", "true positive rate"),
+            f"ROC curve (positive class {positive})",
+            f"AUC {auc(fpr, tpr):.3f} ({rows})",
+            "lower right",
+            diagonal=True,
+        ),
+        "pr_curve.png": _curve(
+            recall,
+            precision,
+            ("recall", "precision"),
+            f"Precision-recall curve (positive class {positive})",
+            rows,
+            "lower left",
+        ),
+    }
+
+
+def _curve(x, y, axes: tuple[str, str], title: str, label: str, legend: str, diagonal: bool = False):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(x, y, color="#3b75af", label=label)
+    if diagonal:  # a model that guesses
+        ax.plot([0, 1], [0, 1], color="#999999", lw=1, ls="--")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
+    ax.legend(loc=legend)
+    fig.tight_layout()
+    return fig
+
+
 def loss_per_trial_figure(trials: list[int], losses: list, metric: str, negated: bool):
     """Loss of every trial (failed ones marked on the axis) and the best so far."""
     plt = _pyplot()

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparkmlops.core.entry_points import param
-from sparkmlops.data.schema import DEFAULT_LABEL
+from sparkmlops.data.schema import DEFAULT_LABEL, TASKS
+
+IMPUTE = {"median": "the column's median", "mean": "its mean", "mode": "its most frequent value"}
 
 
 def data_path(help: str = "Parquet (or .csv) file or folder; empty = generated data."):
@@ -14,7 +16,23 @@ def data_path(help: str = "Parquet (or .csv) file or folder; empty = generated d
 
 
 def label_col():
-    return param(DEFAULT_LABEL, "Numeric column to predict.")
+    return param(DEFAULT_LABEL, "Column to predict: a number (regression) or classes (classification).")
+
+
+def task():
+    return param("auto", "{choices}.", choices=TASKS)
+
+
+def features():
+    return param("", "Comma list of feature columns; empty = every usable column but the excluded ones.")
+
+
+def exclude():
+    return param("", "Comma list of columns that are not features (ids, notes, leaks).")
+
+
+def impute():
+    return param("median", "How numeric nulls and NaN are filled inside the model: {choices}.", choices=IMPUTE)
 
 
 def train_fraction():

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 
 from sparkmlops.core import model_registry, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import digests as data_digests
-from sparkmlops.data import generators, validation
+from sparkmlops.data import classes, generators, validation
 from sparkmlops.data import schema as data_schema
 
 MIN_TRAIN_ROWS = 10
@@ -31,17 +32,28 @@ def check_train_fraction(train_fraction: float) -> None:
                              f"split), got {train_fraction}.")
 
 
-def check_against_data(profile: dict, spec: data_schema.FeatureSpec) -> None:
-    """Checks that need one pass over the data; Spark would fail cryptically later otherwise."""
+def check_against_data(
+    profile: dict, spec: data_schema.FeatureSpec, imputes_missing: bool = False, for_training: bool = True
+) -> None:
+    """Checks that need one pass over the data; Spark would fail cryptically later otherwise. With
+    ``imputes_missing`` (train's pipeline) nulls and NaN in features are the pipeline's to impute; a feature
+    missing in every row is refused only ``for_training`` (there is nothing to impute it from)."""
     if not profile["rows"]:
         raise UserInputError("the data has no rows: check the path and the job that wrote it.")
-    message = validation.describe_value_problems(
-        {"nulls": profile["numeric_nulls"], "non_finite": profile["non_finite"]}, "the data")
+    if imputes_missing:
+        message = validation.describe_infinities(profile["infinite"], "the data")
+    else:
+        message = validation.describe_value_problems(
+            {"nulls": {**profile["numeric_nulls"], **profile["boolean_nulls"]}, "non_finite": profile["non_finite"]},
+            "the data")
     if message:
         raise UserInputError(message)
     if profile["all_null_strings"]:
         raise UserInputError(f"feature column(s) {', '.join(profile['all_null_strings'])} are null in every row: "
                              "fix the data or drop the column.")
+    if profile["all_missing"] and for_training:
+        raise UserInputError(f"feature column(s) {', '.join(profile['all_missing'])} are null or NaN in every row: "
+                             f"nothing to impute them from; pass -P exclude={','.join(profile['all_missing'])}.")
     if profile["non_finite_labels"]:
         raise UserInputError(f"label '{spec.label_col}' has NaN or infinite values in {profile['non_finite_labels']} "
                              "rows: fix or drop those rows.")
@@ -77,7 +89,7 @@ class LabelledData:
 
     spec: data_schema.FeatureSpec
     profile: dict
-    df: object  # the rows used (labelled, label cast to double)
+    df: object  # the rows used (labelled; a regression label cast to double)
     cached: object  # what to unpersist
     content: data_digests.ContentDigest  # of ``df``: its row-hash sums, from which split digests derive
     digest: str = ""  # content.hex: the run's data_digest tag
@@ -86,15 +98,24 @@ class LabelledData:
         self.digest = self.digest or self.content.hex
 
 
-def load_labelled(spark, data_path: str, label_col: str) -> LabelledData:
-    """Read ``data_path``, check it for training or evaluation and cache it; one Spark pass."""
+def load_labelled(spark, data_path: str, label_col: str, choice: data_schema.ColumnChoice = data_schema.ColumnChoice(),
+                  imputes_missing: bool = False, for_training: bool = True) -> LabelledData:
+    """Read ``data_path``, check it for training or evaluation and cache it; one Spark pass (two for a
+    classifier: its classes are counted)."""
     from pyspark.sql import functions as F
 
     raw = validation.read_dataset(spark, data_path)
-    spec = data_schema.infer_feature_spec(raw, label_col)
-    cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
+    spec = data_schema.infer_feature_spec(raw, label_col, choice)
+    if spec.is_classifier:
+        cached = raw.cache()
+    else:
+        cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
     profile = validation.profile_for_training(cached, spec)
-    check_against_data(profile, spec)
+    check_against_data(profile, spec, imputes_missing, for_training)
+    if imputes_missing and profile["missing"]:
+        spec = replace(spec, missing_cols=tuple(c for c in spec.numeric_cols if c in profile["missing"]))
+    if spec.is_classifier and for_training:  # evaluation data is judged by the model's own classes
+        spec = classes.with_classes(cached, spec, profile)
     if profile["null_labels"]:
         df = cached.filter(F.col(label_col).isNotNull())
         return LabelledData(spec, profile, df, cached, data_digests.compute(df))
@@ -106,7 +127,9 @@ def split_train_test(df, train_fraction: float, seed: int):
     return df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
 
 
-def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int) -> PreparedData:
+def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int,
+                 choice: data_schema.ColumnChoice = data_schema.ColumnChoice(),
+                 imputes_missing: bool = False) -> PreparedData:
     """Resolve (or generate) the data, check it, split it as train does, and log it as the run's inputs."""
     if data_path:
         data_path, source_note = validation.check_input_path(data_path), "user"
@@ -117,12 +140,22 @@ def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, s
     tracking.log_params({"data_path_resolved": data_path})
     tracking.set_tags({"data_source": source_note})
 
-    data = load_labelled(spark, data_path, label_col)
+    data = load_labelled(spark, data_path, label_col, choice, imputes_missing)
     spec, profile = data.spec, data.profile
-    tracking.log_params({"n_categorical_features": len(spec.categorical_cols),
+    tracking.log_params({"resolved_task": spec.task, "n_categorical_features": len(spec.categorical_cols),
                          "n_numeric_features": len(spec.numeric_cols)})
+    if spec.boolean_cols:
+        tracking.log_params({"n_boolean_features": len(spec.boolean_cols)})
     if spec.ignored_cols:
         tracking.set_tags({"ignored_columns": ", ".join(spec.ignored_cols)})
+    if spec.left_out:
+        left_out = "; ".join(f"{c} ({why})" for c, why in spec.left_out.items())
+        tracking.set_tags({"left_out_columns": left_out})
+        print(f"note: {len(spec.left_out)} column(s) are not features: {left_out}", file=sys.stderr, flush=True)
+    if profile["missing"] and imputes_missing:
+        tracking.set_tags({"imputed_columns": ", ".join(sorted(profile["missing"]))})
+    if spec.is_classifier:
+        classes.log_and_warn(spec, profile)
 
     train_df, test_df = split_train_test(data.df, train_fraction, seed)
     train_df, test_df = train_df.cache(), test_df.cache()

@@ -15,7 +15,7 @@ from sparkmlops.core.spark import will_use_connect
 from sparkmlops.data import writing
 from sparkmlops.data.digests import _digest_aggregates, _digest_from
 from sparkmlops.data.paths import is_local_path, local_path
-from sparkmlops.data.schema import FeatureSpec
+from sparkmlops.data.schema import FeatureSpec, is_numeric
 
 # ----------------------------------------------------------------------------------------------
 # Paths and inputs (checked before Spark starts)
@@ -65,12 +65,22 @@ def data_files(path: str) -> list[str]:
 def _check_parquet_files(path: str, what: str, resolved: str, files: list[str], allow_empty: bool) -> None:
     import pyarrow.parquet as pq
 
-    rows, bad = 0, []
+    rows, bad, nanos = 0, [], []
     for name in files:
         try:
-            rows += pq.read_metadata(name).num_rows
+            metadata = pq.read_metadata(name)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is not parquet
             bad.append((name, " ".join(str(exc).split())[:120] or type(exc).__name__))
+            continue
+        rows += metadata.num_rows
+        if not nanos:
+            nanos = _nanosecond_timestamps(metadata)
+    if nanos:
+        raise UserInputError(
+            f"{what} '{path}' stores {', '.join(nanos)} as nanosecond timestamps (pandas' default), which Spark "
+            "cannot read at all: write it again with df.to_parquet(path, coerce_timestamps='us', "
+            "allow_truncated_timestamps=True), or drop the column."
+        )
     if bad and len(bad) == len(files):
         shown = ", ".join(os.path.relpath(n, resolved) if n != resolved else os.path.basename(n) for n, _ in bad[:3])
         raise UserInputError(f"{what} '{path}' has no parquet files ({shown}{', ...' if len(bad) > 3 else ''} "
@@ -82,6 +92,20 @@ def _check_parquet_files(path: str, what: str, resolved: str, files: list[str], 
     if not rows and not allow_empty:
         raise UserInputError(f"{what} '{path}' has no rows (its parquet files hold 0 rows): check the job that "
                              "wrote it.")
+
+
+def _nanosecond_timestamps(metadata) -> list[str]:
+    """The columns of a parquet footer stored as TIMESTAMP(NANOS): Spark refuses the whole file for them. (Not
+    Spark's own INT96 timestamps, which pyarrow reads as nanoseconds too.)"""
+    import json
+
+    columns = (metadata.schema.column(i) for i in range(len(metadata.schema)))
+    return [
+        column.path
+        for column in columns
+        if column.logical_type.type == "TIMESTAMP"
+        and json.loads(column.logical_type.to_json()).get("timeUnit") == "nanoseconds"
+    ]
 
 
 def parquet_file_columns(path: str):
@@ -192,24 +216,37 @@ def _non_finite(column: str):
 
 
 def value_aggregates(numeric_cols: list[str], string_cols: list[str] = ()) -> list:
-    """Aggregates counting, per numeric column, nulls and NaN/±inf values, and per string column nulls;
-    fold them into a pass the caller makes anyway (``value_problems`` reads the result)."""
+    """Aggregates counting, per numeric column, nulls, NaN and ±inf values, and per string (or boolean) column
+    nulls; fold them into a pass the caller makes anyway (``value_problems`` reads the result)."""
     from pyspark.sql import functions as F
 
     aggregates = [F.count(F.lit(1)).alias("__rows")]
     for c in numeric_cols:
+        value = F.col(c).cast("double")
         aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}"),
-                       F.sum(F.coalesce(_non_finite(c), F.lit(False)).cast("long")).alias(f"nonfinite::{c}")]
+                       F.sum(F.coalesce(F.isnan(value), F.lit(False)).cast("long")).alias(f"nan::{c}"),
+                       F.sum(F.coalesce(F.abs(value) == F.lit(float("inf")), F.lit(False)).cast("long"))
+                       .alias(f"inf::{c}")]
     aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in string_cols]
     return aggregates
 
 
 def value_problems(row: dict, numeric_cols: list[str], string_cols: list[str] = ()) -> dict[str, dict]:
-    """{"nulls": {col: n}, "non_finite": {col: n}, "all_null": [string cols null in every row]}."""
+    """{"nulls": {col: n}, "non_finite": {col: n NaN or ±inf}, "nan": {col: n}, "infinite": {col: n},
+    "missing": {col: n null or NaN}, "all_missing": [numeric cols missing in every row],
+    "all_null": [string cols null in every row]}."""
     rows = row["__rows"]
+    nulls = {c: row[f"null::{c}"] for c in numeric_cols if row[f"null::{c}"]}
+    nan = {c: row[f"nan::{c}"] for c in numeric_cols if row[f"nan::{c}"]}
+    infinite = {c: row[f"inf::{c}"] for c in numeric_cols if row[f"inf::{c}"]}
+    missing = {c: nulls.get(c, 0) + nan.get(c, 0) for c in numeric_cols if c in nulls or c in nan}
     return {
-        "nulls": {c: row[f"null::{c}"] for c in numeric_cols if row[f"null::{c}"]},
-        "non_finite": {c: row[f"nonfinite::{c}"] for c in numeric_cols if row[f"nonfinite::{c}"]},
+        "nulls": nulls,
+        "non_finite": {c: nan.get(c, 0) + infinite.get(c, 0) for c in numeric_cols if c in nan or c in infinite},
+        "nan": nan,
+        "infinite": infinite,
+        "missing": missing,
+        "all_missing": [c for c in numeric_cols if rows and missing.get(c) == rows],
         "all_null": [c for c in string_cols if rows and row[f"null::{c}"] == rows],
     }
 
@@ -228,28 +265,39 @@ def describe_value_problems(problems: dict, what: str) -> str:
             "or drop those rows.")
 
 
-def check_feature_values(df, numeric_cols: list[str], what: str = "input") -> None:
-    """One pass: refuse nulls, NaN and ±inf in the numeric features a model needs (Spark's
-    VectorAssembler fails on them mid-job, and a tree would split on infinities)."""
+def describe_infinities(infinite: dict[str, int], what: str) -> str:
+    """One line for ±inf values in a model's features where nulls and NaN are imputed, or ""."""
+    if not infinite:
+        return ""
+    listed = ", ".join(f"{c} ({n} rows)" for c, n in sorted(infinite.items()))
+    return (f"{what} has infinite values in {listed}: the model imputes nulls and NaN but cannot place an infinity; "
+            "replace them with null or drop those rows.")
+
+
+def check_feature_values(df, numeric_cols: list[str], what: str = "input", imputes_missing: bool = False) -> None:
+    """One pass: refuse ±inf in the numeric features a model needs (a tree would split on infinities), and
+    nulls and NaN too unless the model imputes them (Spark's VectorAssembler fails on them mid-job)."""
     if not numeric_cols:
         return
-    row = df.agg(*value_aggregates(numeric_cols)).first().asDict()
-    message = describe_value_problems(value_problems(row, numeric_cols), what)
+    problems = value_problems(df.agg(*value_aggregates(numeric_cols)).first().asDict(), numeric_cols)
+    message = describe_infinities(problems["infinite"], what) if imputes_missing else describe_value_problems(
+        problems, what)
     if message:
         raise UserInputError(message)
 
 
 def profile_for_training(df, spec: FeatureSpec) -> dict:
-    """One pass over the data: rows, null labels, label minimum, nulls and NaN/inf per numeric feature,
-    nulls per string feature, digest."""
+    """One pass over the data: rows, null labels, label minimum, nulls, NaN and ±inf per numeric feature,
+    nulls per string and boolean feature, digest."""
     from pyspark.sql import functions as F
 
     aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null"),
                   F.min(F.col(spec.label_col)).alias("__label_min"),
-                  F.sum(F.coalesce(_non_finite(spec.label_col), F.lit(False)).cast("long")).alias("__label_nonfinite")]
-    aggregates += value_aggregates(spec.numeric_cols, spec.categorical_cols)
+                  (F.sum(F.coalesce(_non_finite(spec.label_col), F.lit(False)).cast("long"))
+                   if is_numeric(spec.label_type) else F.lit(0)).alias("__label_nonfinite")]
+    aggregates += value_aggregates(spec.numeric_cols, spec.categorical_cols + spec.boolean_cols)
     row = df.agg(*_digest_aggregates(df), *aggregates).first().asDict()
-    problems = value_problems(row, spec.numeric_cols, spec.categorical_cols)
+    problems = value_problems(row, spec.numeric_cols, spec.categorical_cols + spec.boolean_cols)
     return {
         "rows": row["__n"],
         "null_labels": row["__n"] - row["__label_non_null"],
@@ -257,8 +305,10 @@ def profile_for_training(df, spec: FeatureSpec) -> dict:
         "label_min": row["__label_min"],
         "numeric_nulls": problems["nulls"],
         "non_finite": problems["non_finite"],
+        "infinite": problems["infinite"],
+        "missing": problems["missing"],  # numeric column -> rows null or NaN (what the pipeline imputes)
+        "all_missing": problems["all_missing"],
+        "boolean_nulls": {c: row[f"null::{c}"] for c in spec.boolean_cols if row[f"null::{c}"]},
         "all_null_strings": problems["all_null"],
         "digest": _digest_from(df, row),  # a digests.ContentDigest
     }
-
-

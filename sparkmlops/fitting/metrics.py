@@ -1,4 +1,6 @@
-"""Regression metrics (rmse, mae, r2, as Spark's RegressionEvaluator defines them), on Spark predictions or arrays."""
+"""The metrics by task: regression (rmse, mae, r2, as Spark's RegressionEvaluator defines them) on Spark predictions
+or arrays; classification (accuracy, weighted f1, log_loss; roc_auc and pr_auc for two classes) with Spark's
+evaluators, on the cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +10,70 @@ from sparkmlops.core.errors import UserInputError
 
 # The metrics every entry point reports, and which way is better.
 METRICS = {"rmse": "root mean squared error", "mae": "mean absolute error", "r2": "coefficient of determination"}
-LOWER_IS_BETTER = {"rmse": True, "mae": True, "r2": False}
+CLASSIFICATION_METRICS = {
+    "accuracy": "share of rows classified right",
+    "f1": "F1 weighted by class frequency",
+    "log_loss": "mean negative log-likelihood of the true class",
+    "roc_auc": "area under the ROC curve (two classes)",
+    "pr_auc": "area under the precision-recall curve (two classes)",
+}
+LOWER_IS_BETTER = {
+    "rmse": True,
+    "mae": True,
+    "r2": False,
+    "accuracy": False,
+    "f1": False,
+    "log_loss": True,
+    "roc_auc": False,
+    "pr_auc": False,
+}
+
+
+TASK_METRICS = {"regression": METRICS, "classification": CLASSIFICATION_METRICS}
+DEFAULT_METRIC = {"regression": "rmse", "classification": "log_loss"}
+METRIC_CHOICES = {"auto": "rmse for a regressor, log_loss for a classifier", **METRICS, **CLASSIFICATION_METRICS}
+
+
+def metric_for(metric: str, task: str, n_classes: int = 0) -> str:
+    """The metric a search or a gate uses: ``metric``, or the task's default for "auto"; one line when it does
+    not apply to the task."""
+    chosen = DEFAULT_METRIC[task] if metric == "auto" else metric
+    if chosen not in TASK_METRICS[task]:
+        raise UserInputError(
+            f"metric {chosen} does not apply to a {task} model: pass -P metric= one of "
+            f"{', '.join(TASK_METRICS[task])} (or auto)."
+        )
+    if chosen in ("roc_auc", "pr_auc") and n_classes != 2:
+        raise UserInputError(
+            f"metric {chosen} needs two classes, the label has {n_classes}: pass -P metric=log_loss, accuracy or f1."
+        )
+    return chosen
+
+
+def classification_metrics(
+    predictions,
+    n_classes: int,
+    label_col: str = "__label_index",
+    prediction_col: str = "__prediction_index",
+    probability_col: str = "probability",
+) -> dict[str, float]:
+    """accuracy, f1 (weighted) and log_loss; roc_auc and pr_auc when there are two classes (class 1 positive)."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
+
+    if predictions.isEmpty():
+        raise UserInputError("the test split is empty: use more data or a smaller train_fraction.")
+    multiclass = MulticlassClassificationEvaluator(
+        labelCol=label_col, predictionCol=prediction_col, probabilityCol=probability_col
+    )
+    metrics = {
+        name: multiclass.setMetricName(spark_name).evaluate(predictions)
+        for name, spark_name in (("accuracy", "accuracy"), ("f1", "f1"), ("log_loss", "logLoss"))
+    }
+    if n_classes == 2:
+        binary = BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol=probability_col)
+        metrics["roc_auc"] = binary.setMetricName("areaUnderROC").evaluate(predictions)
+        metrics["pr_auc"] = binary.setMetricName("areaUnderPR").evaluate(predictions)
+    return metrics
 
 
 def regression_metrics(predictions, label_col: str) -> dict[str, float]:

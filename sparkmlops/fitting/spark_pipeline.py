@@ -1,12 +1,22 @@
-"""The book's random-forest price model as a Spark ML pipeline, trained, evaluated and logged in one run.
+"""The book's random-forest price model as a Spark ML pipeline, trained, evaluated and logged in one run; the
+same pipeline classifies when the label is a class (see docs/your-data.md).
 
-string columns -> StringIndexer(handleInvalid="keep") -> VectorAssembler(indexed + numeric columns)
+[SQLTransformer: __missing__<col> = 1.0 where a numeric column is null or NaN (the feature <col>_na), for the
+columns with missing values in the data train read; booleans as 0/1 doubles]
+-> Imputer(numeric columns -> <col>__imputed; strategy = impute)
+-> string columns -> StringIndexer(handleInvalid="keep")
+-> VectorAssembler(indexed + imputed numeric and boolean + indicator columns)
 -> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
 (or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with
 model_type=xgboost, xgboost.spark.SparkXGBRegressor with n_estimators=num_trees, max_depth, max_bin=maxBins,
 min_child_weight=minInstancesPerNode), split with randomSplit([f, 1 - f], seed). With ``log_label`` the forest
 learns log1p(label) and a last
 SQLTransformer stage maps its output back with expm1, so the logged model still predicts the label itself.
+With model_type=linear: one-hot categories -> LinearRegression / LogisticRegression.
+
+A classifier learns the class index of the label (classes in spec.classes' order, indexed outside the pipeline)
+and ends with IndexToString + a SQL cast, so its ``prediction`` is the label's own value ("Adelie", true, 1);
+``probability`` holds one probability per class, in the same order.
 """
 
 from __future__ import annotations
@@ -21,18 +31,28 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import parameters
 from sparkmlops.data import schema as data_schema
 from sparkmlops.data.splits import PreparedData
-from sparkmlops.fitting.metrics import regression_metrics
+from sparkmlops.fitting.metrics import classification_metrics, regression_metrics
 
 MAX_DEPTH_LIMIT = 30  # Spark's own limit for tree depth
 PLOT_SAMPLE_ROWS = 5000
 FEATURE_SUBSET_STRATEGIES = ("auto", "all", "onethird", "sqrt", "log2")
 MODEL_TYPES = {
     "rf": "random forest, the book's",
-    "gbt": "Spark's gradient-boosted trees, num_trees = iterations",
+    "gbt": "Spark's gradient-boosted trees, num_trees = iterations (classification: two classes only)",
     "xgboost": "xgboost.spark, num_trees = boosting rounds",
+    "linear": "linear or logistic regression on one-hot categories: the baseline to fit first",
 }
 LOG_LABEL_COL = "__log_label"
 LOG_PREDICTION_COL = "__log_prediction"
+LABEL_STRING_COL = "__label_string"
+LABEL_INDEX_COL = "__label_index"
+PREDICTION_INDEX_COL = "__prediction_index"
+PREDICTED_LABEL_COL = "__predicted_label"
+PROBABILITY_COL = "probability"
+MISSING_SUFFIX = "_na"  # the indicator's name as users see it (feature importance), the book's *_na
+MISSING_PREFIX = "__missing__"  # its column inside the pipeline: scoring data may carry a <col>_na of its own
+BOOLEAN_SUFFIX = "__as_double"
+IMPUTED_SUFFIX = "__imputed"  # the Imputer writes new columns: transform() leaves the input's own values alone
 
 
 def check_feature_subset_strategy(value: str) -> str:
@@ -56,6 +76,10 @@ class PipelineParams:
     adds where the data comes from and where the model goes), and what the searches vary."""
 
     label_col: str = parameters.label_col()
+    task: str = parameters.task()
+    features: str = parameters.features()
+    exclude: str = parameters.exclude()
+    impute: str = parameters.impute()
     model_type: str = param("rf", "", choices=MODEL_TYPES)
     num_trees: int = param(100, "Trees, or boosting rounds for gbt and xgboost.")
     max_depth: int = param(5, "0 to 30.")
@@ -70,6 +94,10 @@ class PipelineParams:
     def validate(self) -> PipelineParams:
         """Checks of the settings alone; raise one clear line per problem, before Spark starts."""
         choices.check("model_type", self.model_type, MODEL_TYPES)
+        choices.check("task", self.task, data_schema.TASKS)
+        choices.check("impute", self.impute, parameters.IMPUTE)
+        if self.task == "classification" and self.log_label:
+            raise UserInputError("log_label applies to regression: a class label has no logarithm; drop -P log_label.")
         if self.model_type == "xgboost" and self.feature_subset_strategy not in ("auto", "all"):
             raise UserInputError(
                 "feature_subset_strategy applies to rf and gbt: XGBoost uses every feature here; "
@@ -91,6 +119,11 @@ class PipelineParams:
     def with_model_params(self, **model_params) -> PipelineParams:
         return replace(self, **model_params)
 
+    def column_choice(self) -> data_schema.ColumnChoice:
+        return data_schema.ColumnChoice(
+            self.task, data_schema.column_list(self.features), data_schema.column_list(self.exclude), can_classify=True
+        )
+
 
 @dataclass
 class TrainResult:
@@ -105,20 +138,49 @@ class TrainResult:
     registered_version: str = ""
 
 
-def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
-    from pyspark.ml import Pipeline
-    from pyspark.ml.feature import SQLTransformer, StringIndexer, VectorAssembler
-    from pyspark.ml.regression import GBTRegressor, RandomForestRegressor
+def indicator_cols(spec: data_schema.FeatureSpec) -> list[str]:
+    """The missing-value indicators the pipeline adds: one per column that had missing values in training,
+    unless the data has a column of that name already (the book's cleaned data carries its own *_na flags)."""
+    taken = set(spec.feature_cols + spec.ignored_cols + list(spec.left_out) + [spec.label_col])
+    return [c for c in spec.missing_cols if f"{c}{MISSING_SUFFIX}" not in taken]
 
-    stages = []
-    index_cols = [f"{c}_index" for c in spec.categorical_cols]
-    if spec.categorical_cols:
-        # "keep": categories unseen in training (and nulls) get their own index instead of failing.
-        stages.append(StringIndexer(inputCols=spec.categorical_cols, outputCols=index_cols, handleInvalid="keep"))
-    stages.append(VectorAssembler(inputCols=index_cols + spec.numeric_cols, outputCol="features"))
-    label_col, prediction_col = (
-        (LOG_LABEL_COL, LOG_PREDICTION_COL) if params.log_label else (spec.label_col, "prediction")
+
+def prepare_statement(spec: data_schema.FeatureSpec) -> str:
+    """The SQL of the pipeline's first stage: indicators of missing values, booleans as 0/1 doubles."""
+    made = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{MISSING_PREFIX}{c}`" for c in indicator_cols(spec)]
+    made += [f"CAST(`{c}` AS DOUBLE) AS `{c}{BOOLEAN_SUFFIX}`" for c in spec.boolean_cols]
+    return f"SELECT *, {', '.join(made)} FROM __THIS__" if made else ""
+
+
+def assembled_features(spec: data_schema.FeatureSpec) -> list[str]:
+    """The model's features as the user knows them, in the order the VectorAssembler puts them."""
+    return (
+        spec.categorical_cols
+        + spec.numeric_cols
+        + spec.boolean_cols
+        + [f"{c}{MISSING_SUFFIX}" for c in indicator_cols(spec)]
     )
+
+
+def label_strings(spec: data_schema.FeatureSpec) -> list[str]:
+    """The classes as Spark casts the label to string (true/false, 1, "Adelie"): the label indexer's labels."""
+    return [("true" if c else "false") if isinstance(c, bool) else str(c) for c in spec.classes]
+
+
+def index_label(df, spec: data_schema.FeatureSpec):
+    """``df`` plus the class index of its label (LABEL_INDEX_COL), in spec.classes' order."""
+    from pyspark.ml.feature import StringIndexerModel
+    from pyspark.sql import functions as F
+
+    indexer = StringIndexerModel.from_labels(
+        label_strings(spec), inputCol=LABEL_STRING_COL, outputCol=LABEL_INDEX_COL, handleInvalid="error"
+    )
+    return indexer.transform(df.withColumn(LABEL_STRING_COL, F.col(spec.label_col).cast("string")))
+
+
+def _estimator(spec: data_schema.FeatureSpec, params: PipelineParams, label_col: str, prediction_col: str):
+    from pyspark.ml import classification, regression
+
     tree_params = dict(
         featuresCol="features",
         labelCol=label_col,
@@ -132,32 +194,105 @@ def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
         # executors at every level: a depth-14 forest on the real data fits in 19 s instead of 50 s.
         cacheNodeIds=True,
     )
+    classify = spec.is_classifier
     if params.model_type == "xgboost":
-        from xgboost.spark import SparkXGBRegressor
+        from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
-        # One worker: the same trees whatever the cluster (XGBoost's distributed sketch depends on it).
+        xgb_params = dict(
+            features_col="features",
+            label_col=label_col,
+            prediction_col=prediction_col,
+            n_estimators=params.num_trees,
+            max_depth=params.max_depth,
+            max_bin=params.max_bins,
+            min_child_weight=float(params.min_instances_per_node),
+            random_state=params.seed,
+            # One worker: the same trees whatever the cluster (XGBoost's distributed sketch depends on it).
+            num_workers=1,
+            verbosity=0,
+        )
+        if classify:
+            return SparkXGBClassifier(
+                probability_col=PROBABILITY_COL, raw_prediction_col="__raw_prediction", **xgb_params
+            )
+        return SparkXGBRegressor(**xgb_params)
+    if params.model_type == "linear":
+        if classify:
+            return classification.LogisticRegression(
+                featuresCol="features",
+                labelCol=label_col,
+                predictionCol=prediction_col,
+                probabilityCol=PROBABILITY_COL,
+                rawPredictionCol="__raw_prediction",
+            )
+        return regression.LinearRegression(featuresCol="features", labelCol=label_col, predictionCol=prediction_col)
+    if params.model_type == "gbt":
+        gbt = classification.GBTClassifier if classify else regression.GBTRegressor
+        estimator = gbt(maxIter=params.num_trees, **tree_params)
+    else:
+        forest = classification.RandomForestClassifier if classify else regression.RandomForestRegressor
+        estimator = forest(numTrees=params.num_trees, **tree_params)
+    if classify:  # set, not passed: PySpark's GBTClassifier does not take them as keywords
+        estimator.setProbabilityCol(PROBABILITY_COL).setRawPredictionCol("__raw_prediction")
+    return estimator
+
+
+def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import Imputer, IndexToString, OneHotEncoder, SQLTransformer, StringIndexer, VectorAssembler
+
+    stages = []
+    statement = prepare_statement(spec)
+    if statement:
+        stages.append(SQLTransformer(statement=statement))
+    # Every numeric feature is imputed, not only those with missing values in training: scoring data may
+    # miss what training did not.
+    numbers = spec.numeric_cols + [f"{c}{BOOLEAN_SUFFIX}" for c in spec.boolean_cols]
+    imputed = [f"{c}{IMPUTED_SUFFIX}" for c in numbers]
+    if numbers:
+        stages.append(Imputer(inputCols=numbers, outputCols=imputed, strategy=params.impute))
+    index_cols = [f"{c}_index" for c in spec.categorical_cols]
+    if spec.categorical_cols:
+        # "keep": categories unseen in training (and nulls) get their own index instead of failing.
+        stages.append(StringIndexer(inputCols=spec.categorical_cols, outputCols=index_cols, handleInvalid="keep"))
+    if params.model_type == "linear" and spec.categorical_cols:
+        onehot_cols = [f"{c}_onehot" for c in spec.categorical_cols]
+        stages.append(OneHotEncoder(inputCols=index_cols, outputCols=onehot_cols, handleInvalid="keep"))
+        index_cols = onehot_cols
+    assembled = index_cols + imputed + [f"{MISSING_PREFIX}{c}" for c in indicator_cols(spec)]
+    stages.append(VectorAssembler(inputCols=assembled, outputCol="features"))
+    if spec.is_classifier:
+        label_col, prediction_col = LABEL_INDEX_COL, PREDICTION_INDEX_COL
+    elif params.log_label:
+        label_col, prediction_col = LOG_LABEL_COL, LOG_PREDICTION_COL
+    else:
+        label_col, prediction_col = spec.label_col, "prediction"
+    stages.append(_estimator(spec, params, label_col, prediction_col))
+    if spec.is_classifier:
+        # The class back in the label's own values and type, so every scorer writes "Adelie", true or 1.
         stages.append(
-            SparkXGBRegressor(
-                features_col="features",
-                label_col=label_col,
-                prediction_col=prediction_col,
-                n_estimators=params.num_trees,
-                max_depth=params.max_depth,
-                max_bin=params.max_bins,
-                min_child_weight=float(params.min_instances_per_node),
-                random_state=params.seed,
-                num_workers=1,
-                verbosity=0,
+            IndexToString(inputCol=PREDICTION_INDEX_COL, outputCol=PREDICTED_LABEL_COL, labels=label_strings(spec))
+        )
+        stages.append(
+            SQLTransformer(
+                statement=f"SELECT *, CAST({PREDICTED_LABEL_COL} AS {spec.label_type}) AS prediction FROM __THIS__"
             )
         )
-    elif params.model_type == "gbt":
-        stages.append(GBTRegressor(maxIter=params.num_trees, **tree_params))
-    else:
-        stages.append(RandomForestRegressor(numTrees=params.num_trees, **tree_params))
     if params.log_label:
         # Part of the model, so scoring it anywhere (score_batch, pyfunc) gives the label's own scale.
         stages.append(SQLTransformer(statement=f"SELECT *, expm1({LOG_PREDICTION_COL}) AS prediction FROM __THIS__"))
     return Pipeline(stages=stages)
+
+
+def check_task(spec: data_schema.FeatureSpec, params: PipelineParams) -> None:
+    """What the model family cannot do with this label, said before anything is fitted."""
+    if spec.is_classifier and params.log_label:
+        raise UserInputError("log_label applies to regression: a class label has no logarithm; drop -P log_label.")
+    if spec.is_classifier and params.model_type == "gbt" and len(spec.classes) > 2:
+        raise UserInputError(
+            f"model_type=gbt classifies two classes only (MLlib's GBTClassifier), and '{spec.label_col}' has "
+            f"{len(spec.classes)}: pass -P model_type=rf, xgboost or linear."
+        )
 
 
 def check_log_label(profile: dict, spec: data_schema.FeatureSpec) -> None:
@@ -188,36 +323,61 @@ def min_bins(category_counts: dict[str, int]) -> int:
 
 def fit_pipeline(train_df, spec: data_schema.FeatureSpec, params: PipelineParams):
     """Fit ``build_pipeline`` stage by stage (as Pipeline.fit does), checking maxBins once the
-    StringIndexer has counted the categories, before the forest is fitted."""
+    StringIndexer has counted the categories, before the model is fitted."""
     from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.feature import StringIndexer
     from pyspark.sql import functions as F
 
-    if params.log_label:
+    check_task(spec, params)
+    if spec.is_classifier:
+        train_df = index_label(train_df, spec)
+    elif params.log_label:
         train_df = train_df.withColumn(LOG_LABEL_COL, F.log1p(F.col(spec.label_col)))
+    if spec.is_classifier and params.model_type == "xgboost":
+        check_every_class_in(train_df, spec)
     stages = build_pipeline(spec, params).getStages()
-    if not spec.categorical_cols:
+    at = next((i for i, stage in enumerate(stages) if isinstance(stage, StringIndexer)), None)
+    if at is None or params.model_type == "linear":  # one-hot: any number of categories
         return Pipeline(stages=stages).fit(train_df)
-    indexer = stages[0].fit(train_df)
+    before = Pipeline(stages=stages[:at]).fit(train_df)
+    indexer = stages[at].fit(before.transform(train_df))
     check_category_bins(dict(zip(spec.categorical_cols, map(len, indexer.labelsArray))), params)
-    rest = Pipeline(stages=stages[1:]).fit(indexer.transform(train_df))
-    return PipelineModel(stages=[indexer, *rest.stages])
+    rest = Pipeline(stages=stages[at + 1 :]).fit(indexer.transform(before.transform(train_df)))
+    return PipelineModel(stages=[*before.stages, indexer, *rest.stages])
+
+
+def check_every_class_in(train_df, spec: data_schema.FeatureSpec) -> None:
+    """xgboost.spark counts the classes of the rows it is given: a class absent from the training split would
+    shift every probability's position (MLlib's models take the count from the label's index instead)."""
+    seen = {row[0] for row in train_df.select(LABEL_INDEX_COL).distinct().collect()}
+    absent = [str(c) for i, c in enumerate(spec.classes) if float(i) not in seen]
+    if absent:
+        raise UserInputError(
+            f"class(es) {', '.join(absent)} of '{spec.label_col}' have no rows in the training split, which "
+            "model_type=xgboost needs: pass another -P seed or a larger train_fraction, or use model_type=rf."
+        )
 
 
 def forest_of(model):
-    """The pipeline's tree model stage (Spark forest/GBT, or the XGBoost model)."""
+    """The pipeline's tree model stage (Spark forest/GBT, or the XGBoost model); None for a linear model."""
     return next(
-        stage
-        for stage in reversed(model.stages)
-        if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster")
+        (
+            stage
+            for stage in reversed(model.stages)
+            if hasattr(stage, "featureImportances") or hasattr(stage, "get_booster")
+        ),
+        None,
     )
 
 
 def feature_importance_table(model, spec: data_schema.FeatureSpec):
-    """(feature, importance) with the original column names, most important first."""
+    """(feature, importance) with the original column names, most important first; None for a linear model."""
     import pandas as pd
 
-    names = spec.categorical_cols + spec.numeric_cols  # order of the VectorAssembler inputs
+    names = assembled_features(spec)  # order of the VectorAssembler inputs
     stage = forest_of(model)
+    if stage is None:
+        return None
     if hasattr(stage, "featureImportances"):
         values = stage.featureImportances.toArray()
     else:  # XGBoost: total gain per feature, normalised to sum to 1 as Spark's importances do
@@ -226,6 +386,63 @@ def feature_importance_table(model, spec: data_schema.FeatureSpec):
         values = [v / sum(raw) if sum(raw) else 0.0 for v in raw]
     table = pd.DataFrame({"feature": names, "importance": values})
     return table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
+
+
+def model_metadata(spec: data_schema.FeatureSpec) -> dict:
+    """What every consumer of the logged model reads from its MLmodel file: the task, the classes in the order
+    of ``probability``, and whether missing values are imputed inside the model."""
+    metadata = {"task": spec.task, "label_col": spec.label_col, "label_type": spec.label_type, "imputes_missing": True}
+    if spec.is_classifier:
+        metadata.update(
+            classes=[c.item() if hasattr(c, "item") else c for c in spec.classes], probability_column=PROBABILITY_COL
+        )
+    return metadata
+
+
+def evaluate(model, test_df, spec: data_schema.FeatureSpec) -> tuple[dict[str, float], object]:
+    """The task's metrics on the test split, and the cached predictions they were measured on."""
+    if spec.is_classifier:
+        predictions = (
+            model.transform(index_label(test_df, spec))
+            .select(spec.label_col, "prediction", LABEL_INDEX_COL, PREDICTION_INDEX_COL, PROBABILITY_COL)
+            .cache()
+        )
+        return classification_metrics(predictions, len(spec.classes)), predictions
+    predictions = model.transform(test_df).select(spec.label_col, "prediction").cache()
+    return regression_metrics(predictions, spec.label_col), predictions
+
+
+def log_figures(model, predictions, spec: data_schema.FeatureSpec, test_rows: int):
+    """The run's figures by task: feature importance (trees), predicted vs actual (regression), confusion
+    matrix and, for two classes, ROC and PR curves (classification), each on a bounded sample."""
+    importance = feature_importance_table(model, spec)
+    if importance is not None:
+        tracking.log_dataframe_csv(importance, "feature_importance.csv")
+        fig = plots.feature_importance_figure(importance)
+        tracking.log_figure(fig, "feature_importance.png")
+        plots.close(fig)
+    if spec.is_classifier:
+        counts = predictions.groupBy(LABEL_INDEX_COL, PREDICTION_INDEX_COL).count().collect()
+        fig = plots.confusion_matrix_figure(counts, [str(c) for c in spec.classes], spec.label_col)
+        tracking.log_figure(fig, "confusion_matrix.png")
+        plots.close(fig)
+        if len(spec.classes) == 2:
+            from pyspark.ml.functions import vector_to_array
+
+            sample = _plot_sample(
+                predictions.select(LABEL_INDEX_COL, vector_to_array(PROBABILITY_COL)[1].alias("score")), test_rows
+            )
+            for name, fig in plots.binary_curve_figures(
+                sample[LABEL_INDEX_COL], sample["score"], str(spec.classes[1])
+            ).items():
+                tracking.log_figure(fig, name)
+                plots.close(fig)
+    else:
+        sample = _plot_sample(predictions, test_rows)
+        fig = plots.predicted_vs_actual_figure(sample[spec.label_col], sample["prediction"], spec.label_col)
+        tracking.log_figure(fig, "predicted_vs_actual.png")
+        plots.close(fig)
+    return importance
 
 
 def fit_evaluate_log(prepared: PreparedData, params: PipelineParams) -> TrainResult:
@@ -237,18 +454,8 @@ def fit_evaluate_log(prepared: PreparedData, params: PipelineParams) -> TrainRes
     model = fit_pipeline(prepared.train_df, spec, params)
     fit_seconds = time.perf_counter() - started
 
-    predictions = model.transform(prepared.test_df).select(spec.label_col, "prediction").cache()
-    metrics = regression_metrics(predictions, spec.label_col)
-
-    importance = feature_importance_table(model, spec)
-    tracking.log_dataframe_csv(importance, "feature_importance.csv")
-    fig = plots.feature_importance_figure(importance)
-    tracking.log_figure(fig, "feature_importance.png")
-    plots.close(fig)
-    sample = _plot_sample(predictions, prepared.test_rows)
-    fig = plots.predicted_vs_actual_figure(sample[spec.label_col], sample["prediction"], spec.label_col)
-    tracking.log_figure(fig, "predicted_vs_actual.png")
-    plots.close(fig)
+    metrics, predictions = evaluate(model, prepared.test_df, spec)
+    importance = log_figures(model, predictions, spec, prepared.test_rows)
 
     extra_packages = ("xgboost-cpu",) if params.model_type == "xgboost" else ()
     info = mlflow_models.log_spark_model(
@@ -256,6 +463,7 @@ def fit_evaluate_log(prepared: PreparedData, params: PipelineParams) -> TrainRes
         prepared.test_df.select(*spec.feature_cols),
         predictions.select("prediction"),
         extra_packages=extra_packages,
+        metadata=model_metadata(spec),
     )
     # Test metrics linked to the logged model and the test split they were measured on.
     tracking.log_metrics(metrics, model_id=info.model_id, dataset=prepared.datasets.get("test"))
@@ -263,9 +471,7 @@ def fit_evaluate_log(prepared: PreparedData, params: PipelineParams) -> TrainRes
     if params.model_type == "xgboost":
         # The native booster, loadable with xgboost.Booster(model_file=...) in plain Python (features in
         # the order of feature_names.json, categories as train's StringIndexer indices).
-        mlflow_models.log_xgboost_booster(
-            forest_of(model).get_booster(), names=spec.categorical_cols + spec.numeric_cols
-        )
+        mlflow_models.log_xgboost_booster(forest_of(model).get_booster(), names=assembled_features(spec))
     predictions.unpersist()
     return TrainResult(
         model=model,

@@ -50,6 +50,19 @@ class ResolvedModel:
     version: str
     flavors: tuple[str, ...]
     signature: object  # mlflow.models.ModelSignature or None
+    metadata: dict = None  # the MLmodel file's metadata (train writes task, classes, imputes_missing)
+
+    @property
+    def task(self) -> str:
+        return (self.metadata or {}).get("task", "regression")
+
+    @property
+    def imputes_missing(self) -> bool:
+        return bool((self.metadata or {}).get("imputes_missing"))
+
+    @property
+    def classes(self) -> list:
+        return list((self.metadata or {}).get("classes", []))
 
     @property
     def identity(self) -> str:
@@ -163,7 +176,7 @@ def resolve_model(model_uri: str, require_flavor: str = "spark") -> ResolvedMode
         name, version, run_id = model_registry.version_of_uri(model_uri, run_id)
     elif scheme == "runs":
         run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else run_id
-    return ResolvedModel(model_uri, run_id, name, version, flavors, info.signature)
+    return ResolvedModel(model_uri, run_id, name, version, flavors, info.signature, info.metadata or {})
 
 
 def spark_schema_for(model: ResolvedModel):

@@ -35,12 +35,18 @@ def check_no_prediction_column(df, columns: tuple[str, ...] = ("prediction",)) -
         )
 
 
+def output_columns(model: resolve.ResolvedModel) -> tuple[str, ...]:
+    """What a scorer adds to the input: ``prediction``, and a classifier's ``probability`` (one per class, in
+    the order of the model's ``classes`` metadata)."""
+    return ("prediction", "probability") if model.task == "classification" else ("prediction",)
+
+
 def check_scorable(df, model: resolve.ResolvedModel, what: str = "input") -> None:
-    """The model's columns are there with its types, and its numeric ones hold no null, NaN or ±inf
-    (one pass; Spark models fail on them mid-write, and none was trained on them)."""
+    """The model's columns are there with its types, and its numeric ones hold no ±inf, nor null or NaN
+    unless the model imputes them (one pass; Spark models fail on them mid-write)."""
     resolve.check_input_against_signature(df, model, what)
     numeric = [c for c, kind in model.input_columns() if kind in ("double", "float", "long", "integer")]
-    validation.check_feature_values(df, numeric, what)
+    validation.check_feature_values(df, numeric, what, imputes_missing=model.imputes_missing)
 
 
 def load_spark_model(model: resolve.ResolvedModel):
@@ -48,7 +54,9 @@ def load_spark_model(model: resolve.ResolvedModel):
 
 
 def score_frame(spark_model, df, model: resolve.ResolvedModel):
-    """The input's columns plus ``prediction`` (the pipeline's intermediate columns are dropped)."""
+    """The input's columns plus ``output_columns(model)`` (the pipeline's intermediate columns are dropped;
+    ``probability`` becomes an array of doubles)."""
+    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     # Keep a copy of the model's columns: those cast for the model are written back with their own types.
@@ -59,7 +67,9 @@ def score_frame(spark_model, df, model: resolve.ResolvedModel):
     scored = spark_model.transform(checked)
     cast = {c for c in copies if dict(checked.dtypes)[c] != dict(df.dtypes)[c]}
     return scored.select(
-        *[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns], F.col("prediction")
+        *[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns],
+        F.col("prediction"),
+        *([vector_to_array("probability").alias("probability")] if model.task == "classification" else []),
     )
 
 
@@ -68,7 +78,7 @@ def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, ta
     atomically to ``params.output_path`` and log what was scored: the steps every batch scorer shares."""
     started = time.perf_counter()
     input_df = validation.read_dataset(spark, params.input_path)
-    check_no_prediction_column(input_df)
+    check_no_prediction_column(input_df, output_columns(model))
     digest, n_files = writing.files_digest(spark, params.input_path)
     scored = score(input_df)  # lazy: a scorer's own checks of the schema come first
     check_scorable(input_df, model)

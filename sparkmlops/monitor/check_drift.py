@@ -108,16 +108,20 @@ def scorable_predictions(spark_model, df, model):
     it can score and null for the others, and how many rows it could not score.
 
     Drifted data is what this check exists to see, so it must not stop the check: a row is unscorable when
-    one of the model's numeric inputs is null, NaN or infinite, or a value does not cast to the signature's
-    type (a column whose type drifted). Those rows are scored with placeholder inputs, so that one pass
-    scores the rest, and get a null prediction: the prediction's missing-value rate is then the share of
-    rows the model could not score, which drift_table reports as drift like any other missing-value rate."""
+    one of the model's numeric inputs is infinite, or, for a model that does not impute them, null, NaN or a
+    value that does not cast to the signature's type (a column whose type drifted). Those rows are scored
+    with placeholder inputs, so that one pass scores the rest, and get a null prediction: the prediction's
+    missing-value rate is then the share of rows the model could not score, which drift_table reports as
+    drift like any other missing-value rate."""
     from pyspark.sql import functions as F
 
     typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
     numeric = [c for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
     frame = df.select(*[F.col(c).try_cast(t).alias(c) for c, t in typed.items()])
-    bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
+    if model.imputes_missing:  # nulls and NaN are the model's to impute: only infinities cannot be scored
+        bad = [F.coalesce(F.abs(F.col(c)) == F.lit(float("inf")), F.lit(False)) for c in numeric]
+    else:
+        bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
     frame = frame.withColumn(_SCORABLE, ~functools.reduce(lambda a, b: a | b, bad) if bad else F.lit(True))
     unscorable = frame.filter(~F.col(_SCORABLE)).count()  # no model in this pass: the inputs only
     placeholders = {c: F.when(F.col(_SCORABLE), F.col(c)).otherwise(F.lit(0).cast(typed[c])) for c in numeric}
@@ -131,6 +135,7 @@ _SCORABLE = "__sparkmlops_scorable"
 def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
     """Drift of ``params.current_path`` against the reference, per feature (and of the model's
     predictions when a model is given); logs the table, the figure, max_psi and drifted_features."""
+    from pyspark.sql import functions as F
 
     model, reference_path = checked
     reference = validation.read_dataset(spark, reference_path)
@@ -159,15 +164,30 @@ def check_drift_and_log(spark, params: DriftParams, checked) -> dict:
 
     retyped = {c: f"{types[c]} -> {current_types[c]}" for c in features if kind(types[c]) != kind(current_types[c])}
     numeric = [c for c in features if kind(types[c]) == "numeric"]
-    categorical = [c for c in features if kind(types[c]) == "string"]
-    results = feature_drift(reference, current, numeric, categorical, params.bins)
+    categorical = [c for c in features if kind(types[c]) in ("string", "boolean")]
+    # booleans (features and labels of train's models) drift as two categories
+    booleans_as_text = {c: F.col(c).cast("string") for c in categorical if types[c] == "boolean"}
+    results = feature_drift(
+        reference.withColumns(booleans_as_text),
+        current.withColumns(booleans_as_text),
+        numeric,
+        categorical,
+        params.bins,
+    )
     unscorable = {}
     if model is not None:
         spark_model = scoring.load_spark_model(model)
         (reference_predictions, reference_unscorable), (current_predictions, current_unscorable) = (
             scorable_predictions(spark_model, df, model) for df in (reference, current)
         )
-        shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
+        if model.task == "classification":  # a shift in the shares of the predicted classes
+            as_text = [
+                p.select(F.col("prediction").cast("string").alias("prediction"))
+                for p in (reference_predictions, current_predictions)
+            ]
+            shift = feature_drift(*as_text, [], ["prediction"], params.bins)[0]
+        else:
+            shift = numeric_drift(reference_predictions, current_predictions, ["prediction"], params.bins)[0]
         results.append(FeatureDrift(**{**shift.as_dict(), "feature": PREDICTION_FEATURE}))
         unscorable = {"reference_unscorable_rows": reference_unscorable, "current_unscorable_rows": current_unscorable}
     table = drift_table(results, params.threshold, retyped)

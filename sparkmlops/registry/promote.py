@@ -13,7 +13,7 @@ only if ``@champion`` is still the version the promotion started from (else exit
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from sparkmlops.core import choices, model_registry, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
@@ -21,7 +21,8 @@ from sparkmlops.core.errors import JobFailed, UserInputError
 from sparkmlops.data import digests, generators, parameters, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import metrics as model_metrics
-from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
+from sparkmlops.fitting import spark_pipeline
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRIC_CHOICES
 from sparkmlops.inference import resolve, scoring
 
 MIN_HELDOUT_ROWS = 10
@@ -34,7 +35,7 @@ class PromoteParams:
     model_name: str = param("", "Registered model name.", required=True)
     version: str = param("", "Candidate: a version number or an alias; empty = the newest version.")
     data_path: str = parameters.data_path()
-    metric: str = param("rmse", "{choices}, on the held-out rows.", choices=METRICS)
+    metric: str = param("auto", "{choices}, on the held-out rows.", choices=METRIC_CHOICES)
     min_improvement: float = param(0.0, "Relative gain over @champion needed to promote, in [0, 1).")
     force: bool = param(False, "Make --version @champion without evaluating (rollback).")
 
@@ -43,7 +44,7 @@ class PromoteParams:
         if not self.model_name:
             raise UserInputError("model_name is empty: pass -P model_name=<registered model>.")
         model_registry.check_model_name(self.model_name, "model_name")
-        choices.check("metric", self.metric, METRICS)
+        choices.check("metric", self.metric, METRIC_CHOICES)
         if not 0.0 <= self.min_improvement < 1.0:
             raise UserInputError(
                 f"min_improvement is a relative gain in [0, 1) (0.05 = 5% better than "
@@ -62,7 +63,7 @@ class PromoteParams:
         champion_model = None
         if champion is not None and str(champion.version) != str(candidate.version) and not self.force:
             champion_model = spark_model_of(self.model_name, champion, "the current @champion")
-        return Plan(self, candidate, candidate_model, champion, champion_model)
+        return Plan(self, candidate, candidate_model, champion, champion_model).checked()
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +100,29 @@ class Plan:
     @property
     def is_champion_already(self) -> bool:
         return self.champion is not None and str(self.champion.version) == str(self.candidate.version)
+
+    @property
+    def task(self) -> str:
+        return self.candidate_model.task
+
+    @property
+    def metric(self) -> str:
+        """The gate's metric: the one asked for, or the task's default (rmse; log_loss for a classifier)."""
+        return model_metrics.metric_for(self.params.metric, self.task, len(self.candidate_model.classes))
+
+    def checked(self) -> Plan:
+        """The versions predict the same thing and the metric fits it; one line otherwise (before Spark)."""
+        champion = self.champion_model
+        if champion is not None and (champion.task, champion.classes) != (self.task, self.candidate_model.classes):
+            raise UserInputError(
+                f"v{self.candidate.version} is a {self.task} model"
+                + (f" of classes {self.candidate_model.classes}" if self.candidate_model.classes else "")
+                + f" but @champion v{self.champion.version} is a {champion.task} model"
+                + (f" of classes {champion.classes}" if champion.classes else "")
+                + ": versions of one registered model must predict the same thing; register it under another name."
+            )
+        model_metrics.metric_for(self.params.metric, self.task, len(self.candidate_model.classes))  # or one line
+        return self
 
 
 @dataclass
@@ -251,7 +275,15 @@ def heldout_rows(data: splits.LabelledData, versions: list, data_path: str):
 def evaluate(spark, plan: Plan, data_path: str) -> dict:
     """Score the candidate (and @champion) on the held-out rows: metrics prefixed by role, and row count."""
     label_col = label_col_of(plan)
-    data = splits.load_labelled(spark, data_path, label_col)
+    models = [m for m in (plan.candidate_model, plan.champion_model) if m is not None]
+    # the model's own columns only: a column its training left out may hold anything (one missing from the data
+    # is refused by the signature check below, naming it)
+    present = set(validation.read_dataset(spark, data_path).columns)
+    features = tuple(c for c, _ in plan.candidate_model.input_columns() if c in present)
+    choice = data_schema.ColumnChoice(plan.task, features=features, can_classify=True)
+    data = splits.load_labelled(
+        spark, data_path, label_col, choice, imputes_missing=all(m.imputes_missing for m in models), for_training=False
+    )
     try:
         versions = [("candidate", plan.candidate)]
         if plan.champion_model is not None:
@@ -270,13 +302,40 @@ def evaluate(spark, plan: Plan, data_path: str) -> dict:
         for role, resolved in (("candidate", plan.candidate_model), ("champion", plan.champion_model)):
             if resolved is None:
                 continue
-            scored = scoring.score_frame(scoring.load_spark_model(resolved), heldout, resolved)
-            metrics = model_metrics.regression_metrics(scored, label_col)
+            if plan.task == "classification":
+                metrics = classifier_metrics(resolved, heldout, label_col, data.spec)
+            else:
+                scored = scoring.score_frame(scoring.load_spark_model(resolved), heldout, resolved)
+                metrics = model_metrics.regression_metrics(scored, label_col)
             results.update({f"{role}_{k}": v for k, v in metrics.items()})
         heldout.unpersist()
         return results
     finally:
         data.cached.unpersist()
+
+
+def classifier_metrics(model: resolve.ResolvedModel, heldout, label_col: str, spec) -> dict[str, float]:
+    """A classifier's metrics on the held-out rows; refused when they hold a class the model never learnt."""
+    from pyspark.sql import functions as F
+
+    model_spec = replace(spec, classes=tuple(model.classes))
+    unknown = (
+        heldout.select(F.col(label_col).cast("string").alias("c"))
+        .filter(~F.col("c").isin(spark_pipeline.label_strings(model_spec)))
+        .distinct()
+        .limit(5)
+        .collect()
+    )
+    if unknown:
+        raise UserInputError(
+            f"the held-out rows of '{label_col}' hold class(es) {', '.join(r.c for r in unknown)} that the model "
+            f"never learnt (its classes: {', '.join(map(str, model.classes))}): its accuracy on them is undefined; "
+            "pass -P data_path= labelled rows of the model's classes, or retrain on data with every class."
+        )
+    checked = resolve.check_input_against_signature(heldout, model)
+    metrics, predictions = spark_pipeline.evaluate(scoring.load_spark_model(model), checked, model_spec)
+    predictions.unpersist()
+    return metrics
 
 
 def check_champion_unchanged(plan: Plan) -> None:
@@ -315,7 +374,7 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
             result.decision, result.champion_version = "promoted_first", candidate
         else:
             improvement = relative_improvement(
-                params.metric, result.metrics[f"candidate_{params.metric}"], result.metrics[f"champion_{params.metric}"]
+                plan.metric, result.metrics[f"candidate_{plan.metric}"], result.metrics[f"champion_{plan.metric}"]
             )
             result.metrics["improvement"] = improvement
             if beats(improvement, params.min_improvement):
@@ -335,14 +394,14 @@ def promote_and_log(spark, plan: Plan) -> PromotionResult:
         version_tags = {
             "promotion_decision": result.decision,
             "promotion_run_id": result.run_id,
-            "promotion_metric": params.metric,
+            "promotion_metric": plan.metric,
             "promotion_min_improvement": params.min_improvement,
             "promotion_previous_champion": champion or "none",
         }
         version_tags.update({f"promotion_{k}": v for k, v in result.metrics.items()})
         model_registry.set_version_tags(name, candidate, version_tags)
     tracking.set_tags({"decision": result.decision, "champion_version": result.champion_version})
-    print(result.line(params.metric), flush=True)
+    print(result.line(plan.metric), flush=True)
     return result
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from sparkmlops.core import choices, environment, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import NotReproduced, UserInputError
+from sparkmlops.data import schema as data_schema
 from sparkmlops.data import splits, validation
 from sparkmlops.reproduce.code_source import (
     clone_at,
@@ -196,7 +197,13 @@ def check_data(spark, original: OriginalRun) -> DataCheck:
     """Does the run's data still have its logged content digest? If not, say what changed."""
     try:
         validation.check_input_path(original.data_path)
-        data = splits.load_labelled(spark, original.data_path, original.label_col)
+        data = splits.load_labelled(
+            spark,
+            original.data_path,
+            original.label_col,
+            data_schema.choice_of_run(original.parameters),
+            imputes_missing=original.entry_point in ("train", "main"),
+        )
     except UserInputError as exc:
         return DataCheck(False, [f"{original.data_path} can no longer be read as the run's data: {exc}"], "")
     if data.digest == original.data_digest:

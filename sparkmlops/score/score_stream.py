@@ -299,9 +299,9 @@ _BAD_ROW = "sparkmlops-bad-value"
 
 
 def guard_values(source, model: resolve.ResolvedModel):
-    """The stream with every numeric model input checked row by row: a null, NaN or infinite value
-    stops the query with an error naming the file it came from (the batch scorers count such rows
-    before writing; a stream cannot look ahead)."""
+    """The stream with every numeric model input checked row by row: an infinite value (or a null or NaN,
+    unless the model imputes them) stops the query with an error naming the file it came from (the batch
+    scorers count such rows before writing; a stream cannot look ahead)."""
     from pyspark.sql import functions as F
 
     guarded = {}
@@ -309,10 +309,12 @@ def guard_values(source, model: resolve.ResolvedModel):
         if kind not in ("double", "float", "long", "integer"):
             continue
         value = F.col(column).cast("double")
-        bad = value.isNull() | F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
-        message = F.concat(
-            F.lit(f"{_BAD_ROW}: file "), F.input_file_name(), F.lit(f" has a null, NaN or infinite {column}")
-        )
+        bad = F.abs(value) == F.lit(float("inf"))
+        if model.imputes_missing:
+            bad, what = F.coalesce(bad, F.lit(False)), "an infinite"
+        else:
+            bad, what = value.isNull() | F.isnan(value) | bad, "a null, NaN or infinite"
+        message = F.concat(F.lit(f"{_BAD_ROW}: file "), F.input_file_name(), F.lit(f" has {what} {column}"))
         guarded[column] = F.when(bad, F.raise_error(message)).otherwise(F.col(column))
     return source.withColumns(guarded) if guarded else source
 
@@ -325,7 +327,7 @@ def stream_failure(exception) -> Exception:
         "remove or fix it, then run the same command again: committed micro-batches stay as they are and "
         "the stream resumes after them."
     )
-    marked = re.search(rf"{_BAD_ROW}: (file \S+ has a null, NaN or infinite \S+)", text)
+    marked = re.search(rf"{_BAD_ROW}: (file \S+ has (?:a null, NaN or infinite|an infinite) \S+)", text)
     if marked:
         return UserInputError(f"score_stream stopped: {marked.group(1)}: {resume}")
     unreadable = re.search(r"\[(FAILED_READ_FILE[.\w]*)\] Encountered error while reading file (.+?)\.(?:\s|$)", text)

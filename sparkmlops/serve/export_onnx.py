@@ -84,6 +84,7 @@ class ExportPlan:
                 for c, (_, labels, handle) in self.plan.string_columns.items()
             },
             "numeric_columns": list(self.plan.numeric_inputs),
+            "imputed_columns": sorted(column for column, _ in self.plan.imputed.values()),
             "tree_model": self.plan.trees.kind,
             "n_trees": self.plan.trees.n_trees,
             "source_model_uri": self.source.uri,
@@ -96,9 +97,12 @@ def _training_data_path(source: resolve.ResolvedModel) -> str:
     return path if path and (not validation.is_local_path(path) or os.path.exists(validation.local_path(path))) else ""
 
 
-def parity_frame(spark, data_path: str, string_columns: list[str], feature_columns: list[str], model=None):
-    """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null. With
-    ``model``, the data is first checked as scorers check theirs (signature, finite numeric values)."""
+def parity_frame(
+    spark, data_path: str, string_columns: list[str], feature_columns: list[str], model=None, imputed_columns=()
+):
+    """Rows to compare on: a sample of the data, plus copies whose categories are unseen or null, and whose
+    imputed numeric columns are null (one at a time, then all). With ``model``, the data is first checked as
+    scorers check theirs (signature, finite numeric values)."""
     from pyspark.sql import functions as F
 
     source = validation.read_dataset(spark, data_path)
@@ -115,6 +119,11 @@ def parity_frame(spark, data_path: str, string_columns: list[str], feature_colum
         for i, column in enumerate(string_columns):  # one column unseen or null at a time
             value = F.lit(UNSEEN_CATEGORY) if i % 2 == 0 else F.lit(None).cast("string")
             parts.append(head.limit(5).withColumn(column, value))
+    if imputed_columns:
+        types = dict(source.dtypes)
+        parts.append(head.withColumns({c: F.lit(None).cast(types[c]) for c in imputed_columns}))
+        for column in imputed_columns:
+            parts.append(head.limit(5).withColumn(column, F.lit(None).cast(types[column])))
     frame = parts[0]
     for part in parts[1:]:
         frame = frame.unionByName(part)
@@ -125,7 +134,14 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     """Score the parity rows with Spark and with the exported model's pyfunc code; return the differences."""
 
     columns = [c for c, _ in plan.source.input_columns()]
-    frame = parity_frame(spark, data_path, list(plan.plan.string_columns), columns, model=plan.source)
+    frame = parity_frame(
+        spark,
+        data_path,
+        list(plan.plan.string_columns),
+        columns,
+        model=plan.source,
+        imputed_columns=[column for column, _ in plan.plan.imputed.values()],
+    )
     checked = resolve.check_input_against_signature(frame, plan.source, what="parity data")
     spark_model = scoring.load_spark_model(plan.source)
     scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()
@@ -175,6 +191,8 @@ def log_onnx_model(plan: ExportPlan, input_example, workdir: str):
         signature=plan.source.signature,
         input_example=input_example,
         pip_requirements=environment.model_pip_requirements(ONNX_RUNTIME_PACKAGES),
+        # What scorers read from MLmodel: the task, and whether nulls and NaN are the model's to impute.
+        metadata={**(plan.source.metadata or {}), "imputes_missing": bool(plan.plan.imputed)},
     )
 
 

@@ -2,6 +2,10 @@
 
 Raw columns in, ``prediction`` out, computed as Spark computes it:
 
+- SQLTransformer of train's missing-value indicators (``CAST((`c` IS NULL OR isnan(`c`)) AS DOUBLE) AS
+  `c_na```): IsNaN of the raw column (a null arrives as NaN) as 0/1.
+- ImputerModel (missingValue NaN): its output column is Where(IsNaN(x), surrogate, x), the surrogate
+  truncated for an integer column as Spark casts it back to the column's type.
 - StringIndexerModel (handleInvalid keep or error): ``ai.onnx.ml.LabelEncoder`` from each label to its
   index; a value not among the labels (unseen, or a null mapped to a sentinel by the caller) gets
   ``len(labels)``, Spark's "keep" bucket.
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.serve.saved_pipeline import (
     TREE_MODELS,
@@ -46,7 +51,10 @@ NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # what the runtime feeds for a nu
 EXPM1_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
+INDICATOR = re.compile(r"CAST\(\(`([^`]+)` IS NULL OR isnan\(`\1`\)\) AS DOUBLE\) AS `([^`]+)`")
 SUPPORTED_STAGES = (
+    "SQLTransformer (train's missing-value indicators)",
+    "ImputerModel",
     "StringIndexerModel",
     "VectorAssembler",
     "RandomForestRegressionModel",
@@ -77,7 +85,9 @@ class PipelinePlan:
     trees: TreeEnsembleSpec
     tree_prediction_col: str
     expm1: tuple[str, str] | None = None  # (input col, output col)
-    numeric_inputs: list[str] = field(default_factory=list)
+    numeric_inputs: list[str] = field(default_factory=list)  # raw numeric columns the graph takes
+    imputed: dict[str, tuple[str, float]] = field(default_factory=dict)  # output -> (raw column, surrogate)
+    indicators: dict[str, str] = field(default_factory=dict)  # indicator column -> the raw column it flags
 
     @property
     def input_columns(self) -> list[tuple[str, str]]:
@@ -85,11 +95,46 @@ class PipelinePlan:
         return [(c, "string") for c in self.string_columns] + [(c, "double") for c in self.numeric_inputs]
 
 
-def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
-    """Check every stage is supported and collect what the graph needs; refuse anything else."""
+def _indicators(stage: Stage) -> dict[str, str]:
+    """The indicator columns of train's first SQLTransformer, or {} when the statement is something else."""
+    statement = stage.param("statement", "").strip()
+    body = re.fullmatch(r"SELECT \*, (.*) FROM __THIS__", statement, re.DOTALL)
+    if not body:
+        return {}
+    found = INDICATOR.findall(body.group(1))
+    rebuilt = ", ".join(f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{out}`" for c, out in found)
+    return {out: c for c, out in found} if found and rebuilt == body.group(1) else {}
+
+
+def _column_pairs(stage: Stage) -> list[tuple[str, str]]:
+    """(input, output) columns of a stage that takes inputCols/outputCols or inputCol/outputCol."""
+    inputs = stage.param("inputCols") or [stage.param("inputCol")]
+    outputs = stage.param("outputCols") or [stage.param("outputCol")]
+    return list(zip(inputs, outputs))
+
+
+def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) -> PipelinePlan:
+    """Check every stage is supported and collect what the graph needs; refuse anything else. ``integer_columns``:
+    the model's integer inputs (from its signature), whose imputed value Spark truncates."""
     string_columns, assembler, trees, tree_stage, expm1 = {}, None, None, None, None
+    imputed, indicators = {}, {}
     for stage in stages:
         name = stage.short_class
+        if name == "ImputerModel":
+            missing_value = float(stage.param("missingValue", "NaN"))  # Spark writes NaN as the string "NaN"
+            if missing_value == missing_value:
+                raise UserInputError(
+                    f"stage {stage.index} ImputerModel imputes the number {missing_value}: the export supports "
+                    "only missingValue=NaN (nulls and NaN), the default."
+                )
+            surrogates = _read_parquet(os.path.join(stage.path, "data"))[0]
+            for column, output in _column_pairs(stage):
+                value = float(surrogates[column])
+                imputed[output] = (column, float(np.trunc(value)) if column in integer_columns else value)
+            continue
+        if name == "SQLTransformer" and trees is None and _indicators(stage):
+            indicators.update(_indicators(stage))
+            continue
         if name == "StringIndexerModel":
             handle = stage.param("handleInvalid", "error")
             if handle not in ("keep", "error"):
@@ -97,11 +142,9 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
                     f"stage {stage.index} StringIndexerModel has handleInvalid='{handle}': the export "
                     "supports 'keep' and 'error' (Spark drops rows with 'skip', a graph cannot)."
                 )
-            inputs = stage.param("inputCols") or [stage.param("inputCol")]
-            outputs = stage.param("outputCols") or [stage.param("outputCol")]
             labels = _read_parquet(os.path.join(stage.path, "data"))[0]
             labels_array = labels.get("labelsArray") or [labels.get("labels")]
-            for column, output, column_labels in zip(inputs, outputs, labels_array):
+            for (column, output), column_labels in zip(_column_pairs(stage), labels_array):
                 string_columns[column] = (output, list(column_labels), handle)
         elif name == "VectorAssembler":
             if assembler is not None:
@@ -140,7 +183,11 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
     if handle != "error":
         raise UserInputError(f"VectorAssembler handleInvalid='{handle}' is not supported by the export (only 'error').")
     indexed = {output: column for column, (output, _, _) in string_columns.items()}
-    numeric = [c for c in assembler.param("inputCols") if c not in indexed]
+    raw = [imputed[c][0] if c in imputed else c for c in assembler.param("inputCols") if c not in indexed]
+    numeric = list(dict.fromkeys(c for c in raw if c not in indicators))
+    unknown = sorted(set(indicators.values()) - set(numeric))
+    if unknown:
+        raise UserInputError(f"the pipeline flags missing values of {', '.join(unknown)}, which it does not assemble.")
     if trees.num_features not in (-1, len(assembler.param("inputCols"))):
         raise UserInputError("the tree model's feature count does not match the assembler's inputs.")
     prediction_col = tree_stage.param("predictionCol", "prediction")
@@ -154,7 +201,15 @@ def plan_pipeline(stages: list[Stage]) -> PipelinePlan:
     if final != "prediction":
         raise UserInputError(f"the pipeline's output column is '{final}', not 'prediction'.")
     return PipelinePlan(
-        string_columns, list(assembler.param("inputCols")), features_col, trees, prediction_col, expm1, numeric
+        string_columns,
+        list(assembler.param("inputCols")),
+        features_col,
+        trees,
+        prediction_col,
+        expm1,
+        numeric,
+        imputed,
+        indicators,
     )
 
 
@@ -189,8 +244,22 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         columns_2d[output] = f"{output}__2d"
     for column in plan.numeric_inputs:
         inputs.append(helper.make_tensor_value_info(column, TensorProto.DOUBLE, ["N"]))
-        nodes.append(helper.make_node("Unsqueeze", [column, "axes_1"], [f"{column}__2d"]))
-        columns_2d[column] = f"{column}__2d"
+        if column in plan.assembler_inputs:  # not when only its imputed copy is assembled
+            nodes.append(helper.make_node("Unsqueeze", [column, "axes_1"], [f"{column}__2d"]))
+            columns_2d[column] = f"{column}__2d"
+    surrogates = []
+    for output, (column, surrogate) in plan.imputed.items():
+        # a null arrives as NaN: both become the surrogate, as Spark's Imputer does
+        surrogates.append(_tensor(f"{output}__surrogate", surrogate, np.float64))
+        nodes.append(helper.make_node("IsNaN", [column], [f"{output}__isnan"]))
+        nodes.append(helper.make_node("Where", [f"{output}__isnan", f"{output}__surrogate", column], [output]))
+        nodes.append(helper.make_node("Unsqueeze", [output, "axes_1"], [f"{output}__2d"]))
+        columns_2d[output] = f"{output}__2d"
+    for indicator, column in plan.indicators.items():
+        nodes.append(helper.make_node("IsNaN", [column], [f"{indicator}__bool"]))
+        nodes.append(helper.make_node("Cast", [f"{indicator}__bool"], [f"{indicator}__d"], to=TensorProto.DOUBLE))
+        nodes.append(helper.make_node("Unsqueeze", [f"{indicator}__d", "axes_1"], [f"{indicator}__2d"]))
+        columns_2d[indicator] = f"{indicator}__2d"
     nodes.append(
         helper.make_node("Concat", [columns_2d[c] for c in plan.assembler_inputs], [plan.features_col], axis=1)
     )
@@ -226,7 +295,7 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         nodes.append(helper.make_node("Squeeze", ["tree_output_f64", "axes_1"], ["tree_prediction"]))
     else:
         nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
-    initializers = [axes]
+    initializers = [axes, *surrogates]
     if plan.expm1:
         initializers += [
             _tensor("one", 1.0, np.float64),
@@ -265,7 +334,11 @@ def convert_saved_pipeline(model_dir: str):
     """(ONNX model, plan) for the Spark pipeline saved in ``model_dir`` (an MLflow Spark model folder)."""
     import onnx
 
-    plan = plan_pipeline(read_stages(spark_model_dir(model_dir)))
+    signature = mlflow_models.local_model_signature(model_dir)
+    integers = (
+        [spec.name for spec in signature.inputs.inputs if spec.type.name in ("integer", "long")] if signature else []
+    )
+    plan = plan_pipeline(read_stages(spark_model_dir(model_dir)), tuple(integers))
     model = build_onnx(plan)
     onnx.checker.check_model(model, full_check=True)
     return model, plan

@@ -5,7 +5,8 @@ numpy, pandas, onnxruntime and mlflow only. Input rules follow the Spark pipelin
 
 - string columns: any value; a null or a category unseen in training gets Spark's "keep" index (a
   prediction, never an error), unless the pipeline's StringIndexer used handleInvalid='error';
-- numeric columns: numbers only; a null or NaN is refused, as Spark's VectorAssembler refuses it.
+- numeric columns: numbers only; a null or NaN is imputed inside the graph where the pipeline imputes it
+  (``imputed_columns``), and refused elsewhere, as Spark's VectorAssembler refuses it.
 
 Problems with the request raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which ``mlflow models
 serve`` answers with HTTP 400.
@@ -41,6 +42,8 @@ class OnnxPipeline:
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.string_columns = metadata["string_columns"]  # column -> labels if handleInvalid=error, else None
         self.numeric_columns = metadata["numeric_columns"]
+        imputed = set(metadata.get("imputed_columns", ()))
+        self.checked_for_nan = np.array([c not in imputed for c in self.numeric_columns], dtype=bool)
 
     def feeds(self, frame: pd.DataFrame) -> dict:
         """The graph's inputs from a DataFrame of raw columns; vectorised (a request is often one row,
@@ -75,7 +78,7 @@ class OnnxPipeline:
                             f"column {column} must be numeric, got {numbers[column][bad].iloc[0]!r}."
                         ) from None
                 raise
-            invalid = np.isnan(matrix)
+            invalid = np.isnan(matrix) & self.checked_for_nan
             if invalid.any():
                 column = self.numeric_columns[int(np.argmax(invalid.any(axis=0)))]
                 raise _bad_request(

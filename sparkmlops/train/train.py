@@ -38,7 +38,15 @@ class TrainParams(PipelineParams, parameters.TrainingData):
 def train_and_log(spark, params: TrainParams) -> TrainResult:
     """Train the pipeline and log everything to the active MLflow run (and register the model when
     ``params.register_as`` names a registered model). Returns what was logged."""
-    prepared = prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = prepare_data(
+        spark,
+        params.data_path,
+        params.label_col,
+        params.train_fraction,
+        params.seed,
+        params.column_choice(),
+        imputes_missing=True,
+    )
     try:
         result = fit_evaluate_log(prepared, params)
         if params.register_as:
@@ -51,16 +59,19 @@ def train_and_log(spark, params: TrainParams) -> TrainResult:
 
 
 def _report(params: TrainParams, result: TrainResult) -> str:
-    return (
-        f"train: rmse={result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} "
-        f"mae={result.metrics['mae']:.2f} run_id={result.run_id}"
-    )
+    metrics = result.metrics
+    if result.spec.is_classifier:
+        shown = " ".join(
+            f"{name}={metrics[name]:.3f}" for name in ("accuracy", "f1", "log_loss", "roc_auc") if name in metrics
+        )
+        return f"train: {shown} classes={len(result.spec.classes)} run_id={result.run_id}"
+    return f"train: rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} mae={metrics['mae']:.2f} run_id={result.run_id}"
 
 
 TRAIN = EntryPoint(
     name="train",
     script="train.py",
-    summary="Train and log the random-forest price model.",
+    summary="Train and log a Spark ML model: the book's random-forest price model by default, or a classifier.",
     params=TrainParams,
     job=lambda spark, params, checked: train_and_log(spark, checked),
     # named after what it is, the way the book names its run ("random-forest"): "train rf 100x5"

@@ -16,7 +16,7 @@ from sparkmlops.data import parameters, splits, validation
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest, spark_pipeline
-from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRICS
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRIC_CHOICES, METRICS
 
 # loss = sign * metric, minimised: rmse and mae as they are, r2 negated.
 METRIC_SIGN = {metric: 1.0 if lower else -1.0 for metric, lower in LOWER_IS_BETTER.items()}
@@ -28,13 +28,15 @@ class SearchFailed(JobFailed):
     """No trial succeeded: nothing to report or refit."""
 
 
-def check_search_params(label_col: str, parallelism: int, metric: str, train_fraction: float, data_path: str) -> None:
+def check_search_params(
+    label_col: str, parallelism: int, metric: str, train_fraction: float, data_path: str, metrics: dict = METRICS
+) -> None:
     """Checks tune_hyperopt and tune_grid share; they need no data and no Spark."""
     if not label_col:
-        raise UserInputError("label_col is empty: pass -P label_col=<numeric column>, e.g. price.")
+        raise UserInputError("label_col is empty: pass -P label_col=<column to predict>, e.g. price.")
     if not 1 <= parallelism <= MAX_PARALLELISM:
         raise UserInputError(f"parallelism must be between 1 and {MAX_PARALLELISM}, got {parallelism}.")
-    choices.check("metric", metric, METRICS)
+    choices.check("metric", metric, metrics)
     splits.check_train_fraction(train_fraction)
     if data_path:
         validation.check_input_path(data_path)
@@ -43,9 +45,12 @@ def check_search_params(label_col: str, parallelism: int, metric: str, train_fra
 def summary_line(entry_point: str, result) -> str:
     """The last line tune_hyperopt and tune_grid print: best parameters, test metrics, run ids."""
     metrics = result.test_metrics
+    if "rmse" in metrics:
+        shown = f"rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} mae={metrics['mae']:.2f}"
+    else:
+        shown = " ".join(f"{m}={metrics[m]:.3f}" for m in ("accuracy", "f1", "log_loss", "roc_auc") if m in metrics)
     return (
-        f"{entry_point}: best {result.best_params} test rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} "
-        f"mae={metrics['mae']:.2f} run_id={result.run_id} best_run_id={result.best_run_id}"
+        f"{entry_point}: best {result.best_params} test {shown} run_id={result.run_id} best_run_id={result.best_run_id}"
     )
 
 
@@ -68,9 +73,9 @@ VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
 
 
-def metric_param():
+def metric_param(metrics: dict = METRIC_CHOICES, default: str = "auto"):
     """What a search optimises (every tuner's ``metric``)."""
-    return param("rmse", "{choices}: what the search optimises.", choices=METRICS)
+    return param(default, "{choices}: what the search optimises.", choices=metrics)
 
 
 def summary_report(entry_point: str):
@@ -84,6 +89,9 @@ class TuneParams:
 
     data_path: str = parameters.data_path()
     label_col: str = parameters.label_col()
+    task: str = parameters.task()
+    features: str = parameters.features()
+    exclude: str = parameters.exclude()
     max_evals: int = param(16, "Number of trials.")
     parallelism: int = param(1, "Concurrent trials (engine=sklearn; Spark task slots are the real limit).")
     engine: str = param("mllib", "", choices=ENGINES)
@@ -101,7 +109,12 @@ class TuneParams:
         if self.max_evals < 1:
             raise UserInputError(f"max_evals must be >= 1 (the number of trials), got {self.max_evals}.")
         choices.check("engine", self.engine, ENGINES)
-        check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
+        check_search_params(
+            self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path, METRIC_CHOICES
+        )
+        self.base_pipeline().validate()  # task, features and exclude as train checks them
+        if self.engine == "sklearn" and self.task == "classification":
+            raise UserInputError("engine=sklearn fits regressions only: pass -P engine=mllib to tune a classifier.")
         if self.engine == "mllib" and self.parallelism != 1:
             raise UserInputError(
                 "parallelism applies to engine=sklearn: with engine=mllib every trial already "
@@ -122,11 +135,17 @@ class TuneParams:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def base_pipeline(self) -> spark_pipeline.PipelineParams:
+        """train's pipeline settings for this search's data and task: what each trial's parameters change."""
+        return spark_pipeline.PipelineParams(
+            label_col=self.label_col, task=self.task, features=self.features, exclude=self.exclude, seed=self.seed
+        )
+
 
 # Search spaces as plain data (logged as search_space.json), turned into Hyperopt expressions or Optuna
 # suggestions by the tuners: ("int", low, high, step) | ("choice", [values]) | ("family", {name: space}),
 # the last a choice whose every value brings its own parameters (a conditional space).
-def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default") -> dict:
+def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default", multiclass: bool = False) -> dict:
     """train's pipeline with each model family's own parameters. The default keeps every trial around
     the cost of train's own forest (at most 100 trees of depth 12, 40 boosting iterations of depth 6);
     ``wide`` adds the corner where one trial of ~200 depth-15 trees on all features costs minutes."""
@@ -156,6 +175,8 @@ def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default") -
             "min_instances_per_node": leaf,
         },
     }
+    if multiclass:  # MLlib's GBT classifier takes two classes only
+        del families["gbt"]
     return {"model_type": ("family", families), "log_label": ("choice", [False, True] if allow_log_label else [False])}
 
 
@@ -304,14 +325,16 @@ def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, spa
         fit_df = fit_df.repartition(parallelism)  # a one-file dataset would fit every trial on one core
     fit_df, valid_df = fit_df.cache(), valid_df.cache()
     tracking.log_metrics({"fit_rows": fit_df.count(), "validation_rows": valid_df.count()})
+    spec = prepared.spec
     label_min = prepared.profile["label_min"]
-    allow_log = label_min is not None and label_min > -1.0
+    allow_log = not spec.is_classifier and label_min is not None and label_min > -1.0
     if space is None:
         space = (
             mllib_space(
-                spark_pipeline.min_bins(category_counts(prepared.train_df, prepared.spec)),
+                spark_pipeline.min_bins(category_counts(prepared.train_df, spec)),
                 allow_log,
                 params.search_space,
+                multiclass=len(spec.classes) > 2,
             )
             if params.engine == "mllib"
             else sklearn_space(allow_log, params.search_space)
@@ -323,16 +346,17 @@ def prepare_search(spark, params: TuneParams, prepared: splits.PreparedData, spa
         tracking.experiment_id(),
         tracking.portable_tracking_uri(),
         params.engine,
-        params.metric,
+        model_metrics.metric_for(params.metric, spec.task, len(spec.classes)),
     )
-    base = spark_pipeline.PipelineParams(label_col=params.label_col, seed=params.seed)
-    return SearchData(fit_df, valid_df, space, context, base)
+    return SearchData(fit_df, valid_df, space, context, params.base_pipeline())
 
 
 def evaluate_mllib(data: SearchData, spec: data_schema.FeatureSpec, trial_params: dict) -> dict:
     """One configuration of train's Spark pipeline: fitted on the fit rows, scored on the validation rows."""
     model = spark_pipeline.fit_pipeline(data.fit_df, spec, data.base.with_model_params(**trial_params))
-    return model_metrics.regression_metrics(model.transform(data.valid_df), spec.label_col)
+    metrics, predictions = spark_pipeline.evaluate(model, data.valid_df, spec)
+    predictions.unpersist()
+    return metrics
 
 
 def sklearn_arrays(data: SearchData, spec: data_schema.FeatureSpec) -> tuple:
@@ -390,8 +414,7 @@ def refit_and_log(
     """Refit the best configuration on the whole training split, score the test split, log the model
     (and register it with ``register_as``) as `train` would."""
     if params.engine == "mllib":
-        base = spark_pipeline.PipelineParams(label_col=params.label_col, seed=params.seed)
-        refit = spark_pipeline.fit_evaluate_log(prepared, base.with_model_params(**best["params"]))
+        refit = spark_pipeline.fit_evaluate_log(prepared, params.base_pipeline().with_model_params(**best["params"]))
         test_metrics, model_uri = refit.metrics, refit.model_uri
     else:
         test_metrics, model_uri = refit_sklearn(prepared, best["params"], params.seed)
@@ -407,6 +430,7 @@ def refit_and_log(
         model_params = {
             "engine": params.engine,
             "label_col": params.label_col,
+            "task": prepared.spec.task,
             "seed": params.seed,
             "train_fraction": params.train_fraction,
             **best["params"],
@@ -431,15 +455,19 @@ def search_and_log(spark, params: TuneParams, space: dict | None, entry_point: s
     """A sequential tuner's whole job inside the active MLflow run (the parent): read, check and split
     the data, prepare the search (``space``, or the engine's default), ``run_trials(spark, params, data,
     spec) -> (trial rows, seconds)``, then the trials' summary and the refit and logging of the best."""
-    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    mllib = params.engine == "mllib"  # train's pipeline: it classifies and imputes; scikit-learn's forest here does not
+    choice = params.base_pipeline().column_choice() if mllib else data_schema.ColumnChoice()
+    prepared = splits.prepare_data(
+        spark, params.data_path, params.label_col, params.train_fraction, params.seed, choice, imputes_missing=mllib
+    )
     try:
         data = prepare_search(spark, params, prepared, space)
         try:
             rows, seconds = run_trials(spark, params, data, prepared.spec)
         finally:
             data.unpersist()
-        best = log_search_summary(rows, params.metric, data.context.parent_run_id, seconds)
-        report_search(entry_point, rows, best, seconds, params.metric)
+        best = log_search_summary(rows, data.context.metric, data.context.parent_run_id, seconds)
+        report_search(entry_point, rows, best, seconds, data.context.metric)
         return refit_and_log(prepared, params, rows, best, entry_point)
     finally:
         prepared.unpersist()

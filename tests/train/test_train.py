@@ -191,7 +191,7 @@ def test_failed_run_is_marked_failed(client, spark, tmp_path):
         max_results=1,
     )[0]
     assert failed.info.status == "FAILED"
-    assert "not numeric" in failed.data.tags["error"]
+    assert "price is string, expected double" in failed.data.tags["error"]
 
 
 @pytest.mark.parametrize("strategy", ["auto", "all", "onethird", "sqrt", "log2", "0.5", "1.0", "8"])

@@ -40,7 +40,7 @@ def bad_datasets(spark, tmp_path_factory):
     (folder / "garbage.parquet").write_text("not a parquet file\n")
     spark.createDataFrame([("a", 1.0)], "x string, y double").write.parquet(str(folder / "nolabel.parquet"))
     spark.createDataFrame([("a", "1")], "x string, price string").write.parquet(str(folder / "strlabel.parquet"))
-    spark.createDataFrame([(True, 1.0)], "flag boolean, price double").write.parquet(str(folder / "nofeat.parquet"))
+    spark.sql("SELECT DATE'2019-07-01' AS day, 1.0 AS price").write.parquet(str(folder / "nofeat.parquet"))
     return folder
 
 
@@ -49,7 +49,8 @@ def bad_datasets(spark, tmp_path_factory):
     [
         ("garbage.parquet", "cannot be read as parquet", True),  # the parquet footers, read without Spark
         ("nolabel.parquet", "label column 'price' is not in the data", False),  # the schema, read by Spark
-        ("strlabel.parquet", "label column 'price' is string, not numeric", False),
+        # task=auto takes a string label as classes; `price` is the SF Airbnb schema's number
+        ("strlabel.parquet", "price is string, expected double", False),
         ("nofeat.parquet", "no feature columns", False),
     ],
 )
