@@ -120,3 +120,15 @@ def served(model_uri: str, log_path: Path, env: dict | None = None, timeout: flo
         yield url
     finally:
         stop(process)
+
+
+def post_invocations(url: str, body: bytes, timeout: float = 30):
+    """POST ``body`` (JSON) to ``url``/invocations: (status, parsed JSON answer) or (status, error text)."""
+    import json
+
+    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

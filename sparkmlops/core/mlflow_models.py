@@ -81,7 +81,7 @@ def check_skops_trust(model_uri: str, flavors: dict) -> None:
         )
 
 
-def pyfunc_spark_udf(spark, model_uri: str, result_type: str = "double"):
+def pyfunc_spark_udf(spark, model_uri: str, result_type="double"):
     """MLflow's own Spark UDF of a python_function model, in this process's environment. Use it inside
     ``spark_udf_copies_removed``: MLflow keeps a copy of the model per UDF until the process exits."""
     return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")

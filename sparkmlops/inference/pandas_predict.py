@@ -26,6 +26,25 @@ _NUMPY_DTYPE = {
 
 
 _NUMERIC_OUTPUT = ("double", "float", "long", "integer")
+_SPARK_LABEL_TYPES = ("string", "boolean", "tinyint", "smallint", "int", "bigint")
+
+
+def output_fields(model: resolve.ResolvedModel):
+    """The Spark fields a pyfunc model's scores are written as: ``prediction`` (double), or a classifier's
+    class in the label's own type and ``probability`` (array of doubles, in the order of its classes)."""
+    from pyspark.sql import types as T
+
+    if model.task != "classification":
+        return [T.StructField("prediction", T.DoubleType(), True)]
+    label = {
+        "string": T.StringType(),
+        "boolean": T.BooleanType(),
+        "tinyint": T.ByteType(),
+        "smallint": T.ShortType(),
+        "int": T.IntegerType(),
+        "bigint": T.LongType(),
+    }[model.metadata["label_type"]]
+    return [T.StructField("prediction", label, True), T.StructField("probability", T.ArrayType(T.DoubleType()), True)]
 
 
 def _is_one_number(spec) -> bool:
@@ -49,13 +68,21 @@ def resolve_pyfunc_model(model_uri: str) -> resolve.ResolvedModel:
 
 
 def check_pyfunc_model(model: resolve.ResolvedModel) -> None:
-    """A python_function model with an input signature and one numeric output, or one clear line."""
+    """A python_function model with an input signature and one numeric output (or a classifier's class and
+    probabilities, as export_onnx logs them), or one clear line."""
     if "python_function" not in model.flavors:
         raise UserInputError(
             f"model '{model.uri}' has no python_function flavor (its flavors: "
             f"{', '.join(model.flavors)}): pass a Spark model or any pyfunc model."
         )
     model.input_columns()  # refuses a model without an input signature
+    if model.task == "classification":
+        if not model.classes or model.metadata.get("label_type") not in _SPARK_LABEL_TYPES:
+            raise UserInputError(
+                f"model '{model.uri}' says it classifies but its MLmodel metadata has no classes or a label_type "
+                f"other than {', '.join(_SPARK_LABEL_TYPES)}: log it with train or export_onnx."
+            )
+        return
     outputs = model.signature.outputs
     if outputs is not None and outputs.inputs:
         if len(outputs.inputs) != 1 or not _is_one_number(outputs.inputs[0]):
@@ -96,6 +123,21 @@ def as_prediction(output, rows: int):
     if len(values) != rows:
         raise ValueError(f"the model returned {len(values)} predictions for {rows} rows")
     return values
+
+
+def as_scores(output, rows: int, classifier: bool) -> dict:
+    """A model's output as the columns scorers write: ``prediction`` (float64), or a classifier's
+    ``prediction`` (its classes as they are) and ``probability`` (one list of floats per row)."""
+    import pandas as pd
+
+    if not classifier:
+        return {"prediction": as_prediction(output, rows)}
+    if not isinstance(output, pd.DataFrame) or not {"prediction", "probability"} <= set(output.columns):
+        raise ValueError("the classifier returned no prediction and probability columns")
+    if len(output) != rows:
+        raise ValueError(f"the model returned {len(output)} predictions for {rows} rows")
+    probability = [[float(p) for p in row] for row in output["probability"]]
+    return {"prediction": output["prediction"].to_numpy(), "probability": probability}
 
 
 _LOADED: dict[str, object] = {}  # per Python worker process: shipped folder name -> loaded model
@@ -157,24 +199,28 @@ def load_shipped_model(name: str, loads=None):
     return predict
 
 
-def predict_partition(name: str, columns: list[str], casts: dict[str, str], loads, batches, frames):
-    """mapInPandas function: one task's Arrow batches in, the same rows plus ``prediction`` out."""
+def predict_partition(
+    name: str, columns: list[str], casts: dict[str, str], loads, batches, frames, classifier: bool = False
+):
+    """mapInPandas function: one task's Arrow batches in, the same rows plus the scores out."""
     predict = load_shipped_model(name, loads)  # once per task, before the first batch
     for frame in frames:
         batches.add(1)
-        prediction = as_prediction(predict(model_features(frame, columns, casts)), len(frame))
-        yield frame.assign(prediction=prediction)
+        yield frame.assign(**as_scores(predict(model_features(frame, columns, casts)), len(frame), classifier))
 
 
-def predict_series(name: str, columns: list[str], casts: dict[str, str], loads, batches, frames):
-    """Scalar iterator pandas UDF body: one task's Arrow batches of the model's columns in, one
-    prediction Series per batch out."""
+def predict_series(
+    name: str, columns: list[str], casts: dict[str, str], loads, batches, frames, classifier: bool = False
+):
+    """Scalar iterator pandas UDF body: one task's Arrow batches of the model's columns in, per batch one
+    prediction Series (a classifier: a frame of prediction and probability) out."""
     import pandas as pd
 
     predict = load_shipped_model(name, loads)  # once per task, before the first batch
     for frame in frames:
         batches.add(1)
-        yield pd.Series(as_prediction(predict(model_features(frame, columns, casts)), len(frame)))
+        scores = as_scores(predict(model_features(frame, columns, casts)), len(frame), classifier)
+        yield pd.DataFrame(scores) if classifier else pd.Series(scores["prediction"])
 
 
 def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict | None = None):
@@ -187,6 +233,7 @@ def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict
 
     import pandas as pd
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     casts = pandas_casts(df, model)
     ship_package(spark)  # predict_series lives in this package
@@ -195,12 +242,20 @@ def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict
     if counters is not None:
         counters.update(model_loads=loads, batches=batches)
     columns = [c for c, _ in model.input_columns()]
-    body = functools.partial(predict_series, name, columns, casts, loads, batches)
+    classifier = model.task == "classification"
+    body = functools.partial(predict_series, name, columns, casts, loads, batches, classifier=classifier)
 
     def predict(frames):
         return body(frames)
 
     # The type hints that make it a scalar *iterator* UDF (called once per task with all its batches).
-    predict.__annotations__ = {"frames": Iterator[pd.DataFrame], "return": Iterator[pd.Series]}
-    udf = F.pandas_udf(predict, "double")
-    return df.withColumn("prediction", udf(F.struct(*[F.col(c) for c in columns])))
+    returned = pd.DataFrame if classifier else pd.Series
+    predict.__annotations__ = {"frames": Iterator[pd.DataFrame], "return": Iterator[returned]}
+    fields = output_fields(model)
+    udf = F.pandas_udf(predict, T.StructType(fields) if classifier else fields[0].dataType)
+    scored = udf(F.struct(*[F.col(c) for c in columns]))
+    if not classifier:
+        return df.withColumn("prediction", scored)
+    return df.withColumn("__scores", scored).select(
+        *df.columns, *[F.col(f"__scores.{f.name}").alias(f.name) for f in fields]
+    )

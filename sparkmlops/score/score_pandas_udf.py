@@ -27,6 +27,7 @@ from sparkmlops.core.spark import session_conf, ship_package
 from sparkmlops.data import parameters
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.inference.pandas_predict import (
+    output_fields,
     pandas_casts,
     predict_partition,
     resolve_pyfunc_model,
@@ -67,9 +68,9 @@ class PandasUdfParams:
 
 
 def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict | None = None):
-    """``df`` plus ``prediction``, scored by ``mapInPandas``. ``counters`` receives the accumulators
-    ``model_loads`` and ``batches`` (read them after an action)."""
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    """``df`` plus the scores (``output_fields``), scored by ``mapInPandas``. ``counters`` receives the
+    accumulators ``model_loads`` and ``batches`` (read them after an action)."""
+    from pyspark.sql.types import StructType
 
     casts = pandas_casts(df, model)
     ship_package(spark)  # the function below lives in this package
@@ -78,8 +79,10 @@ def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict 
     if counters is not None:
         counters.update(model_loads=loads, batches=batches)
     columns = [c for c, _ in model.input_columns()]
-    schema = StructType(df.schema.fields + [StructField("prediction", DoubleType(), True)])
-    return df.mapInPandas(functools.partial(predict_partition, name, columns, casts, loads, batches), schema)
+    schema = StructType(df.schema.fields + output_fields(model))
+    classifier = model.task == "classification"
+    predict = functools.partial(predict_partition, name, columns, casts, loads, batches, classifier=classifier)
+    return df.mapInPandas(predict, schema)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,16 +90,26 @@ def score_map_in_pandas(spark, df, model: resolve.ResolvedModel, counters: dict 
 
 
 def score_spark_udf(spark, df, model: resolve.ResolvedModel):
-    """``df`` plus ``prediction``, scored by ``mlflow.pyfunc.spark_udf`` (same process environment)."""
+    """``df`` plus the scores (``output_fields``), scored by ``mlflow.pyfunc.spark_udf`` (same process
+    environment); a classifier's as a struct of its prediction and probability columns."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
 
     pandas_casts(df, model)  # the same up-front check; spark_udf enforces the signature's types itself
-    udf = mlflow_models.pyfunc_spark_udf(spark, model.load_uri)
+    fields = output_fields(model)
+    classifier = model.task == "classification"
+    udf = mlflow_models.pyfunc_spark_udf(
+        spark, model.load_uri, result_type=StructType(fields) if classifier else "double"
+    )
     # A struct argument reaches the model as a DataFrame with the struct's field names.
     features = F.struct(
         *[F.col(c).cast(resolve.SPARK_TYPE.get(kind, "string")).alias(c) for c, kind in model.input_columns()]
     )
-    return df.withColumn("prediction", udf(features))
+    if not classifier:
+        return df.withColumn("prediction", udf(features))
+    return df.withColumn("__scores", udf(features)).select(
+        *df.columns, *[F.col(f"__scores.{f.name}").alias(f.name) for f in fields]
+    )
 
 
 def score_with_pandas_udf(spark, params: PandasUdfParams, model: resolve.ResolvedModel) -> dict:

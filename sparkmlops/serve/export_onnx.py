@@ -5,7 +5,8 @@ The conversion reads the saved model files only (sparkmlops.serve.onnx_convert),
 refused before Spark starts. Parity is then measured on real rows: the model's training data (or the
 generated data, or ``parity_data_path``) plus copies with unseen and null categories, scored by Spark's
 ``transform`` and by the exported model's own pyfunc code; the export fails if any prediction differs
-by more than ``PARITY_TOLERANCE`` (relative).
+by more than ``PARITY_TOLERANCE`` (relative); for a classifier, if any class differs or any probability differs by
+more than ``PARITY_TOLERANCE`` (absolute).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class ExportPlan:
             "tree_model": self.plan.trees.kind,
             "n_trees": self.plan.trees.n_trees,
             "source_model_uri": self.source.uri,
+            **({"classes": self.plan.classes} if self.plan.is_classifier else {}),
         }
 
 
@@ -144,12 +146,20 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
     )
     checked = resolve.check_input_against_signature(frame, plan.source, what="parity data")
     spark_model = scoring.load_spark_model(plan.source)
-    scored = spark_model.transform(checked).select(*columns, "prediction").toPandas()
+    outputs = ["prediction", "probability"] if plan.plan.is_classifier else ["prediction"]
+    transformed = spark_model.transform(checked)
+    if plan.plan.is_classifier:
+        from pyspark.ml.functions import vector_to_array
+
+        transformed = transformed.withColumn("probability", vector_to_array("probability"))
+    scored = transformed.select(*columns, *outputs).toPandas()
     with tempfile.TemporaryDirectory(prefix="sparkmlops-parity-") as folder:
         # One thread, as served: with several, onnxruntime splits the trees and float32 sums round differently.
-        exported = OnnxPipeline(plan.write_graph(folder), plan.metadata(), intra_op_threads=1).predict(scored[columns])
+        exported = OnnxPipeline(plan.write_graph(folder), plan.metadata(), intra_op_threads=1).outputs(scored[columns])
+    if plan.plan.is_classifier:
+        return _class_parity(scored, exported)
     expected = scored["prediction"].to_numpy(dtype=np.float64)
-    absolute = np.abs(exported - expected)
+    absolute = np.abs(exported["prediction"] - expected)
     relative = absolute / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
     worst = int(np.argmax(relative)) if len(relative) else 0
     return {
@@ -159,9 +169,46 @@ def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:
         "worst": {
             "row": worst,
             "spark": float(expected[worst]) if len(expected) else 0.0,
-            "onnx": float(exported[worst]) if len(expected) else 0.0,
+            "onnx": float(exported["prediction"][worst]) if len(expected) else 0.0,
         },
     }
+
+
+def _class_parity(scored, exported: dict) -> dict:
+    """A classifier's parity: rows whose class differs, and the largest difference of a probability."""
+    expected = np.stack(scored["probability"].to_numpy()) if len(scored) else np.zeros((0, 1))
+    absolute = np.abs(exported["probability"] - expected).max(axis=1, initial=0.0)
+    mismatched = scored["prediction"].to_numpy() != exported["prediction"]
+    worst = int(np.argmax(mismatched)) if mismatched.any() else int(np.argmax(absolute)) if len(absolute) else 0
+    return {
+        "parity_rows": float(len(scored)),
+        "parity_class_mismatches": float(mismatched.sum()),
+        "parity_max_abs_diff": float(absolute.max(initial=0.0)),
+        "worst": {
+            "row": worst,
+            "spark": f"{scored['prediction'].iloc[worst]!r} {expected[worst].tolist()}" if len(scored) else "",
+            "onnx": f"{exported['prediction'][worst]!r} {exported['probability'][worst].tolist()}"
+            if len(scored)
+            else "",
+        },
+    }
+
+
+def check_parity(parity: dict, worst: dict) -> None:
+    """Raise ParityError when the graph does not reproduce Spark within PARITY_TOLERANCE."""
+    rows = int(parity["parity_rows"])
+    where = f"(row {worst['row']}: Spark {worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported."
+    if "parity_class_mismatches" in parity:
+        if parity["parity_class_mismatches"] or not parity["parity_max_abs_diff"] <= PARITY_TOLERANCE:
+            raise ParityError(
+                f"the exported graph gives another class than Spark on {int(parity['parity_class_mismatches'])} "
+                f"of {rows} rows and probabilities differing by up to {parity['parity_max_abs_diff']:.3g} {where}"
+            )
+    elif not parity["parity_max_rel_diff"] <= PARITY_TOLERANCE:
+        raise ParityError(
+            f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
+            f"(relative) on {rows} rows {where}"
+        )
 
 
 def _pyfunc_code(workdir: str) -> str:
@@ -219,12 +266,7 @@ def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
     parity = measure_parity(spark, plan, data_path)
     worst = parity.pop("worst")
     tracking.log_metrics({**parity, "n_trees": plan.plan.trees.n_trees})
-    if not parity["parity_max_rel_diff"] <= PARITY_TOLERANCE:
-        raise ParityError(
-            f"the exported graph differs from Spark by up to {parity['parity_max_rel_diff']:.3g} "
-            f"(relative) on {int(parity['parity_rows'])} rows (row {worst['row']}: Spark "
-            f"{worst['spark']!r}, ONNX {worst['onnx']!r}); nothing was exported."
-        )
+    check_parity(parity, worst)
     example = (
         validation.read_dataset(spark, data_path)
         .select(*[c for c, _ in plan.source.input_columns()])
@@ -262,9 +304,13 @@ def _export_and_log(spark, plan: ExportPlan, workdir: str) -> dict:
 
 def _report(params: ExportParams, summary: dict) -> str:
     registered = f" registered version {summary['registered_version']}" if summary["registered_version"] else ""
+    if "parity_class_mismatches" in summary:
+        difference = f"same class as Spark, max probability difference {summary['parity_max_abs_diff']:.2e}"
+    else:
+        difference = f"max relative difference to Spark {summary['parity_max_rel_diff']:.2e}"
     return (
-        f"export_onnx: {int(summary['parity_rows'])} rows, max relative difference to Spark "
-        f"{summary['parity_max_rel_diff']:.2e}; model {summary['model_uri']} run_id={summary['run_id']}{registered}"
+        f"export_onnx: {int(summary['parity_rows'])} rows, {difference}; model {summary['model_uri']} "
+        f"run_id={summary['run_id']}{registered}"
     )
 
 

@@ -20,6 +20,12 @@ Raw columns in, ``prediction`` out, computed as Spark computes it:
   node's default side, base_score folded into the first tree's leaves so the float32 sums round alike.
 - SQLTransformer ``SELECT *, expm1(<col>) AS prediction FROM __THIS__`` (train's log_label): expm1,
   with its Taylor series near 0 where exp(x) - 1 would lose digits.
+- RandomForestClassificationModel / DecisionTreeClassificationModel: the TreeEnsemble gives each row's leaf in
+  each tree; a Gather of the leaves' class counts (divided by the leaf's total for a forest) summed over the
+  trees is Spark's rawPrediction, divided by its sum the ``probability``. GBTClassificationModel (binary): the
+  margin m as for GBT regression, rawPrediction (-m, m), probability 1 / (1 + exp(2m)) and its complement.
+  The class is the first largest rawPrediction (ArgMax, as Spark's argmax), then train's IndexToString and
+  ``CAST(<label> AS <type>)``: a Gather from the classes in the label's own type (string, boolean, integer).
 
 Any other stage, or a parameter the graph cannot honour, is refused with one line naming it.
 """
@@ -35,6 +41,7 @@ import numpy as np
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.serve.saved_pipeline import (
+    CLASSIFIER_MODELS,
     TREE_MODELS,
     Stage,
     TreeEnsembleSpec,
@@ -48,6 +55,10 @@ ML_DOMAIN = "ai.onnx.ml"
 ONNX_OPSET = 18
 ML_OPSET = 5  # TreeEnsemble
 NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # what the runtime feeds for a null string: never a label
+CAST_STATEMENT = re.compile(
+    r"^\s*SELECT\s+\*\s*,\s*CAST\(\s*(\w+)\s+AS\s+(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
+)
+INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
 EXPM1_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
@@ -62,6 +73,10 @@ SUPPORTED_STAGES = (
     "DecisionTreeRegressionModel",
     "SparkXGBRegressorModel (reg:squarederror)",
     "SQLTransformer (expm1 of the prediction)",
+    "RandomForestClassificationModel",
+    "GBTClassificationModel (two classes)",
+    "DecisionTreeClassificationModel",
+    "IndexToString + SQLTransformer (CAST of the class to the label's type)",
 )
 
 
@@ -88,6 +103,12 @@ class PipelinePlan:
     numeric_inputs: list[str] = field(default_factory=list)  # raw numeric columns the graph takes
     imputed: dict[str, tuple[str, float]] = field(default_factory=dict)  # output -> (raw column, surrogate)
     indicators: dict[str, str] = field(default_factory=dict)  # indicator column -> the raw column it flags
+    classes: list | None = None  # a classifier's classes in the label's own values and index order
+    label_type: str = ""  # Spark's type of the label (and so of a classifier's prediction)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
 
     @property
     def input_columns(self) -> list[tuple[str, str]]:
@@ -117,7 +138,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
     """Check every stage is supported and collect what the graph needs; refuse anything else. ``integer_columns``:
     the model's integer inputs (from its signature), whose imputed value Spark truncates."""
     string_columns, assembler, trees, tree_stage, expm1 = {}, None, None, None, None
-    imputed, indicators = {}, {}
+    imputed, indicators, class_labels, classes, label_type = {}, {}, None, None, ""
     for stage in stages:
         name = stage.short_class
         if name == "ImputerModel":
@@ -150,10 +171,26 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
             if assembler is not None:
                 raise UserInputError(f"stage {stage.index}: a second VectorAssembler is not supported by the export.")
             assembler = stage
-        elif stage.cls in TREE_MODELS:
+        elif stage.cls in TREE_MODELS or stage.cls in CLASSIFIER_MODELS:
             if trees is not None:
                 raise UserInputError(f"stage {stage.index}: a second tree model is not supported by the export.")
+            if stage.cls in CLASSIFIER_MODELS:
+                _check_classifier(stage)
             trees, tree_stage = read_tree_ensemble(stage), stage
+        elif name == "IndexToString" and tree_stage is not None and tree_stage.cls in CLASSIFIER_MODELS:
+            if stage.param("inputCol") != tree_stage.param("predictionCol", "prediction") or class_labels is not None:
+                raise UserInputError(f"stage {stage.index} IndexToString does not read the classifier's prediction.")
+            class_labels = (list(stage.param("labels") or []), stage.param("outputCol"))
+        elif name == "SQLTransformer" and class_labels is not None and classes is None:
+            match = CAST_STATEMENT.match(stage.param("statement", ""))
+            if not match or match.group(1) != class_labels[1] or match.group(3) != "prediction":
+                raise UserInputError(
+                    f"stage {stage.index} SQLTransformer '{stage.param('statement', '')}' is not supported: after "
+                    "IndexToString the export handles only 'SELECT *, CAST(<label> AS <type>) AS prediction FROM "
+                    "__THIS__'."
+                )
+            label_type = match.group(2).lower()
+            classes = _cast_classes(class_labels[0], label_type)
         elif name == "SQLTransformer":
             match = EXPM1_STATEMENT.match(stage.param("statement", ""))
             if not match or tree_stage is None or match.group(1) != tree_stage.param("predictionCol", "prediction"):
@@ -197,7 +234,16 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
             "the XGBoost model treats a number (missing=...) as missing: the export supports "
             "only missing=NaN, the default."
         )
-    final = expm1[1] if expm1 else prediction_col
+    if tree_stage.cls in CLASSIFIER_MODELS:
+        if classes is None:
+            raise UserInputError(
+                "the classifier's class index is not mapped back to the label (IndexToString and a CAST): export "
+                "classifiers logged by train."
+            )
+        num_classes = 2 if trees.kind == "gbt" else int(tree_stage.params.get("numClasses", len(classes)))
+        if num_classes != len(classes):
+            raise UserInputError(f"the classifier has {num_classes} classes but its labels are {classes}.")
+    final = "prediction" if classes is not None else expm1[1] if expm1 else prediction_col
     if final != "prediction":
         raise UserInputError(f"the pipeline's output column is '{final}', not 'prediction'.")
     return PipelinePlan(
@@ -210,7 +256,27 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
         numeric,
         imputed,
         indicators,
+        classes,
+        label_type,
     )
+
+
+def _check_classifier(stage: Stage) -> None:
+    if stage.param("thresholds") is not None:
+        raise UserInputError(f"stage {stage.index} {stage.short_class} sets thresholds: not supported by the export.")
+    if stage.short_class == "GBTClassificationModel" and stage.param("lossType", "logistic") != "logistic":
+        raise UserInputError(f"stage {stage.index} GBTClassificationModel: the export supports lossType=logistic.")
+
+
+def _cast_classes(labels: list[str], label_type: str) -> list:
+    """The classes as Spark's CAST of IndexToString's strings gives them: str, bool or int."""
+    if label_type == "string":
+        return list(labels)
+    if label_type == "boolean" and set(labels) <= {"true", "false"}:
+        return [label == "true" for label in labels]
+    if label_type in INTEGER_TYPES:
+        return [int(label) for label in labels]
+    raise UserInputError(f"a classifier of a {label_type} label is not supported by the export.")
 
 
 def _tensor(name: str, values, dtype) -> object:
@@ -267,7 +333,7 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     trees = plan.trees
     real = np.float32 if trees.float32 else np.float64
     attributes = dict(
-        n_targets=1,
+        n_targets=trees.n_targets,
         aggregate_function=trees.aggregate,
         post_transform=0,
         tree_roots=trees.roots,
@@ -278,7 +344,7 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         nodes_trueleafs=trees.trueleafs,
         nodes_falsenodeids=trees.falsenodeids,
         nodes_falseleafs=trees.falseleafs,
-        leaf_targetids=[0] * len(trees.leaf_weights),
+        leaf_targetids=trees.leaf_targets,
         leaf_weights=_tensor("leaf_weights", trees.leaf_weights, real),
     )
     if any(trees.missing_tracks_true):
@@ -290,37 +356,19 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         nodes.append(helper.make_node("Cast", [plan.features_col], ["features_f32"], to=TensorProto.FLOAT))
         tree_input = "features_f32"
     nodes.append(helper.make_node("TreeEnsemble", [tree_input], ["tree_output"], domain=ML_DOMAIN, **attributes))
-    if trees.float32:
-        nodes.append(helper.make_node("Cast", ["tree_output"], ["tree_output_f64"], to=TensorProto.DOUBLE))
-        nodes.append(helper.make_node("Squeeze", ["tree_output_f64", "axes_1"], ["tree_prediction"]))
-    else:
-        nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
     initializers = [axes, *surrogates]
-    if plan.expm1:
-        initializers += [
-            _tensor("one", 1.0, np.float64),
-            _tensor("half", 0.5, np.float64),
-            _tensor("sixth", 1.0 / 6.0, np.float64),
-            _tensor("small", 1e-5, np.float64),
-        ]
-        x = "tree_prediction"
-        nodes += [
-            helper.make_node("Exp", [x], ["exp_x"]),
-            helper.make_node("Sub", ["exp_x", "one"], ["exp_x_minus_1"]),
-            # x + x^2/2 + x^3/6: exact to double precision for |x| < 1e-5, where exp(x) - 1 cancels.
-            helper.make_node("Mul", [x, "sixth"], ["x_6"]),
-            helper.make_node("Add", ["x_6", "half"], ["x_6_half"]),
-            helper.make_node("Mul", [x, "x_6_half"], ["x_poly"]),
-            helper.make_node("Add", ["x_poly", "one"], ["x_poly_1"]),
-            helper.make_node("Mul", [x, "x_poly_1"], ["taylor"]),
-            helper.make_node("Abs", [x], ["abs_x"]),
-            helper.make_node("Less", ["abs_x", "small"], ["is_small"]),
-            helper.make_node("Where", ["is_small", "taylor", "exp_x_minus_1"], ["prediction"]),
+    if plan.is_classifier:
+        class_nodes, class_initializers = _classifier_nodes(plan)
+        nodes += class_nodes
+        initializers += class_initializers
+        outputs = [
+            helper.make_tensor_value_info("prediction", _label_tensor_type(plan.label_type), ["N"]),
+            helper.make_tensor_value_info("probability", TensorProto.DOUBLE, ["N", len(plan.classes)]),
         ]
     else:
-        nodes.append(helper.make_node("Identity", ["tree_prediction"], ["prediction"]))
-    output = helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])
-    graph = helper.make_graph(nodes, graph_name, inputs, [output], initializer=initializers)
+        nodes += _regression_nodes(plan, initializers)
+        outputs = [helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])]
+    graph = helper.make_graph(nodes, graph_name, inputs, outputs, initializer=initializers)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid(ML_DOMAIN, ML_OPSET)],
@@ -328,6 +376,94 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     )
     model.ir_version = 10
     return model
+
+
+def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
+    """From the ensemble's [N, 1] output to ``prediction`` [N]: Squeeze, then expm1 for a log label."""
+    from onnx import TensorProto, helper
+
+    nodes = []
+    if plan.trees.float32:
+        nodes.append(helper.make_node("Cast", ["tree_output"], ["tree_output_f64"], to=TensorProto.DOUBLE))
+        nodes.append(helper.make_node("Squeeze", ["tree_output_f64", "axes_1"], ["tree_prediction"]))
+    else:
+        nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
+    if not plan.expm1:
+        return [*nodes, helper.make_node("Identity", ["tree_prediction"], ["prediction"])]
+    initializers += [
+        _tensor("one", 1.0, np.float64),
+        _tensor("half", 0.5, np.float64),
+        _tensor("sixth", 1.0 / 6.0, np.float64),
+        _tensor("small", 1e-5, np.float64),
+    ]
+    x = "tree_prediction"
+    return nodes + [
+        helper.make_node("Exp", [x], ["exp_x"]),
+        helper.make_node("Sub", ["exp_x", "one"], ["exp_x_minus_1"]),
+        # x + x^2/2 + x^3/6: exact to double precision for |x| < 1e-5, where exp(x) - 1 cancels.
+        helper.make_node("Mul", [x, "sixth"], ["x_6"]),
+        helper.make_node("Add", ["x_6", "half"], ["x_6_half"]),
+        helper.make_node("Mul", [x, "x_6_half"], ["x_poly"]),
+        helper.make_node("Add", ["x_poly", "one"], ["x_poly_1"]),
+        helper.make_node("Mul", [x, "x_poly_1"], ["taylor"]),
+        helper.make_node("Abs", [x], ["abs_x"]),
+        helper.make_node("Less", ["abs_x", "small"], ["is_small"]),
+        helper.make_node("Where", ["is_small", "taylor", "exp_x_minus_1"], ["prediction"]),
+    ]
+
+
+def _label_tensor_type(label_type: str) -> int:
+    from onnx import TensorProto
+
+    return {"string": TensorProto.STRING, "boolean": TensorProto.BOOL}.get(label_type, TensorProto.INT64)
+
+
+def _classifier_nodes(plan: PipelinePlan) -> tuple[list, list]:
+    """From the ensemble's output to ``prediction`` (the class in the label's own type) and ``probability``
+    ([N, classes]), as Spark computes rawPrediction, probability and the class."""
+    from onnx import TensorProto, helper
+
+    nodes, initializers = [], []
+    if plan.trees.kind == "gbt":  # tree_output is the margin m, [N, 1]
+        initializers += [_tensor("one", 1.0, np.float64), _tensor("minus_two", -2.0, np.float64)]
+        nodes += [
+            helper.make_node("Neg", ["tree_output"], ["minus_margin"]),
+            helper.make_node("Concat", ["minus_margin", "tree_output"], ["raw_prediction"], axis=1),
+            # Spark: p0 = 1 / (1 + exp(-2 * raw0)), p1 = 1 - p0
+            helper.make_node("Mul", ["minus_two", "minus_margin"], ["p0_exponent"]),
+            helper.make_node("Exp", ["p0_exponent"], ["p0_exp"]),
+            helper.make_node("Add", ["one", "p0_exp"], ["p0_denominator"]),
+            helper.make_node("Div", ["one", "p0_denominator"], ["p0"]),
+            helper.make_node("Sub", ["one", "p0"], ["p1"]),
+            helper.make_node("Concat", ["p0", "p1"], ["probability"], axis=1),
+        ]
+    else:  # tree_output holds each row's leaf number in each tree, [N, trees]
+        votes = np.asarray(plan.trees.leaf_votes, dtype=np.float64)
+        initializers += [
+            _tensor("leaf_votes", votes, np.float64),
+            _tensor("axes_2", [1], np.int64),
+            _tensor("zero", 0.0, np.float64),
+            _tensor("one", 1.0, np.float64),
+        ]
+        nodes += [
+            helper.make_node("Cast", ["tree_output"], ["leaf_numbers"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["leaf_votes", "leaf_numbers"], ["tree_votes"], axis=0),  # [N, trees, K]
+            helper.make_node("ReduceSum", ["tree_votes", "axes_2"], ["raw_prediction"], keepdims=0),
+            helper.make_node("ReduceSum", ["raw_prediction", "axes_2"], ["vote_total"], keepdims=1),
+            # Spark leaves all-zero votes as they are instead of dividing by 0
+            helper.make_node("Equal", ["vote_total", "zero"], ["no_votes"]),
+            helper.make_node("Where", ["no_votes", "one", "vote_total"], ["divisor"]),
+            helper.make_node("Div", ["raw_prediction", "divisor"], ["probability"]),
+        ]
+    classes = np.array(plan.classes, dtype=object if plan.label_type == "string" else None)
+    if plan.label_type in INTEGER_TYPES:
+        classes = classes.astype(np.int64)
+    initializers.append(_tensor("classes", classes, classes.dtype))
+    nodes += [
+        helper.make_node("ArgMax", ["raw_prediction"], ["class_index"], axis=1, keepdims=0),  # the first largest
+        helper.make_node("Gather", ["classes", "class_index"], ["prediction"], axis=0),
+    ]
+    return nodes, initializers
 
 
 def convert_saved_pipeline(model_dir: str):

@@ -8,6 +8,9 @@ numpy, pandas, onnxruntime and mlflow only. Input rules follow the Spark pipelin
 - numeric columns: numbers only; a null or NaN is imputed inside the graph where the pipeline imputes it
   (``imputed_columns``), and refused elsewhere, as Spark's VectorAssembler refuses it.
 
+A classifier's graph gives ``prediction`` in the label's own values and ``probability``, one per class in the
+order of ``classes``; the pyfunc answers both columns.
+
 Problems with the request raise ``MlflowException(INVALID_PARAMETER_VALUE)``, which ``mlflow models
 serve`` answers with HTTP 400.
 """
@@ -42,6 +45,7 @@ class OnnxPipeline:
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.string_columns = metadata["string_columns"]  # column -> labels if handleInvalid=error, else None
         self.numeric_columns = metadata["numeric_columns"]
+        self.classes = metadata.get("classes")  # a classifier's, else None
         imputed = set(metadata.get("imputed_columns", ()))
         self.checked_for_nan = np.array([c not in imputed for c in self.numeric_columns], dtype=bool)
 
@@ -89,10 +93,19 @@ class OnnxPipeline:
                 feeds[column] = np.ascontiguousarray(matrix[:, i])
         return feeds
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def outputs(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``prediction`` ([N]) and, for a classifier, ``probability`` ([N, classes])."""
+        names = ["prediction", "probability"] if self.classes is not None else ["prediction"]
         if len(frame) == 0:
-            return np.zeros(0, dtype=np.float64)
-        return self.session.run(["prediction"], self.feeds(frame))[0]
+            classes = len(self.classes or ())
+            return {
+                "prediction": np.zeros(0, dtype=object if classes else np.float64),
+                "probability": np.zeros((0, classes)),
+            }
+        return dict(zip(names, self.session.run(names, self.feeds(frame))))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.outputs(frame)["prediction"]
 
 
 class OnnxPipelineModel(PythonModel):
@@ -105,4 +118,8 @@ class OnnxPipelineModel(PythonModel):
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return pd.DataFrame({"prediction": self.pipeline.predict(frame)})
+        outputs = self.pipeline.outputs(frame)
+        if self.pipeline.classes is None:
+            return pd.DataFrame({"prediction": outputs["prediction"]})
+        # one list per row, as score_batch writes its probability column
+        return pd.DataFrame({"prediction": outputs["prediction"], "probability": outputs["probability"].tolist()})

@@ -24,6 +24,11 @@ TREE_MODELS = {
     "org.apache.spark.ml.regression.DecisionTreeRegressionModel": "decision_tree",
     "xgboost.spark.estimator.SparkXGBRegressorModel": "xgboost",
 }
+CLASSIFIER_MODELS = {
+    "org.apache.spark.ml.classification.RandomForestClassificationModel": "random_forest",
+    "org.apache.spark.ml.classification.GBTClassificationModel": "gbt",
+    "org.apache.spark.ml.classification.DecisionTreeClassificationModel": "decision_tree",
+}
 
 
 @dataclass
@@ -94,7 +99,12 @@ class TreeEnsembleSpec:
     falseleafs: list[int] = field(default_factory=list)
     membership: list[float] = field(default_factory=list)
     leaf_weights: list[float] = field(default_factory=list)
+    leaf_targets: list[int] = field(default_factory=list)
     missing_tracks_true: list[int] = field(default_factory=list)
+    n_targets: int = 1
+    # A forest or tree classifier: the ensemble gives each row's leaf number in each tree (one target per tree),
+    # and leaf_votes[leaf] is what that leaf adds to the class votes (Spark's predictRaw).
+    leaf_votes: list[list[float]] = field(default_factory=list)
 
     @property
     def n_trees(self) -> int:
@@ -102,10 +112,26 @@ class TreeEnsembleSpec:
 
     def add_tree(self, nodes: dict[int, dict], weight: float) -> None:
         """Append one Spark tree (node id -> nodeData) with its leaves scaled by ``weight``."""
+        self._add_spark_tree(nodes, lambda node: node["prediction"] * weight, target=0)
+
+    def add_voting_tree(self, nodes: dict[int, dict], normalize: bool) -> None:
+        """Append one tree of a Spark classifier: its leaves give their number (target: the tree's position) and
+        their class counts go to ``leaf_votes``, divided by the leaf's total for a forest (as Spark sums them)."""
+
+        def leaf_number(node) -> float:
+            counts = np.asarray(node["impurityStats"], dtype=np.float64)
+            total = counts.sum()
+            self.leaf_votes.append(list(counts / total if normalize and total != 0 else counts))
+            return float(len(self.leaf_votes) - 1)
+
+        self._add_spark_tree(nodes, leaf_number, target=self.n_trees)
+
+    def _add_spark_tree(self, nodes: dict[int, dict], leaf_value, target: int) -> None:
         root_id = min(nodes)  # Spark numbers nodes in pre-order from the root
 
         def leaf(node) -> int:
-            self.leaf_weights.append(node["prediction"] * weight)
+            self.leaf_weights.append(leaf_value(node))
+            self.leaf_targets.append(target)
             return len(self.leaf_weights) - 1
 
         if nodes[root_id]["leftChild"] < 0:  # a tree that is one leaf: one node, both branches to it
@@ -158,6 +184,7 @@ class TreeEnsembleSpec:
 
         def leaf(nid) -> int:
             self.leaf_weights.append(float(np.float32(values[nid]) + np.float32(offset)))
+            self.leaf_targets.append(0)
             return len(self.leaf_weights) - 1
 
         def subtree(nid) -> int:
@@ -211,20 +238,34 @@ def read_xgboost(stage: Stage) -> TreeEnsembleSpec:
     return spec
 
 
-def read_tree_ensemble(stage: Stage) -> TreeEnsembleSpec:
-    kind = TREE_MODELS[stage.cls]
-    if kind == "xgboost":
-        return read_xgboost(stage)
-    num_features = int(stage.params.get("numFeatures", -1))
+def _spark_trees(stage: Stage, kind: str) -> dict[int, dict[int, dict]]:
+    """tree id -> (node id -> nodeData) of a saved Spark tree model."""
     rows = _read_parquet(os.path.join(stage.path, "data"))
     if kind == "decision_tree":
-        spec = TreeEnsembleSpec(kind, num_features, AGGREGATE_SUM)
-        spec.add_tree({r["id"]: r for r in rows}, 1.0)
-        return spec
-    weights = {r["_1"]: float(r["_3"]) for r in _read_parquet(os.path.join(stage.path, "treesMetadata"))}
+        return {0: {r["id"]: r for r in rows}}
     trees: dict[int, dict[int, dict]] = {}
     for row in rows:
         trees.setdefault(row["treeID"], {})[row["nodeData"]["id"]] = row["nodeData"]
+    return trees
+
+
+def read_tree_ensemble(stage: Stage) -> TreeEnsembleSpec:
+    """A regressor's trees, or a classifier's: GBT's margin (binary), a forest's or a tree's leaf numbers."""
+    kind = TREE_MODELS.get(stage.cls) or CLASSIFIER_MODELS[stage.cls]
+    if kind == "xgboost":
+        return read_xgboost(stage)
+    num_features = int(stage.params.get("numFeatures", -1))
+    trees = _spark_trees(stage, kind)
+    if stage.cls in CLASSIFIER_MODELS and kind != "gbt":
+        spec = TreeEnsembleSpec(kind, num_features, AGGREGATE_SUM, n_targets=len(trees))
+        for tree_id in sorted(trees):
+            spec.add_voting_tree(trees[tree_id], normalize=kind == "random_forest")
+        return spec
+    if kind == "decision_tree":
+        spec = TreeEnsembleSpec(kind, num_features, AGGREGATE_SUM)
+        spec.add_tree(trees[0], 1.0)
+        return spec
+    weights = {r["_1"]: float(r["_3"]) for r in _read_parquet(os.path.join(stage.path, "treesMetadata"))}
     if kind == "random_forest":  # Spark: sum of the trees' predictions / numTrees
         spec = TreeEnsembleSpec(kind, num_features, AGGREGATE_AVERAGE)
         for tree_id in sorted(trees):

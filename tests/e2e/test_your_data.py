@@ -31,8 +31,11 @@ from conftest import (
     newest_run,
     run_entry,
     script_in_process,
+    served_model,
 )
 from test_mlflow_run import MLFLOW
+
+from tools import model_server
 
 SMALL = ["--num_trees", "20", "--max_depth", "5"]
 
@@ -130,10 +133,60 @@ def test_a_string_label_trains_a_multiclass_model_on_data_with_missing_values(cl
     }
 
 
-def test_a_classifier_is_not_exported_to_onnx_yet(client, species_model):
-    _, model_uri, _ = species_model
+def _export(client, model_uri: str):
+    """export_onnx.py of ``model_uri``: the export run."""
     result = script_in_process("export_onnx.py", "--model_uri", model_uri)
-    assert_refused(result, client, "(RandomForestClassificationModel) is not supported by the ONNX export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    export = newest_run(client)
+    assert export.info.status == "FINISHED" and export.info.run_id in last_line(result.stdout)
+    return export
+
+
+@pytest.fixture(scope="module")
+def species_export(client, species_model):
+    """export_onnx of the penguins' species classifier: (export run, the exported model's URI)."""
+    export = _export(client, species_model[1])
+    return export, f"runs:/{export.info.run_id}/model"
+
+
+def test_a_multiclass_model_exports_to_onnx_with_the_same_classes_and_probabilities(client, species_export):
+    export, exported_uri = species_export
+    # every row, 2 x 50 with both string features (island, sex) unseen or null, 5 per string column, 50 with
+    # every imputed column (4 measurements and year) null and 5 per imputed column
+    assert export.data.metrics["parity_rows"] == 344 + 2 * 50 + 2 * 5 + 50 + 5 * 5
+    assert export.data.metrics["parity_class_mismatches"] == 0
+    assert export.data.metrics["parity_max_abs_diff"] <= 1e-12
+    metadata = mlflow.models.get_model_info(exported_uri).metadata
+    assert metadata["classes"] == ["Adelie", "Chinstrap", "Gentoo"] and metadata["task"] == "classification"
+
+
+@pytest.mark.process
+def test_a_served_classifier_answers_classes_and_probabilities_like_spark(
+    spark, tmp_path, species_model, species_export, penguins
+):
+    """`mlflow models serve` of the export: records with nulls in a number and a string, and an unseen island,
+    answered with the labels and the probabilities Spark gives."""
+    from pyspark.ml.functions import vector_to_array
+
+    frame = spark.read.parquet(penguins).drop("species")
+    records = frame.limit(12).toPandas()
+    records.loc[0, "island"] = "Atlantis"
+    records.loc[1, "sex"] = None
+    records.loc[2, ["bill_length_mm", "body_mass_g"]] = None
+    spark_model = mlflow.spark.load_model(species_model[1])
+    scored = spark_model.transform(spark.createDataFrame(records, schema=frame.schema))
+    expected = scored.withColumn("probability", vector_to_array("probability")).toPandas()
+    with served_model(species_export[1], tmp_path / "server.log") as url:
+        status, body = model_server.post_invocations(
+            url, json.dumps({"dataframe_records": records.to_dict(orient="records")}).encode()
+        )
+    assert status == 200, body
+    answers = body["predictions"]
+    assert [a["prediction"] for a in answers] == expected["prediction"].tolist()
+    assert set(expected["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+    np.testing.assert_allclose(
+        np.array([a["probability"] for a in answers]), np.stack(expected["probability"]), rtol=0, atol=1e-12
+    )
 
 
 def test_a_multiclass_model_scores_every_row_in_the_labels_own_values(tmp_path, species_model, penguins):
@@ -156,6 +209,36 @@ def test_a_multiclass_model_scores_every_row_in_the_labels_own_values(tmp_path, 
     assert (scored["prediction"] == scored["species"]).mean() > 0.9
     missing = scored[scored["bill_length_mm"].isna()]
     assert len(missing) == 2 and missing["prediction"].notna().all()
+
+
+@pytest.mark.parametrize(
+    "script, options",
+    [
+        ("score_batch.py", []),
+        ("score_pandas_udf.py", ["--method", "map_in_pandas"]),
+        ("score_pandas_udf.py", ["--method", "spark_udf"]),
+    ],
+)
+def test_the_exported_classifier_scores_on_spark_like_the_spark_model(
+    tmp_path, species_model, species_export, penguins, script, options
+):
+    """The ONNX export of the classifier is a pyfunc: score_batch and score_pandas_udf (both methods) run it in
+    pandas UDFs and write the class in the label's own values and the probabilities, as the Spark model does."""
+    expected = _score(tmp_path / "spark", species_model[1], penguins)
+    output = tmp_path / "exported"
+    result = script_in_process(
+        script, "--model_uri", species_export[1], "--input_path", penguins, "--output_path", str(output), *options
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = pd.read_parquet(output)
+    key = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex", "year"]
+    merged = expected.merge(scored, on=[*key, "species"], suffixes=("_spark", "_onnx"))
+    assert len(scored) == len(expected) == 344 and len(merged) >= 344
+    assert (merged["prediction_spark"] == merged["prediction_onnx"]).all()
+    assert scored["prediction"].dtype == object and set(scored["prediction"]) <= {"Adelie", "Chinstrap", "Gentoo"}
+    np.testing.assert_allclose(
+        np.stack(merged["probability_onnx"]), np.stack(merged["probability_spark"]), rtol=0, atol=1e-12
+    )
 
 
 def test_a_stream_and_the_books_consumers_give_the_same_classes(spark, tmp_path, species_model, penguins):
@@ -246,6 +329,12 @@ def test_a_0_1_integer_label_is_a_binary_classifier_with_curves(client, tmp_path
     assert scored["prediction"].dtype == scored["target"].dtype  # 0/1 integers, not indices or strings
     assert set(scored["prediction"]) == {0, 1}
     assert (scored["prediction"] == scored["target"]).mean() > 0.9
+    # the export answers the same 0/1 integers and probabilities, through MLflow's pyfunc
+    export = _export(client, f"runs:/{run.info.run_id}/model")
+    assert export.data.metrics["parity_class_mismatches"] == 0 and export.data.metrics["parity_max_abs_diff"] <= 1e-12
+    answered = mlflow.pyfunc.load_model(f"runs:/{export.info.run_id}/model").predict(scored.drop(columns=["target"]))
+    assert answered["prediction"].tolist() == scored["prediction"].tolist()
+    np.testing.assert_allclose(np.stack(answered["probability"]), np.stack(scored["probability"]), rtol=0, atol=1e-12)
 
 
 def test_task_auto_takes_a_numeric_label_as_regression(client, breast_cancer):
@@ -275,6 +364,14 @@ def test_every_model_family_classifies(client, tmp_path, breast_cancer, model_ty
     probabilities = np.stack(scored["probability"].to_numpy())
     assert probabilities.shape == (569, 2)
     assert (probabilities.argmax(axis=1) == scored["prediction"].to_numpy()).all()  # classes [0, 1]
+    if model_type == "gbt":  # the margin's logistic, as Spark's GBTClassificationModel computes it
+        export = _export(client, f"runs:/{run.info.run_id}/model")
+        assert export.data.metrics["parity_class_mismatches"] == 0
+        assert export.data.metrics["parity_max_abs_diff"] <= 1e-12
+    else:
+        stage = {"linear": "LogisticRegressionModel", "xgboost": "SparkXGBClassifierModel"}[model_type]
+        refused = script_in_process("export_onnx.py", "--model_uri", f"runs:/{run.info.run_id}/model")
+        assert_refused(refused, client, f"({stage}) is not supported by the ONNX export")
 
 
 def test_features_and_exclude_choose_the_columns(client, penguins):

@@ -5,8 +5,6 @@ pyfunc, and serving through a real `mlflow models serve` process on 127.0.0.1.""
 import json
 import os
 import socket
-import urllib.error
-import urllib.request
 
 import mlflow
 import numpy as np
@@ -67,6 +65,41 @@ def exported_models(spark, default_data):
             DecisionTreeRegressor(featuresCol="features", labelCol="price", maxDepth=10, maxBins=64),
         ),
     }
+
+
+def test_a_decision_tree_classifier_exports_with_the_same_classes(spark, default_data):
+    """A pipeline train does not fit, a single tree classifying room_type (3 classes), ending as train's
+    classifiers do (IndexToString, CAST): the export gives Spark's classes and probabilities (counts / total)."""
+    from dataclasses import replace
+
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import DecisionTreeClassifier
+
+    df = spark.read.parquet(default_data).drop("price")
+    spec = data_schema.infer_feature_spec(
+        df, "room_type", data_schema.ColumnChoice(task="classification", can_classify=True)
+    )
+    spec = replace(spec, classes=tuple(sorted(r[0] for r in df.select("room_type").distinct().collect())))
+    stages = spark_pipeline.build_pipeline(spec, spark_pipeline.PipelineParams()).getStages()
+    tree = DecisionTreeClassifier(
+        featuresCol="features",
+        labelCol=spark_pipeline.LABEL_INDEX_COL,
+        predictionCol=spark_pipeline.PREDICTION_INDEX_COL,
+        probabilityCol="probability",
+        rawPredictionCol="__raw_prediction",
+        maxDepth=8,
+        maxBins=64,
+    )
+    classifier_at = next(i for i, stage in enumerate(stages) if "Classifier" in type(stage).__name__)
+    model = Pipeline(stages=[*stages[:classifier_at], tree, *stages[classifier_at + 1 :]]).fit(
+        spark_pipeline.index_label(df, spec)
+    )
+    sample = df.select(*spec.feature_cols)
+    with tracking.tracked_run("export-test-tree-classifier"):
+        info = mlflow_models.log_spark_model(model, sample, model.transform(sample).select("prediction"))
+    _, summary = _export(spark, info.model_uri, parity_data_path=default_data)
+    assert summary["parity_rows"] > 1000 and summary["parity_class_mismatches"] == 0
+    assert summary["parity_max_abs_diff"] <= 1e-12
 
 
 def _export(spark, model_uri, **options):
@@ -221,15 +254,6 @@ def test_the_server_comes_up_on_another_port_when_its_port_was_taken(served):
     assert "address already in use" in log.read_text().lower()  # it did try the taken port first
 
 
-def _post(url: str, body: bytes):
-    request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 @pytest.mark.process
 def test_served_export_answers_records_like_spark(spark, served, default_data, exported_models):
     url, summary, _, _ = served
@@ -237,7 +261,9 @@ def test_served_export_answers_records_like_spark(spark, served, default_data, e
     records = data.drop("price").toPandas()
     records.loc[0, "neighbourhood_cleansed"] = UNSEEN_CATEGORY  # unseen: still a prediction
     records.loc[1, "room_type"] = None
-    status, body = _post(url, json.dumps({"dataframe_records": records.to_dict(orient="records")}).encode())
+    status, body = model_server.post_invocations(
+        url, json.dumps({"dataframe_records": records.to_dict(orient="records")}).encode()
+    )
     assert status == 200, body
     predicted = np.array([p["prediction"] if isinstance(p, dict) else p for p in body["predictions"]], dtype=float)
     expected = (
@@ -260,11 +286,13 @@ def test_served_export_answers_bad_requests_with_4xx(spark, served, exported_mod
         "wrong type": json.dumps({"dataframe_records": [{**record, "bedrooms": "two"}]}),
     }
     for case, body in cases.items():
-        status, text = _post(url, body if isinstance(body, bytes) else body.encode())
+        status, text = model_server.post_invocations(url, body if isinstance(body, bytes) else body.encode())
         assert 400 <= status < 500, (case, status, text)
         assert "bedrooms" in text or case == "malformed JSON", (case, text)
     # train's model imputes a missing number: the served graph answers as Spark does
-    status, body = _post(url, json.dumps({"dataframe_records": [{**record, "bedrooms": None}]}).encode())
+    status, body = model_server.post_invocations(
+        url, json.dumps({"dataframe_records": [{**record, "bedrooms": None}]}).encode()
+    )
     assert status == 200, body
     [answer] = body["predictions"]
     expected = (
