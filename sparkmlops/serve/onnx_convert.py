@@ -8,7 +8,8 @@ Raw columns in, ``prediction`` out, computed as Spark computes it:
   truncated for an integer column as Spark casts it back to the column's type.
 - StringIndexerModel (handleInvalid keep or error): ``ai.onnx.ml.LabelEncoder`` from each label to its
   index; a value not among the labels (unseen, or a null mapped to a sentinel by the caller) gets
-  ``len(labels)``, Spark's "keep" bucket.
+  ``len(labels)``, Spark's "keep" bucket. Where train made null a category (``COALESCE(`c`, '__null__')`` in
+  its first SQLTransformer, indexed instead of ``c``), the sentinel maps to that category's index.
 - VectorAssembler: Concat of the indexed and numeric columns as doubles, in the assembler's order.
 - RandomForestRegressionModel / GBTRegressionModel / DecisionTreeRegressionModel: one
   ``ai.onnx.ml.TreeEnsemble`` (opset 5) in double precision. Continuous splits are ``x <= threshold``
@@ -63,6 +64,7 @@ EXPM1_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
 INDICATOR = re.compile(r"CAST\(\(`([^`]+)` IS NULL OR isnan\(`\1`\)\) AS DOUBLE\) AS `([^`]+)`")
+NULL_CATEGORY = re.compile(r"COALESCE\(`([^`]+)`, '([\w-]+)'\) AS `([^`]+)`")
 SUPPORTED_STAGES = (
     "SQLTransformer (train's missing-value indicators)",
     "ImputerModel",
@@ -103,6 +105,7 @@ class PipelinePlan:
     numeric_inputs: list[str] = field(default_factory=list)  # raw numeric columns the graph takes
     imputed: dict[str, tuple[str, float]] = field(default_factory=dict)  # output -> (raw column, surrogate)
     indicators: dict[str, str] = field(default_factory=dict)  # indicator column -> the raw column it flags
+    null_labels: dict[str, str] = field(default_factory=dict)  # string column -> the category a null is
     classes: list | None = None  # a classifier's classes in the label's own values and index order
     label_type: str = ""  # Spark's type of the label (and so of a classifier's prediction)
 
@@ -116,15 +119,20 @@ class PipelinePlan:
         return [(c, "string") for c in self.string_columns] + [(c, "double") for c in self.numeric_inputs]
 
 
-def _indicators(stage: Stage) -> dict[str, str]:
-    """The indicator columns of train's first SQLTransformer, or {} when the statement is something else."""
+def _prepared_columns(stage: Stage) -> tuple[dict[str, str], dict[str, tuple[str, str]]] | None:
+    """What train's first SQLTransformer makes: (indicator column -> the raw column it flags, null-as-category
+    column -> (raw string column, the category nulls become)), or None when the statement is something else."""
     statement = stage.param("statement", "").strip()
     body = re.fullmatch(r"SELECT \*, (.*) FROM __THIS__", statement, re.DOTALL)
     if not body:
-        return {}
-    found = INDICATOR.findall(body.group(1))
-    rebuilt = ", ".join(f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{out}`" for c, out in found)
-    return {out: c for c, out in found} if found and rebuilt == body.group(1) else {}
+        return None
+    flagged = INDICATOR.findall(body.group(1))
+    coalesced = NULL_CATEGORY.findall(body.group(1))
+    rebuilt = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{out}`" for c, out in flagged]
+    rebuilt += [f"COALESCE(`{c}`, '{label}') AS `{out}`" for c, label, out in coalesced]
+    if not rebuilt or ", ".join(rebuilt) != body.group(1):
+        return None
+    return {out: c for c, out in flagged}, {out: (c, label) for c, label, out in coalesced}
 
 
 def _column_pairs(stage: Stage) -> list[tuple[str, str]]:
@@ -139,6 +147,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
     the model's integer inputs (from its signature), whose imputed value Spark truncates."""
     string_columns, assembler, trees, tree_stage, expm1 = {}, None, None, None, None
     imputed, indicators, class_labels, classes, label_type = {}, {}, None, None, ""
+    null_categories, null_labels = {}, {}
     for stage in stages:
         name = stage.short_class
         if name == "ImputerModel":
@@ -153,8 +162,10 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
                 value = float(surrogates[column])
                 imputed[output] = (column, float(np.trunc(value)) if column in integer_columns else value)
             continue
-        if name == "SQLTransformer" and trees is None and _indicators(stage):
-            indicators.update(_indicators(stage))
+        if name == "SQLTransformer" and trees is None and _prepared_columns(stage) is not None:
+            flagged, coalesced = _prepared_columns(stage)
+            indicators.update(flagged)
+            null_categories.update(coalesced)
             continue
         if name == "StringIndexerModel":
             handle = stage.param("handleInvalid", "error")
@@ -166,6 +177,9 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
             labels = _read_parquet(os.path.join(stage.path, "data"))[0]
             labels_array = labels.get("labelsArray") or [labels.get("labels")]
             for (column, output), column_labels in zip(_column_pairs(stage), labels_array):
+                if column in null_categories:  # indexed from COALESCE(raw, label): the graph takes the raw column
+                    column, null_label = null_categories[column]
+                    null_labels[column] = null_label
                 string_columns[column] = (output, list(column_labels), handle)
         elif name == "VectorAssembler":
             if assembler is not None:
@@ -256,6 +270,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
         numeric,
         imputed,
         indicators,
+        null_labels,
         classes,
         label_type,
     )
@@ -294,14 +309,18 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     columns_2d = {}
     for column, (output, labels, _) in plan.string_columns.items():
         inputs.append(helper.make_tensor_value_info(column, TensorProto.STRING, ["N"]))
+        keys, values = list(labels), [float(i) for i in range(len(labels))]
+        if plan.null_labels.get(column) in labels:  # a null (fed as NULL_SENTINEL) is a learnt category
+            keys.append(NULL_SENTINEL)
+            values.append(float(labels.index(plan.null_labels[column])))
         nodes.append(
             helper.make_node(
                 "LabelEncoder",
                 [column],
                 [f"{output}__f"],
                 domain=ML_DOMAIN,
-                keys_strings=labels,
-                values_floats=[float(i) for i in range(len(labels))],
+                keys_strings=keys,
+                values_floats=values,
                 default_float=float(len(labels)),
             )
         )

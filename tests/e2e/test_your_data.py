@@ -133,6 +133,29 @@ def test_a_string_label_trains_a_multiclass_model_on_data_with_missing_values(cl
     }
 
 
+def test_a_null_string_is_a_category_of_its_own(spark, penguins, species_model, species_export):
+    """sex is null in 11 penguins: null is a category the forest learnt, apart from the unseen-category bucket,
+    in Spark and in the export's graph."""
+    import onnx
+    from pyspark.sql import functions as F
+
+    from sparkmlops.serve.onnx_convert import NULL_SENTINEL
+
+    model = mlflow.spark.load_model(species_model[1])
+    rows = spark.read.parquet(penguins).drop("species").limit(1)
+    rows = rows.withColumn("sex", F.lit(None).cast("string")).unionByName(rows.withColumn("sex", F.lit("unknown")))
+    indexer = next(s for s in model.stages if type(s).__name__ == "StringIndexerModel")
+    labels = indexer.labelsArray[indexer.getInputCols().index("sex__category")]
+    assert "__null__" in labels and len(labels) == 3  # female, male and null
+    indexed = [r["sex_index"] for r in model.transform(rows).select("sex_index").collect()]
+    assert indexed == [labels.index("__null__"), len(labels)]  # null: its category; unseen: the extra bucket
+    graph = onnx.load(mlflow.artifacts.download_artifacts(f"runs:/{species_export[0].info.run_id}/onnx/model.onnx"))
+    encoder = next(n for n in graph.graph.node if n.op_type == "LabelEncoder" and n.input[0] == "sex")
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in encoder.attribute}
+    keys = [k.decode() for k in attributes["keys_strings"]]
+    assert attributes["values_floats"][keys.index(NULL_SENTINEL)] == labels.index("__null__")
+
+
 def _export(client, model_uri: str):
     """export_onnx.py of ``model_uri``: the export run."""
     result = script_in_process("export_onnx.py", "--model_uri", model_uri)
