@@ -2,9 +2,10 @@
 same pipeline classifies when the label is a class (see docs/your-data.md).
 
 [SQLTransformer: __missing__<col> = 1.0 where a numeric column is null or NaN (the feature <col>_na), for the
-columns with missing values in the data train read; booleans as 0/1 doubles]
+columns with missing values in the data train read; booleans as 0/1 doubles; <col>__category =
+COALESCE(<col>, '__null__') for the string columns with nulls in that data]
 -> Imputer(numeric columns -> <col>__imputed; strategy = impute)
--> string columns -> StringIndexer(handleInvalid="keep")
+-> string columns (or their __category copies) -> StringIndexer(handleInvalid="keep")
 -> VectorAssembler(indexed + imputed numeric and boolean + indicator columns)
 -> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
 (or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with

@@ -41,6 +41,7 @@ import numpy as np
 
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.data.schema import INTEGER_TYPES
 from sparkmlops.serve.saved_pipeline import (
     CLASSIFIER_MODELS,
     TREE_MODELS,
@@ -59,14 +60,13 @@ NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # what the runtime feeds for a nu
 CAST_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*CAST\(\s*(\w+)\s+AS\s+(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
-INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
 EXPM1_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
 INDICATOR = re.compile(r"CAST\(\(`([^`]+)` IS NULL OR isnan\(`\1`\)\) AS DOUBLE\) AS `([^`]+)`")
 NULL_CATEGORY = re.compile(r"COALESCE\(`([^`]+)`, '([\w-]+)'\) AS `([^`]+)`")
 SUPPORTED_STAGES = (
-    "SQLTransformer (train's missing-value indicators)",
+    "SQLTransformer (train's missing-value indicators and null categories)",
     "ImputerModel",
     "StringIndexerModel",
     "VectorAssembler",
@@ -162,8 +162,9 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
                 value = float(surrogates[column])
                 imputed[output] = (column, float(np.trunc(value)) if column in integer_columns else value)
             continue
-        if name == "SQLTransformer" and trees is None and _prepared_columns(stage) is not None:
-            flagged, coalesced = _prepared_columns(stage)
+        prepared = _prepared_columns(stage) if name == "SQLTransformer" and trees is None else None
+        if prepared is not None:
+            flagged, coalesced = prepared
             indicators.update(flagged)
             null_categories.update(coalesced)
             continue
@@ -222,7 +223,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
     if assembler is None or trees is None:
         raise UserInputError(
             "the pipeline needs a VectorAssembler and a tree model (RandomForest, GBT or "
-            "DecisionTree regressor) to be exported."
+            "DecisionTree regressor or classifier) to be exported."
         )
     features_col = assembler.param("outputCol")
     if tree_stage.param("featuresCol", "features") != features_col:
@@ -376,16 +377,15 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         tree_input = "features_f32"
     nodes.append(helper.make_node("TreeEnsemble", [tree_input], ["tree_output"], domain=ML_DOMAIN, **attributes))
     initializers = [axes, *surrogates]
+    output_nodes, output_initializers = _classifier_nodes(plan) if plan.is_classifier else _regression_nodes(plan)
+    nodes += output_nodes
+    initializers += output_initializers
     if plan.is_classifier:
-        class_nodes, class_initializers = _classifier_nodes(plan)
-        nodes += class_nodes
-        initializers += class_initializers
         outputs = [
             helper.make_tensor_value_info("prediction", _label_tensor_type(plan.label_type), ["N"]),
             helper.make_tensor_value_info("probability", TensorProto.DOUBLE, ["N", len(plan.classes)]),
         ]
     else:
-        nodes += _regression_nodes(plan, initializers)
         outputs = [helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])]
     graph = helper.make_graph(nodes, graph_name, inputs, outputs, initializer=initializers)
     model = helper.make_model(
@@ -397,8 +397,9 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     return model
 
 
-def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
-    """From the ensemble's [N, 1] output to ``prediction`` [N]: Squeeze, then expm1 for a log label."""
+def _regression_nodes(plan: PipelinePlan) -> tuple[list, list]:
+    """(nodes, initializers) from the ensemble's [N, 1] output to ``prediction`` [N]: Squeeze, then expm1 for a
+    log label."""
     from onnx import TensorProto, helper
 
     nodes = []
@@ -408,8 +409,8 @@ def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
     else:
         nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
     if not plan.expm1:
-        return [*nodes, helper.make_node("Identity", ["tree_prediction"], ["prediction"])]
-    initializers += [
+        return [*nodes, helper.make_node("Identity", ["tree_prediction"], ["prediction"])], []
+    initializers = [
         _tensor("one", 1.0, np.float64),
         _tensor("half", 0.5, np.float64),
         _tensor("sixth", 1.0 / 6.0, np.float64),
@@ -428,7 +429,7 @@ def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
         helper.make_node("Abs", [x], ["abs_x"]),
         helper.make_node("Less", ["abs_x", "small"], ["is_small"]),
         helper.make_node("Where", ["is_small", "taylor", "exp_x_minus_1"], ["prediction"]),
-    ]
+    ], initializers
 
 
 def _label_tensor_type(label_type: str) -> int:
@@ -460,16 +461,15 @@ def _classifier_nodes(plan: PipelinePlan) -> tuple[list, list]:
         votes = np.asarray(plan.trees.leaf_votes, dtype=np.float64)
         initializers += [
             _tensor("leaf_votes", votes, np.float64),
-            _tensor("axes_2", [1], np.int64),
             _tensor("zero", 0.0, np.float64),
             _tensor("one", 1.0, np.float64),
         ]
         nodes += [
             helper.make_node("Cast", ["tree_output"], ["leaf_numbers"], to=TensorProto.INT64),
             helper.make_node("Gather", ["leaf_votes", "leaf_numbers"], ["tree_votes"], axis=0),  # [N, trees, K]
-            helper.make_node("ReduceSum", ["tree_votes", "axes_2"], ["raw_prediction"], keepdims=0),
-            helper.make_node("ReduceSum", ["raw_prediction", "axes_2"], ["vote_total"], keepdims=1),
-            # Spark leaves all-zero votes as they are instead of dividing by 0
+            helper.make_node("ReduceSum", ["tree_votes", "axes_1"], ["raw_prediction"], keepdims=0),
+            helper.make_node("ReduceSum", ["raw_prediction", "axes_1"], ["vote_total"], keepdims=1),
+            # a leaf has training rows, so votes never sum to 0; guarded all the same: a graph never divides by 0
             helper.make_node("Equal", ["vote_total", "zero"], ["no_votes"]),
             helper.make_node("Where", ["no_votes", "one", "vote_total"], ["divisor"]),
             helper.make_node("Div", ["raw_prediction", "divisor"], ["probability"]),

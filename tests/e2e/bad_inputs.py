@@ -333,9 +333,10 @@ def render_doc() -> str:
         "non-null numeric features. Infinities "
         "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
         "and rows its model cannot score (an infinity) as unscorable.",
-        "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "
-        'category (`StringIndexer(handleInvalid="keep")`). A string feature null in every row is refused for '
-        "training: it is a broken column, not a feature.",
+        "- A string feature may hold nulls and unseen categories: the Spark pipelines index unseen categories as "
+        '(`StringIndexer(handleInvalid="keep")`) one extra category, and nulls too unless `train` saw nulls in '
+        "that column (then null is a category of its own, docs/your-data.md). A string feature null in every "
+        "row is refused for training: it is a broken column, not a feature.",
         "- Columns named as in the SF Airbnb (or IoT) schema must have its kind, number or text; scorers check "
         "the model's signature instead. Extra columns are ignored by models and kept in scored output.",
         "- `check_drift` calls drift on PSI >= `threshold`, on a missing-value rate that moved by 0.1 or more, "
