@@ -57,27 +57,31 @@ PYSPARK_SUBMIT_ARGS = " ".join(
 )
 # Test modules, longest first (measured with pytest-xdist, 2 workers; unlisted ones follow in their own
 # order): `make test` hands whole modules to the workers in this order, so none waits behind a long one.
-LONGEST_FIRST = [
+LONGEST_FIRST = [  # by the suite's own --durations (seconds per module, 2026-12-03)
     "e2e/test_bad_inputs.py",
+    "tune/test_tune.py",
+    "e2e/test_your_data.py",
     "e2e/test_bad_inputs_reproduce.py",
     "e2e/test_cluster.py",
+    "serve/test_export_onnx.py",
     "e2e/test_journey.py",
     "e2e/test_user_path.py",
     "reproduce/test_reproduce.py",
     "score/test_score_stream.py",
-    "tune/test_tune.py",
-    "serve/test_export_onnx.py",
-    "e2e/test_mlflow_run.py",
     "monitor/test_check_drift.py",
     "registry/test_promote.py",
-    "tune/test_tune_cli.py",
+    "e2e/test_mlflow_run.py",
+    "core/test_spark.py",
     "train/test_train.py",
+    "tune/test_tune_cli.py",
     "score/test_score_batch_cli.py",
-    "train/test_train_per_group.py",
     "score/test_score_batch.py",
-    "score/test_score_pandas_udf.py",
+    "data/test_writing.py",
     "data/test_validation.py",
+    "train/test_train_per_group.py",
+    "e2e/test_before_spark.py",
     "train/test_train_cli.py",
+    "score/test_score_pandas_udf.py",
 ]
 
 

@@ -81,7 +81,7 @@ def check_skops_trust(model_uri: str, flavors: dict) -> None:
         )
 
 
-def pyfunc_spark_udf(spark, model_uri: str, result_type="double"):
+def pyfunc_spark_udf(spark, model_uri: str, result_type: object = "double"):
     """MLflow's own Spark UDF of a python_function model, in this process's environment. Use it inside
     ``spark_udf_copies_removed``: MLflow keeps a copy of the model per UDF until the process exits."""
     return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
@@ -109,6 +109,17 @@ def local_model_signature(model_dir: str):
         return None
     signature = mlflow.models.Model.load(model_dir).signature
     return signature if signature is not None and signature.inputs is not None else None
+
+
+def classifier_signature(inputs, label_type: str):
+    """A classifier pyfunc's signature: ``inputs``, and the outputs ``prediction`` (the label's type: string,
+    boolean or an integer as long) and ``probability`` (an array of doubles, one per class)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+    prediction = {"string": DataType.string, "boolean": DataType.boolean}.get(label_type, DataType.long)
+    outputs = Schema([ColSpec(prediction, "prediction"), ColSpec(Array(DataType.double), "probability")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def log_pyfunc_model(**kwargs):

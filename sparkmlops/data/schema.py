@@ -107,6 +107,7 @@ class FeatureSpec:
     boolean_cols: list[str] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
     missing_cols: tuple[str, ...] = ()  # numeric features with nulls or NaN in the training data (imputed, flagged)
+    null_category_cols: tuple[str, ...] = ()  # string features with nulls in the training data (null is a category)
     classes: tuple = ()  # a classifier's classes in the label's own values, in the model's order
 
     @property

@@ -112,8 +112,12 @@ def load_labelled(spark, data_path: str, label_col: str, choice: data_schema.Col
         cached = raw.withColumn(label_col, F.col(label_col).cast("double")).cache()
     profile = validation.profile_for_training(cached, spec)
     check_against_data(profile, spec, imputes_missing, for_training)
-    if imputes_missing and profile["missing"]:
-        spec = replace(spec, missing_cols=tuple(c for c in spec.numeric_cols if c in profile["missing"]))
+    if imputes_missing:  # train's pipeline: numeric nulls imputed and flagged, a null string its own category
+        spec = replace(
+            spec,
+            missing_cols=tuple(c for c in spec.numeric_cols if c in profile["missing"]),
+            null_category_cols=tuple(c for c in spec.categorical_cols if c in profile["string_nulls"]),
+        )
     if spec.is_classifier and for_training:  # evaluation data is judged by the model's own classes
         spec = classes.with_classes(cached, spec, profile)
     if profile["null_labels"]:

@@ -309,6 +309,7 @@ def profile_for_training(df, spec: FeatureSpec) -> dict:
         "missing": problems["missing"],  # numeric column -> rows null or NaN (what the pipeline imputes)
         "all_missing": problems["all_missing"],
         "boolean_nulls": {c: row[f"null::{c}"] for c in spec.boolean_cols if row[f"null::{c}"]},
+        "string_nulls": {c: row[f"null::{c}"] for c in spec.categorical_cols if row[f"null::{c}"]},
         "all_null_strings": problems["all_null"],
         "digest": _digest_from(df, row),  # a digests.ContentDigest
     }

@@ -2,9 +2,10 @@
 same pipeline classifies when the label is a class (see docs/your-data.md).
 
 [SQLTransformer: __missing__<col> = 1.0 where a numeric column is null or NaN (the feature <col>_na), for the
-columns with missing values in the data train read; booleans as 0/1 doubles]
+columns with missing values in the data train read; booleans as 0/1 doubles; <col>__category =
+COALESCE(<col>, '__null__') for the string columns with nulls in that data]
 -> Imputer(numeric columns -> <col>__imputed; strategy = impute)
--> string columns -> StringIndexer(handleInvalid="keep")
+-> string columns (or their __category copies) -> StringIndexer(handleInvalid="keep")
 -> VectorAssembler(indexed + imputed numeric and boolean + indicator columns)
 -> RandomForestRegressor(numTrees, maxDepth, maxBins, minInstancesPerNode, featureSubsetStrategy, seed)
 (or, with model_type=gbt, GBTRegressor with maxIter=num_trees and the same tree parameters; with
@@ -53,6 +54,10 @@ MISSING_SUFFIX = "_na"  # the indicator's name as users see it (feature importan
 MISSING_PREFIX = "__missing__"  # its column inside the pipeline: scoring data may carry a <col>_na of its own
 BOOLEAN_SUFFIX = "__as_double"
 IMPUTED_SUFFIX = "__imputed"  # the Imputer writes new columns: transform() leaves the input's own values alone
+# A string feature with nulls in training: null is a category of its own (the StringIndexer learns it), not
+# the bucket of categories never seen. Its indexer reads COALESCE(<col>, NULL_CATEGORY) AS <col>__category.
+NULL_CATEGORY = "__null__"
+CATEGORY_SUFFIX = "__category"
 
 
 def check_feature_subset_strategy(value: str) -> str:
@@ -146,10 +151,17 @@ def indicator_cols(spec: data_schema.FeatureSpec) -> list[str]:
 
 
 def prepare_statement(spec: data_schema.FeatureSpec) -> str:
-    """The SQL of the pipeline's first stage: indicators of missing values, booleans as 0/1 doubles."""
+    """The SQL of the pipeline's first stage: indicators of missing values, booleans as 0/1 doubles, null as a
+    category of the string features that had nulls in training."""
     made = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{MISSING_PREFIX}{c}`" for c in indicator_cols(spec)]
     made += [f"CAST(`{c}` AS DOUBLE) AS `{c}{BOOLEAN_SUFFIX}`" for c in spec.boolean_cols]
+    made += [f"COALESCE(`{c}`, '{NULL_CATEGORY}') AS `{c}{CATEGORY_SUFFIX}`" for c in spec.null_category_cols]
     return f"SELECT *, {', '.join(made)} FROM __THIS__" if made else ""
+
+
+def indexer_inputs(spec: data_schema.FeatureSpec) -> list[str]:
+    """The column each string feature's index is learnt from: the feature, or its null-as-category copy."""
+    return [f"{c}{CATEGORY_SUFFIX}" if c in spec.null_category_cols else c for c in spec.categorical_cols]
 
 
 def assembled_features(spec: data_schema.FeatureSpec) -> list[str]:
@@ -253,8 +265,9 @@ def build_pipeline(spec: data_schema.FeatureSpec, params: PipelineParams):
         stages.append(Imputer(inputCols=numbers, outputCols=imputed, strategy=params.impute))
     index_cols = [f"{c}_index" for c in spec.categorical_cols]
     if spec.categorical_cols:
-        # "keep": categories unseen in training (and nulls) get their own index instead of failing.
-        stages.append(StringIndexer(inputCols=spec.categorical_cols, outputCols=index_cols, handleInvalid="keep"))
+        # "keep": categories unseen in training (and nulls, where training had none) get one more index
+        # instead of failing.
+        stages.append(StringIndexer(inputCols=indexer_inputs(spec), outputCols=index_cols, handleInvalid="keep"))
     if params.model_type == "linear" and spec.categorical_cols:
         onehot_cols = [f"{c}_onehot" for c in spec.categorical_cols]
         stages.append(OneHotEncoder(inputCols=index_cols, outputCols=onehot_cols, handleInvalid="keep"))

@@ -12,6 +12,7 @@ import zipfile
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import application_files_dir, ship_package
+from sparkmlops.data import schema as data_schema
 from sparkmlops.inference import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -26,7 +27,7 @@ _NUMPY_DTYPE = {
 
 
 _NUMERIC_OUTPUT = ("double", "float", "long", "integer")
-_SPARK_LABEL_TYPES = ("string", "boolean", "tinyint", "smallint", "int", "bigint")
+_SPARK_LABEL_TYPES = ("string", "boolean", *data_schema.INTEGER_TYPES)
 
 
 def output_fields(model: resolve.ResolvedModel):
@@ -77,10 +78,16 @@ def check_pyfunc_model(model: resolve.ResolvedModel) -> None:
         )
     model.input_columns()  # refuses a model without an input signature
     if model.task == "classification":
-        if not model.classes or model.metadata.get("label_type") not in _SPARK_LABEL_TYPES:
+        names = [spec.name for spec in model.signature.outputs.inputs] if model.signature.outputs else []
+        if (
+            not model.classes
+            or model.metadata.get("label_type") not in _SPARK_LABEL_TYPES
+            or names != ["prediction", "probability"]
+        ):
             raise UserInputError(
-                f"model '{model.uri}' says it classifies but its MLmodel metadata has no classes or a label_type "
-                f"other than {', '.join(_SPARK_LABEL_TYPES)}: log it with train or export_onnx."
+                f"model '{model.uri}' says it classifies (MLmodel metadata task) but lacks its classes, a label_type "
+                f"({', '.join(_SPARK_LABEL_TYPES)}) or the outputs prediction and probability in its signature "
+                f"(it has: {', '.join(names) or 'none'}): score a classifier exported by export_onnx."
             )
         return
     outputs = model.signature.outputs

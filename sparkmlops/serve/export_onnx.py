@@ -235,7 +235,10 @@ def log_onnx_model(plan: ExportPlan, input_example, workdir: str):
         python_model=OnnxPipelineModel(),
         artifacts={"onnx_model": onnx_path, "metadata": metadata_path},
         code_paths=[package_dir],  # the wrapper class is unpickled from sparkmlops.serve.onnx_pyfunc
-        signature=plan.source.signature,
+        # a classifier answers its class and the probabilities (the Spark model's signature has the class only)
+        signature=mlflow_models.classifier_signature(plan.source.signature.inputs, plan.plan.label_type)
+        if plan.plan.is_classifier
+        else plan.source.signature,
         input_example=input_example,
         pip_requirements=environment.model_pip_requirements(ONNX_RUNTIME_PACKAGES),
         # What scorers read from MLmodel: the task, and whether nulls and NaN are the model's to impute.

@@ -8,7 +8,8 @@ Raw columns in, ``prediction`` out, computed as Spark computes it:
   truncated for an integer column as Spark casts it back to the column's type.
 - StringIndexerModel (handleInvalid keep or error): ``ai.onnx.ml.LabelEncoder`` from each label to its
   index; a value not among the labels (unseen, or a null mapped to a sentinel by the caller) gets
-  ``len(labels)``, Spark's "keep" bucket.
+  ``len(labels)``, Spark's "keep" bucket. Where train made null a category (``COALESCE(`c`, '__null__')`` in
+  its first SQLTransformer, indexed instead of ``c``), the sentinel maps to that category's index.
 - VectorAssembler: Concat of the indexed and numeric columns as doubles, in the assembler's order.
 - RandomForestRegressionModel / GBTRegressionModel / DecisionTreeRegressionModel: one
   ``ai.onnx.ml.TreeEnsemble`` (opset 5) in double precision. Continuous splits are ``x <= threshold``
@@ -40,6 +41,7 @@ import numpy as np
 
 from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.data.schema import INTEGER_TYPES
 from sparkmlops.serve.saved_pipeline import (
     CLASSIFIER_MODELS,
     TREE_MODELS,
@@ -58,13 +60,13 @@ NULL_SENTINEL = "\u0000sparkmlops-null\u0000"  # what the runtime feeds for a nu
 CAST_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*CAST\(\s*(\w+)\s+AS\s+(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
-INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
 EXPM1_STATEMENT = re.compile(
     r"^\s*SELECT\s+\*\s*,\s*expm1\(\s*(\w+)\s*\)\s+AS\s+(\w+)\s+FROM\s+__THIS__\s*$", re.IGNORECASE
 )
 INDICATOR = re.compile(r"CAST\(\(`([^`]+)` IS NULL OR isnan\(`\1`\)\) AS DOUBLE\) AS `([^`]+)`")
+NULL_CATEGORY = re.compile(r"COALESCE\(`([^`]+)`, '([\w-]+)'\) AS `([^`]+)`")
 SUPPORTED_STAGES = (
-    "SQLTransformer (train's missing-value indicators)",
+    "SQLTransformer (train's missing-value indicators and null categories)",
     "ImputerModel",
     "StringIndexerModel",
     "VectorAssembler",
@@ -103,6 +105,7 @@ class PipelinePlan:
     numeric_inputs: list[str] = field(default_factory=list)  # raw numeric columns the graph takes
     imputed: dict[str, tuple[str, float]] = field(default_factory=dict)  # output -> (raw column, surrogate)
     indicators: dict[str, str] = field(default_factory=dict)  # indicator column -> the raw column it flags
+    null_labels: dict[str, str] = field(default_factory=dict)  # string column -> the category a null is
     classes: list | None = None  # a classifier's classes in the label's own values and index order
     label_type: str = ""  # Spark's type of the label (and so of a classifier's prediction)
 
@@ -116,15 +119,20 @@ class PipelinePlan:
         return [(c, "string") for c in self.string_columns] + [(c, "double") for c in self.numeric_inputs]
 
 
-def _indicators(stage: Stage) -> dict[str, str]:
-    """The indicator columns of train's first SQLTransformer, or {} when the statement is something else."""
+def _prepared_columns(stage: Stage) -> tuple[dict[str, str], dict[str, tuple[str, str]]] | None:
+    """What train's first SQLTransformer makes: (indicator column -> the raw column it flags, null-as-category
+    column -> (raw string column, the category nulls become)), or None when the statement is something else."""
     statement = stage.param("statement", "").strip()
     body = re.fullmatch(r"SELECT \*, (.*) FROM __THIS__", statement, re.DOTALL)
     if not body:
-        return {}
-    found = INDICATOR.findall(body.group(1))
-    rebuilt = ", ".join(f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{out}`" for c, out in found)
-    return {out: c for c, out in found} if found and rebuilt == body.group(1) else {}
+        return None
+    flagged = INDICATOR.findall(body.group(1))
+    coalesced = NULL_CATEGORY.findall(body.group(1))
+    rebuilt = [f"CAST((`{c}` IS NULL OR isnan(`{c}`)) AS DOUBLE) AS `{out}`" for c, out in flagged]
+    rebuilt += [f"COALESCE(`{c}`, '{label}') AS `{out}`" for c, label, out in coalesced]
+    if not rebuilt or ", ".join(rebuilt) != body.group(1):
+        return None
+    return {out: c for c, out in flagged}, {out: (c, label) for c, label, out in coalesced}
 
 
 def _column_pairs(stage: Stage) -> list[tuple[str, str]]:
@@ -139,6 +147,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
     the model's integer inputs (from its signature), whose imputed value Spark truncates."""
     string_columns, assembler, trees, tree_stage, expm1 = {}, None, None, None, None
     imputed, indicators, class_labels, classes, label_type = {}, {}, None, None, ""
+    null_categories, null_labels = {}, {}
     for stage in stages:
         name = stage.short_class
         if name == "ImputerModel":
@@ -153,8 +162,11 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
                 value = float(surrogates[column])
                 imputed[output] = (column, float(np.trunc(value)) if column in integer_columns else value)
             continue
-        if name == "SQLTransformer" and trees is None and _indicators(stage):
-            indicators.update(_indicators(stage))
+        prepared = _prepared_columns(stage) if name == "SQLTransformer" and trees is None else None
+        if prepared is not None:
+            flagged, coalesced = prepared
+            indicators.update(flagged)
+            null_categories.update(coalesced)
             continue
         if name == "StringIndexerModel":
             handle = stage.param("handleInvalid", "error")
@@ -166,6 +178,9 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
             labels = _read_parquet(os.path.join(stage.path, "data"))[0]
             labels_array = labels.get("labelsArray") or [labels.get("labels")]
             for (column, output), column_labels in zip(_column_pairs(stage), labels_array):
+                if column in null_categories:  # indexed from COALESCE(raw, label): the graph takes the raw column
+                    column, null_label = null_categories[column]
+                    null_labels[column] = null_label
                 string_columns[column] = (output, list(column_labels), handle)
         elif name == "VectorAssembler":
             if assembler is not None:
@@ -208,7 +223,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
     if assembler is None or trees is None:
         raise UserInputError(
             "the pipeline needs a VectorAssembler and a tree model (RandomForest, GBT or "
-            "DecisionTree regressor) to be exported."
+            "DecisionTree regressor or classifier) to be exported."
         )
     features_col = assembler.param("outputCol")
     if tree_stage.param("featuresCol", "features") != features_col:
@@ -256,6 +271,7 @@ def plan_pipeline(stages: list[Stage], integer_columns: tuple[str, ...] = ()) ->
         numeric,
         imputed,
         indicators,
+        null_labels,
         classes,
         label_type,
     )
@@ -294,14 +310,18 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     columns_2d = {}
     for column, (output, labels, _) in plan.string_columns.items():
         inputs.append(helper.make_tensor_value_info(column, TensorProto.STRING, ["N"]))
+        keys, values = list(labels), [float(i) for i in range(len(labels))]
+        if plan.null_labels.get(column) in labels:  # a null (fed as NULL_SENTINEL) is a learnt category
+            keys.append(NULL_SENTINEL)
+            values.append(float(labels.index(plan.null_labels[column])))
         nodes.append(
             helper.make_node(
                 "LabelEncoder",
                 [column],
                 [f"{output}__f"],
                 domain=ML_DOMAIN,
-                keys_strings=labels,
-                values_floats=[float(i) for i in range(len(labels))],
+                keys_strings=keys,
+                values_floats=values,
                 default_float=float(len(labels)),
             )
         )
@@ -357,16 +377,15 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
         tree_input = "features_f32"
     nodes.append(helper.make_node("TreeEnsemble", [tree_input], ["tree_output"], domain=ML_DOMAIN, **attributes))
     initializers = [axes, *surrogates]
+    output_nodes, output_initializers = _classifier_nodes(plan) if plan.is_classifier else _regression_nodes(plan)
+    nodes += output_nodes
+    initializers += output_initializers
     if plan.is_classifier:
-        class_nodes, class_initializers = _classifier_nodes(plan)
-        nodes += class_nodes
-        initializers += class_initializers
         outputs = [
             helper.make_tensor_value_info("prediction", _label_tensor_type(plan.label_type), ["N"]),
             helper.make_tensor_value_info("probability", TensorProto.DOUBLE, ["N", len(plan.classes)]),
         ]
     else:
-        nodes += _regression_nodes(plan, initializers)
         outputs = [helper.make_tensor_value_info("prediction", TensorProto.DOUBLE, ["N"])]
     graph = helper.make_graph(nodes, graph_name, inputs, outputs, initializer=initializers)
     model = helper.make_model(
@@ -378,8 +397,9 @@ def build_onnx(plan: PipelinePlan, graph_name: str = "spark_pipeline"):
     return model
 
 
-def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
-    """From the ensemble's [N, 1] output to ``prediction`` [N]: Squeeze, then expm1 for a log label."""
+def _regression_nodes(plan: PipelinePlan) -> tuple[list, list]:
+    """(nodes, initializers) from the ensemble's [N, 1] output to ``prediction`` [N]: Squeeze, then expm1 for a
+    log label."""
     from onnx import TensorProto, helper
 
     nodes = []
@@ -389,8 +409,8 @@ def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
     else:
         nodes.append(helper.make_node("Squeeze", ["tree_output", "axes_1"], ["tree_prediction"]))
     if not plan.expm1:
-        return [*nodes, helper.make_node("Identity", ["tree_prediction"], ["prediction"])]
-    initializers += [
+        return [*nodes, helper.make_node("Identity", ["tree_prediction"], ["prediction"])], []
+    initializers = [
         _tensor("one", 1.0, np.float64),
         _tensor("half", 0.5, np.float64),
         _tensor("sixth", 1.0 / 6.0, np.float64),
@@ -409,7 +429,7 @@ def _regression_nodes(plan: PipelinePlan, initializers: list) -> list:
         helper.make_node("Abs", [x], ["abs_x"]),
         helper.make_node("Less", ["abs_x", "small"], ["is_small"]),
         helper.make_node("Where", ["is_small", "taylor", "exp_x_minus_1"], ["prediction"]),
-    ]
+    ], initializers
 
 
 def _label_tensor_type(label_type: str) -> int:
@@ -441,16 +461,15 @@ def _classifier_nodes(plan: PipelinePlan) -> tuple[list, list]:
         votes = np.asarray(plan.trees.leaf_votes, dtype=np.float64)
         initializers += [
             _tensor("leaf_votes", votes, np.float64),
-            _tensor("axes_2", [1], np.int64),
             _tensor("zero", 0.0, np.float64),
             _tensor("one", 1.0, np.float64),
         ]
         nodes += [
             helper.make_node("Cast", ["tree_output"], ["leaf_numbers"], to=TensorProto.INT64),
             helper.make_node("Gather", ["leaf_votes", "leaf_numbers"], ["tree_votes"], axis=0),  # [N, trees, K]
-            helper.make_node("ReduceSum", ["tree_votes", "axes_2"], ["raw_prediction"], keepdims=0),
-            helper.make_node("ReduceSum", ["raw_prediction", "axes_2"], ["vote_total"], keepdims=1),
-            # Spark leaves all-zero votes as they are instead of dividing by 0
+            helper.make_node("ReduceSum", ["tree_votes", "axes_1"], ["raw_prediction"], keepdims=0),
+            helper.make_node("ReduceSum", ["raw_prediction", "axes_1"], ["vote_total"], keepdims=1),
+            # a leaf has training rows, so votes never sum to 0; guarded all the same: a graph never divides by 0
             helper.make_node("Equal", ["vote_total", "zero"], ["no_votes"]),
             helper.make_node("Where", ["no_votes", "one", "vote_total"], ["divisor"]),
             helper.make_node("Div", ["raw_prediction", "divisor"], ["probability"]),

@@ -297,7 +297,8 @@ def category_counts(df, spec) -> dict[str, int]:
     if not spec.categorical_cols:
         return {}
     row = df.agg(*[F.countDistinct(c).alias(c) for c in spec.categorical_cols]).first()
-    return row.asDict()
+    # countDistinct skips nulls; where null is a category (train's pipeline), it takes a bin too
+    return {c: n + (c in spec.null_category_cols) for c, n in row.asDict().items()}
 
 
 @dataclass

@@ -147,6 +147,65 @@ def pairs(entry_points: list[str] | None = None) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Classification: the same good rows with `room_type` as the label (task=classification), against the entry
+# points that fit, tune, gate, score or watch a classifier (a room_type classifier trained on the good rows)
+
+CLASS_CASES = [
+    Case("one_class", "the label (`room_type`) one class in every row"),
+    Case("unseen_class", "a class absent in training (`room_type` = Hotel room, 10% of rows)"),
+    Case("nearly_one_class", "the label 99.9% one class (1 row of 1,200 another)"),
+    Case("float_label", "a fractional label (`room_type` as 0.5, 1.5, 2.5) with task=classification"),
+]
+CLASS_ENTRY_POINTS = ["train", "tune_hyperopt_mllib", "tune_optuna", "score_batch", "promote", "check_drift"]
+CLASS_TRAINERS = CLASS_ENTRY_POINTS[:3]
+_ONE_CLASS = refused("needs at least two classes")
+_FRACTIONAL = refused("classification needs a string, boolean or integer label")
+
+
+def _class_row(default: str, **overrides: str) -> dict[str, str]:
+    return {e: overrides.get(e, default) for e in CLASS_ENTRY_POINTS}
+
+
+CLASS_EXPECTED: dict[str, dict[str, str]] = {
+    # the features are the good rows': scoring sees nothing wrong; check_drift compares every column of the
+    # model's training data, the label's included, and each case moves the label's distribution or type
+    "one_class": _class_row(OK, **{e: _ONE_CLASS for e in CLASS_TRAINERS}, check_drift=DRIFT),
+    # a fourth class trains; the model trained on three cannot be gated on rows of a class it never learnt
+    "unseen_class": _class_row(OK, promote=refused("never learnt"), check_drift=DRIFT),
+    "nearly_one_class": _class_row(OK, check_drift=DRIFT),
+    "float_label": _class_row(OK, **{e: _FRACTIONAL for e in CLASS_TRAINERS}, promote=_FRACTIONAL, check_drift=DRIFT),
+}
+
+
+def class_pairs() -> list[tuple[str, str]]:
+    return [(case.id, entry) for case in CLASS_CASES for entry in CLASS_ENTRY_POINTS]
+
+
+def make_class_case(spark, case_id: str, base_path: str, folder: Path) -> str:
+    """Write classification case ``case_id``'s input from the good rows at ``base_path``; return its path."""
+    from pyspark.sql import functions as F
+
+    base = spark.read.parquet(base_path)
+    target = str(folder / f"{case_id}.parquet")
+    bucket = F.abs(F.xxhash64(*[F.col(c) for c in base.columns], F.lit(11))) % 100
+    if case_id == "one_class":
+        changed = base.withColumn("room_type", F.lit("Entire home/apt"))
+    elif case_id == "unseen_class":
+        changed = base.withColumn("room_type", F.when(bucket < 10, F.lit("Hotel room")).otherwise(F.col("room_type")))
+    elif case_id == "nearly_one_class":
+        rows = base.unionByName(base).unionByName(base).withColumn("row", F.monotonically_increasing_id())
+        first = rows.agg(F.min("row")).first()[0]
+        label = F.when(F.col("row") == first, F.lit("Shared room")).otherwise(F.lit("Entire home/apt"))
+        changed = rows.withColumn("room_type", label).drop("row")
+    elif case_id == "float_label":
+        changed = base.withColumn("room_type", (bucket % 3).cast("double") + F.lit(0.5))
+    else:
+        raise KeyError(case_id)
+    changed.coalesce(1).write.parquet(target)
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
 # Building the broken datasets from a good one
 
 
@@ -246,7 +305,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
 
 
 def render_doc() -> str:
-    short = {OK: "ok", DRIFT: "drift (3)", NA: "–"}
     lines = [
         "# Bad input: what every entry point does with broken data",
         "",
@@ -275,9 +333,10 @@ def render_doc() -> str:
         "non-null numeric features. Infinities "
         "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
         "and rows its model cannot score (an infinity) as unscorable.",
-        "- A string feature may hold nulls and unseen categories: the Spark pipelines index them as one extra "
-        'category (`StringIndexer(handleInvalid="keep")`). A string feature null in every row is refused for '
-        "training: it is a broken column, not a feature.",
+        "- A string feature may hold nulls and unseen categories: the Spark pipelines index unseen categories as "
+        '(`StringIndexer(handleInvalid="keep")`) one extra category, and nulls too unless `train` saw nulls in '
+        "that column (then null is a category of its own, docs/your-data.md). A string feature null in every "
+        "row is refused for training: it is a broken column, not a feature.",
         "- Columns named as in the SF Airbnb (or IoT) schema must have its kind, number or text; scorers check "
         "the model's signature instead. Extra columns are ignored by models and kept in scored output.",
         "- `check_drift` calls drift on PSI >= `threshold`, on a missing-value rate that moved by 0.1 or more, "
@@ -297,17 +356,33 @@ def render_doc() -> str:
         "- Remote paths (`s3a://`, `hdfs://`, ...) skip the checks made on local files before Spark; Spark's "
         "own read errors are then reworded into the one line.",
         "",
-        "| case | " + " | ".join(f"`{e}`" for e in ENTRY_POINTS) + " |",
-        "|---|" + "---|" * len(ENTRY_POINTS),
+        *_table(CASES, ENTRY_POINTS, EXPECTED),
+        "",
+        "## Classification",
+        "",
+        "The same good rows with `room_type` as the label (`-P label_col=room_type -P task=classification`), "
+        "against the entry points that fit, tune, gate, score or watch a classifier; `score_batch`, `promote` "
+        "(`bad_inputs_room_type`) and `check_drift` (`-P model_uri=`) use a room_type classifier `train` fitted on "
+        "the good rows.",
+        "",
+        *_table(CLASS_CASES, CLASS_ENTRY_POINTS, CLASS_EXPECTED),
     ]
-    for case in CASES:
-        cells = []
-        for entry in ENTRY_POINTS:
-            outcome = EXPECTED[case.id][entry]
-            cells.append(short.get(outcome) or "2: " + outcome.removeprefix("refused: "))
-        lines.append(f"| {case.description} | " + " | ".join(cells) + " |")
-    lines += ["", f"{len(pairs())} (case, entry point) pairs, each run by tests/e2e/test_bad_inputs.py.", ""]
+    total = len(pairs()) + len(class_pairs())
+    lines += ["", f"{total} (case, entry point) pairs, each run by tests/e2e/test_bad_inputs.py.", ""]
     return "\n".join(lines)
+
+
+def _table(cases: list[Case], entry_points: list[str], expected: dict[str, dict[str, str]]) -> list[str]:
+    """A markdown table: one row per case, one column per entry point, the outcome in each cell."""
+    short = {OK: "ok", DRIFT: "drift (3)", NA: "–"}
+    lines = ["| case | " + " | ".join(f"`{e}`" for e in entry_points) + " |", "|---|" + "---|" * len(entry_points)]
+    for case in cases:
+        cells = [
+            short.get(outcome) or "2: " + outcome.removeprefix("refused: ")
+            for outcome in (expected[case.id][entry] for entry in entry_points)
+        ]
+        lines.append(f"| {case.description} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from conftest import SHARED_TRAIN_PARAMS, last_line, runs_of, script_in_process
 from sparkmlops.core import model_registry
 
 MODEL_NAME = "bad_inputs_price"
+CLASSIFIER_NAME = "bad_inputs_room_type"
 SMALL_FOREST = ["--num_trees", "3", "--max_depth", "3"]
 
 
@@ -172,9 +173,61 @@ def test_broken_input(spark, client, models, base_data, case_inputs, tmp_path, c
     check_outcome(spark, client, case_id, entry, path, output, command)
 
 
-def check_outcome(spark, client, case_id: str, entry: str, path: str, output: str, command: list[str]):
+@pytest.fixture(scope="module")
+def classifier(client, base_data) -> str:
+    """A room_type classifier trained on the good rows, registered as train registers it: its model URI."""
+    result = script_in_process(
+        "train.py",
+        "--data_path",
+        base_data,
+        "--label_col",
+        "room_type",
+        "--register_as",
+        CLASSIFIER_NAME,
+        *SMALL_FOREST,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return f"runs:/{entry_point_run(client, 'train.py').info.run_id}/model"
+
+
+def _class_command(entry: str, path: str, output: str, classifier: str, client) -> list[str]:
+    label = ["--data_path", path, "--label_col", "room_type", "--task", "classification"]
+    if entry == "train":
+        return ["train.py", *label, *SMALL_FOREST]
+    if entry in ("tune_hyperopt_mllib", "tune_optuna"):
+        return [f"{entry.removesuffix('_mllib')}.py", *label, "--max_evals", "1"]
+    if entry == "score_batch":
+        return ["score_batch.py", "--model_uri", classifier, "--input_path", path, "--output_path", output]
+    if entry == "promote":
+        if "champion" in client.get_registered_model(CLASSIFIER_NAME).aliases:
+            client.delete_registered_model_alias(CLASSIFIER_NAME, "champion")
+        return ["promote.py", "--model_name", CLASSIFIER_NAME, "--data_path", path]
+    if entry == "check_drift":
+        return ["check_drift.py", "--model_uri", classifier, "--current_path", path]
+    raise KeyError(entry)
+
+
+@pytest.mark.parametrize("case_id, entry", bad_inputs.class_pairs())
+def test_broken_classification_input(spark, client, classifier, base_data, folder, tmp_path, case_id, entry):
+    case_folder = folder / "classification" / case_id
+    if not case_folder.exists():  # built once for every entry point
+        case_folder.mkdir(parents=True)
+        bad_inputs.make_class_case(spark, case_id, base_data, case_folder)
+    path = str(case_folder / f"{case_id}.parquet")
+    output = str(tmp_path / "scores")
+    command = _class_command(entry, path, output, classifier, client)
+    result = check_outcome(
+        spark, client, case_id, entry, path, output, command, bad_inputs.CLASS_EXPECTED[case_id][entry]
+    )
+    if entry == "check_drift":  # the label's shift is what drifted, the features are the good rows'
+        assert "room_type (" in last_line(result.stdout) and "1 of" in last_line(result.stdout), result.stdout
+
+
+def check_outcome(
+    spark, client, case_id: str, entry: str, path: str, output: str, command: list[str], expected: str = ""
+):
     """Run the entry point's script in-process and check what the catalogue says it must give."""
-    expected = EXPECTED[case_id][entry]
+    expected = expected or EXPECTED[case_id][entry]
     result = script_in_process(*command)
     run = entry_point_run(client, command[0])
     if expected in (OK, DRIFT):
@@ -191,7 +244,7 @@ def check_outcome(spark, client, case_id: str, entry: str, path: str, output: st
             assert (table["drifted_features"] > 0) == (expected == DRIFT)
         if entry == "reproduce":
             assert run.data.tags["reproduction_verdict"].startswith("reproduced: "), run.data.tags
-        return
+        return result
     phrase = expected.removeprefix("refused: ")
     assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-3000:])
     line = last_line(result.stderr)
@@ -203,6 +256,7 @@ def check_outcome(spark, client, case_id: str, entry: str, path: str, output: st
         assert not metadata.exists() or not [n for n in os.listdir(metadata) if n.isdigit()]
     elif entry in bad_inputs.SCORERS:
         assert not os.path.exists(output)
+    return result
 
 
 def test_doc_is_generated_from_the_catalogue():
@@ -213,4 +267,7 @@ def test_every_case_has_an_outcome_for_every_entry_point():
     assert [c.id for c in bad_inputs.CASES] == list(EXPECTED)
     for case_id, outcomes in EXPECTED.items():
         assert sorted(outcomes) == sorted(bad_inputs.ENTRY_POINTS), case_id
-    json.dumps(EXPECTED)  # plain data
+    assert [c.id for c in bad_inputs.CLASS_CASES] == list(bad_inputs.CLASS_EXPECTED)
+    for case_id, outcomes in bad_inputs.CLASS_EXPECTED.items():
+        assert sorted(outcomes) == sorted(bad_inputs.CLASS_ENTRY_POINTS), case_id
+    json.dumps([EXPECTED, bad_inputs.CLASS_EXPECTED])  # plain data

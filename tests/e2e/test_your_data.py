@@ -133,6 +133,34 @@ def test_a_string_label_trains_a_multiclass_model_on_data_with_missing_values(cl
     }
 
 
+def test_a_null_string_is_a_category_of_its_own(spark, penguins, species_model, species_export):
+    """sex is null in 11 penguins: null is a category the forest learnt, apart from the unseen-category bucket,
+    in Spark and in the export's graph."""
+    import onnx
+    from pyspark.sql import functions as F
+
+    from sparkmlops.serve.onnx_convert import NULL_SENTINEL
+
+    model = mlflow.spark.load_model(species_model[1])
+    rows = spark.read.parquet(penguins).drop("species").limit(1)
+    rows = (
+        rows.withColumn("sex", F.lit(None).cast("string"))
+        .unionByName(rows.withColumn("sex", F.lit("unknown")))
+        .unionByName(rows.withColumn("sex", F.lit("__null__")))
+    )
+    indexer = next(s for s in model.stages if type(s).__name__ == "StringIndexerModel")
+    labels = indexer.labelsArray[indexer.getInputCols().index("sex__category")]
+    assert "__null__" in labels and len(labels) == 3  # female, male and null
+    indexed = [r["sex_index"] for r in model.transform(rows).select("sex_index").collect()]
+    # null: its category; unseen: the extra bucket; the literal '__null__' (documented): null's category
+    assert indexed == [labels.index("__null__"), len(labels), labels.index("__null__")]
+    graph = onnx.load(mlflow.artifacts.download_artifacts(f"runs:/{species_export[0].info.run_id}/onnx/model.onnx"))
+    encoder = next(n for n in graph.graph.node if n.op_type == "LabelEncoder" and n.input[0] == "sex")
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in encoder.attribute}
+    keys = [k.decode() for k in attributes["keys_strings"]]
+    assert attributes["values_floats"][keys.index(NULL_SENTINEL)] == labels.index("__null__")
+
+
 def _export(client, model_uri: str):
     """export_onnx.py of ``model_uri``: the export run."""
     result = script_in_process("export_onnx.py", "--model_uri", model_uri)
@@ -156,8 +184,31 @@ def test_a_multiclass_model_exports_to_onnx_with_the_same_classes_and_probabilit
     assert export.data.metrics["parity_rows"] == 344 + 2 * 50 + 2 * 5 + 50 + 5 * 5
     assert export.data.metrics["parity_class_mismatches"] == 0
     assert export.data.metrics["parity_max_abs_diff"] <= 1e-12
-    metadata = mlflow.models.get_model_info(exported_uri).metadata
-    assert metadata["classes"] == ["Adelie", "Chinstrap", "Gentoo"] and metadata["task"] == "classification"
+    info = mlflow.models.get_model_info(exported_uri)
+    assert info.metadata["classes"] == ["Adelie", "Chinstrap", "Gentoo"] and info.metadata["task"] == "classification"
+    outputs = info.signature.outputs.to_dict()
+    assert [o["name"] for o in outputs] == ["prediction", "probability"] and outputs[0]["type"] == "string"
+
+
+def test_a_pyfunc_that_says_it_classifies_without_probabilities_is_refused_before_spark(client, tmp_path, penguins):
+    class Labels(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return ["Adelie"] * len(model_input)
+
+    frame = pd.read_parquet(penguins).drop(columns=["species"]).head(5)
+    with mlflow.start_run(run_name="fixture-classifier-without-probabilities"):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Labels(),
+            signature=mlflow.models.infer_signature(frame, pd.Series(["Adelie"] * 5, name="prediction")),
+            metadata={"task": "classification", "classes": ["Adelie"], "label_type": "string"},
+            pip_requirements=["mlflow"],
+        )
+    output = str(tmp_path / "scores")
+    result = script_in_process(
+        "score_pandas_udf.py", "--model_uri", info.model_uri, "--input_path", penguins, "--output_path", output
+    )
+    assert_refused(result, client, "or the outputs prediction and probability in its signature")
 
 
 @pytest.mark.process
@@ -335,6 +386,22 @@ def test_a_0_1_integer_label_is_a_binary_classifier_with_curves(client, tmp_path
     answered = mlflow.pyfunc.load_model(f"runs:/{export.info.run_id}/model").predict(scored.drop(columns=["target"]))
     assert answered["prediction"].tolist() == scored["prediction"].tolist()
     np.testing.assert_allclose(np.stack(answered["probability"]), np.stack(scored["probability"]), rtol=0, atol=1e-12)
+    # and on Spark's executors, in pandas UDFs: integers again, as the Spark model wrote them
+    output = tmp_path / "exported-scores"
+    result = script_in_process(
+        "score_pandas_udf.py",
+        "--model_uri",
+        f"runs:/{export.info.run_id}/model",
+        "--input_path",
+        breast_cancer,
+        "--output_path",
+        str(output),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    udf_scored = pd.read_parquet(output).sort_values(list(scored.columns[:30])).reset_index(drop=True)
+    spark_scored = scored.sort_values(list(scored.columns[:30])).reset_index(drop=True)
+    assert udf_scored["prediction"].dtype == spark_scored["prediction"].dtype  # the label's own integer type
+    assert udf_scored["prediction"].tolist() == spark_scored["prediction"].tolist()
 
 
 def test_task_auto_takes_a_numeric_label_as_regression(client, breast_cancer):
@@ -368,6 +435,10 @@ def test_every_model_family_classifies(client, tmp_path, breast_cancer, model_ty
         export = _export(client, f"runs:/{run.info.run_id}/model")
         assert export.data.metrics["parity_class_mismatches"] == 0
         assert export.data.metrics["parity_max_abs_diff"] <= 1e-12
+        exported = mlflow.pyfunc.load_model(f"runs:/{export.info.run_id}/model")
+        answered = exported.predict(scored.drop(columns=["target", "prediction", "probability"]))
+        assert answered["prediction"].tolist() == scored["prediction"].tolist()
+        np.testing.assert_allclose(np.stack(answered["probability"]), probabilities, rtol=0, atol=1e-12)
     else:
         stage = {"linear": "LogisticRegressionModel", "xgboost": "SparkXGBClassifierModel"}[model_type]
         refused = script_in_process("export_onnx.py", "--model_uri", f"runs:/{run.info.run_id}/model")

@@ -97,9 +97,46 @@ def test_a_decision_tree_classifier_exports_with_the_same_classes(spark, default
     sample = df.select(*spec.feature_cols)
     with tracking.tracked_run("export-test-tree-classifier"):
         info = mlflow_models.log_spark_model(model, sample, model.transform(sample).select("prediction"))
-    _, summary = _export(spark, info.model_uri, parity_data_path=default_data)
+    run_id, summary = _export(spark, info.model_uri, parity_data_path=default_data)
     assert summary["parity_rows"] > 1000 and summary["parity_class_mismatches"] == 0
     assert summary["parity_max_abs_diff"] <= 1e-12
+    # the logged export itself, on rows with a null and an unseen room category, against Spark's transform
+    from pyspark.ml.functions import vector_to_array
+
+    rows = sample.limit(40).toPandas()
+    rows.loc[0, "neighbourhood_cleansed"], rows.loc[1, "property_type"] = None, "Igloo"
+    expected = (
+        model.transform(spark.createDataFrame(rows, schema=sample.schema))
+        .withColumn("probability", vector_to_array("probability"))
+        .toPandas()
+    )
+    answered = mlflow.pyfunc.load_model(summary["model_uri"]).predict(rows)
+    assert answered["prediction"].tolist() == expected["prediction"].tolist()
+    np.testing.assert_allclose(np.stack(answered["probability"]), np.stack(expected["probability"]), atol=1e-12)
+
+
+def test_a_classifier_export_with_another_class_or_a_probability_off_is_refused():
+    """The classifier parity gate, on made-up scores: one row with another class, or a probability off by
+    more than 1e-6 (docs/serving.md), and nothing is exported; within 1e-6 it passes."""
+    import pandas as pd
+
+    from sparkmlops.serve.export_onnx import ParityError, _class_parity, check_parity
+
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    spark_scores = pd.DataFrame({"prediction": ["a", "b", "a"], "probability": list(probabilities)})
+
+    def gate(classes, shift):
+        parity = _class_parity(spark_scores, {"prediction": np.array(classes, dtype=object), "probability": shift})
+        worst = parity.pop("worst")
+        check_parity(parity, worst)
+        return parity
+
+    same = gate(["a", "b", "a"], probabilities + 5e-7)
+    assert same["parity_class_mismatches"] == 0 and same["parity_max_abs_diff"] == pytest.approx(5e-7)
+    with pytest.raises(ParityError, match="another class than Spark on 1 of 3 rows"):
+        gate(["a", "a", "a"], probabilities)
+    with pytest.raises(ParityError, match="differing by up to 2e-06"):
+        gate(["a", "b", "a"], probabilities + np.array([[2e-6, -2e-6], [0, 0], [0, 0]]))
 
 
 def _export(spark, model_uri, **options):
