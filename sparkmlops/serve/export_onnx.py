@@ -26,7 +26,7 @@ from sparkmlops.core.errors import JobFailed
 from sparkmlops.core.jobs import short_model_uri
 from sparkmlops.data import generators, parameters, validation
 from sparkmlops.inference import resolve, scoring
-from sparkmlops.serve import onnx_convert, onnx_pyfunc
+from sparkmlops.serve import onnx_convert, onnx_pyfunc, pipeline_plan
 from sparkmlops.serve.onnx_pyfunc import OnnxPipeline, OnnxPipelineModel
 
 PARITY_TOLERANCE = 1e-6
@@ -69,7 +69,7 @@ class ExportPlan:
     params: ExportParams
     source: resolve.ResolvedModel
     onnx_model: object
-    plan: onnx_convert.PipelinePlan
+    plan: pipeline_plan.PipelinePlan
 
     def write_graph(self, folder: str) -> str:
         """The ONNX graph as ``folder/model.onnx``; its path."""

@@ -16,7 +16,7 @@ from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import schema as data_schema
 from sparkmlops.fitting import spark_pipeline
-from sparkmlops.serve import onnx_convert, saved_pipeline
+from sparkmlops.serve import onnx_convert, pipeline_plan, saved_pipeline
 from sparkmlops.serve.export_onnx import (
     UNSEEN_CATEGORY,
     ExportParams,
@@ -233,7 +233,7 @@ def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_mod
     """The refusal reads only the saved files: the DT pipeline with another stage spliced in."""
     folder = mlflow.artifacts.download_artifacts(exported_models["decision_tree"])
     stages = saved_pipeline.read_stages(saved_pipeline.spark_model_dir(folder))
-    assert onnx_convert.plan_pipeline(stages).trees.kind == "decision_tree"
+    assert pipeline_plan.plan_pipeline(stages).trees.kind == "decision_tree"
     for cls, params, message in (
         ("org.apache.spark.ml.feature.StandardScalerModel", {}, r"stage 2 \(StandardScalerModel\) is not supported"),
         (
@@ -249,7 +249,7 @@ def test_unsupported_stages_are_refused_before_spark(exported_models, pyfunc_mod
     ):
         spliced = [*stages[:2], saved_pipeline.Stage(2, cls, "extra", params, ""), stages[2]]
         with pytest.raises(UserInputError, match=message):
-            onnx_convert.plan_pipeline(spliced)
+            pipeline_plan.plan_pipeline(spliced)
     with pytest.raises(UserInputError, match="is not a Spark model"):
         ExportParams(model_uri=pyfunc_model_uri).validate()
 
