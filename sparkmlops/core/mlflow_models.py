@@ -34,6 +34,7 @@ SKLEARN_RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas"
 SKOPS_TRUSTED_TYPES = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",  # SimpleImputer's fitted dtype: builds a dtype, runs no code
 )
 
 
@@ -270,9 +271,10 @@ def log_xgboost_booster(booster, names: list[str], artifact_dir: str = "xgboost"
         mlflow.log_artifacts(tmp, artifact_dir)
 
 
-def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str | None = None):
-    """Log a fitted estimator with signature, input example and pinned requirements (skops format),
-    to the active run or to ``run_id`` (from a Spark worker, where no run is active)."""
+def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str | None = None, metadata=None):
+    """Log a fitted estimator with signature, input example, pinned requirements (skops format) and
+    ``metadata`` (the MLmodel file's: task, classes...), to the active run or to ``run_id`` (from a Spark
+    worker, where no run is active)."""
     import skops.io
     from mlflow.models import infer_signature
 
@@ -297,4 +299,5 @@ def log_sklearn_model(model, input_sample, name: str = MODEL_NAME, run_id: str |
         pip_requirements=environment.model_pip_requirements(SKLEARN_RUNTIME_PACKAGES),
         skops_trusted_types=needed or None,
         run_id=run_id,
+        metadata=metadata,
     )

@@ -66,3 +66,19 @@ def log_and_warn(spec: FeatureSpec, profile: dict) -> None:
 
 def _jsonable(value):
     return value.item() if hasattr(value, "item") else value
+
+
+def class_scores(model, rows, classes=None):
+    """A fitted scikit-learn classifier's probabilities for ``rows``, one column per class of ``classes``
+    (default: the model's own) in that order: a class the model never saw in training gets 0."""
+    import numpy as np
+
+    probability = model.predict_proba(rows)
+    learnt = list(model.classes_)
+    if classes is None or list(classes) == learnt:
+        return probability
+    aligned = np.zeros((len(probability), len(classes)))
+    for i, label in enumerate(classes):
+        if label in learnt:
+            aligned[:, i] = probability[:, learnt.index(label)]
+    return aligned

@@ -1,6 +1,6 @@
 """The metrics by task: regression (rmse, mae, r2, as Spark's RegressionEvaluator defines them) on Spark predictions
 or arrays; classification (accuracy, weighted f1, log_loss; roc_auc and pr_auc for two classes) with Spark's
-evaluators, on the cluster."""
+evaluators, on the cluster; the same on arrays for the single-node (scikit-learn) models."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ LOWER_IS_BETTER = {
 
 TASK_METRICS = {"regression": METRICS, "classification": CLASSIFICATION_METRICS}
 DEFAULT_METRIC = {"regression": "rmse", "classification": "log_loss"}
+LOG_LOSS_EPS = 1e-15  # Spark's MulticlassClassificationEvaluator clips probabilities here
 METRIC_CHOICES = {"auto": "rmse for a regressor, log_loss for a classifier", **METRICS, **CLASSIFICATION_METRICS}
 
 
@@ -103,3 +104,36 @@ def array_regression_metrics(y_true, y_pred) -> dict[str, float]:
     var = float(np.var(y_true))
     mse = float(np.mean(err * err))
     return {"rmse": mse**0.5, "mae": float(np.mean(np.abs(err))), "r2": 1.0 - mse / var if var else float("nan")}
+
+
+def array_classification_metrics(y_true, probability, classes) -> dict[str, float]:
+    """accuracy, f1 (weighted) and log_loss of class probabilities (columns in ``classes``' order, the
+    predicted class the most probable one, as Spark's classifiers decide); roc_auc and pr_auc for two
+    classes, ``classes[1]`` positive. pr_auc is the area under the precision-recall curve, as Spark's
+    areaUnderPR computes it (trapezoids), not scikit-learn's average precision."""
+    from sklearn.metrics import accuracy_score, auc, f1_score, precision_recall_curve, roc_auc_score
+
+    probability = np.asarray(probability, dtype=float)
+    index = {label: i for i, label in enumerate(classes)}
+    truth = np.array([index[label] for label in y_true])
+    predicted = probability.argmax(axis=1)
+    labels = list(range(len(classes)))
+    metrics = {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, average="weighted", labels=labels, zero_division=0)),
+        # as Spark's logLoss: the true class's probability clipped at 1e-15, no renormalising
+        "log_loss": float(np.mean(-np.log(np.maximum(probability[np.arange(len(truth)), truth], LOG_LOSS_EPS)))),
+    }
+    if len(classes) == 2:
+        positive = probability[:, 1]
+        metrics["roc_auc"] = float(roc_auc_score(truth, positive)) if len(set(truth)) == 2 else float("nan")
+        precision, recall, _ = precision_recall_curve(truth, positive)
+        metrics["pr_auc"] = float(auc(recall, precision))
+    return metrics
+
+
+def headline(metrics: dict) -> str:
+    """The metrics an entry point's last line shows: rmse, r2 and mae, or accuracy, f1, log_loss (and roc_auc)."""
+    if "rmse" in metrics:
+        return f"rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} mae={metrics['mae']:.2f}"
+    return " ".join(f"{m}={metrics[m]:.3f}" for m in ("accuracy", "f1", "log_loss", "roc_auc") if m in metrics)

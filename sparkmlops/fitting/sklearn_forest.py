@@ -1,29 +1,38 @@
 """Single-node scikit-learn models on the same data, split and metrics as the Spark pipeline.
 
-The features are the Spark pipeline's: string columns ordinal-encoded (unseen and missing values get
-their own codes, as StringIndexer's handleInvalid="keep" does), numeric columns as they are. The model
-is a random forest (``rf``) or histogram gradient boosting (``gbt``) behind that encoder.
+The features are the Spark pipeline's: string columns ordinal-encoded (unseen values get a code of
+their own, as StringIndexer's handleInvalid="keep" does, and a null string another: its own category),
+numeric and boolean (as 0/1) columns with nulls and NaN imputed (SimpleImputer, ``impute``) and a
+``<col>_na`` indicator for each column that had missing values in training (MissingIndicator), as train's
+Imputer does. The model is a random forest (``rf``) or histogram gradient boosting (``gbt``), a regressor
+or a classifier by the task, behind that encoder. A classifier's answers are class probabilities in
+``spec.classes``' order (data.classes.class_scores).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator
 
 from sparkmlops.core import choices, plots, tracking
 from sparkmlops.core.entry_points import param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.mlflow_models import log_sklearn_model
+from sparkmlops.data import classes, parameters, splits
 from sparkmlops.data import schema as data_schema
-from sparkmlops.data import splits
-from sparkmlops.fitting.metrics import array_regression_metrics
+from sparkmlops.fitting.metrics import array_classification_metrics, array_regression_metrics
+from sparkmlops.fitting.spark_pipeline import indicator_cols
 
 # What a logged scikit-learn model needs at load time (MLflow 3 saves it with skops).
 MAX_FEATURES_NAMES = ("sqrt", "log2")
-MODEL_TYPES = {"rf": "RandomForestRegressor", "gbt": "HistGradientBoostingRegressor, num_trees = iterations"}
+MODEL_TYPES = {
+    "rf": "RandomForestRegressor or RandomForestClassifier",
+    "gbt": "HistGradientBoostingRegressor or HistGradientBoostingClassifier, num_trees = iterations",
+}
+SIMPLE_IMPUTER_STRATEGY = {"median": "median", "mean": "mean", "mode": "most_frequent"}
 
 
 # The forest's settings as parameters (default, help), declared once for ForestParams and for the entry
@@ -40,6 +49,8 @@ _FOREST_PARAMETERS = {
 
 def forest_param(name: str):
     """The parameter ``name`` of a scikit-learn forest (core.entry_points.param)."""
+    if name == "impute":
+        return parameters.impute()
     default, help_text = _FOREST_PARAMETERS[name]
     return param(default, help_text, choices=MODEL_TYPES if name == "model_type" else None)
 
@@ -53,11 +64,13 @@ class ForestParams:
     min_samples_leaf: int = forest_param("min_samples_leaf")
     max_features: str = forest_param("max_features")  # a fraction in (0, 1], sqrt or log2 (rf only)
     log_label: bool = forest_param("log_label")
-    model_type: str = forest_param("model_type")  # rf = RandomForestRegressor, gbt = HistGradientBoostingRegressor
+    model_type: str = forest_param("model_type")  # rf = random forest, gbt = histogram gradient boosting
+    impute: str = forest_param("impute")
 
     def validate(self) -> ForestParams:
         """One clear line per bad value, before any data is read."""
         choices.check("model_type", self.model_type, MODEL_TYPES)
+        choices.check("impute", self.impute, parameters.IMPUTE)
         if self.num_trees < 1:
             raise UserInputError(f"num_trees must be >= 1, got {self.num_trees}.")
         if not 0 <= self.max_depth <= 100:
@@ -87,51 +100,87 @@ def _max_features(value: str):
     return fraction
 
 
-def build_forest(spec: data_schema.FeatureSpec, params: ForestParams, seed: int, n_jobs: int = 1):
-    """Encoding + tree ensemble as one scikit-learn estimator taking the raw feature columns."""
-    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-    from sklearn.pipeline import Pipeline
+def check_task(task: str, log_label: bool) -> None:
+    """log_label has no meaning for a classifier: one line, before the fit."""
+    if task == "classification" and log_label:
+        raise UserInputError("log_label applies to regression: a class label has no logarithm; drop -P log_label.")
+
+
+def encoder(spec: data_schema.FeatureSpec, impute: str = "median"):
+    """The features as train's pipeline makes them: categories as codes, numbers (and booleans as 0/1)
+    imputed, one missing-value indicator per column in ``spec.missing_cols`` (as train's, none where the
+    data has its own ``<col>_na``)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.preprocessing import OrdinalEncoder
 
-    encode = ColumnTransformer(
-        [
-            (
-                "categorical",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2),
-                spec.categorical_cols,
-            )
-        ],
-        remainder="passthrough",
-        verbose_feature_names_out=False,
+    parts = [
+        (
+            "categorical",
+            OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2),
+            spec.categorical_cols,
+        ),
+        (
+            "numeric",
+            # keep_empty_features: a column missing in every training row of a fold stays a column
+            SimpleImputer(strategy=SIMPLE_IMPUTER_STRATEGY[impute], keep_empty_features=True),
+            spec.numeric_cols + spec.boolean_cols,
+        ),
+    ]
+    if indicator_cols(spec):
+        parts.append(("missing", MissingIndicator(features="all"), indicator_cols(spec)))
+    return ColumnTransformer(parts, verbose_feature_names_out=False)
+
+
+def encoded_feature_names(spec: data_schema.FeatureSpec) -> list[str]:
+    """The encoder's output columns under the names users know (``<col>_na`` for an indicator)."""
+    return spec.categorical_cols + spec.numeric_cols + spec.boolean_cols + [f"{c}_na" for c in indicator_cols(spec)]
+
+
+def build_forest(spec: data_schema.FeatureSpec, params: ForestParams, seed: int, n_jobs: int = 1):
+    """Encoding + tree ensemble (a classifier for a classification spec) as one scikit-learn estimator
+    taking the raw feature columns."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
     )
+    from sklearn.pipeline import Pipeline
+
+    tree = {"max_depth": params.max_depth or None, "min_samples_leaf": params.min_samples_leaf, "random_state": seed}
     if params.model_type == "gbt":
-        forest = HistGradientBoostingRegressor(
-            max_iter=params.num_trees,
-            max_depth=params.max_depth or None,
-            min_samples_leaf=params.min_samples_leaf,
-            max_features=float(params.max_features),
-            early_stopping=False,
-            random_state=seed,
+        boosting = HistGradientBoostingClassifier if spec.is_classifier else HistGradientBoostingRegressor
+        forest = boosting(
+            max_iter=params.num_trees, max_features=float(params.max_features), early_stopping=False, **tree
         )
     else:
-        forest = RandomForestRegressor(
-            n_estimators=params.num_trees,
-            max_depth=params.max_depth or None,
-            min_samples_leaf=params.min_samples_leaf,
-            max_features=_max_features(params.max_features),
-            random_state=seed,
-            n_jobs=n_jobs,
+        trees = RandomForestClassifier if spec.is_classifier else RandomForestRegressor
+        forest = trees(
+            n_estimators=params.num_trees, max_features=_max_features(params.max_features), n_jobs=n_jobs, **tree
         )
-    model = Pipeline([("encode", encode), ("forest", forest)])
+    model = Pipeline([("encode", encoder(spec, params.impute)), ("forest", forest)])
     if params.log_label:
         return TransformedTargetRegressor(regressor=model, func=np.log1p, inverse_func=np.expm1, check_inverse=False)
     return model
 
 
+def answers(model, rows, spec: data_schema.FeatureSpec):
+    """What a fitted model answers for ``rows``: predictions, or class probabilities in spec.classes' order."""
+    return classes.class_scores(model, rows, spec.classes) if spec.is_classifier else model.predict(rows)
+
+
+def answer_metrics(spec: data_schema.FeatureSpec, y_true, answered) -> dict[str, float]:
+    """The task's metrics of ``answers``' output against the true labels."""
+    if spec.is_classifier:
+        return array_classification_metrics(y_true, answered, spec.classes)
+    return array_regression_metrics(y_true, answered)
+
+
 def fit_in_stages(spec: data_schema.FeatureSpec, params: ForestParams, seed: int, x, y, stages: int):
     """Fit ``build_forest``'s model growing its trees (rf) or boosting iterations (gbt) in ``stages``
-    warm-started steps, yielding (trees so far, predict function) after each: a search can stop a poor
+    warm-started steps, yielding (trees so far, ``answers`` function) after each: a search can stop a poor
     configuration early. scikit-learn's warm start draws the new trees' seeds as one fit would, so the
     last stage predicts exactly as ``build_forest``'s model fitted at once (tested)."""
     model = build_forest(spec, replace(params, log_label=False), seed, n_jobs=1)
@@ -141,12 +190,16 @@ def fit_in_stages(spec: data_schema.FeatureSpec, params: ForestParams, seed: int
     for trees in sorted({max(1, round(params.num_trees * k / stages)) for k in range(1, stages + 1)}):
         model.set_params(**{size: trees})
         model.fit(x, target)
-        yield trees, (lambda rows, fitted=model: np.expm1(fitted.predict(rows))) if params.log_label else model.predict
+        if params.log_label:
+            yield trees, lambda rows, fitted=model: np.expm1(fitted.predict(rows))
+        else:
+            yield trees, lambda rows, fitted=model: answers(fitted, rows, spec)
 
 
-class ForestEstimator(BaseEstimator, RegressorMixin):
+class ForestEstimator(BaseEstimator):
     """``build_forest`` as a scikit-learn estimator whose parameters are ForestParams' fields, so a
-    GridSearchCV can search them (log_label included). Only ``model_`` (plain scikit-learn) is logged."""
+    GridSearchCV can search them (log_label and impute included); a regressor or a classifier as
+    ``spec`` says. Only ``model_`` (plain scikit-learn) is logged."""
 
     def __init__(
         self,
@@ -157,6 +210,7 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
         max_features="1.0",
         log_label=False,
         model_type="rf",
+        impute="median",
         seed=42,
     ):
         self.spec = spec
@@ -166,17 +220,35 @@ class ForestEstimator(BaseEstimator, RegressorMixin):
         self.min_samples_leaf = min_samples_leaf
         self.max_features = max_features
         self.log_label = log_label
+        self.impute = impute
         self.seed = seed
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier" if self.spec is not None and self.spec.is_classifier else "regressor"
+        return tags
+
     def fit(self, x, y):
-        params = ForestParams(
-            self.num_trees, self.max_depth, self.min_samples_leaf, self.max_features, self.log_label, self.model_type
-        )
+        params = ForestParams(**{field.name: getattr(self, field.name) for field in fields(ForestParams)})
         self.model_ = build_forest(self.spec, params, self.seed).fit(x, y)
         return self
 
+    @property
+    def classes_(self):
+        return self.model_.classes_
+
     def predict(self, x):
         return self.model_.predict(x)
+
+    def predict_proba(self, x):
+        return self.model_.predict_proba(x)
+
+    def score(self, x, y):
+        """Accuracy for a classifier, r2 for a regressor (GridSearchCV's default scoring)."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        scorer = accuracy_score if self.spec.is_classifier else r2_score
+        return scorer(y, self.predict(x))
 
 
 def single_threaded(model):
@@ -195,10 +267,22 @@ def stable_order(frame):
     return frame.sort_values(list(frame.columns), kind="mergesort", na_position="last").reset_index(drop=True)
 
 
+def feature_columns(spec: data_schema.FeatureSpec) -> list:
+    """The model's input columns as Spark columns: booleans as 0/1 doubles (null stays null, to impute)."""
+    from pyspark.sql import functions as F
+
+    return [F.col(c).cast("double").alias(c) if c in spec.boolean_cols else F.col(c) for c in spec.feature_cols]
+
+
+def label_array(values, spec: data_schema.FeatureSpec):
+    """The label as numbers (regression) or as the label's own values (classification)."""
+    return np.asarray(values) if spec.is_classifier else np.asarray(values, dtype=float)
+
+
 def to_pandas(df, spec: data_schema.FeatureSpec):
     """(features, label) as pandas, in a stable row order so the same seed gives the same model."""
-    frame = stable_order(df.select(*spec.feature_cols, spec.label_col).toPandas())
-    return frame[spec.feature_cols], frame[spec.label_col].to_numpy(dtype=float)
+    frame = stable_order(df.select(*feature_columns(spec), spec.label_col).toPandas())
+    return frame[spec.feature_cols], label_array(frame[spec.label_col], spec)
 
 
 def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> None:
@@ -209,10 +293,7 @@ def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> N
     estimator = fitted.steps[-1][1]
     if not hasattr(estimator, "feature_importances_"):
         return
-    # The encoder outputs the categorical columns first, then the passthrough (numeric) ones.
-    table = pd.DataFrame(
-        {"feature": spec.categorical_cols + spec.numeric_cols, "importance": estimator.feature_importances_}
-    )
+    table = pd.DataFrame({"feature": encoded_feature_names(spec), "importance": estimator.feature_importances_})
     table = table.sort_values(["importance", "feature"], ascending=[False, True]).reset_index(drop=True)
     tracking.log_dataframe_csv(table, f"{prefix}feature_importance.csv")
     fig = plots.feature_importance_figure(table)
@@ -220,12 +301,41 @@ def _log_importance(model, spec: data_schema.FeatureSpec, prefix: str = "") -> N
     plots.close(fig)
 
 
+def _log_figures(spec: data_schema.FeatureSpec, y_test, answered, prefix: str) -> None:
+    """Predicted vs actual (regression); the confusion matrix and, for two classes, ROC and PR curves."""
+    figures = {}
+    if spec.is_classifier:
+        index = {label: i for i, label in enumerate(spec.classes)}
+        truth = np.array([index[label] for label in y_test])
+        pairs = np.stack([truth, np.asarray(answered).argmax(axis=1)], axis=1)
+        cells, counts = np.unique(pairs, axis=0, return_counts=True)
+        figures["confusion_matrix.png"] = plots.confusion_matrix_figure(
+            [(t, p, n) for (t, p), n in zip(cells, counts)], [str(c) for c in spec.classes], spec.label_col
+        )
+        if len(spec.classes) == 2:
+            figures.update(plots.binary_curve_figures(truth, np.asarray(answered)[:, 1], str(spec.classes[1])))
+    else:
+        figures["predicted_vs_actual.png"] = plots.predicted_vs_actual_figure(y_test, answered, spec.label_col)
+    for name, fig in figures.items():
+        tracking.log_figure(fig, f"{prefix}{name}")
+        plots.close(fig)
+
+
+def model_metadata(spec: data_schema.FeatureSpec) -> dict:
+    """What consumers read from the MLmodel file, as train writes it: the task, the label, whether
+    missing values are imputed inside the model, and a classifier's classes (data.classes.class_scores' order)."""
+    metadata = {"task": spec.task, "label_col": spec.label_col, "label_type": spec.label_type, "imputes_missing": True}
+    if spec.is_classifier:
+        metadata["classes"] = [c.item() if hasattr(c, "item") else c for c in spec.classes]
+    return metadata
+
+
 def fit_evaluate_log(
     prepared: splits.PreparedData, model, fitted: bool = False, prefix: str = "", name: str = "model"
 ) -> tuple[dict, str]:
-    """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the metrics
-    (named ``<prefix>rmse``...), figures and the model under ``name`` (predicting on one thread):
-    (metrics, logged model URI)."""
+    """Fit ``model`` on the training split (unless ``fitted``), score the test split and log the task's
+    metrics (named ``<prefix>rmse``, ``<prefix>accuracy``...), figures and the model under ``name``
+    (predicting on one thread): (metrics, logged model URI)."""
     spec = prepared.spec
     x_train, y_train = to_pandas(prepared.train_df, spec)
     x_test, y_test = to_pandas(prepared.test_df, spec)
@@ -234,13 +344,11 @@ def fit_evaluate_log(
         model.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
     model = single_threaded(model)
-    predicted = model.predict(x_test)
-    metrics = array_regression_metrics(y_test, predicted)
-    fig = plots.predicted_vs_actual_figure(y_test, predicted, spec.label_col)
-    tracking.log_figure(fig, f"{prefix}predicted_vs_actual.png")
-    plots.close(fig)
+    answered = answers(model, x_test, spec)
+    metrics = answer_metrics(spec, y_test, answered)
+    _log_figures(spec, y_test, answered, prefix)
     _log_importance(model, spec, prefix)
-    info = log_sklearn_model(model, x_test, name=name)
+    info = log_sklearn_model(model, x_test, name=name, metadata=model_metadata(spec))
     # Test metrics linked to the logged model and the test split they were measured on.
     tracking.log_metrics(
         {f"{prefix}{k}": v for k, v in metrics.items()}, model_id=info.model_id, dataset=prepared.datasets.get("test")

@@ -3,6 +3,7 @@ pandas batches cast to its signature."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from sparkmlops.core import mlflow_models
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import application_files_dir, ship_package
 from sparkmlops.data import schema as data_schema
+from sparkmlops.data.classes import class_scores
 from sparkmlops.inference import resolve
 
 # MLflow signature type -> the numpy dtype pandas gets it as.
@@ -79,15 +81,14 @@ def check_pyfunc_model(model: resolve.ResolvedModel) -> None:
     model.input_columns()  # refuses a model without an input signature
     if model.task == "classification":
         names = [spec.name for spec in model.signature.outputs.inputs] if model.signature.outputs else []
-        if (
-            not model.classes
-            or model.metadata.get("label_type") not in _SPARK_LABEL_TYPES
-            or names != ["prediction", "probability"]
-        ):
+        # train_sklearn's classifier answers its classes only: batch_predictor asks it for probabilities too
+        answers_both = names == ["prediction", "probability"] or "sklearn" in model.flavors
+        if not model.classes or model.metadata.get("label_type") not in _SPARK_LABEL_TYPES or not answers_both:
             raise UserInputError(
                 f"model '{model.uri}' says it classifies (MLmodel metadata task) but lacks its classes, a label_type "
                 f"({', '.join(_SPARK_LABEL_TYPES)}) or the outputs prediction and probability in its signature "
-                f"(it has: {', '.join(names) or 'none'}): score a classifier exported by export_onnx."
+                f"(it has: {', '.join(names) or 'none'}): score a classifier exported by export_onnx or logged by "
+                "train_sklearn."
             )
         return
     outputs = model.signature.outputs
@@ -182,14 +183,34 @@ def shipped_model_dir(name: str) -> str:
     return target
 
 
+def scores_from_estimator(flavors: dict) -> bool:
+    """Whether a model is scored through its scikit-learn estimator (pyfunc ``predict`` is the estimator's)."""
+    return "sklearn" in flavors and flavors.get("python_function", {}).get("predict_fn", "predict") == "predict"
+
+
+def estimator_class_scores(estimator, classes: list, rows):
+    """A scikit-learn classifier's answer as scorers write it: the most probable class of ``classes`` (the
+    MLmodel's, in the label's own values) and the probabilities in their order."""
+    import numpy as np
+    import pandas as pd
+
+    probability = class_scores(estimator, rows, classes)
+    return pd.DataFrame(
+        {"prediction": np.asarray(classes)[probability.argmax(axis=1)], "probability": list(probability)}
+    )
+
+
 def batch_predictor(model):
     """The function to call on every batch. For a scikit-learn model it is the estimator's own
-    ``predict`` (what its pyfunc calls): the input was checked against the signature once on the driver
-    and is cast per batch, so pyfunc's per-batch schema enforcement (~3 us/row) is skipped. Any other
-    flavor goes through pyfunc ``predict``."""
-    flavor = model.metadata.flavors.get("python_function", {})
-    if "sklearn" in model.metadata.flavors and flavor.get("predict_fn", "predict") == "predict":
-        return model.get_raw_model().predict
+    ``predict`` (what its pyfunc calls), or for a classifier its probabilities and most probable class:
+    the input was checked against the signature once on the driver and is cast per batch, so pyfunc's
+    per-batch schema enforcement (~3 us/row) is skipped. Any other flavor goes through pyfunc ``predict``."""
+    if scores_from_estimator(model.metadata.flavors):
+        estimator = model.get_raw_model()
+        metadata = model.metadata.metadata or {}
+        if metadata.get("task") == "classification":
+            return functools.partial(estimator_class_scores, estimator, metadata["classes"])
+        return estimator.predict
     return model.predict
 
 
@@ -235,7 +256,6 @@ def score_with_arrow_udf(spark, df, model: resolve.ResolvedModel, counters: dict
     pandas UDF: only the model's input columns go through Arrow to the Python workers (the others stay
     in the JVM and are zipped back with the predictions), the model is shipped once and loaded once per
     task. ``counters`` receives the accumulators ``model_loads`` and ``batches``."""
-    import functools
     from collections.abc import Iterator
 
     import pandas as pd

@@ -20,7 +20,8 @@ _URI_HELP = (
 # MLflow signature type -> Spark types accepted for it (cast to the first one before scoring).
 _ACCEPTED = {
     "string": ("string",),
-    "double": ("double", "float", "int", "bigint", "smallint", "tinyint"),
+    # boolean: train_sklearn's models take a boolean feature as a 0/1 double
+    "double": ("double", "float", "int", "bigint", "smallint", "tinyint", "boolean"),
     "float": ("float", "int", "smallint", "tinyint"),
     "long": ("bigint", "int", "smallint", "tinyint"),
     "integer": ("int", "smallint", "tinyint"),

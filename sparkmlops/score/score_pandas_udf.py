@@ -57,7 +57,13 @@ class PandasUdfParams:
                 f"batch_size must be between 1 and {MAX_BATCH_SIZE} rows per Arrow batch, got {self.batch_size}."
             )
         scoring.check_batch_paths(self.input_path, self.output_path, self.mode)
-        return resolve_pyfunc_model(self.model_uri)
+        model = resolve_pyfunc_model(self.model_uri)
+        if self.method == "spark_udf" and model.task == "classification" and "sklearn" in model.flavors:
+            raise UserInputError(
+                f"model '{self.model_uri}' is a scikit-learn classifier, whose pyfunc (what spark_udf calls) "
+                "answers the class only: pass -P method=map_in_pandas for the class and its probabilities."
+            )
+        return model
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -44,13 +44,9 @@ def check_search_params(
 
 def summary_line(entry_point: str, result) -> str:
     """The last line tune_hyperopt and tune_grid print: best parameters, test metrics, run ids."""
-    metrics = result.test_metrics
-    if "rmse" in metrics:
-        shown = f"rmse={metrics['rmse']:.2f} r2={metrics['r2']:.3f} mae={metrics['mae']:.2f}"
-    else:
-        shown = " ".join(f"{m}={metrics[m]:.3f}" for m in ("accuracy", "f1", "log_loss", "roc_auc") if m in metrics)
     return (
-        f"{entry_point}: best {result.best_params} test {shown} run_id={result.run_id} best_run_id={result.best_run_id}"
+        f"{entry_point}: best {result.best_params} test {model_metrics.headline(result.test_metrics)} "
+        f"run_id={result.run_id} best_run_id={result.best_run_id}"
     )
 
 
@@ -113,8 +109,6 @@ class TuneParams:
             self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path, METRIC_CHOICES
         )
         self.base_pipeline().validate()  # task, features and exclude as train checks them
-        if self.engine == "sklearn" and self.task == "classification":
-            raise UserInputError("engine=sklearn fits regressions only: pass -P engine=mllib to tune a classifier.")
         if self.engine == "mllib" and self.parallelism != 1:
             raise UserInputError(
                 "parallelism applies to engine=sklearn: with engine=mllib every trial already "
@@ -456,10 +450,15 @@ def search_and_log(spark, params: TuneParams, space: dict | None, entry_point: s
     """A sequential tuner's whole job inside the active MLflow run (the parent): read, check and split
     the data, prepare the search (``space``, or the engine's default), ``run_trials(spark, params, data,
     spec) -> (trial rows, seconds)``, then the trials' summary and the refit and logging of the best."""
-    mllib = params.engine == "mllib"  # train's pipeline: it classifies and imputes; scikit-learn's forest here does not
-    choice = params.base_pipeline().column_choice() if mllib else data_schema.ColumnChoice()
+    # both engines classify and impute, as train and train_sklearn do
     prepared = splits.prepare_data(
-        spark, params.data_path, params.label_col, params.train_fraction, params.seed, choice, imputes_missing=mllib
+        spark,
+        params.data_path,
+        params.label_col,
+        params.train_fraction,
+        params.seed,
+        params.base_pipeline().column_choice(),
+        imputes_missing=True,
     )
     try:
         data = prepare_search(spark, params, prepared, space)

@@ -1,8 +1,9 @@
-"""scikit-learn GridSearchCV over a random forest, its fits spread over Spark with joblibspark.
+"""scikit-learn GridSearchCV over a random forest (a regressor or a classifier, by the task), its fits spread
+over Spark with joblibspark.
 
 Every (candidate, fold) fit is a joblib task; the "spark" joblib backend runs them as Spark tasks,
-``parallelism`` at a time. The search uses the training split only (K folds); the refit best model is
-scored on the test split `train` holds out, and logged under `model`.
+``parallelism`` at a time. The search uses the training split only (K folds, stratified by class for a
+classifier); the refit best model is scored on the test split `train` holds out, and logged under `model`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
-from sparkmlops.core import tracking
+from sparkmlops.core import choices, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
 from sparkmlops.data import parameters, splits
-from sparkmlops.fitting.metrics import METRICS
+from sparkmlops.data import schema as data_schema
+from sparkmlops.fitting.metrics import LOWER_IS_BETTER, METRIC_CHOICES, metric_for
 from sparkmlops.fitting.sklearn_forest import (
     MODEL_TYPES,
     ForestEstimator,
     ForestParams,
     _max_features,
+    check_task,
     to_pandas,
 )
 from sparkmlops.tune.search import SearchFailed, check_search_params, metric_param, refit_sklearn, summary_report
@@ -35,7 +38,18 @@ DEFAULT_GRID = {
     "min_samples_leaf": [1, 5],
     "max_features": ["0.5", "1.0"],
 }
-SCORING = {"rmse": "neg_root_mean_squared_error", "mae": "neg_mean_absolute_error", "r2": "r2"}
+# scikit-learn's scorer for each metric (GridSearchCV maximises: the lower-is-better ones come negated). pr_auc
+# is scikit-learn's average precision here, a step-wise area where the test metric is Spark's trapezoids.
+SCORING = {
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+    "log_loss": "neg_log_loss",
+    "accuracy": "accuracy",
+    "f1": "f1_weighted",
+    "roc_auc": "roc_auc",
+    "pr_auc": "average_precision",
+}
 MAX_CANDIDATES = 10_000
 
 
@@ -103,6 +117,11 @@ def _check_value(name: str, value, max_features_check) -> None:
             raise UserInputError(f"param_grid['log_label'] values must be true or false, got {json.dumps(value)}.")
     elif name == "max_features":
         max_features_check(str(value))
+    elif name == "impute":
+        if value not in parameters.IMPUTE:
+            raise UserInputError(
+                f"param_grid['impute'] values must be one of {', '.join(parameters.IMPUTE)}, got {json.dumps(value)}."
+            )
     elif name == "model_type":
         if value not in MODEL_TYPES:
             raise UserInputError(
@@ -116,14 +135,17 @@ class GridParams:
 
     data_path: str = parameters.data_path()
     label_col: str = parameters.label_col()
+    task: str = parameters.task()
+    features: str = parameters.features()
+    exclude: str = parameters.exclude()
     param_grid: str = param(
         "",
-        "JSON object of lists over num_trees, max_depth (0 = unlimited), min_samples_leaf, max_features, log_label; "
-        "empty = the built-in 16-candidate grid.",
+        "JSON object of lists over num_trees, max_depth (0 = unlimited), min_samples_leaf, max_features, log_label, "
+        "model_type, impute; empty = the built-in 16-candidate grid.",
     )
-    cv: int = param(3, "Number of folds.")
+    cv: int = param(3, "Number of folds (stratified by class for a classifier).")
     parallelism: int = param(2, "Concurrent fits (Spark tasks).")
-    metric: str = metric_param(METRICS, "rmse")  # scikit-learn's regressors: regression metrics only
+    metric: str = metric_param()
     seed: int = param(42, "Seed of the split, folds and forests.")
     train_fraction: float = parameters.train_fraction()
 
@@ -131,8 +153,17 @@ class GridParams:
         parse_grid(self.param_grid)
         if self.cv < 2:
             raise UserInputError(f"cv must be >= 2 (number of folds), got {self.cv}.")
-        check_search_params(self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path)
+        check_search_params(
+            self.label_col, self.parallelism, self.metric, self.train_fraction, self.data_path, METRIC_CHOICES
+        )
+        choices.check("task", self.task, data_schema.TASKS)
+        check_task(self.task, True in parse_grid(self.param_grid).get("log_label", []))
         return self
+
+    def column_choice(self) -> data_schema.ColumnChoice:
+        return data_schema.ColumnChoice(
+            self.task, data_schema.column_list(self.features), data_schema.column_list(self.exclude), can_classify=True
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -149,7 +180,15 @@ class GridResult:
 
 
 def grid_search_and_log(spark, params: GridParams) -> GridResult:
-    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = splits.prepare_data(
+        spark,
+        params.data_path,
+        params.label_col,
+        params.train_fraction,
+        params.seed,
+        params.column_choice(),
+        imputes_missing=True,
+    )
     try:
         return _grid_search(spark, params, prepared)
     finally:
@@ -159,21 +198,26 @@ def grid_search_and_log(spark, params: GridParams) -> GridResult:
 def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> GridResult:
     from joblib import parallel_backend
     from joblibspark import register_spark
-    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
+    spec = prepared.spec
     grid = parse_grid(params.param_grid)
+    check_task(spec.task, True in grid.get("log_label", []))  # task=auto resolved by the label's type
+    metric = metric_for(params.metric, spec.task, len(spec.classes))
+    tracking.log_params({"resolved_metric": metric})
     candidates = len(list(itertools.product(*grid.values())))
     tracking.log_dict(grid, "param_grid.json")
     tracking.log_metrics({"candidates": candidates, "fits": candidates * params.cv})
-    x_train, y_train = to_pandas(prepared.train_df, prepared.spec)
+    x_train, y_train = to_pandas(prepared.train_df, spec)
     if len(y_train) < params.cv:
         raise UserInputError(f"the training split has {len(y_train)} rows, fewer than cv={params.cv} folds.")
 
+    folds = StratifiedKFold if spec.is_classifier else KFold  # every class in every fold, as far as it can
     search = GridSearchCV(
-        ForestEstimator(spec=prepared.spec, seed=params.seed),
+        ForestEstimator(spec=spec, seed=params.seed),
         grid,
-        scoring=SCORING[params.metric],
-        cv=KFold(params.cv, shuffle=True, random_state=params.seed),
+        scoring=SCORING[metric],
+        cv=folds(params.cv, shuffle=True, random_state=params.seed),
         refit=True,
         n_jobs=params.parallelism,
         error_score=float("nan"),
@@ -187,14 +231,14 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
     seconds = time.perf_counter() - started
     tracking.log_metrics({"search_seconds": seconds})
 
-    best_run_id = log_cv_results(search.cv_results_, list(grid), params.metric, params.cv)
-    cv_score = float(_metric_value(search.best_score_, params.metric))
+    best_run_id = log_cv_results(search.cv_results_, list(grid), metric, params.cv)
+    cv_score = float(_metric_value(search.best_score_, metric))
     tracking.log_params({f"best_{k}": v for k, v in search.best_params_.items()})
-    tracking.log_metrics({f"cv_{params.metric}": cv_score})
+    tracking.log_metrics({f"cv_{metric}": cv_score})
     tracking.set_tags({"best_run_id": best_run_id})
     print(
         f"tune_grid: {candidates} candidates x {params.cv} folds in {seconds:.1f} s; best "
-        f"cv_{params.metric}={cv_score:.4f} {search.best_params_}",
+        f"cv_{metric}={cv_score:.4f} {search.best_params_}",
         flush=True,
     )
     # GridSearchCV refit the best candidate on the whole training split; log its plain sklearn model.
@@ -210,8 +254,8 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
 
 
 def _metric_value(score: float, metric: str) -> float:
-    """GridSearchCV maximises scores: rmse and mae come negated."""
-    return -score if metric in ("rmse", "mae") else score
+    """GridSearchCV maximises scores: the lower-is-better metrics (rmse, mae, log_loss) come negated."""
+    return -score if LOWER_IS_BETTER[metric] else score
 
 
 def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: int) -> str:
@@ -255,7 +299,7 @@ def log_cv_results(cv_results: dict, grid_names: list[str], metric: str, folds: 
 TUNE_GRID = EntryPoint(
     name="tune_grid",
     script="tune_grid.py",
-    summary="Grid-search the scikit-learn forest on Spark and log the best one.",
+    summary="Grid-search the scikit-learn forest (regressor or classifier) on Spark and log the best one.",
     params=GridParams,
     job=lambda spark, params, checked: grid_search_and_log(spark, checked),
     run_name=lambda p: f"tune_grid {p.cv}-fold {p.metric}",

@@ -18,7 +18,6 @@ import time
 from sparkmlops.core import tracking
 from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
-from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest
 from sparkmlops.tune.search import (
     SearchData,
@@ -146,7 +145,7 @@ def sklearn_trial(context: TrialContext, data, seed: int, sample: dict) -> dict:
     def evaluate(params: dict) -> dict:
         model = sklearn_forest.build_forest(spec, sklearn_forest.ForestParams(**params), seed, n_jobs=1)
         model.fit(x_fit, y_fit)
-        return model_metrics.array_regression_metrics(y_valid, model.predict(x_valid))
+        return sklearn_forest.answer_metrics(spec, y_valid, sklearn_forest.answers(model, x_valid, spec))
 
     return run_trial(context, trial_params, evaluate, "trial")
 

@@ -29,7 +29,6 @@ import time
 from sparkmlops.core import compat, tracking
 from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.spark import quiet_python_task_warnings, ship_package
-from sparkmlops.fitting import metrics as model_metrics
 from sparkmlops.fitting import sklearn_forest
 from sparkmlops.tune import optuna_study, search
 
@@ -107,8 +106,8 @@ def evaluate_sklearn(arrays, seed: int, metric: str, trial_params: dict, trial) 
     x_fit, y_fit, x_valid, y_valid, spec = arrays
     forest = sklearn_forest.ForestParams(**trial_params)
     stages = sklearn_forest.fit_in_stages(spec, forest, seed, x_fit, y_fit, PRUNING_STAGES)
-    for stage, (trees, predict) in enumerate(stages):
-        metrics = model_metrics.array_regression_metrics(y_valid, predict(x_valid))
+    for stage, (trees, answer) in enumerate(stages):
+        metrics = sklearn_forest.answer_metrics(spec, y_valid, answer(x_valid))
         # step = stage (from 0, as Optuna counts), not trees: the pruner compares trials of different sizes
         # at the same share grown
         trial.report(search.loss_of(metrics, metric), step=stage)

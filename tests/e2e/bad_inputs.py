@@ -100,12 +100,13 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
-    # train's model imputes (docs/your-data.md): what uses it scores the nulls; train (and the tuners with
-    # engine=mllib, which fit its pipeline) have nothing to impute a column from; the others refuse nulls
+    # train's and train_sklearn's models impute (docs/your-data.md): what uses them scores the nulls; their
+    # trainers (and the tuners, which fit them) have nothing to impute a column from; the per-group models refuse
     "null_numeric_feature": _row(
-        _NULLS,
-        **{e: refused("null or NaN in every row") for e in ("train", "tune_hyperopt_mllib", "tune_optuna")},
-        **{e: OK for e in ("score_batch", "score_stream", "promote", "export_onnx")},
+        OK,
+        **{e: refused("null or NaN in every row") for e in TRAINERS if e != "train_per_group"},
+        train_per_group=_NULLS,
+        score_per_group=_NULLS,
         check_drift=DRIFT,
     ),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT),

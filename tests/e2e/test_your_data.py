@@ -615,17 +615,6 @@ def test_a_search_tunes_a_classifier_on_log_loss(client, penguins, tuner):
     assert "log_loss=" in last_line(result.stdout)
 
 
-def test_the_sklearn_engine_refuses_a_classification(client, penguins):
-    result = script_in_process(
-        "tune_hyperopt.py", "--data_path", penguins, "--label_col", "species", "--engine", "sklearn"
-    )
-    assert_refused(result, client, "label column 'species' is string, not numeric", before_spark=False)
-    result = script_in_process(
-        "tune_hyperopt.py", "--label_col", "species", "--engine", "sklearn", "--task", "classification"
-    )
-    assert_refused(result, client, "engine=sklearn fits regressions only")
-
-
 def test_boolean_label_and_feature(client, tmp_path, penguins):
     """A boolean label (null where sex is unknown: those rows are dropped) and a boolean feature with nulls:
     classes false before true, predictions booleans; the export refuses the boolean feature's cast."""
