@@ -65,8 +65,12 @@ class PerGroupParams:
     train_fraction: float = parameters.train_fraction()
 
     def forest_params(self) -> sklearn_forest.ForestParams:
-        # every forest setting but log_label (group models fit the label itself)
-        settings = {f.name: getattr(self, f.name) for f in fields(sklearn_forest.ForestParams) if f.name != "log_label"}
+        # every forest setting but log_label (group models fit the label itself) and impute (they refuse nulls)
+        settings = {
+            f.name: getattr(self, f.name)
+            for f in fields(sklearn_forest.ForestParams)
+            if f.name not in ("log_label", "impute")
+        }
         return sklearn_forest.ForestParams(**settings)
 
     def validate(self) -> PerGroupParams:

@@ -101,12 +101,11 @@ EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
     # train's and train_sklearn's models impute (docs/your-data.md): what uses them scores the nulls; their
-    # trainers (and the tuners, which fit them) have nothing to impute a column from; the per-group models refuse
+    # trainers (and the tuners, which fit them) have nothing to impute a column from; train_per_group refuses
     "null_numeric_feature": _row(
         OK,
         **{e: refused("null or NaN in every row") for e in TRAINERS if e != "train_per_group"},
         train_per_group=_NULLS,
-        score_per_group=_NULLS,
         check_drift=DRIFT,
     ),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT),
@@ -327,10 +326,10 @@ def render_doc() -> str:
         "",
         "- No rows is bad input for every batch entry point (an upstream job failed); a stream scores an empty "
         "file as an empty micro-batch.",
-        "- `train`'s models impute numeric nulls and NaN inside the pipeline (docs/your-data.md), so what "
-        "uses them (`score_batch`, `score_stream`, `promote`, `export_onnx`) scores such rows; `train` and the "
-        "tuners with `engine=mllib` refuse a feature missing in every row (nothing to impute it from). The "
-        "other trainers, and the scikit-learn models `score_pandas_udf` and `score_per_group` use here, need "
+        "- `train`'s and `train_sklearn`'s models impute numeric nulls and NaN inside the model "
+        "(docs/your-data.md), and so do the per-group models: what uses them (`score_batch`, `score_stream`, "
+        "`score_pandas_udf`, `score_per_group`, `promote`, `export_onnx`) scores such rows. Their trainers and the "
+        "tuners refuse a feature missing in every row (nothing to impute it from); `train_per_group` needs "
         "non-null numeric features. Infinities "
         "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
         "and rows its model cannot score (an infinity) as unscorable.",
