@@ -124,7 +124,7 @@ def resolve_task(task: str, label_col: str, label_type: str, can_classify: bool 
     numeric = is_numeric(label_type)
     if not can_classify and not numeric:
         raise UserInputError(f"label column '{label_col}' is {label_type}, not numeric: this entry point fits "
-                             "regressions only (train, and tune_hyperopt and tune_optuna with engine=mllib, classify); pass -P "
+                             "regressions only (train, train_sklearn and the tuners classify); pass -P "
                              "label_col=<numeric column> or cast it in the data.")
     if task == "auto":
         task = "regression" if numeric else "classification"

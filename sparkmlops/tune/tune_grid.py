@@ -8,6 +8,7 @@ classifier); the refit best model is scored on the test split `train` holds out,
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -26,6 +27,8 @@ from sparkmlops.fitting.sklearn_forest import (
     ForestEstimator,
     ForestParams,
     _max_features,
+    answer_metrics,
+    answers,
     check_task,
     to_pandas,
 )
@@ -37,18 +40,6 @@ DEFAULT_GRID = {
     "max_depth": [8, 16],
     "min_samples_leaf": [1, 5],
     "max_features": ["0.5", "1.0"],
-}
-# scikit-learn's scorer for each metric (GridSearchCV maximises: the lower-is-better ones come negated). pr_auc
-# is scikit-learn's average precision here, a step-wise area where the test metric is Spark's trapezoids.
-SCORING = {
-    "rmse": "neg_root_mean_squared_error",
-    "mae": "neg_mean_absolute_error",
-    "r2": "r2",
-    "log_loss": "neg_log_loss",
-    "accuracy": "accuracy",
-    "f1": "f1_weighted",
-    "roc_auc": "roc_auc",
-    "pr_auc": "average_precision",
 }
 MAX_CANDIDATES = 10_000
 
@@ -198,7 +189,7 @@ def grid_search_and_log(spark, params: GridParams) -> GridResult:
 def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> GridResult:
     from joblib import parallel_backend
     from joblibspark import register_spark
-    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV
 
     spec = prepared.spec
     grid = parse_grid(params.param_grid)
@@ -212,12 +203,11 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
     if len(y_train) < params.cv:
         raise UserInputError(f"the training split has {len(y_train)} rows, fewer than cv={params.cv} folds.")
 
-    folds = StratifiedKFold if spec.is_classifier else KFold  # every class in every fold, as far as it can
     search = GridSearchCV(
         ForestEstimator(spec=spec, seed=params.seed),
         grid,
-        scoring=SCORING[metric],
-        cv=folds(params.cv, shuffle=True, random_state=params.seed),
+        scoring=functools.partial(fold_score, spec, metric),
+        cv=cv_folds(spec, params.cv, params.seed),
         refit=True,
         n_jobs=params.parallelism,
         error_score=float("nan"),
@@ -251,6 +241,22 @@ def _grid_search(spark, params: GridParams, prepared: splits.PreparedData) -> Gr
         candidates=candidates,
         run_id=tracking.active_run_id(),
     )
+
+
+def fold_score(spec: data_schema.FeatureSpec, metric: str, estimator, x, y) -> float:
+    """A fold's score as GridSearchCV maximises it: the run's own metric (as train_sklearn computes it, on
+    probabilities in spec.classes' order, so a class absent from a fold is no error), negated where lower is
+    better."""
+    value = answer_metrics(spec, y, answers(estimator, x, spec))[metric]
+    return -value if LOWER_IS_BETTER[metric] else value
+
+
+def cv_folds(spec: data_schema.FeatureSpec, folds: int, seed: int):
+    """K folds of the training rows; a classifier's stratified by class, so each fold holds every class that
+    has at least ``folds`` rows."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    return (StratifiedKFold if spec.is_classifier else KFold)(folds, shuffle=True, random_state=seed)
 
 
 def _metric_value(score: float, metric: str) -> float:

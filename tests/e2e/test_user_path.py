@@ -168,14 +168,15 @@ def test_tune_grid_searches_model_type_and_refuses_what_the_estimator_does_not_t
     run = _newest_tune_grid_run(client)
     assert run.info.status == "FINISHED" and run.data.params["best_model_type"] in ("gbt", "rf")
     assert run.data.metrics["candidates"] == 2
-    assert run.data.tags["mlflow.runName"] == "tune_grid 2-fold rmse"
+    assert run.data.tags["mlflow.runName"] == "tune_grid 2-fold auto"
+    assert run.data.params["resolved_metric"] == "rmse"
 
     for grid, message in [
         ('{"model_type": ["xgb"]}', "model_type'] values must be one of rf, gbt"),
         (
             '{"numTrees": [5]}',
-            "unknown parameter 'numTrees': use log_label, max_depth, max_features, min_samples_leaf, model_type, "
-            "num_trees.",
+            "unknown parameter 'numTrees': use impute, log_label, max_depth, max_features, min_samples_leaf, "
+            "model_type, num_trees.",
         ),
         ('{"model_type": ["gbt"], "max_features": ["sqrt"]}', "candidate"),
     ]:

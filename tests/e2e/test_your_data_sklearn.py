@@ -1,7 +1,8 @@
 """The scikit-learn trainers on a user's own table (docs/your-data.md): train_sklearn, the tuners with
 engine=sklearn and tune_grid classify a string, boolean or 0/1 label and impute missing values as train does;
 score_pandas_udf and score_batch write the classifier's class and probabilities. The datasets are
-test_your_data.py's (Palmer penguins with a boolean feature added, breast cancer)."""
+test_your_data.py's (Palmer penguins with a boolean feature added, and a boolean label made of `sex`;
+breast cancer, a 0/1 label)."""
 
 from __future__ import annotations
 
@@ -212,3 +213,30 @@ def test_the_sklearn_engine_tunes_a_classifier(client, penguins_with_boolean, tu
     info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     assert info.metadata["classes"] == SPECIES and "sklearn" in info.flavors
     assert json.loads(run.data.tags["classes"]) == SPECIES
+
+
+def test_a_boolean_label_with_nulls_and_excluded_columns(client, tmp_path, penguins_with_boolean):
+    """is_male (null where sex is unknown: those rows are dropped and counted), year and island excluded:
+    classes false before true, predictions written as booleans."""
+    frame = pd.read_parquet(penguins_with_boolean)
+    frame["is_male"] = frame["sex"].map({"male": True, "female": False}).astype("boolean")
+    path = tmp_path / "is_male.parquet"
+    frame.drop(columns=["sex"]).to_parquet(path, index=False)
+    run, _ = _run_ok(
+        client, "train_sklearn.py", "--data_path", str(path), "--label_col", "is_male", "--exclude", "year,island",
+        *SMALL,
+    )  # fmt: skip
+    model_uri = f"runs:/{run.info.run_id}/model"
+    assert mlflow.models.get_model_info(model_uri).metadata["classes"] == [False, True]
+    assert run.data.metrics["rows_null_label_dropped"] == 11 and run.data.metrics["roc_auc"] > 0.8
+    assert "year (excluded (-P exclude))" in run.data.tags["left_out_columns"]
+    assert list(mlflow.sklearn.load_model(model_uri).feature_names_in_) == [
+        "species", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "heavy",
+    ]  # fmt: skip
+    output = tmp_path / "scores"
+    result = script_in_process(
+        "score_pandas_udf.py", "--model_uri", model_uri, "--input_path", str(path), "--output_path", str(output)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = pd.read_parquet(output)
+    assert scored["prediction"].map(type).eq(bool).all() and len(scored) == 344
