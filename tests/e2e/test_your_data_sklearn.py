@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_logged_model, assert_refused, last_line, script_in_process
+from conftest import assert_logged_model, assert_refused, commit_all, copy_project, last_line, script_in_process
 from test_your_data import breast_cancer, penguins  # noqa: F401 (module fixtures)
 
 SMALL = ["--num_trees", "20", "--max_depth", "6"]
@@ -240,3 +240,19 @@ def test_a_boolean_label_with_nulls_and_excluded_columns(client, tmp_path, pengu
     assert result.returncode == 0, result.stderr[-3000:]
     scored = pd.read_parquet(output)
     assert scored["prediction"].map(type).eq(bool).all() and len(scored) == 344
+
+
+def test_reproduce_a_sklearn_classifier_trained_on_data_with_nulls(client, species_sklearn, tmp_path):
+    """reproduce checks the data as train_sklearn read it (nulls are the model's to impute), re-runs it from
+    this tree, committed, and gets the same metrics."""
+    run, _ = species_sklearn
+    project = copy_project(tmp_path / "project")
+    client.set_tag(run.info.run_id, "git_commit", commit_all(project))  # the committed copy of this very tree
+    client.set_tag(run.info.run_id, "git_dirty", "false")
+    result = script_in_process("reproduce.py", "--run_id", run.info.run_id, "--project_uri", str(project))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [reproduced] = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.reproduction_of = '{run.info.run_id}'"
+    )
+    for name in ("accuracy", "f1", "log_loss"):
+        assert reproduced.data.metrics[name] == run.data.metrics[name], name
