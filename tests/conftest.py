@@ -305,6 +305,20 @@ def commit_all(repo: Path, message: str = "project") -> str:
     ).stdout.strip()
 
 
+def reproduced_from_this_tree(client, run, tmp_path: Path):
+    """`reproduce` of ``run`` as if it had been made from a committed copy of this very tree (its git tags
+    pointed at that commit): the reproducing run, once the script has exited 0."""
+    project = copy_project(tmp_path / "project")
+    client.set_tag(run.info.run_id, "git_commit", commit_all(project))
+    client.set_tag(run.info.run_id, "git_dirty", "false")
+    result = script_in_process("reproduce.py", "--run_id", run.info.run_id, "--project_uri", str(project))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [reproduced] = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.reproduction_of = '{run.info.run_id}'"
+    )
+    return reproduced
+
+
 def served_model(model_uri: str, log_path: Path):
     """`mlflow models serve -m <model_uri> --env-manager local` on 127.0.0.1 (tools.model_server: a port
     no other process holds, output to ``log_path``, stopped by PID): yields its URL once /ping answers."""

@@ -78,6 +78,11 @@ class ColumnChoice:
     can_classify: bool = False
 
 
+def chosen_columns(task: str, features: str, exclude: str) -> ColumnChoice:
+    """The column choice of an entry point that classifies, from its -P task, features and exclude."""
+    return ColumnChoice(task, column_list(features), column_list(exclude), can_classify=True)
+
+
 def choice_of_run(parameters: dict[str, str]) -> ColumnChoice:
     """The column choice a run's logged parameters record (runs from before -P task were regressions)."""
     return ColumnChoice(

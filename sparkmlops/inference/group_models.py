@@ -12,7 +12,7 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import ship_package
 from sparkmlops.data import schema as data_schema
 from sparkmlops.inference import resolve
-from sparkmlops.inference.pandas_predict import as_prediction, model_features, pandas_casts
+from sparkmlops.inference.pandas_predict import as_scores, batch_predictor, model_features, output_fields, pandas_casts
 
 GROUP_TABLE = "group_models.csv"
 
@@ -97,18 +97,19 @@ def load_group_models(run_id: str) -> GroupModels:
 SCORED_WITH_COL = "scored_with"
 
 
-_GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> loaded model (the fallback's reuse)
+_GROUP_MODELS: dict[str, object] = {}  # per Python worker: model URI -> its batch predictor (the fallback's reuse)
 
 
-def _load_model(uri: str, tracking_uri: str):
-    model = _GROUP_MODELS.get(uri)
-    if model is None:
+def _predictor(uri: str, tracking_uri: str):
+    """The model's batch predictor (a classifier's answers its classes and probabilities), loaded once."""
+    predict = _GROUP_MODELS.get(uri)
+    if predict is None:
         tracking.set_tracking_uri(tracking_uri)
-        model = mlflow_models.load_pyfunc_model(uri)
+        predict = batch_predictor(mlflow_models.load_pyfunc_model(uri))
         if len(_GROUP_MODELS) > 64:
             _GROUP_MODELS.clear()
-        _GROUP_MODELS[uri] = model
-    return model
+        _GROUP_MODELS[uri] = predict
+    return predict
 
 
 def score_group(
@@ -118,38 +119,39 @@ def score_group(
     group_columns: list[str],
     fallback_columns: list[str],
     casts: dict[str, str],
+    classifier: bool,
     frame,
 ):
-    """applyInPandas function: one group's rows plus ``prediction`` and ``scored_with``."""
+    """applyInPandas function: one group's rows plus the scores (``prediction``, and a classifier's
+    ``probability``) and ``scored_with``."""
     import numpy as np
 
     group = group_value(frame, group_models.group_col)
     uri = group_models.by_group.get(group) if group is not None else None
     if uri is not None:
-        model = _load_model(uri, tracking_uri)
-        features = model_features(frame, group_columns, casts)
-        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="group")
-    if unknown_groups == "fallback":
-        model = _load_model(group_models.fallback_uri, tracking_uri)
-        features = model_features(frame, fallback_columns, casts)
-        return frame.assign(prediction=as_prediction(model.predict(features), len(frame)), scored_with="fallback")
-    return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
+        columns, scored_with = group_columns, "group"
+    elif unknown_groups == "fallback":
+        uri, columns, scored_with = group_models.fallback_uri, fallback_columns, "fallback"
+    elif classifier:
+        return frame.assign(prediction=None, probability=None, scored_with=None)
+    else:
+        return frame.assign(prediction=np.full(len(frame), np.nan), scored_with=None)
+    answered = _predictor(uri, tracking_uri)(model_features(frame, columns, casts))
+    return frame.assign(**as_scores(answered, len(frame), classifier), scored_with=scored_with)
 
 
 def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fallback: resolve.ResolvedModel):
-    """``df`` plus ``prediction`` and ``scored_with``, each group scored by its own model."""
+    """``df`` plus the scores (``output_fields``) and ``scored_with``, each group scored by its own model."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+    from pyspark.sql.types import StringType, StructField, StructType
 
     check_group_col(df, group_models.group_col)
     casts = pandas_casts(df, fallback)  # the fallback's inputs are every group model's plus the group column
     fallback_columns = [c for c, _ in fallback.input_columns()]
     group_columns = [c for c in fallback_columns if c != group_models.group_col]
     ship_package(spark)
-    schema = StructType(
-        df.schema.fields
-        + [StructField("prediction", DoubleType(), True), StructField(SCORED_WITH_COL, StringType(), True)]
-    )
+    classifier = fallback.task == "classification"
+    schema = StructType(df.schema.fields + output_fields(fallback) + [StructField(SCORED_WITH_COL, StringType(), True)])
     scorer = functools.partial(
         score_group,
         group_models,
@@ -158,7 +160,10 @@ def score_groups(spark, df, group_models: GroupModels, unknown_groups: str, fall
         group_columns,
         fallback_columns,
         casts,
+        classifier,
     )
     scored = df.groupBy(group_models.group_col).applyInPandas(scorer, schema)
+    if classifier:
+        return scored
     # null predictions (unknown_groups=null) are written as nulls, not NaN
     return scored.withColumn("prediction", F.when(F.isnan("prediction"), None).otherwise(F.col("prediction")))

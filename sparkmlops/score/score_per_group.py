@@ -56,7 +56,7 @@ def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupMode
 
     def score(input_df):
         check_group_col(input_df, group_models.group_col)
-        scoring.check_no_prediction_column(input_df, ("prediction", SCORED_WITH_COL))
+        scoring.check_no_prediction_column(input_df, (*scoring.output_columns(fallback), SCORED_WITH_COL))
         group_rows = input_df.groupBy(group_models.group_col).agg(F.count(F.lit(1)).alias("rows")).collect()
         unknown = sorted(
             ((r[0], r["rows"]) for r in group_rows if r[0] not in group_models.by_group),

@@ -4,10 +4,12 @@
 The data is read, checked and split exactly as `train` does; each group's training
 rows reach one task (``groupBy(group_col).applyInPandas``), which fits the group's model, scores the
 group's test rows and logs both as a nested run of the parent run (tagged with the group) from the
-executor. Groups with fewer than ``min_rows`` training rows (and rows with a null group) are skipped
-and listed. A fallback model fitted on every training row (the group column as a feature) is logged
-in the parent under ``fallback_model``; the parent's rmse/mae/r2 are those of the per-group models (the
-fallback for skipped groups) on the whole test split, next to fallback_rmse/mae/r2 for comparison.
+executor. Groups with fewer than ``min_rows`` training rows (and rows with a null group), and a
+classifier's groups with one class, are skipped and listed. A fallback model fitted on every training row
+(the group column as a feature) is logged in the parent under ``fallback_model``; the parent's metrics
+(rmse/mae/r2, or accuracy/f1/log_loss for a classifier) are those of the per-group models (the fallback
+for skipped groups) on the whole test split, next to the fallback's alone (``fallback_<metric>``).
+Every model is train_sklearn's, regressor or classifier, imputing as it does, with the data's classes.
 
 Executors log and load the models through the tracking server: on a cluster, MLFLOW_TRACKING_URI must
 be a server (or a store) they can reach.
@@ -20,7 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 
-from sparkmlops.core import mlflow_models, tracking
+from sparkmlops.core import choices, mlflow_models, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.spark import session_conf, ship_package
@@ -42,10 +44,17 @@ from sparkmlops.inference.group_models import (
 )
 
 SPLIT_COL = "__split"
-RESULT_SCHEMA = (
-    "group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
-    "rmse double, mae double, r2 double, fit_seconds double, error string"
-)
+# a group model's test metrics, by task (a group's test rows may hold one class: no roc_auc or pr_auc)
+GROUP_METRICS = {"regression": ("rmse", "mae", "r2"), "classification": ("accuracy", "f1", "log_loss")}
+
+
+def result_schema(task: str) -> str:
+    """The table of group models, one row per group (group_models.csv)."""
+    metrics = ", ".join(f"{name} double" for name in GROUP_METRICS[task])
+    return (
+        "group string, status string, train_rows long, test_rows long, run_id string, model_uri string, "
+        f"{metrics}, fit_seconds double, error string"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class PerGroupParams:
 
     data_path: str = parameters.data_path()
     label_col: str = parameters.label_col()
+    task: str = parameters.task()
+    features: str = parameters.features()
+    exclude: str = parameters.exclude()
+    impute: str = sklearn_forest.forest_param("impute")
     group_col: str = param("neighbourhood_cleansed", "String column: one model per value.")
     min_rows: int = param(50, "Groups with fewer training rows are skipped (listed; the fallback model scores them).")
     model_type: str = sklearn_forest.forest_param("model_type")
@@ -65,12 +78,8 @@ class PerGroupParams:
     train_fraction: float = parameters.train_fraction()
 
     def forest_params(self) -> sklearn_forest.ForestParams:
-        # every forest setting but log_label (group models fit the label itself) and impute (they refuse nulls)
-        settings = {
-            f.name: getattr(self, f.name)
-            for f in fields(sklearn_forest.ForestParams)
-            if f.name not in ("log_label", "impute")
-        }
+        # every forest setting but log_label (group models fit the label itself)
+        settings = {f.name: getattr(self, f.name) for f in fields(sklearn_forest.ForestParams) if f.name != "log_label"}
         return sklearn_forest.ForestParams(**settings)
 
     def validate(self) -> PerGroupParams:
@@ -81,8 +90,12 @@ class PerGroupParams:
         if self.min_rows < 2:
             raise UserInputError(f"min_rows must be >= 2 (a model needs rows to fit), got {self.min_rows}.")
         self.forest_params().validate()
+        choices.check("task", self.task, data_schema.TASKS)
         splits.check_training_inputs(self.label_col, self.train_fraction, self.data_path)
         return self
+
+    def column_choice(self) -> data_schema.ColumnChoice:
+        return data_schema.chosen_columns(self.task, self.features, self.exclude)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,13 +130,15 @@ def train_group(context: GroupContext, frame):
         "test_rows": len(test),
         "run_id": None,
         "model_uri": None,
-        "rmse": None,
-        "mae": None,
-        "r2": None,
+        **dict.fromkeys(GROUP_METRICS[spec.task]),
         "fit_seconds": None,
         "error": None,
     }
     if group is None or len(train) < context.min_rows:
+        return pd.DataFrame([row])
+    if spec.is_classifier and train[spec.label_col].nunique() < 2:
+        # nothing to tell apart: the fallback model scores the group's rows
+        row["error"] = f"one class only ({train[spec.label_col].iloc[0]!r}): scored by the fallback model"
         return pd.DataFrame([row])
     tracking.set_tracking_uri(context.tracking_uri)
     tags = {"group_col": context.group_col, "group": group, "entry_point": "train_per_group"}
@@ -137,17 +152,21 @@ def train_group(context: GroupContext, frame):
             )
             started = time.perf_counter()
             model = sklearn_forest.build_forest(spec, context.forest, context.seed, n_jobs=1)
-            model.fit(train[spec.feature_cols], train[spec.label_col].to_numpy(dtype=float))
+            model.fit(train[spec.feature_cols], sklearn_forest.label_array(train[spec.label_col], spec))
             row["fit_seconds"] = time.perf_counter() - started
             metrics = {"train_rows": len(train), "test_rows": len(test), "fit_seconds": row["fit_seconds"]}
             if len(test):
-                scores = model_metrics.array_regression_metrics(
-                    test[spec.label_col], model.predict(test[spec.feature_cols])
-                )
+                x_test, y_test = test[spec.feature_cols], sklearn_forest.label_array(test[spec.label_col], spec)
+                answered = sklearn_forest.answers(model, x_test, spec)
+                scores = sklearn_forest.answer_metrics(spec, y_test, answered)
+                scores = {name: scores[name] for name in GROUP_METRICS[spec.task]}
                 row.update(scores)
                 metrics.update({k: v for k, v in scores.items() if math.isfinite(v)})
             child.log_metrics(metrics)
-            info = mlflow_models.log_sklearn_model(model, train[spec.feature_cols], run_id=child.run_id)
+            # the data's classes, not the group's: every model's probabilities have the same columns
+            info = mlflow_models.log_sklearn_model(
+                model, train[spec.feature_cols], run_id=child.run_id, metadata=sklearn_forest.model_metadata(spec)
+            )
             row["model_uri"] = info.model_uri
         row["status"] = "trained"
     except Exception as exc:  # this group's run is FAILED with the error; the others go on
@@ -180,7 +199,15 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
 
     if params.data_path:
         check_group_col(validation.read_dataset(spark, params.data_path), params.group_col)
-    prepared = splits.prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed)
+    prepared = splits.prepare_data(
+        spark,
+        params.data_path,
+        params.label_col,
+        params.train_fraction,
+        params.seed,
+        params.column_choice(),
+        imputes_missing=True,
+    )
     try:
         check_group_col(prepared.train_df, params.group_col)
         spec = group_spec(prepared.spec, params.group_col)
@@ -195,7 +222,7 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
             params.seed,
         )
         tracking.set_tags({"group_col": params.group_col})
-        columns = [params.group_col, *spec.feature_cols, spec.label_col]
+        columns = [F.col(params.group_col), *sklearn_forest.feature_columns(spec), F.col(spec.label_col)]
         both = (
             prepared.train_df.select(*columns)
             .withColumn(SPLIT_COL, F.lit("train"))
@@ -228,7 +255,7 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
             fitted = (
                 both.filter(F.col(params.group_col).isin(trainable))
                 .groupBy(params.group_col)
-                .applyInPandas(functools.partial(train_group, context), RESULT_SCHEMA)
+                .applyInPandas(functools.partial(train_group, context), result_schema(spec.task))
                 .toPandas()
             )
         groups_seconds = time.perf_counter() - started
@@ -244,10 +271,17 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
             table = pd.concat([table, skipped_rows.astype(fitted.dtypes.to_dict())], ignore_index=True)
         tracking.log_dataframe_csv(table, GROUP_TABLE)
         trained, failed = table[table["status"] == "trained"], table[table["status"] == "failed"]
+        one_class = table[(table["status"] == "skipped") & table["error"].notna()]
+        if len(one_class):
+            print(
+                f"train_per_group: skipped {len(one_class)} groups with one class (their rows use the fallback "
+                f"model): {listed(list(one_class['group']))}",
+                flush=True,
+            )
         tracking.log_metrics(
             {
                 "groups_trained": len(trained),
-                "groups_skipped": len(skipped),
+                "groups_skipped": len(skipped) + len(one_class),
                 "groups_failed": len(failed),
                 "groups_seconds": groups_seconds,
             }
@@ -271,23 +305,36 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
             "fallback",
             resolve.resolve_model(fallback_uri, require_flavor="python_function"),
         )
-        metrics = model_metrics.regression_metrics(scored, spec.label_col)
+        metrics = _metrics_of_scores(scored, spec)
         tracking.log_metrics(metrics)
         return PerGroupResult(table, metrics, fallback_metrics, context.parent_run_id)
     finally:
         prepared.unpersist()
 
 
-# ----------------------------------------------------------------------------------------------
-# Scoring
+def _metrics_of_scores(scored, spec: data_schema.FeatureSpec) -> dict[str, float]:
+    """The task's metrics of score_groups' output on the cluster, as train computes them: a classifier's
+    label and prediction as indices of spec.classes, its probabilities as a vector."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    if not spec.is_classifier:
+        return model_metrics.regression_metrics(scored, spec.label_col)
+    classes = F.array(*[F.lit(c) for c in spec.classes])
+    indexed = scored.select(
+        (F.array_position(classes, F.col(spec.label_col)) - 1).cast("double").alias("__label_index"),
+        (F.array_position(classes, F.col("prediction")) - 1).cast("double").alias("__prediction_index"),
+        array_to_vector("probability").alias("probability"),
+    )
+    return model_metrics.classification_metrics(indexed, len(spec.classes))
 
 
 def _report(params: PerGroupParams, result: PerGroupResult) -> str:
     trained = int((result.table["status"] == "trained").sum())
     return (
-        f"train_per_group: {trained} group models, {len(result.table) - trained} skipped; test rmse="
-        f"{result.metrics['rmse']:.2f} r2={result.metrics['r2']:.3f} (fallback alone: rmse="
-        f"{result.fallback_metrics['rmse']:.2f} r2={result.fallback_metrics['r2']:.3f}) run_id={result.run_id}"
+        f"train_per_group: {trained} group models, {len(result.table) - trained} skipped; test "
+        f"{model_metrics.headline(result.metrics)} (fallback alone: {model_metrics.headline(result.fallback_metrics)}) "
+        f"run_id={result.run_id}"
     )
 
 

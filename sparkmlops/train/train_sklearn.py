@@ -50,9 +50,7 @@ class SklearnTrainParams:
         return ForestParams(**{f.name: getattr(self, f.name) for f in fields(ForestParams)})
 
     def column_choice(self) -> data_schema.ColumnChoice:
-        return data_schema.ColumnChoice(
-            self.task, data_schema.column_list(self.features), data_schema.column_list(self.exclude), can_classify=True
-        )
+        return data_schema.chosen_columns(self.task, self.features, self.exclude)
 
     def validate(self) -> SklearnTrainParams:
         self.forest_params().validate()

@@ -152,9 +152,7 @@ class GridParams:
         return self
 
     def column_choice(self) -> data_schema.ColumnChoice:
-        return data_schema.ColumnChoice(
-            self.task, data_schema.column_list(self.features), data_schema.column_list(self.exclude), can_classify=True
-        )
+        return data_schema.chosen_columns(self.task, self.features, self.exclude)
 
     def as_dict(self) -> dict:
         return asdict(self)

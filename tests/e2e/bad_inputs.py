@@ -83,7 +83,6 @@ _CORRUPT = refused("not readable parquet")
 _NO_ROWS = refused("has no rows")
 _NO_PARQUET = refused("has no parquet files")
 _HEADER_ONLY = refused("only a header")
-_NULLS = refused("nulls in accommodates")
 _NON_FINITE = refused("infinite values in bedrooms")
 _CHANGED = refused("data changed since run")
 
@@ -100,12 +99,11 @@ def _training(outcome: str, **overrides: str) -> dict[str, str]:
 EXPECTED: dict[str, dict[str, str]] = {
     "empty": _row(_NO_ROWS, score_stream=OK),
     # a stream checks values row by row as they arrive (no look-ahead): it stops at the first bad one
-    # train's and train_sklearn's models impute (docs/your-data.md): what uses them scores the nulls; their
-    # trainers (and the tuners, which fit them) have nothing to impute a column from; train_per_group refuses
+    # every trainer's model imputes (docs/your-data.md): what uses them scores the nulls; the trainers have
+    # nothing to impute a column missing in every row from
     "null_numeric_feature": _row(
         OK,
-        **{e: refused("null or NaN in every row") for e in TRAINERS if e != "train_per_group"},
-        train_per_group=_NULLS,
+        **{e: refused("null or NaN in every row") for e in TRAINERS},
         check_drift=DRIFT,
     ),
     "null_string_feature": _row(OK, **_training(refused("null in every row")), check_drift=DRIFT),
@@ -326,11 +324,10 @@ def render_doc() -> str:
         "",
         "- No rows is bad input for every batch entry point (an upstream job failed); a stream scores an empty "
         "file as an empty micro-batch.",
-        "- `train`'s and `train_sklearn`'s models impute numeric nulls and NaN inside the model "
-        "(docs/your-data.md), and so do the per-group models: what uses them (`score_batch`, `score_stream`, "
-        "`score_pandas_udf`, `score_per_group`, `promote`, `export_onnx`) scores such rows. Their trainers and the "
-        "tuners refuse a feature missing in every row (nothing to impute it from); `train_per_group` needs "
-        "non-null numeric features. Infinities "
+        "- Every trainer's model imputes numeric nulls and NaN inside the model (docs/your-data.md): what uses "
+        "them (`score_batch`, `score_stream`, `score_pandas_udf`, `score_per_group`, `promote`, `export_onnx`) "
+        "scores such rows. The trainers and tuners refuse a feature missing in every row (nothing to impute it "
+        "from). Infinities "
         "are refused wherever a model is fitted or applied. `check_drift` counts null and NaN as missing values "
         "and rows its model cannot score (an infinity) as unscorable.",
         "- A string feature may hold nulls and unseen categories: the Spark pipelines index unseen categories as "

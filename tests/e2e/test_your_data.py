@@ -24,11 +24,10 @@ from conftest import (
     PROJECT_ROOT,
     assert_logged_model,
     assert_refused,
-    commit_all,
-    copy_project,
     last_line,
     launched_run_id,
     newest_run,
+    reproduced_from_this_tree,
     run_entry,
     script_in_process,
     served_model,
@@ -358,14 +357,7 @@ def test_reproduce_a_classifier_run(client, species_model, tmp_path):
     """reproduce re-runs the classifier (`mlflow.projects.run` of this tree, committed) on the same data: the
     same metrics, bit for bit."""
     run, _, _ = species_model
-    project = copy_project(tmp_path / "project")
-    client.set_tag(run.info.run_id, "git_commit", commit_all(project))  # the committed copy of this very tree
-    client.set_tag(run.info.run_id, "git_dirty", "false")
-    result = script_in_process("reproduce.py", "--run_id", run.info.run_id, "--project_uri", str(project))
-    assert result.returncode == 0, result.stderr[-3000:]
-    [reproduced] = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.reproduction_of = '{run.info.run_id}'"
-    )
+    reproduced = reproduced_from_this_tree(client, run, tmp_path)
     for name in ("accuracy", "f1", "log_loss"):
         assert reproduced.data.metrics[name] == run.data.metrics[name], name
 

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_logged_model, assert_refused, commit_all, copy_project, last_line, script_in_process
+from conftest import assert_logged_model, assert_refused, last_line, reproduced_from_this_tree, script_in_process
 from test_your_data import breast_cancer, penguins  # noqa: F401 (module fixtures)
 
 SMALL = ["--num_trees", "20", "--max_depth", "6"]
@@ -246,13 +246,36 @@ def test_reproduce_a_sklearn_classifier_trained_on_data_with_nulls(client, speci
     """reproduce checks the data as train_sklearn read it (nulls are the model's to impute), re-runs it from
     this tree, committed, and gets the same metrics."""
     run, _ = species_sklearn
-    project = copy_project(tmp_path / "project")
-    client.set_tag(run.info.run_id, "git_commit", commit_all(project))  # the committed copy of this very tree
-    client.set_tag(run.info.run_id, "git_dirty", "false")
-    result = script_in_process("reproduce.py", "--run_id", run.info.run_id, "--project_uri", str(project))
-    assert result.returncode == 0, result.stderr[-3000:]
-    [reproduced] = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.reproduction_of = '{run.info.run_id}'"
-    )
+    reproduced = reproduced_from_this_tree(client, run, tmp_path)
     for name in ("accuracy", "f1", "log_loss"):
         assert reproduced.data.metrics[name] == run.data.metrics[name], name
+
+
+def test_per_group_classifiers_score_with_the_datas_classes(client, tmp_path, penguins_with_boolean):
+    """One species classifier per island: Torgersen's penguins are all Adelie (one class: skipped, scored by
+    the fallback), Biscoe's never Chinstrap (its model gives Chinstrap probability 0); score_per_group writes
+    every row's class and probabilities in the data's class order."""
+    run, result = _run_ok(
+        client, "train_per_group.py", "--data_path", penguins_with_boolean, "--label_col", "species",
+        "--group_col", "island", "--min_rows", "10", *SMALL,
+    )  # fmt: skip
+    assert "skipped 1 groups with one class" in result.stdout and "Torgersen" in result.stdout
+    assert run.data.metrics["groups_trained"] == 2 and run.data.metrics["groups_skipped"] == 1
+    assert run.data.metrics["accuracy"] > 0.9 and "fallback_accuracy" in run.data.metrics
+    table = pd.read_csv(client.download_artifacts(run.info.run_id, "group_models.csv"))
+    assert {"accuracy", "f1", "log_loss"} <= set(table.columns) and "rmse" not in table.columns
+    output = tmp_path / "scores"
+    scored_run = script_in_process(
+        "score_per_group.py", "--run_id", run.info.run_id, "--input_path", penguins_with_boolean,
+        "--output_path", str(output),
+    )  # fmt: skip
+    assert scored_run.returncode == 0, scored_run.stderr[-3000:]
+    scored = pd.read_parquet(output)
+    assert len(scored) == 344 and set(scored["prediction"]) <= set(SPECIES)
+    probability = np.stack(scored["probability"].to_numpy())
+    np.testing.assert_allclose(probability.sum(axis=1), 1.0)
+    assert (np.array(SPECIES)[probability.argmax(axis=1)] == scored["prediction"]).all()
+    biscoe = (scored["island"] == "Biscoe").to_numpy()
+    assert (scored.loc[biscoe, "scored_with"] == "group").all() and (probability[biscoe, 1] == 0).all()
+    assert (scored.loc[scored["island"] == "Torgersen", "scored_with"] == "fallback").all()
+    assert (scored["prediction"] == scored["species"]).mean() > 0.9
