@@ -13,7 +13,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_logged_model, assert_refused, last_line, reproduced_from_this_tree, script_in_process
+from conftest import (
+    assert_logged_model,
+    assert_refused,
+    in_tracked_run,
+    last_line,
+    reproduced_from_this_tree,
+    script_in_process,
+)
 from test_your_data import breast_cancer, penguins  # noqa: F401 (module fixtures)
 
 SMALL = ["--num_trees", "20", "--max_depth", "6"]
@@ -251,15 +258,22 @@ def test_reproduce_a_sklearn_classifier_trained_on_data_with_nulls(client, speci
         assert reproduced.data.metrics[name] == run.data.metrics[name], name
 
 
-def test_per_group_classifiers_score_with_the_datas_classes(client, tmp_path, penguins_with_boolean):
+def test_per_group_classifiers_score_with_the_datas_classes(client, tmp_path, capsys, spark, penguins_with_boolean):
     """One species classifier per island: Torgersen's penguins are all Adelie (one class: skipped, scored by
     the fallback), Biscoe's never Chinstrap (its model gives Chinstrap probability 0); score_per_group writes
     every row's class and probabilities in the data's class order."""
-    run, result = _run_ok(
-        client, "train_per_group.py", "--data_path", penguins_with_boolean, "--label_col", "species",
-        "--group_col", "island", "--min_rows", "10", *SMALL,
+    from sparkmlops.train.train_per_group import PerGroupParams, train_per_group_and_log
+
+    # The job, not the script: a script run in-process gives the Spark Python workers its temporary folder,
+    # removed when it ends, and the workers that load the models next would look for it.
+    params = PerGroupParams(
+        data_path=penguins_with_boolean, label_col="species", group_col="island", min_rows=10, num_trees=20,
+        max_depth=6,
     )  # fmt: skip
-    assert "skipped 1 groups with one class" in result.stdout and "Torgersen" in result.stdout
+    run_id, _ = in_tracked_run(params, lambda checked: train_per_group_and_log(spark, checked))
+    printed = capsys.readouterr().out
+    assert "skipped 1 groups with one class" in printed and "Torgersen" in printed
+    run = client.get_run(run_id)
     assert run.data.metrics["groups_trained"] == 2 and run.data.metrics["groups_skipped"] == 1
     assert run.data.metrics["accuracy"] > 0.9 and "fallback_accuracy" in run.data.metrics
     table = pd.read_csv(client.download_artifacts(run.info.run_id, "group_models.csv"))
