@@ -202,7 +202,7 @@ def check_data(spark, original: OriginalRun) -> DataCheck:
             original.data_path,
             original.label_col,
             data_schema.choice_of_run(original.parameters),
-            imputes_missing=original.entry_point != "train_per_group",  # the others' models impute
+            imputes_missing=True,  # every trainer's model imputes (a run from before read data without nulls)
         )
     except UserInputError as exc:
         return DataCheck(False, [f"{original.data_path} can no longer be read as the run's data: {exc}"], "")

@@ -68,8 +68,8 @@ def score_per_group(spark, params: ScorePerGroupParams, checked: tuple[GroupMode
         if unknown and params.unknown_groups == "error":
             raise UserInputError(
                 f"{len(unknown)} groups of '{group_models.group_col}' have no model: "
-                f"{listed([g for g, _ in unknown])}; pass -P unknown_groups=fallback (the "
-                "fallback model) or null, or train with those groups."
+                f"{listed([g for g, _ in unknown])} (unseen in training, or skipped there for too few rows or "
+                "one class); pass -P unknown_groups=fallback (the fallback model) or null."
             )
         if unknown:
             print(

@@ -138,7 +138,7 @@ def train_group(context: GroupContext, frame):
         return pd.DataFrame([row])
     if spec.is_classifier and train[spec.label_col].nunique() < 2:
         # nothing to tell apart: the fallback model scores the group's rows
-        row["error"] = f"one class only ({train[spec.label_col].iloc[0]!r}): scored by the fallback model"
+        row["error"] = f"one class only ({train[spec.label_col].iloc[0]}): scored by the fallback model"
         return pd.DataFrame([row])
     tracking.set_tracking_uri(context.tracking_uri)
     tags = {"group_col": context.group_col, "group": group, "entry_point": "train_per_group"}
