@@ -131,6 +131,13 @@ def split_train_test(df, train_fraction: float, seed: int):
     return df.randomSplit([train_fraction, 1.0 - train_fraction], seed=seed)
 
 
+def prepare_for_training(spark, params) -> PreparedData:
+    """``prepare_data`` as every trainer calls it: from its parameters' data_path, label_col, train_fraction,
+    seed and column_choice(), for a model that imputes missing values."""
+    return prepare_data(spark, params.data_path, params.label_col, params.train_fraction, params.seed,
+                        params.column_choice(), imputes_missing=True)
+
+
 def prepare_data(spark, data_path: str, label_col: str, train_fraction: float, seed: int,
                  choice: data_schema.ColumnChoice = data_schema.ColumnChoice(),
                  imputes_missing: bool = False) -> PreparedData:

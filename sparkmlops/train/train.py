@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from sparkmlops.core.entry_points import EntryPoint
 from sparkmlops.core.model_registry import register_result
 from sparkmlops.data import parameters
-from sparkmlops.data.splits import check_training_inputs, prepare_data
+from sparkmlops.data.splits import check_training_inputs, prepare_for_training
 from sparkmlops.fitting.spark_pipeline import PipelineParams, TrainResult, fit_evaluate_log
 
 
@@ -38,15 +38,7 @@ class TrainParams(PipelineParams, parameters.TrainingData):
 def train_and_log(spark, params: TrainParams) -> TrainResult:
     """Train the pipeline and log everything to the active MLflow run (and register the model when
     ``params.register_as`` names a registered model). Returns what was logged."""
-    prepared = prepare_data(
-        spark,
-        params.data_path,
-        params.label_col,
-        params.train_fraction,
-        params.seed,
-        params.column_choice(),
-        imputes_missing=True,
-    )
+    prepared = prepare_for_training(spark, params)
     try:
         result = fit_evaluate_log(prepared, params)
         if params.register_as:

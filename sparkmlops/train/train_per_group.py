@@ -199,15 +199,7 @@ def train_per_group_and_log(spark, params: PerGroupParams) -> PerGroupResult:
 
     if params.data_path:
         check_group_col(validation.read_dataset(spark, params.data_path), params.group_col)
-    prepared = splits.prepare_data(
-        spark,
-        params.data_path,
-        params.label_col,
-        params.train_fraction,
-        params.seed,
-        params.column_choice(),
-        imputes_missing=True,
-    )
+    prepared = splits.prepare_for_training(spark, params)
     try:
         check_group_col(prepared.train_df, params.group_col)
         spec = group_spec(prepared.spec, params.group_col)

@@ -76,15 +76,7 @@ class SklearnTrainResult:
 
 def train_sklearn_and_log(spark, params: SklearnTrainParams) -> SklearnTrainResult:
     """Read and split as `train` does, fit the scikit-learn pipeline, log (and register) it."""
-    prepared = splits.prepare_data(
-        spark,
-        params.data_path,
-        params.label_col,
-        params.train_fraction,
-        params.seed,
-        params.column_choice(),
-        imputes_missing=True,
-    )
+    prepared = splits.prepare_for_training(spark, params)
     try:
         check_task(prepared.spec.task, params.log_label)  # task=auto resolved by the label's type
         if params.log_label:

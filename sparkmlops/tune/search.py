@@ -129,6 +129,9 @@ class TuneParams:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def column_choice(self) -> data_schema.ColumnChoice:
+        return self.base_pipeline().column_choice()
+
     def base_pipeline(self) -> spark_pipeline.PipelineParams:
         """train's pipeline settings for this search's data and task: what each trial's parameters change."""
         return spark_pipeline.PipelineParams(
@@ -451,15 +454,7 @@ def search_and_log(spark, params: TuneParams, space: dict | None, entry_point: s
     the data, prepare the search (``space``, or the engine's default), ``run_trials(spark, params, data,
     spec) -> (trial rows, seconds)``, then the trials' summary and the refit and logging of the best."""
     # both engines classify and impute, as train and train_sklearn do
-    prepared = splits.prepare_data(
-        spark,
-        params.data_path,
-        params.label_col,
-        params.train_fraction,
-        params.seed,
-        params.base_pipeline().column_choice(),
-        imputes_missing=True,
-    )
+    prepared = splits.prepare_for_training(spark, params)
     try:
         data = prepare_search(spark, params, prepared, space)
         try:

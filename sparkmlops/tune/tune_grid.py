@@ -169,15 +169,7 @@ class GridResult:
 
 
 def grid_search_and_log(spark, params: GridParams) -> GridResult:
-    prepared = splits.prepare_data(
-        spark,
-        params.data_path,
-        params.label_col,
-        params.train_fraction,
-        params.seed,
-        params.column_choice(),
-        imputes_missing=True,
-    )
+    prepared = splits.prepare_for_training(spark, params)
     try:
         return _grid_search(spark, params, prepared)
     finally:
