@@ -53,9 +53,27 @@ def _raise_on_sigterm():
         return None
 
     def terminate(signum, frame):
+        if _inside_tracking_store(frame):
+            # Raising here would abandon the store's transaction with its lock held (SQLite: the run could then
+            # not be ended, "database is locked"): let the write finish, and have the signal delivered again.
+            threading.Timer(SIGTERM_REDELIVERY_SECONDS, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            return
         raise Terminated()
 
     return signal.signal(signal.SIGTERM, terminate)
+
+
+SIGTERM_REDELIVERY_SECONDS = 0.05
+_STORE_CODE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}mlflow{os.sep}store{os.sep}")
+
+
+def _inside_tracking_store(frame) -> bool:
+    """Whether the interrupted code is inside MLflow's tracking store (or the database library under it)."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _STORE_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _run(command: click.Command, args: list[str] | None) -> None:

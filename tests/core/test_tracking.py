@@ -10,10 +10,13 @@ import subprocess
 import sys
 import time
 
+import click
+import mlflow
 import pytest
+import sqlalchemy
 from conftest import EXPERIMENT, PROJECT_ROOT, last_line, runs_of, script_in_process
 
-from sparkmlops.core import compat, tracking
+from sparkmlops.core import cli, compat, tracking
 from sparkmlops.entry_points import ENTRY_POINTS
 
 
@@ -118,3 +121,35 @@ def test_sigterm_ends_a_batch_job_killed_with_143(client, default_data):
     assert last_line(stderr) == "error: terminated."
     ended = client.get_run(run.info.run_id)
     assert ended.info.status == "KILLED" and ended.data.tags["exit_code"] == "143", ended.data.tags
+
+
+def test_sigterm_during_a_tracking_write_lets_the_write_finish(client, monkeypatch):
+    """A SIGTERM that lands inside a write to the tracking store is delivered again once the write has
+    committed: the value being logged is there and the run ends KILLED with 143. (Raised mid-write, it once
+    left the SQLite store locked, so the run could not be ended: exit 1, "database is locked".)"""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    signalled, run_ids = [], []
+
+    def signal_inside_the_insert(conn, cursor, statement, *args):
+        if not signalled and statement.lstrip().upper().startswith("INSERT INTO PARAMS"):
+            signalled.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    @click.command()
+    def job():
+        with tracking.tracked_run("sigterm probe") as run:
+            run_ids.append(run.info.run_id)
+            mlflow.log_param("written", "yes")
+            time.sleep(30)  # the signal, delivered again, ends the job here
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", signal_inside_the_insert)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.run(job, [])
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", signal_inside_the_insert)
+    assert signalled and exited.value.code == 143 and time.monotonic() - started < 20
+    run = client.get_run(run_ids[0])
+    assert run.data.params == {"written": "yes"}
+    assert run.info.status == "KILLED" and run.data.tags["exit_code"] == "143", run.data.tags
