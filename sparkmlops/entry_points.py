@@ -13,6 +13,7 @@ from sparkmlops.score.score_pandas_udf import SCORE_PANDAS_UDF
 from sparkmlops.score.score_per_group import SCORE_PER_GROUP
 from sparkmlops.score.score_stream import SCORE_STREAM
 from sparkmlops.serve.export_onnx import EXPORT_ONNX
+from sparkmlops.serve.serve import SERVE
 from sparkmlops.train.train import TRAIN
 from sparkmlops.train.train_per_group import TRAIN_PER_GROUP
 from sparkmlops.train.train_sklearn import TRAIN_SKLEARN
@@ -30,6 +31,7 @@ ENTRY_POINTS = (
     TUNE_GRID,
     PROMOTE,
     EXPORT_ONNX,
+    SERVE,
     TRAIN_SKLEARN,
     SCORE_PANDAS_UDF,
     TRAIN_PER_GROUP,

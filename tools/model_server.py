@@ -1,5 +1,6 @@
-"""`mlflow models serve -m <model> --env-manager local` on 127.0.0.1, as the README starts it, for the
-tests and the serving benchmark: started on a free port, ready once /ping answers, stopped by PID.
+"""Model servers on 127.0.0.1 for the tests and the serving benchmark, stopped by PID: `mlflow models serve
+-m <model> --env-manager local`, started on a free port and ready once /ping answers, and the project's
+`serve` entry point (``python serve.py``), which binds port 0 itself and prints the URL it serves on.
 
 MLflow passes no port 0 through to uvicorn, so a free port is picked first. Another process may take it
 before the server binds it: the server is only taken as started once its own log says uvicorn runs on
@@ -120,6 +121,38 @@ def served(model_uri: str, log_path: Path, env: dict | None = None, timeout: flo
         yield url
     finally:
         stop(process)
+
+
+SERVE_SCRIPT = Path(__file__).resolve().parents[1] / "serve.py"
+_SERVING_ON = re.compile(r"serve: serving \S+ on (http://[0-9.]+:\d+)")
+
+
+def start_serve(
+    model_uri: str, log_path: Path, env: dict | None = None, options: tuple = (), timeout: float = 180
+) -> tuple[subprocess.Popen, str]:
+    """``python serve.py --model_uri <model_uri> --port 0 <options>``; (process, URL) once /ping answers."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(SERVE_SCRIPT), "--model_uri", model_uri, "--port", "0", *options],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            text = Path(log_path).read_text(errors="replace")
+            found = _SERVING_ON.search(text)
+            if found and _pinged(found.group(1)):
+                return process, found.group(1)
+            if process.poll() is not None:
+                raise ServerDidNotStart(f"serve exited ({process.returncode}): {text[-3000:]}")
+            time.sleep(0.1)
+        raise ServerDidNotStart(f"serve was not ready in time: {Path(log_path).read_text()[-3000:]}")
+    except BaseException:
+        stop(process)
+        raise
 
 
 def post_invocations(url: str, body: bytes, timeout: float = 30):

@@ -68,6 +68,31 @@ def load_pyfunc_model(model_uri: str):
     return mlflow.pyfunc.load_model(model_uri)
 
 
+def python_model_of(pyfunc_model):
+    """The PythonModel a pyfunc model wraps (an export's ``OnnxPipelineModel``), or None for another flavor."""
+    try:
+        return pyfunc_model.unwrap_python_model()
+    except (mlflow.exceptions.MlflowException, AttributeError):
+        return None
+
+
+def answer_as_mlflow_serves(pyfunc_model, input_schema, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+    """(status, body, media type) that ``mlflow models serve`` answers to ``POST /invocations`` with ``body``:
+    MLflow's own handler, its errors turned into responses as its server turns them."""
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        result = scoring_server.invocations(body, content_type or "", pyfunc_model, input_schema)
+    except mlflow.exceptions.MlflowException as exc:
+        return exc.get_http_status_code(), exc.serialize_as_json().encode(), "application/json"
+    response = result.response
+    return result.status, response.encode() if isinstance(response, str) else response, result.mimetype
+
+
+def mlflow_version() -> str:
+    return mlflow.version.VERSION
+
+
 def check_skops_trust(model_uri: str, flavors: dict) -> None:
     """Refuse a scikit-learn model whose MLmodel tells MLflow to trust, when loading it, types beyond
     SKOPS_TRUSTED_TYPES: MLflow takes that list from the file itself, so a tampered file could make skops

@@ -152,6 +152,18 @@ def find_version(name: str, ref: str = ""):
     return chosen
 
 
+def alias_target(name: str, alias: str) -> str | None:
+    """The version number ``alias`` points at now (one registry call: cheap enough to poll), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if tracking.is_missing(exc):
+            return None
+        raise
+
+
 def alias_version(name: str, alias: str):
     """The version ``alias`` points at, or None."""
     aliases = dict(registered_model(name).aliases or {})
