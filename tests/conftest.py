@@ -191,6 +191,15 @@ def client(test_environment):
 
 def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None, timeout: int = 900):
     """Run a command of the project (``python train.py ...``, ``mlflow run ...``); return the result."""
+    full_env = entry_env(env)
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def entry_env(env: dict | None = None) -> dict:
+    """The environment a command of the project runs in, as a user's shell would have it."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MLFLOW_EXPERIMENT_ID", None)  # set by mlflow.set_experiment; MLFLOW_EXPERIMENT_NAME rules
     full_env.pop("MLFLOW_RUN_ID", None)
@@ -198,10 +207,7 @@ def run_entry(args: list[str], cwd: Path = PROJECT_ROOT, env: dict | None = None
         full_env.pop("PYSPARK_PYTHON", None)
     bin_dir = str(Path(sys.executable).parent)
     full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")  # `python` = this environment
-    started = time.perf_counter()
-    result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    result.seconds = time.perf_counter() - started
-    return result
+    return full_env
 
 
 @contextlib.contextmanager

@@ -131,13 +131,18 @@ def start_serve(
     model_uri: str, log_path: Path, env: dict | None = None, options: tuple = (), timeout: float = 180
 ) -> tuple[subprocess.Popen, str]:
     """``python serve.py --model_uri <model_uri> --port 0 <options>``; (process, URL) once /ping answers."""
+    command = [sys.executable, str(SERVE_SCRIPT), "--model_uri", model_uri, "--port", "0", *options]
+    return start_serving_command(command, log_path, env, timeout=timeout)
+
+
+def start_serving_command(
+    command: list[str], log_path: Path, env: dict | None = None, cwd=None, timeout: float = 180
+) -> tuple[subprocess.Popen, str]:
+    """Run ``command`` (``serve`` however launched, on port 0) in a process group of its own; (process, URL)
+    once it has said where it serves and /ping answers there."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, str(SERVE_SCRIPT), "--model_uri", model_uri, "--port", "0", *options],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + timeout
     try:

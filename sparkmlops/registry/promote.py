@@ -58,7 +58,10 @@ class PromoteParams:
         if self.data_path:
             validation.check_input_path(self.data_path)
         candidate = model_registry.find_version(self.model_name, self.version)
-        candidate_model = spark_model_of(self.model_name, candidate, "the candidate")
+        if self.force:  # no evaluation: any model serving reads from @champion may be put there (an export)
+            candidate_model = resolve.resolve_model(f"models:/{self.model_name}/{candidate.version}", require_flavor="")
+        else:
+            candidate_model = spark_model_of(self.model_name, candidate, "the candidate")
         champion = model_registry.alias_version(self.model_name, model_registry.CHAMPION)
         champion_model = None
         if champion is not None and str(champion.version) != str(candidate.version) and not self.force:

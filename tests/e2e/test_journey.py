@@ -1,6 +1,7 @@
 """The README's own command sequence, through the `mlflow run` CLI on one tracking store, with the
-README's parameters: train with register_as -> promote -> score by alias -> export_onnx -> one request
-to the served export -> generate drifted data -> check_drift.
+README's parameters: train with register_as -> promote -> score by alias -> export_onnx -> the export to
+its own @champion -> `mlflow run -e serve` of it, answering while a new version is promoted -> generate
+drifted data -> check_drift.
 
 `mlflow run -e reproduce` of a run the CLI launched is tests/e2e/test_user_path.py's (from a git URL, the
 harder case); that a reproduction never registers is tests/reproduce/test_reproduce.py's."""
@@ -8,11 +9,15 @@ harder case); that a reproduction never registers is tests/reproduce/test_reprod
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.request
 
 import pytest
-from conftest import commit_all, copy_project, launched_run_id, run_entry, served_model
+from conftest import commit_all, copy_project, entry_env, launched_run_id, run_entry
 from test_mlflow_run import MLFLOW
+
+from tools import model_server
 
 # The README's request (section "Real-time serving"), one listing.
 README_RECORD = {
@@ -56,14 +61,15 @@ def _mlflow_run(project, *args):
     return run_entry([MLFLOW, "run", ".", "--env-manager", "local", *args], cwd=project, timeout=1200)
 
 
-def _ask(url: str, record: dict) -> float:
+def _ask(url: str, record: dict) -> tuple[str, float]:
+    """(the version that answered, its prediction) for one record; HTTPError if it failed."""
     request = urllib.request.Request(
         f"{url}/invocations",
         data=json.dumps({"dataframe_records": [record]}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["predictions"][0]["prediction"]
+        return response.headers["X-Model-Version"], json.loads(response.read())["predictions"][0]["prediction"]
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +115,48 @@ def test_readme_journey(client, spark, project, default_data, tmp_path):
         client.get_run(launched_run_id(export)).data.tags["mlflow.runName"] == "export_onnx models:/sf_price@champion"
     )
 
-    with served_model("models:/sf_price_onnx/1", tmp_path / "serve.log") as url:
-        served = _ask(url, README_RECORD)
+    launched_run_id(
+        _mlflow_run(project, "-e", "promote", "-P", "model_name=sf_price_onnx", "-P", "version=1", "-P", "force=true")
+    )
+    serving, url = model_server.start_serving_command(
+        [MLFLOW, "run", ".", "--env-manager", "local", "-e", "serve", "-P", "model_uri=models:/sf_price_onnx@champion"]
+        + ["-P", "port=0", "-P", "poll_seconds=0.5"],
+        tmp_path / "serve.log",
+        entry_env(),
+        cwd=project,
+    )
+    answers, failures, done = [], [], threading.Event()
+
+    def ask():
+        while not done.is_set():
+            try:
+                answers.append(_ask(url, README_RECORD))
+            except OSError as exc:  # HTTPError, a refused or dropped connection
+                failures.append(exc)
+
+    asker = threading.Thread(target=ask)
+    try:
+        version, served = _ask(url, README_RECORD)
+        assert version == "1"
+        # a new version of the export (the same graph registered again), promoted while requests flow
+        mlflow.register_model(client.get_model_version("sf_price_onnx", "1").source, "sf_price_onnx")
+        asker.start()
+        launched_run_id(
+            _mlflow_run(
+                project, "-e", "promote", "-P", "model_name=sf_price_onnx", "-P", "version=2", "-P", "force=true"
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not (answers and answers[-1][0] == "2") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        done.set()
+        if asker.is_alive():
+            asker.join()
+        model_server.stop(serving)
+    assert not failures, failures[:3]
+    assert [v for i, (v, _) in enumerate(answers) if i == 0 or answers[i - 1][0] != v] == ["1", "2"]
+    assert {p for _, p in answers} == {served}
     spark_model = mlflow.spark.load_model("models:/sf_price/1")
     expected = spark_model.transform(
         spark.createDataFrame([{k: (float(v) if isinstance(v, int) else v) for k, v in README_RECORD.items()}])

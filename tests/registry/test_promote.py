@@ -264,6 +264,13 @@ def test_bad_input_is_one_line_and_changes_no_alias(client, versions, odd_models
     assert _aliases(client) == before
 
 
+def test_force_puts_a_version_of_any_flavor_at_champion(client, odd_models):
+    """What serve reads: the export (a pyfunc) of a model, forced to @champion of its own registered name."""
+    result = script_in_process("promote.py", "--model_name", odd_models[0], "--version", "1", "--force", "true")
+    assert result.returncode == 0 and result.spark_sessions == 0, result.stderr[-2000:]
+    assert str(client.get_model_version_by_alias(odd_models[0], "champion").version) == "1"
+
+
 def test_evaluation_data_without_the_model_columns_changes_no_alias(spark, client, versions, default_data, tmp_path):
     path = str(tmp_path / "narrow.parquet")
     spark.read.parquet(default_data).select("price", "bedrooms", "room_type").write.parquet(path)
