@@ -64,6 +64,7 @@ LONGEST_FIRST = [  # by the suite's own --durations (seconds per module, 2026-12
     "e2e/test_bad_inputs_reproduce.py",
     "e2e/test_cluster.py",
     "serve/test_export_onnx.py",
+    "serve/test_serve.py",
     "e2e/test_journey.py",
     "e2e/test_user_path.py",
     "reproduce/test_reproduce.py",

@@ -13,11 +13,13 @@ import time
 import urllib.request
 
 import mlflow
+import pandas as pd
 import pytest
 from conftest import EXPERIMENT, in_tracked_run, last_line, script_in_process
 
 from sparkmlops.core import model_registry
-from sparkmlops.serve import scoring_protocol
+from sparkmlops.inference import resolve
+from sparkmlops.serve import scoring_protocol, serve
 from sparkmlops.serve.export_onnx import ExportParams, export_and_log
 from sparkmlops.train.train import TrainParams, train_and_log
 from tools import model_server
@@ -55,8 +57,6 @@ def classifier_export(spark, default_data):
 
 @pytest.fixture(scope="module")
 def rows(default_data):
-    import pandas as pd
-
     return pd.read_parquet(default_data).head(6)
 
 
@@ -143,6 +143,7 @@ def test_serve_answers_every_request_as_mlflow_models_serve_does(
             fast = sum(1 for *_, took_fast in cases if took_fast)
             assert _metric(serve_url, 'sparkmlops_serve_requests_total{path="fast",status="200"}') == fast
             assert _metric(serve_url, "sparkmlops_serve_requests_total") == len(cases)
+            assert _metric(serve_url, "sparkmlops_serve_request_duration_seconds_count") == len(cases)
         if kind == "classifier":
             answer = json.loads(_post(serve_url, cases[0][1])[2])["predictions"][0]
             assert set(answer) == {"prediction", "probability"} and abs(sum(answer["probability"]) - 1) < 1e-9
@@ -249,18 +250,25 @@ def test_serve_follows_the_alias_without_a_failed_request(price_versions, rows, 
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == [2.0, 1.0]
 
 
-def test_two_workers_answer_and_stop_gracefully(price_versions, rows, tmp_path):
-    """workers=2: both processes answer (one model each), /metrics adds up both, and SIGTERM lets requests
-    in flight finish before the exit 0."""
+def test_two_workers_follow_the_alias_and_stop_gracefully(price_versions, rows, default_data, tmp_path):
+    """workers=2: both processes load the model and follow @champion, /metrics adds up both, and SIGTERM
+    lets the request in flight finish before the exit 0."""
     body = json.dumps(
         {"dataframe_records": json.loads(rows.drop(columns=["price"]).to_json(orient="records"))}
     ).encode()
-    process, url = model_server.start_serve(price_versions[0], tmp_path / "serve.log", options=("--workers", "2"))
+    process, url = model_server.start_serve(
+        f"models:/{PRICE_ONNX}@champion", tmp_path / "serve.log", options=("--workers", "2", "--poll_seconds", "0.2")
+    )
     statuses = []
-    try:
-        deadline = time.monotonic() + 120  # /ping answers once one worker is up; wait for the second
-        while _metric(url, "sparkmlops_serve_model_version{") < 2 and time.monotonic() < deadline:
+
+    def version_sum_reaches(total: float) -> bool:  # the workers' model_version gauges, added up
+        deadline = time.monotonic() + 120
+        while _metric(url, "sparkmlops_serve_model_version{") != total and time.monotonic() < deadline:
             time.sleep(0.2)
+        return _metric(url, "sparkmlops_serve_model_version{") == total
+
+    try:
+        assert version_sum_reaches(2.0)  # version 1 in each worker (/ping answers once one is up)
         threads = [
             threading.Thread(target=lambda: statuses.extend(_post(url, body)[0] for _ in range(50))) for _ in range(4)
         ]
@@ -270,18 +278,31 @@ def test_two_workers_answer_and_stop_gracefully(price_versions, rows, tmp_path):
             t.join()
         assert statuses == [200] * 200
         assert _metric(url, "sparkmlops_serve_requests_total") == 200
-        assert _metric(url, "sparkmlops_serve_model_version{") == 2.0  # version 1 in each of the two workers
-        in_flight = [threading.Thread(target=lambda: statuses.append(_post(url, body)[0])) for _ in range(8)]
-        for t in in_flight:
-            t.start()
+        model_registry.set_alias(PRICE_ONNX, "champion", "2")
+        assert version_sum_reaches(4.0)  # both swapped to version 2
+        # a request that takes about a second (57k CSV rows through MLflow's handler) is in flight at SIGTERM
+        big = pd.concat([pd.read_parquet(default_data).drop(columns=["price"])] * 8, ignore_index=True)
+        csv, answered = big.to_csv(index=False).encode(), []
+        in_flight = threading.Thread(target=lambda: answered.append(_post(url, csv, "text/csv")))
+        in_flight.start()
+        time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
-        for t in in_flight:
-            t.join()
+        in_flight.join()
         exit_code = process.wait(timeout=60)
     finally:
+        model_registry.set_alias(PRICE_ONNX, "champion", "1")
         model_server.stop(process)
     assert exit_code == 0, (tmp_path / "serve.log").read_text()[-3000:]
-    assert statuses.count(200) >= 200 and set(statuses) <= {200, 503}, statuses[200:]
+    [(status, headers, answer)] = answered
+    assert status == 200 and headers["x-model-version"] == "2"
+    assert len(json.loads(answer)["predictions"]) == len(big)
+
+
+def test_a_spark_model_is_served_with_a_warning_pointing_at_the_export(capsys):
+    serve.warn_if_spark(resolve.ResolvedModel("runs:/abc/model", "abc", "", "", ("python_function", "spark"), None))
+    serve.warn_if_spark(resolve.ResolvedModel("runs:/def/model", "def", "", "", ("python_function",), None))
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: runs:/abc/model is a Spark model") and "export_onnx" in line
 
 
 @pytest.mark.parametrize(
