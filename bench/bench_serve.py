@@ -115,6 +115,7 @@ def alias_mover(env: dict, total: int, moves: list[str]):
         for k in due:
             threading.Thread(target=move, args=(moves[k],)).start()
 
+    on_progress.moves = done
     return on_progress
 
 
@@ -264,7 +265,8 @@ def run(args, tmp: Path):
     )
     print(
         f"serve at concurrency 16: {busy['rps']:.0f} requests/s (target >= 1,000), {busy['errors']} errors in "
-        f"{busy['requests']:,} (target 0), alias moved 3 times, versions answering: {' -> '.join(busy['versions'])}"
+        f"{busy['requests']:,} (target 0), alias moved {len(mover.moves)} times, "
+        f"versions answering: {' -> '.join(busy['versions'])}"
     )
     print(f"predictions: {compared:,} real rows to both servers, {differ} differ")
     parts = breakdown(data, f"models:/{NAME}/1", env)

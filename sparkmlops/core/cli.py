@@ -43,6 +43,8 @@ def run(command: click.Command, args: list[str] | None = None) -> None:
     try:
         _run(command, args)
     finally:
+        while _redeliveries:
+            _redeliveries.pop().cancel()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -52,11 +54,17 @@ def _raise_on_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None
 
+    deferred = []
+
     def terminate(signum, frame):
-        if _inside_tracking_store(frame):
+        if _inside_tracking_store(frame) and len(deferred) < SIGTERM_MAX_DEFERRALS:
             # Raising here would abandon the store's transaction with its lock held (SQLite: the run could then
             # not be ended, "database is locked"): let the write finish, and have the signal delivered again.
-            threading.Timer(SIGTERM_REDELIVERY_SECONDS, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            deferred.append(signum)
+            redelivery = threading.Timer(SIGTERM_REDELIVERY_SECONDS, os.kill, (os.getpid(), signal.SIGTERM))
+            redelivery.daemon = True
+            _redeliveries.append(redelivery)
+            redelivery.start()
             return
         raise Terminated()
 
@@ -64,11 +72,23 @@ def _raise_on_sigterm():
 
 
 SIGTERM_REDELIVERY_SECONDS = 0.05
-_STORE_CODE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}mlflow{os.sep}store{os.sep}")
+_redeliveries: list[threading.Timer] = []  # cancelled when the command ends: the handler is gone by then
+SIGTERM_MAX_DEFERRALS = 40  # two seconds: a scheduler's grace period is longer, a database write shorter
+# MLflow's database stores and the library under them (not its artifact or REST stores: an upload or a
+# retried HTTP call can be interrupted safely, and may take long)
+_STORE_CODE = tuple(
+    os.path.join(*parts)
+    for parts in (
+        (os.sep, "sqlalchemy", ""),
+        ("mlflow", "store", "db", ""),
+        ("mlflow", "store", "tracking", "sqlalchemy_store.py"),
+        ("mlflow", "store", "model_registry", "sqlalchemy_store.py"),
+    )
+)
 
 
 def _inside_tracking_store(frame) -> bool:
-    """Whether the interrupted code is inside MLflow's tracking store (or the database library under it)."""
+    """Whether the interrupted code is inside MLflow's database store (or SQLAlchemy under it)."""
     while frame is not None:
         if any(part in frame.f_code.co_filename for part in _STORE_CODE):
             return True

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from sparkmlops.core import mlflow_models, model_registry
-from sparkmlops.serve.scoring_protocol import JSON, FastPath, Undecided
+from sparkmlops.serve.scoring_protocol import JSON, FastPath
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 
@@ -45,7 +45,7 @@ class ServedModel:
             return None
         try:
             return self.fast.answer(body)
-        except Undecided:
+        except Exception:  # Undecided, or anything unforeseen: MLflow's handler answers it
             return None
 
     def answer_as_mlflow(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
@@ -114,7 +114,7 @@ class ModelFollower:
         self.on_refusal = on_refusal or (lambda version: None)
         self.current: ServedModel | None = None
         self.refused: set[str] = set()  # versions that failed to load or answer: not tried again
-        self.swaps = self.refusals = 0
+        self.swaps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -140,7 +140,6 @@ class ModelFollower:
             checked = smoke_test(model)
         except Exception as exc:  # any failure of the new version: the old one keeps serving
             self.refused.add(version)
-            self.refusals += 1
             say(
                 f"{self.model_uri} moved to version {version}, which was NOT swapped in "
                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); version {self.current.version} "

@@ -8,8 +8,8 @@ ONNX graph fed straight from the columns, the answer written by orjson in MLflow
 Whatever this path cannot answer for certain (CSV or another content type, ``params``, a missing column,
 a value of another type, a null, an unknown category of a strict column) raises ``Undecided``, and the
 server hands the request to MLflow's own handler: bad requests get MLflow's own status and message, and
-a model that is not an export is served exactly as ``mlflow models serve`` serves it. So this path only
-ever answers requests MLflow would answer, with the same predictions (tests/serve/test_serve_contract.py).
+a model that is not an export is answered by MLflow's own code. This path answers only requests MLflow would
+answer, with the same predictions (tests/serve/test_serve.py sends the same requests to both).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 
 DATAFRAME_SPLIT, DATAFRAME_RECORDS, INSTANCES, INPUTS = "dataframe_split", "dataframe_records", "instances", "inputs"
 JSON = "application/json"
-_INT32 = 2**31
+_INT32, _INT64 = 2**31, 2**63
 
 
 class Undecided(Exception):
@@ -34,15 +34,16 @@ def _integers(values: list, bound: int | None = None) -> bool:
     return all(type(v) is int and (bound is None or -bound <= v < bound) for v in values)
 
 
-# MLflow signature type -> whether a column of JSON values is one MLflow accepts for it unchanged.
+# MLflow signature type -> whether a column of JSON values is one MLflow accepts for it unchanged. "float"
+# is left to MLflow: it casts such a column to float32 first, which can move a value across a tree split.
 _ACCEPTS = {
     "string": lambda values: all(type(v) is str for v in values),
     "double": _numbers,
-    "float": _numbers,
-    "long": _integers,
+    "long": lambda values: _integers(values, _INT64),
     "integer": lambda values: _integers(values, _INT32),
     "boolean": lambda values: all(type(v) is bool for v in values),
 }
+_NUMERIC = {"double", "long", "integer"}
 
 
 def columns_of(payload: dict, names: list[str]) -> dict[str, list]:
@@ -61,7 +62,7 @@ def columns_of(payload: dict, names: list[str]) -> dict[str, list]:
 
 
 def _split_columns(data, names: list[str]) -> dict[str, list]:
-    if type(data) is not dict or set(data) - {"columns", "data", "index"}:
+    if type(data) is not dict or set(data) != {"columns", "data"}:  # an index MLflow would check: left to it
         raise Undecided("dataframe_split keys")
     columns, rows = data.get("columns"), data.get("data")
     if type(columns) is not list or type(rows) is not list or not rows or len(set(map(str, columns))) != len(columns):
@@ -79,6 +80,9 @@ def _split_columns(data, names: list[str]) -> dict[str, list]:
 def _record_columns(records, names: list[str]) -> dict[str, list]:
     if type(records) is not list or not records or any(type(r) is not dict for r in records):
         raise Undecided("records shape")
+    keys = records[0].keys()
+    if any(record.keys() != keys for record in records):  # MLflow builds columns of different lengths
+        raise Undecided("records with different keys")
     try:
         return {name: [record[name] for record in records] for name in names}
     except KeyError as missing:
@@ -86,14 +90,13 @@ def _record_columns(records, names: list[str]) -> dict[str, list]:
 
 
 def _dict_columns(data: dict, names: list[str]) -> dict[str, list]:
-    try:
-        columns = {name: data[name] for name in names}
-    except KeyError as missing:
-        raise Undecided(f"missing column {missing}") from None
-    lengths = {len(v) if type(v) is list else -1 for v in columns.values()}
+    lengths = {len(v) if type(v) is list else -1 for v in data.values()}  # every column, used or not
     if len(lengths) != 1 or lengths.pop() < 1:
         raise Undecided("columns of different lengths")
-    return columns
+    try:
+        return {name: data[name] for name in names}
+    except KeyError as missing:
+        raise Undecided(f"missing column {missing}") from None
 
 
 class FastPath:
@@ -102,15 +105,17 @@ class FastPath:
     ``onnx_pyfunc.OnnxPipeline`` as the model's own code defines it (its session and input rules)."""
 
     def __init__(self, pipeline, schema):
-        specs = schema.inputs
-        if any(not spec.name or spec.type.name not in _ACCEPTS for spec in specs):
-            raise ValueError("only column signatures of scalar types have a fast path")
+        """ValueError when the model is not one this path can answer for exactly."""
+        types = {spec.name: getattr(spec.type, "name", None) for spec in schema.inputs}
+        if any(not spec.name or not spec.required or types[spec.name] not in _ACCEPTS for spec in schema.inputs):
+            raise ValueError("only signatures of required columns of scalar types have a fast path")
+        if any(types.get(c) != "string" for c in pipeline.string_columns) or any(
+            types.get(c) not in _NUMERIC for c in pipeline.numeric_columns
+        ):
+            raise ValueError("the graph's columns and the signature's types differ")
         self.pipeline = pipeline
-        self.checks = [(spec.name, _ACCEPTS[spec.type.name], spec.required) for spec in specs]
-        self.required = [spec.name for spec in specs if spec.required]
-        graph_columns = [*pipeline.string_columns, *pipeline.numeric_columns]
-        if set(graph_columns) - set(self.required):
-            raise ValueError("the graph reads columns the signature does not require")
+        self.checks = [(name, _ACCEPTS[kind]) for name, kind in types.items()]
+        self.required = list(types)
         self.strict = {c: set(labels) for c, labels in pipeline.string_columns.items() if labels is not None}
         self.classes = pipeline.classes
         self.outputs_named = ["prediction"] if self.classes is None else ["prediction", "probability"]
@@ -121,8 +126,8 @@ class FastPath:
         except orjson.JSONDecodeError:
             raise Undecided("not JSON") from None
         columns = columns_of(payload, self.required)
-        for name, accepts, _ in self.checks:
-            if name in columns and not accepts(columns[name]):
+        for name, accepts in self.checks:
+            if not accepts(columns[name]):
                 raise Undecided(f"column {name}: values MLflow would convert or refuse")
         return self.predictions(self.outputs(columns))
 
@@ -139,7 +144,11 @@ class FastPath:
 
     def predictions(self, outputs: dict[str, np.ndarray]) -> bytes:
         """``{"predictions": [{"prediction": ...}, ...]}``: MLflow's answer for the pyfunc's DataFrame
-        (one record per row; a classifier's ``probability`` a list in the order of its classes)."""
+        (one record per row; a classifier's ``probability`` a list in the order of its classes). A value
+        that is not finite is left to MLflow, whose JSON writes NaN where orjson writes null."""
+        numbers = [a for a in outputs.values() if a.dtype.kind == "f"]
+        if any(not np.isfinite(a).all() for a in numbers):
+            raise Undecided("a prediction that is not finite")
         labels = outputs["prediction"].tolist()
         if self.classes is None:
             records = [{"prediction": label} for label in labels]

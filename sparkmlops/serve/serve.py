@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import SIGNALS as SUPERVISOR_SIGNALS
 
 from sparkmlops.core import tracking
 from sparkmlops.core.entry_points import EntryPoint, param
@@ -26,12 +27,13 @@ from sparkmlops.core.errors import UserInputError
 from sparkmlops.core.jobs import short_model_uri
 from sparkmlops.data import parameters
 from sparkmlops.inference import resolve
-from sparkmlops.serve import serving_app
+from sparkmlops.serve import model_follower, serving_app
 from sparkmlops.serve.model_follower import ModelFollower, ServedModel, say
 
 WORKER_SETTINGS = "SPARKMLOPS_SERVE_SETTINGS"  # how worker processes learn what to serve
 GRACEFUL_SHUTDOWN_SECONDS = 30
-WORKER_START_SECONDS = 300  # a worker is up once its model is loaded and checked
+WORKER_LIVENESS_SECONDS = 300  # how long the supervisor waits for a worker's answer (it loads the model first)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,9 @@ class ServeParams:
 def warn_if_spark(model: resolve.ResolvedModel) -> None:
     if "spark" in model.flavors:
         print(
-            f"warning: {model.uri} is a Spark model: its pyfunc answers through a local Spark session, about "
-            "100 ms a request; export it (mlflow run . -e export_onnx -P model_uri=...) and serve the export "
-            "for milliseconds.",
+            f"warning: {model.uri} is a Spark model: its pyfunc answers through a local Spark session, in "
+            "hundreds of milliseconds a request; export it (mlflow run . -e export_onnx -P model_uri=...) and "
+            "serve the export for milliseconds.",
             file=sys.stderr,
             flush=True,
         )
@@ -107,13 +109,25 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop):
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+def _signal_handlers_kept():
+    """Whatever handlers the block installs (uvicorn's supervisor installs its own), the ones before it after."""
+    saved = {sig: signal.getsignal(sig) for sig in SUPERVISOR_SIGNALS}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
+        for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _bound_socket(config: uvicorn.Config, params: ServeParams):
+    """The listening socket, or one line: uvicorn reports a port in use by exiting with its own code."""
+    try:
+        return config.bind_socket()
+    except SystemExit:
+        raise UserInputError(
+            f"cannot listen on {params.host}:{params.port} (in use, or not an address of this machine): "
+            "pass another -P port (0 = a free one) or -P host."
+        ) from None
 
 
 def serve(params: ServeParams, model: resolve.ResolvedModel) -> dict:
@@ -133,27 +147,39 @@ def serve(params: ServeParams, model: resolve.ResolvedModel) -> dict:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        timeout_worker_healthcheck=WORKER_START_SECONDS,
+        timeout_worker_healthcheck=WORKER_LIVENESS_SECONDS,
     )
     if params.workers == 1:
-        app = build_app(settings)  # the model is loaded and checked before the line saying where it serves
-        server = _Server(uvicorn.Config(app, **options))
-        sock = server.config.bind_socket()
+        config = uvicorn.Config(None, **options)
+        sock = _bound_socket(config, params)
         url = _url(sock)  # the socket is closed once the server stops
-        say(f"serving {params.model_uri} on {url} (1 worker); stop with Ctrl-C or SIGTERM.")
-        with _stop_on_signals(lambda: setattr(server, "should_exit", True)):
+        config.app = app = build_app(settings)  # loaded and checked before the line saying where it serves
+        server = _Server(config)
+        say(f"serving {params.model_uri} on {url} (1 worker); stop with SIGTERM or Ctrl-C.")
+        previous = {sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True)) for sig in STOP_SIGNALS}
+        try:
             server.run(sockets=[sock])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return {"url": url, "swaps": app.state.follower.swaps}
     # Workers are new processes: each imports the app factory and reads its settings from the environment.
     config = uvicorn.Config("sparkmlops.serve.serve:worker_app", factory=True, workers=params.workers, **options)
-    sock = config.bind_socket()
+    sock = _bound_socket(config, params)
     url = _url(sock)
+    # Here first, so a model that cannot load or answer fails the job instead of each worker's start
+    model_follower.smoke_test(model_follower.load(settings["load_uri"], settings["version"]))
     with tempfile.TemporaryDirectory(prefix="sparkmlops-serve-metrics-") as metrics_dir:
-        os.environ.update({WORKER_SETTINGS: json.dumps(settings), "PROMETHEUS_MULTIPROC_DIR": metrics_dir})
-        supervisor = Multiprocess(config, sockets=[sock])  # its own handlers: SIGTERM stops the workers gracefully
-        say(f"serving {params.model_uri} on {url} ({params.workers} workers); stop with Ctrl-C or SIGTERM.")
-        with _stop_on_signals(supervisor.should_exit.set):
-            supervisor.run()
+        environment = {WORKER_SETTINGS: json.dumps(settings), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        os.environ.update(environment)
+        try:
+            with _signal_handlers_kept():
+                supervisor = Multiprocess(config, sockets=[sock])  # its handlers: SIGTERM stops the workers gracefully
+                say(f"serving {params.model_uri} on {url} ({params.workers} workers); stop with SIGTERM or Ctrl-C.")
+                supervisor.run()
+        finally:
+            for name in environment:
+                os.environ.pop(name, None)
     return {"url": url, "swaps": None}
 
 

@@ -1,10 +1,11 @@
 """The HTTP side of `serve`: MLflow's scoring routes on Starlette, and Prometheus metrics.
 
-``POST /invocations`` is answered by the fast path on the event loop when it can (sub-millisecond work, no
-thread hop) and by MLflow's own handler in a worker thread otherwise. ``GET /ping`` and ``/health`` answer
-200 once a model is loaded, ``/version`` MLflow's version, as ``mlflow models serve`` does; ``/metrics``
-the Prometheus text format. Every /invocations response carries ``X-Model-Version`` (the registry version
-that answered, empty outside the registry) and ``X-Model-Uri`` (the URI it was loaded from).
+``POST /invocations`` is answered by the fast path when it can (on the event loop for small requests:
+sub-millisecond work, no thread hop) and by MLflow's own handler in a worker thread otherwise. ``GET
+/ping`` and ``/health`` answer 200 once a model is loaded, ``/version`` MLflow's version, as ``mlflow
+models serve`` does; ``/metrics`` the Prometheus text format. Every /invocations response carries
+``X-Model-Version`` (the registry version that answered, empty outside the registry) and ``X-Model-Uri``
+(the URI it was loaded from).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from starlette.routing import Route
 from sparkmlops.core import mlflow_models
 from sparkmlops.serve.model_follower import ModelFollower, ServedModel
 
+# Requests up to this size (a few hundred rows) are answered on the event loop: a thread hop costs more.
+INLINE_BYTES = 64 * 1024
 # Single-request latencies are a few milliseconds; a Spark model's are ~100 ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -81,7 +84,10 @@ def create_app(follower: ModelFollower, metrics: Metrics) -> Starlette:
         body = await request.body()
         began = time.perf_counter()
         content_type = request.headers.get("content-type", "")
-        fast = model.answer_fast(body, content_type)
+        if len(body) <= INLINE_BYTES:
+            fast = model.answer_fast(body, content_type)
+        else:  # on the event loop it would hold /ping and every other request while it runs
+            fast = await run_in_threadpool(model.answer_fast, body, content_type)
         if fast is not None:
             metrics.latency.observe(time.perf_counter() - began)
             metrics.fast_ok.inc()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
-import textwrap
+import socket
 import threading
 import time
 import urllib.request
@@ -88,13 +88,14 @@ def _requests(rows, label_col: str | None = None):
     records = json.loads(rows.to_json(orient="records"))
     split = json.loads(rows.to_json(orient="split", index=False))
     one = records[0]
+    columns = {c: [r[c] for r in records] for c in one}
     string_col = "room_type" if label_col != "room_type" else "property_type"
     as_json = json.dumps
     cases = [
         ("records", as_json({"dataframe_records": records}), True),
         ("split", as_json({"dataframe_split": split}), True),
         ("instances", as_json({"instances": records}), True),
-        ("inputs as columns", as_json({"inputs": {c: [r[c] for r in records] for c in records[0]}}), True),
+        ("inputs as columns", as_json({"inputs": columns}), True),
         ("inputs as records", as_json({"inputs": records}), True),
         ("an extra column", as_json({"dataframe_records": [{**one, "not_a_feature": 1}]}), True),
         ("an unseen category", as_json({"dataframe_records": [{**one, string_col: "Igloo"}]}), True),
@@ -113,6 +114,10 @@ def _requests(rows, label_col: str | None = None):
         ("no input key", as_json({"rows": records}), False),
         ("two input keys", as_json({"dataframe_records": records, "instances": records}), False),
         ("no rows", as_json({"dataframe_records": []}), False),
+        ("a boolean in a number column", as_json({"dataframe_records": [{**one, "bedrooms": True}]}), False),
+        ("a split with a short index", as_json({"dataframe_split": {**split, "index": [0]}}), False),
+        ("instances with a key in one only", as_json({"instances": [{**records[0], "x": 1}, *records[1:]]}), False),
+        ("inputs with a column of another length", as_json({"inputs": {**columns, "x": [1]}}), False),
     ]
     answered = [(name, body.encode(), "application/json", fast) for name, body, fast in cases]
     answered.append(("CSV", rows.to_csv(index=False).encode(), "text/csv", False))
@@ -151,41 +156,46 @@ def test_serve_answers_every_request_as_mlflow_models_serve_does(
         model_server.stop(process)
 
 
-def _broken_model_version(tmp_path) -> str:
-    """A registered version of the test model whose pyfunc fails to load (a model-from-code file)."""
-    code = tmp_path / "broken_model.py"
-    code.write_text(
-        textwrap.dedent(
-            """
-            import mlflow
+BROKEN_MODEL = """
+import mlflow
 
-            class Broken(mlflow.pyfunc.PythonModel):
-                def load_context(self, context):
-                    raise RuntimeError("this version is broken on purpose")
+class Broken(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        if {fails_to_load}:
+            raise RuntimeError("this version cannot load, on purpose")
 
-                def predict(self, context, model_input, params=None):
-                    return model_input
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("this version cannot predict, on purpose")
 
-            mlflow.models.set_model(Broken())
-            """
-        )
-    )
+mlflow.models.set_model(Broken())
+"""
+
+
+def _broken_model_version(tmp_path, rows, fails_to_load: bool) -> str:
+    """A registered version of the test model whose pyfunc fails to load, or loads but cannot answer its own
+    input example (a model-from-code file)."""
+    code = tmp_path / f"broken_{fails_to_load}.py"
+    code.write_text(BROKEN_MODEL.format(fails_to_load=fails_to_load))
+    example = None if fails_to_load else rows.drop(columns=["price"]).head(2)
     with mlflow.start_run(run_name="broken-version"):
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=["mlflow"])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), pip_requirements=["mlflow"], input_example=example
+        )
     return mlflow.register_model(info.model_uri, PRICE_ONNX).version
 
 
 def test_serve_follows_the_alias_without_a_failed_request(price_versions, rows, client, tmp_path):
-    """Requests flow while @champion moves 1 -> 2 -> 1 (a rollback) and then to a version that cannot load:
-    no request fails, each answer carries the version that made it (with that version's prediction), the
-    broken version is not swapped in, and SIGTERM ends the server with exit 0 and its run FINISHED."""
+    """Requests flow while @champion moves 1 -> 2 -> 1 (a rollback), then to a version that cannot load and
+    to one that cannot answer its input example: no request fails, each answer carries the version that made
+    it (with that version's prediction), neither broken version is swapped in (nor tried again at the next
+    polls), and SIGTERM ends the server with exit 0 and its run FINISHED."""
     row = rows.drop(columns=["price"]).head(1)
     body = json.dumps({"dataframe_records": json.loads(row.to_json(orient="records"))}).encode()
     expected = {
         str(v): mlflow.pyfunc.load_model(uri).predict(row)["prediction"][0] for v, uri in enumerate(price_versions, 1)
     }
     assert expected["1"] != expected["2"]  # two different forests: the answers tell them apart
-    broken = _broken_model_version(tmp_path)
+    broken = [_broken_model_version(tmp_path, rows, fails_to_load) for fails_to_load in (True, False)]
     log = tmp_path / "serve.log"
     process, url = model_server.start_serve(f"models:/{PRICE_ONNX}@champion", log, options=("--poll_seconds", "0.2"))
     answers, failures, done = [], [], threading.Event()
@@ -213,13 +223,14 @@ def test_serve_follows_the_alias_without_a_failed_request(price_versions, rows, 
         for version in ("2", "1"):
             model_registry.set_alias(PRICE_ONNX, "champion", version)
             wait_for_version(version)
-        model_registry.set_alias(PRICE_ONNX, "champion", broken)
-        deadline = time.monotonic() + 60
-        while "NOT swapped in" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        for refusals, version in enumerate(broken, 1):
+            model_registry.set_alias(PRICE_ONNX, "champion", version)
+            deadline = time.monotonic() + 60
+            while log.read_text().count("NOT swapped in") < refusals and time.monotonic() < deadline:
+                time.sleep(0.1)
         time.sleep(0.5)
         count_after_refusal = len(answers)
-        time.sleep(0.5)
+        time.sleep(0.5)  # more polls, each seeing the alias on the refused version
         refused = _metric(url, 'sparkmlops_serve_model_swaps_total{outcome="refused"}')
         swapped = _metric(url, 'sparkmlops_serve_model_swaps_total{outcome="swapped"}')
     finally:
@@ -227,16 +238,20 @@ def test_serve_follows_the_alias_without_a_failed_request(price_versions, rows, 
         asker.join()
         model_registry.set_alias(PRICE_ONNX, "champion", "1")
         process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(timeout=60)
+        try:
+            exit_code = process.wait(timeout=60)
+        finally:
+            model_server.stop(process)
     assert not failures, failures[:3]
     assert len(answers) > count_after_refusal and {v for v, _ in answers[count_after_refusal:]} == {"1"}
     versions = [v for i, (v, _) in enumerate(answers) if i == 0 or answers[i - 1][0] != v]
-    assert versions == ["1", "2", "1"], versions  # each swap once, and never the broken version
+    assert versions == ["1", "2", "1"], versions  # each swap once, and never a broken version
     for version, prediction in answers:
         assert prediction == pytest.approx(expected[version], rel=1e-12)
-    assert (refused, swapped) == (1, 2)
+    assert (refused, swapped) == (2, 2)
     text = log.read_text()
-    assert "this version is broken on purpose" in text and f"version {broken}" in text
+    assert f"moved to version {broken[0]}, which was NOT swapped in" in text and "cannot load, on purpose" in text
+    assert f"moved to version {broken[1]}, which was NOT swapped in" in text and "input example got HTTP" in text
     assert exit_code == 0, text[-3000:]
     assert last_line(text) == f"serve: stopped gracefully ({url})."
     run = client.search_runs(
@@ -283,9 +298,10 @@ def test_two_workers_follow_the_alias_and_stop_gracefully(price_versions, rows, 
         # a request that takes about a second (57k CSV rows through MLflow's handler) is in flight at SIGTERM
         big = pd.concat([pd.read_parquet(default_data).drop(columns=["price"])] * 8, ignore_index=True)
         csv, answered = big.to_csv(index=False).encode(), []
-        in_flight = threading.Thread(target=lambda: answered.append(_post(url, csv, "text/csv")))
+        in_flight = threading.Thread(target=lambda: answered.append((*_post(url, csv, "text/csv"), time.monotonic())))
         in_flight.start()
         time.sleep(0.5)
+        signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         in_flight.join()
         exit_code = process.wait(timeout=60)
@@ -293,8 +309,8 @@ def test_two_workers_follow_the_alias_and_stop_gracefully(price_versions, rows, 
         model_registry.set_alias(PRICE_ONNX, "champion", "1")
         model_server.stop(process)
     assert exit_code == 0, (tmp_path / "serve.log").read_text()[-3000:]
-    [(status, headers, answer)] = answered
-    assert status == 200 and headers["x-model-version"] == "2"
+    [(status, headers, answer, finished)] = answered
+    assert status == 200 and headers["x-model-version"] == "2" and finished > signalled  # in flight at SIGTERM
     assert len(json.loads(answer)["predictions"]) == len(big)
 
 
@@ -316,6 +332,15 @@ def test_a_spark_model_is_served_with_a_warning_pointing_at_the_export(capsys):
 def test_bad_serving_parameters_are_refused_before_loading(price_versions, options, message):
     result = script_in_process("serve.py", "--model_uri", price_versions[0], *options)
     assert result.returncode == 2 and message in last_line(result.stderr), result.stderr[-2000:]
+
+
+def test_a_port_in_use_is_refused_in_one_line(price_versions):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = script_in_process("serve.py", "--model_uri", price_versions[0], "--port", port)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in last_line(result.stderr)
 
 
 def test_a_missing_model_is_refused_in_one_line():
@@ -343,6 +368,9 @@ def test_the_fast_path_reads_each_form_by_column(payload, columns):
         {"dataframe_records": [{"a": 1}]},  # b missing
         {"inputs": {"a": [1, 2], "b": ["x"]}},  # columns of different lengths
         {"dataframe_records": []},
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1, "x"]], "index": [0, 1]}},  # an index to check
+        {"instances": [{"a": 1, "b": "x", "c": 2}, {"a": 1, "b": "x"}]},  # keys differ between records
+        {"inputs": {"a": [1, 2], "b": ["x", "y"], "c": [1]}},  # an unused column of another length
         {"dataframe_records": [{"a": 1, "b": "x"}], "params": {"k": 1}},
         [{"a": 1, "b": "x"}],
     ],
