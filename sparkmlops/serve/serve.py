@@ -167,8 +167,13 @@ def serve(params: ServeParams, model: resolve.ResolvedModel) -> dict:
     config = uvicorn.Config("sparkmlops.serve.serve:worker_app", factory=True, workers=params.workers, **options)
     sock = _bound_socket(config, params)
     url = _url(sock)
-    # Here first, so a model that cannot load or answer fails the job instead of each worker's start
-    model_follower.smoke_test(model_follower.load(settings["load_uri"], settings["version"]))
+    # Here first, so a model that cannot load or answer fails the job instead of each worker's start. Loading
+    # puts the model's own code folder first on sys.path, which the workers would inherit: it is undone.
+    search_path = list(sys.path)
+    try:
+        model_follower.smoke_test(model_follower.load(settings["load_uri"], settings["version"]))
+    finally:
+        sys.path[:] = search_path
     with tempfile.TemporaryDirectory(prefix="sparkmlops-serve-metrics-") as metrics_dir:
         environment = {WORKER_SETTINGS: json.dumps(settings), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         os.environ.update(environment)
