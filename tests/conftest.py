@@ -37,7 +37,8 @@ SHARED_TRAIN_PARAMS = TrainParams(num_trees=10, max_depth=4)  # trained_run's (t
 # The suite is CPU-bound on 2 cores (two pytest-xdist workers keep both busy), so every JVM it starts is
 # tuned for short lives on tiny data: the C1 JIT only and the serial collector (C2's compiler threads and
 # G1's concurrent threads cost more CPU than they save in JVMs that live seconds to minutes), no adaptive
-# query re-planning (many small queries: 8% of in-process time). None of it changes a result.
+# query re-planning (many small queries: 8% of in-process time), no whole-stage code generation (compiling
+# each small query's Java costs more than it saves on a few hundred rows). None of it changes a result.
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # Small, quiet Spark for the session and every process a test starts: 2 cores, few shuffle partitions, no
 # UI, and the driver's ports on 127.0.0.1 only.
@@ -49,6 +50,7 @@ SPARK_CONF = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.sql.adaptive.enabled": "false",
+    "spark.sql.codegen.wholeStage": "false",
     "spark.driver.extraJavaOptions": JVM_OPTIONS,
     "spark.executor.extraJavaOptions": JVM_OPTIONS,
 }

@@ -129,7 +129,9 @@ def parity_frame(
     frame = parts[0]
     for part in parts[1:]:
         frame = frame.unionByName(part)
-    return frame
+    # One partition per part would be one task each, and every task pays the model's deserialisation:
+    # the parts are small, so they are scored in one task.
+    return frame.coalesce(1)
 
 
 def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:

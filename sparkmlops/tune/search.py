@@ -64,6 +64,7 @@ ENGINES = {"mllib": "Spark ML trials, one after another", "sklearn": "scikit-lea
 SEARCH_SPACES = {
     "default": "cost-aware: rf, gbt and xgboost families of moderate size",
     "wide": "also the costly corner: up to 200 trees, depth 15 (25 single-node), every feature per split",
+    "smoke": "forests of 3 to 10 trees of depth 2 to 4 only: checks in seconds that a search runs on your data",
 }
 VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss
@@ -139,6 +140,9 @@ class TuneParams:
         )
 
 
+SMOKE_FOREST = {"num_trees": ("int", 3, 10, 1), "max_depth": ("int", 2, 4, 1)}
+
+
 # Search spaces as plain data (logged as search_space.json), turned into Hyperopt expressions or Optuna
 # suggestions by the tuners: ("int", low, high, step) | ("choice", [values]) | ("family", {name: space}),
 # the last a choice whose every value brings its own parameters (a conditional space).
@@ -174,6 +178,8 @@ def mllib_space(min_bins: int, allow_log_label: bool, preset: str = "default", m
     }
     if multiclass:  # MLlib's GBT classifier takes two classes only
         del families["gbt"]
+    if preset == "smoke":
+        families = {"rf": {**families["rf"], **SMOKE_FOREST, "feature_subset_strategy": ("choice", ["onethird"])}}
     return {"model_type": ("family", families), "log_label": ("choice", [False, True] if allow_log_label else [False])}
 
 
@@ -182,6 +188,7 @@ def sklearn_space(allow_log_label: bool, preset: str = "default") -> dict:
     return {
         "num_trees": ("int", 20, 200 if wide else 100, 10),
         "max_depth": ("int", 3, 25 if wide else 20, 1),
+        **(SMOKE_FOREST if preset == "smoke" else {}),
         "min_samples_leaf": ("int", 1, 20, 1),
         "max_features": ("choice", ["0.5", "0.33", "sqrt", "log2"] + (["1.0"] if wide else [])),
         "log_label": ("choice", [False, True] if allow_log_label else [False]),

@@ -21,6 +21,7 @@ from sparkmlops.core import model_registry
 MODEL_NAME = "bad_inputs_price"
 CLASSIFIER_NAME = "bad_inputs_room_type"
 SMALL_FOREST = ["--num_trees", "3", "--max_depth", "3"]
+SMOKE_SEARCH = ["--max_evals", "1", "--search_space", "smoke"]
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +114,11 @@ def _command(entry: str, path: str, output: str, models: dict, base_data: str, c
     if entry == "train_sklearn":
         return ["train_sklearn.py", "--data_path", path, *SMALL_FOREST]
     if entry == "tune_hyperopt_mllib":
-        return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1"]
+        return ["tune_hyperopt.py", "--data_path", path, *SMOKE_SEARCH]
     if entry == "tune_hyperopt_sklearn":
-        return ["tune_hyperopt.py", "--data_path", path, "--max_evals", "1", "--engine", "sklearn"]
+        return ["tune_hyperopt.py", "--data_path", path, *SMOKE_SEARCH, "--engine", "sklearn"]
     if entry == "tune_optuna":
-        return ["tune_optuna.py", "--data_path", path, "--max_evals", "1"]
+        return ["tune_optuna.py", "--data_path", path, *SMOKE_SEARCH]
     if entry == "tune_grid":
         return [
             "tune_grid.py",
@@ -195,7 +196,7 @@ def _class_command(entry: str, path: str, output: str, classifier: str, client) 
     if entry == "train":
         return ["train.py", *label, *SMALL_FOREST]
     if entry in ("tune_hyperopt_mllib", "tune_optuna"):
-        return [f"{entry.removesuffix('_mllib')}.py", *label, "--max_evals", "1"]
+        return [f"{entry.removesuffix('_mllib')}.py", *label, *SMOKE_SEARCH]
     if entry == "score_batch":
         return ["score_batch.py", "--model_uri", classifier, "--input_path", path, "--output_path", output]
     if entry == "promote":
@@ -242,6 +243,8 @@ def check_outcome(
         if entry == "check_drift":
             table = run.data.metrics
             assert (table["drifted_features"] > 0) == (expected == DRIFT)
+        if "smoke" in command:  # the search kept to its smoke space
+            assert int(run.data.params["best_num_trees"]) <= 10 and int(run.data.params["best_max_depth"]) <= 4
         if entry == "reproduce":
             assert run.data.tags["reproduction_verdict"].startswith("reproduced: "), run.data.tags
         return result
