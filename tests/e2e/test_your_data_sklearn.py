@@ -209,7 +209,7 @@ def test_tune_grid_classifies_on_log_loss_with_stratified_folds(client, penguins
 def test_the_sklearn_engine_tunes_a_classifier(client, penguins_with_boolean, tuner):
     run, result = _run_ok(
         client, f"{tuner}.py", "--data_path", penguins_with_boolean, "--label_col", "species",
-        "--engine", "sklearn", "--max_evals", "2",
+        "--engine", "sklearn", "--max_evals", "2", "--search_space", "smoke",
     )  # fmt: skip
     assert run.data.params["resolved_task"] == "classification"
     assert {"best_val_log_loss", "accuracy", "f1", "log_loss"} <= set(run.data.metrics)

@@ -103,7 +103,15 @@ def small_data(spark, default_data, tmp_path_factory) -> str:
 
 def test_tune_hyperopt_end_to_end_then_score_the_parent_run(spark, client, small_data, tmp_path):
     result = script_in_process(
-        "tune_hyperopt.py", "--data_path", small_data, "--max_evals", "2", "--register_as", "tune-test-price"
+        "tune_hyperopt.py",
+        "--data_path",
+        small_data,
+        "--max_evals",
+        "2",
+        "--search_space",
+        "smoke",
+        "--register_as",
+        "tune-test-price",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = last_line(result.stdout)
