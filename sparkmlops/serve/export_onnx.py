@@ -129,9 +129,10 @@ def parity_frame(
     frame = parts[0]
     for part in parts[1:]:
         frame = frame.unionByName(part)
-    # One partition per part would be one task each, and every task pays the model's deserialisation:
-    # the parts are small, so they are scored in one task.
-    return frame.coalesce(1)
+    # One partition per part would be one task each, and every task pays the model's deserialisation: the
+    # parts are small, so they are scored in one task. A sample of large data is still read in parallel
+    # (repartition moves only the sampled rows); coalesce would pull the whole scan into that one task.
+    return frame.coalesce(1) if total <= PARITY_SAMPLE_ROWS else frame.repartition(1)
 
 
 def measure_parity(spark, plan: ExportPlan, data_path: str) -> dict:

@@ -64,7 +64,7 @@ ENGINES = {"mllib": "Spark ML trials, one after another", "sklearn": "scikit-lea
 SEARCH_SPACES = {
     "default": "cost-aware: rf, gbt and xgboost families of moderate size",
     "wide": "also the costly corner: up to 200 trees, depth 15 (25 single-node), every feature per split",
-    "smoke": "forests of 3 to 10 trees of depth 2 to 4 only: checks in seconds that a search runs on your data",
+    "smoke": "rf only, 3 to 10 trees of depth 2 to 4: with a few trials, a quick check that a search runs on your data",
 }
 VALIDATION_FRACTION = 0.2  # of the training split
 MAX_STARTUP_TRIALS = 20  # TPE's default number of random trials before it models the loss

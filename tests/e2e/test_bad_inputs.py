@@ -243,8 +243,10 @@ def check_outcome(
         if entry == "check_drift":
             table = run.data.metrics
             assert (table["drifted_features"] > 0) == (expected == DRIFT)
-        if "smoke" in command:  # the search kept to its smoke space
-            assert int(run.data.params["best_num_trees"]) <= 10 and int(run.data.params["best_max_depth"]) <= 4
+        if "smoke" in command:  # the search kept to its smoke space (engine=sklearn has no model_type)
+            best = run.data.params
+            assert int(best["best_num_trees"]) <= 10 and int(best["best_max_depth"]) <= 4
+            assert best.get("best_model_type", "rf") == "rf", best
         if entry == "reproduce":
             assert run.data.tags["reproduction_verdict"].startswith("reproduced: "), run.data.tags
         return result

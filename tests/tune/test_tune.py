@@ -215,6 +215,20 @@ def test_default_spaces_leave_out_the_costly_corner_unless_wide_is_asked():
     assert mllib_space(37, False)["log_label"] == ("choice", [False])
 
 
+def test_the_smoke_space_keeps_to_small_forests():
+    from sparkmlops.tune.search import mllib_space, sklearn_space
+
+    for families in (
+        mllib_space(37, True, "smoke")["model_type"][1],
+        mllib_space(37, True, "smoke", True)["model_type"][1],
+    ):
+        assert list(families) == ["rf"]
+        assert families["rf"]["num_trees"][1:3] == (3, 10) and families["rf"]["max_depth"][1:3] == (2, 4)
+        assert families["rf"]["max_bins"][1][0] >= 37  # still what the categories need
+    space = sklearn_space(True, "smoke")
+    assert space["num_trees"][1:3] == (3, 10) and space["max_depth"][1:3] == (2, 4)
+
+
 def test_failed_trials_end_failed_and_the_search_goes_on(spark, client, default_data, tuner):
     # max_bins=4 cannot hold the 36 neighbourhoods: those trials fail inside the fit.
     space = {**SMALL_MLLIB_SPACE, "max_bins": ("choice", [4, 64])}
