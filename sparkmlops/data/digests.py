@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+from sparkmlops.data.schema import sql_column
+
 
 class ContentDigest(NamedTuple):
     """Order-independent summary of a DataFrame's schema and rows: two independent 64-bit hash sums
@@ -33,12 +35,13 @@ class ContentDigest(NamedTuple):
 
 
 def _digest_aggregates(df) -> list:
+    # SQL text, one driver round trip per aggregate: Column objects cost one per call on each column.
     from pyspark.sql import functions as F
 
-    row_hash = F.xxhash64(*[F.col(c) for c in df.columns])
-    return [F.count(F.lit(1)).alias("__n"),
-            F.sum(row_hash.cast("decimal(38,0)")).alias("__s1"),
-            F.sum(F.xxhash64(row_hash, F.lit(7)).cast("decimal(38,0)")).alias("__s2")]
+    row_hash = f"xxhash64({', '.join(sql_column(c) for c in df.columns)})"
+    return [F.expr("count(1) AS __n"),
+            F.expr(f"sum(CAST({row_hash} AS DECIMAL(38,0))) AS __s1"),
+            F.expr(f"sum(CAST(xxhash64({row_hash}, 7) AS DECIMAL(38,0))) AS __s2")]
 
 
 def _digest_from(df, row) -> ContentDigest:

@@ -177,6 +177,11 @@ def infer_feature_spec(df, label_col: str, choice: ColumnChoice = ColumnChoice()
     return FeatureSpec(label_col, categorical, numeric, ignored, task, dtypes[label_col], boolean, left_out)
 
 
+def sql_column(name: str) -> str:
+    """A column name as a Spark SQL identifier (backticks, any backtick in it doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def is_numeric(spark_type: str) -> bool:
     return spark_type in NUMERIC_TYPES or spark_type.startswith("decimal")
 

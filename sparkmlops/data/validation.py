@@ -15,7 +15,7 @@ from sparkmlops.core.spark import will_use_connect
 from sparkmlops.data import writing
 from sparkmlops.data.digests import _digest_aggregates, _digest_from
 from sparkmlops.data.paths import is_local_path, local_path
-from sparkmlops.data.schema import FeatureSpec, is_numeric
+from sparkmlops.data.schema import FeatureSpec, is_numeric, sql_column
 
 # ----------------------------------------------------------------------------------------------
 # Paths and inputs (checked before Spark starts)
@@ -208,26 +208,28 @@ def read_dataset(spark, path: str):
 # Validation of a training frame
 
 
-def _non_finite(column: str):
-    from pyspark.sql import functions as F
-
-    value = F.col(column).cast("double")
-    return F.isnan(value) | (F.abs(value) == F.lit(float("inf")))
+def _non_finite(column: str) -> str:
+    value = f"CAST({sql_column(column)} AS DOUBLE)"
+    return f"(isnan({value}) OR abs({value}) = CAST('Infinity' AS DOUBLE))"
 
 
 def value_aggregates(numeric_cols: list[str], string_cols: list[str] = ()) -> list:
     """Aggregates counting, per numeric column, nulls, NaN and ±inf values, and per string (or boolean) column
     nulls; fold them into a pass the caller makes anyway (``value_problems`` reads the result)."""
+    # SQL text, one driver round trip per aggregate: Column objects cost one per call on each column,
+    # thousands for a wide table.
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.lit(1)).alias("__rows")]
+    def count(condition: str, alias: str):
+        return F.expr(f"sum(CAST(coalesce({condition}, false) AS BIGINT)) AS {sql_column(alias)}")
+
+    aggregates = [F.expr("count(1) AS __rows")]
     for c in numeric_cols:
-        value = F.col(c).cast("double")
-        aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}"),
-                       F.sum(F.coalesce(F.isnan(value), F.lit(False)).cast("long")).alias(f"nan::{c}"),
-                       F.sum(F.coalesce(F.abs(value) == F.lit(float("inf")), F.lit(False)).cast("long"))
-                       .alias(f"inf::{c}")]
-    aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(f"null::{c}") for c in string_cols]
+        value = f"CAST({sql_column(c)} AS DOUBLE)"
+        aggregates += [count(f"{sql_column(c)} IS NULL", f"null::{c}"),
+                       count(f"isnan({value})", f"nan::{c}"),
+                       count(f"abs({value}) = CAST('Infinity' AS DOUBLE)", f"inf::{c}")]
+    aggregates += [count(f"{sql_column(c)} IS NULL", f"null::{c}") for c in string_cols]
     return aggregates
 
 
@@ -291,10 +293,11 @@ def profile_for_training(df, spec: FeatureSpec) -> dict:
     nulls per string and boolean feature, digest."""
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.col(spec.label_col)).alias("__label_non_null"),
-                  F.min(F.col(spec.label_col)).alias("__label_min"),
-                  (F.sum(F.coalesce(_non_finite(spec.label_col), F.lit(False)).cast("long"))
-                   if is_numeric(spec.label_type) else F.lit(0)).alias("__label_nonfinite")]
+    label = sql_column(spec.label_col)
+    non_finite = (f"sum(CAST(coalesce({_non_finite(spec.label_col)}, false) AS BIGINT))"
+                  if is_numeric(spec.label_type) else "0")
+    aggregates = [F.expr(f"count({label}) AS __label_non_null"), F.expr(f"min({label}) AS __label_min"),
+                  F.expr(f"{non_finite} AS __label_nonfinite")]
     aggregates += value_aggregates(spec.numeric_cols, spec.categorical_cols + spec.boolean_cols)
     row = df.agg(*_digest_aggregates(df), *aggregates).first().asDict()
     problems = value_problems(row, spec.numeric_cols, spec.categorical_cols + spec.boolean_cols)

@@ -12,6 +12,7 @@ import time
 from sparkmlops.core import mlflow_models, tracking
 from sparkmlops.core.errors import UserInputError
 from sparkmlops.data import validation, writing
+from sparkmlops.data.schema import sql_column
 from sparkmlops.inference import resolve
 
 OUTPUT_MODES = ("error", "overwrite")
@@ -57,20 +58,20 @@ def score_frame(spark_model, df, model: resolve.ResolvedModel):
     """The input's columns plus ``output_columns(model)`` (the pipeline's intermediate columns are dropped;
     ``probability`` becomes an array of doubles)."""
     from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
 
     # Keep a copy of the model's columns: those cast for the model are written back with their own types.
+    # (SQL text: a Column object costs one driver round trip per call on each column.)
     copies = {c: f"__input__{c}" for c, _ in model.input_columns() if c in df.columns}
     checked = resolve.check_input_against_signature(
-        df.withColumns({alias: F.col(c) for c, alias in copies.items()}), model
+        df.selectExpr("*", *[f"{sql_column(c)} AS {sql_column(alias)}" for c, alias in copies.items()]), model
     )
     scored = spark_model.transform(checked)
     cast = {c for c in copies if dict(checked.dtypes)[c] != dict(df.dtypes)[c]}
-    return scored.select(
-        *[F.col(copies[c]).alias(c) if c in cast else F.col(c) for c in df.columns],
-        F.col("prediction"),
-        *([vector_to_array("probability").alias("probability")] if model.task == "classification" else []),
+    outputs = output_columns(model)
+    selected = scored.selectExpr(
+        *[f"{sql_column(copies[c])} AS {sql_column(c)}" if c in cast else sql_column(c) for c in df.columns], *outputs
     )
+    return selected.withColumn("probability", vector_to_array("probability")) if "probability" in outputs else selected
 
 
 def score_input_to_output(spark, params, model: resolve.ResolvedModel, score, tags: dict | None = None) -> dict:

@@ -5,7 +5,6 @@ registry version), and DriftFound (exit 3, run FINISHED) when a feature drifted.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import asdict, dataclass
 
@@ -14,6 +13,7 @@ from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import DriftFound, UserInputError
 from sparkmlops.data import parameters, validation
 from sparkmlops.data import schema as data_schema
+from sparkmlops.data.schema import sql_column
 from sparkmlops.inference import resolve, scoring
 from sparkmlops.monitor.drift_statistics import (
     NULL_RATE_THRESHOLD,
@@ -113,20 +113,26 @@ def scorable_predictions(spark_model, df, model):
     with placeholder inputs, so that one pass scores the rest, and get a null prediction: the prediction's
     missing-value rate is then the share of rows the model could not score, which drift_table reports as
     drift like any other missing-value rate."""
-    from pyspark.sql import functions as F
-
+    # SQL text: a Column object costs one driver round trip per call on each column.
     typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
-    numeric = [c for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
-    frame = df.select(*[F.col(c).try_cast(t).alias(c) for c, t in typed.items()])
+    numeric = [sql_column(c) for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
+    infinite = [f"coalesce(abs({c}) = CAST('Infinity' AS DOUBLE), false)" for c in numeric]
     if model.imputes_missing:  # nulls and NaN are the model's to impute: only infinities cannot be scored
-        bad = [F.coalesce(F.abs(F.col(c)) == F.lit(float("inf")), F.lit(False)) for c in numeric]
+        bad = infinite
     else:
-        bad = [F.col(c).isNull() | F.isnan(F.col(c)) | (F.abs(F.col(c)) == F.lit(float("inf"))) for c in numeric]
-    frame = frame.withColumn(_SCORABLE, ~functools.reduce(lambda a, b: a | b, bad) if bad else F.lit(True))
-    unscorable = frame.filter(~F.col(_SCORABLE)).count()  # no model in this pass: the inputs only
-    placeholders = {c: F.when(F.col(_SCORABLE), F.col(c)).otherwise(F.lit(0).cast(typed[c])) for c in numeric}
-    scored = spark_model.transform(frame.withColumns(placeholders))
-    return scored.select(F.when(F.col(_SCORABLE), F.col("prediction")).alias("prediction")), unscorable
+        bad = [f"{c} IS NULL OR isnan({c}) OR {inf}" for c, inf in zip(numeric, infinite)]
+    frame = df.selectExpr(*[f"try_cast({sql_column(c)} AS {t}) AS {sql_column(c)}" for c, t in typed.items()])
+    frame = frame.selectExpr(
+        "*", f"NOT ({' OR '.join(f'({b})' for b in bad)}) AS {_SCORABLE}" if bad else f"true AS {_SCORABLE}"
+    )
+    unscorable = frame.filter(f"NOT {_SCORABLE}").count()  # no model in this pass: the inputs only
+    placeholders = {
+        c: f"CASE WHEN {_SCORABLE} THEN {sql_column(c)} ELSE CAST(0 AS {typed[c]}) END AS {sql_column(c)}"
+        for c, kind in model.input_columns()
+        if kind in _NUMERIC_KINDS
+    }
+    scored = spark_model.transform(frame.selectExpr(*[placeholders.get(c, sql_column(c)) for c in frame.columns]))
+    return scored.selectExpr(f"CASE WHEN {_SCORABLE} THEN prediction END AS prediction"), unscorable
 
 
 _SCORABLE = "__sparkmlops_scorable"

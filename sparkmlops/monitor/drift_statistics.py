@@ -21,6 +21,8 @@ import bisect
 import math
 from dataclasses import asdict, dataclass
 
+from sparkmlops.data.schema import sql_column
+
 EPSILON = 1e-4
 
 
@@ -92,23 +94,24 @@ def _counts(df, numeric: list[str], grids: dict[str, list[float]], categorical: 
     if not columns:
         return {}
     out_cols = [f"__bucket_{i}" for i in range(len(numeric))]
-    frame = df.select(
-        *[F.col(c).try_cast("double").alias(c) for c in numeric],
-        *[F.col(c).cast("string").alias(c) for c in categorical],
+    # SQL text throughout: a Column object costs one driver round trip per call on each column.
+    frame = df.selectExpr(
+        *[f"try_cast({sql_column(c)} AS DOUBLE) AS {sql_column(c)}" for c in numeric],
+        *[f"CAST({sql_column(c)} AS STRING) AS {sql_column(c)}" for c in categorical],
     )
     if numeric:
         frame = Bucketizer(
             splitsArray=[grids[c] for c in numeric], inputCols=numeric, outputCols=out_cols, handleInvalid="keep"
         ).transform(frame)
-    keys = [
-        F.when(F.col(o).isNull() | (F.col(o) >= len(grids[c]) - 1), F.lit("-1")).otherwise(  # null, NaN
-            F.col(o).cast("int").cast("string")
-        )
+    keys = [  # null and NaN (Bucketizer's extra bucket) are -1
+        f"CASE WHEN {o} IS NULL OR {o} >= {len(grids[c]) - 1} THEN '-1' ELSE CAST(CAST({o} AS INT) AS STRING) END"
         for c, o in zip(numeric, out_cols)
     ]
-    keys += [F.col(c) for c in categorical]
+    keys += [sql_column(c) for c in categorical]
     # One (feature, key) pair per column and row, counted by one groupBy: O(features x buckets) rows out.
-    pairs = F.explode(F.array(*[F.struct(F.lit(i).alias("feature"), key.alias("key")) for i, key in enumerate(keys)]))
+    pairs = F.expr(
+        "explode(array(" + ", ".join(f"named_struct('feature', {i}, 'key', {key})" for i, key in enumerate(keys)) + "))"
+    )
     result: dict[str, dict] = {c: {} for c in columns}
     for row in frame.select(pairs.alias("p")).groupBy("p.feature", "p.key").count().collect():
         name = columns[row["feature"]]
@@ -158,17 +161,30 @@ def _numeric_grids(reference, current, columns: list[str], bins: int, relative_e
     percentiles (the grid's buckets nest inside the PSI bins, so one count serves both)."""
     if not columns:
         return {}, {}
-    from pyspark.sql import functions as F
-
     psi_probs = [i / bins for i in range(1, bins)]
     grid_probs = [i / GRID_POINTS for i in range(1, GRID_POINTS)]
-    ref_cast = reference.select(*[F.col(c).try_cast("double").alias(c) for c in columns])
-    cur_cast = current.select(*[F.col(c).try_cast("double").alias(c) for c in columns])
-    ref_q = ref_cast.approxQuantile(columns, psi_probs + grid_probs, relative_error)
-    cur_q = cur_cast.approxQuantile(columns, grid_probs, relative_error)
+    ref_q = _quantiles(reference, columns, psi_probs + grid_probs, relative_error)
+    cur_q = _quantiles(current, columns, grid_probs, relative_error)
     psi_edges = {c: _grid(q[: len(psi_probs)]) for c, q in zip(columns, ref_q)}
     grids = {c: _grid(rq + cq) for c, rq, cq in zip(columns, ref_q, cur_q)}
     return psi_edges, grids
+
+
+def _quantiles(df, columns: list[str], probabilities: list[float], relative_error: float) -> list[list[float]]:
+    """Each column's approximate quantiles as ``DataFrame.approxQuantile`` gives them (the same summary, so
+    the same values; null and NaN ignored, [] for a column with no value), in one row collected at once:
+    approxQuantile hands its result back one number per driver round trip."""
+    probabilities_sql = "array(" + ", ".join(repr(float(p)) for p in probabilities) + ")"
+    accuracy = int(round(1 / relative_error))
+
+    def quantiles(c: str) -> str:
+        value = f"try_cast({sql_column(c)} AS DOUBLE)"
+        return (
+            f"percentile_approx(CASE WHEN isnan({value}) THEN NULL ELSE {value} END, {probabilities_sql}, {accuracy})"
+        )
+
+    row = df.selectExpr(*[f"{quantiles(c)} AS {sql_column(c)}" for c in columns]).first()
+    return [list(value) if value is not None else [] for value in row]
 
 
 def _numeric_result(c: str, grid: list[float], edges: list[float], ref_counts: dict, cur_counts: dict) -> FeatureDrift:
