@@ -34,6 +34,24 @@ def airbnb(spark):
     return reference, infer_feature_spec(reference, "price")
 
 
+def test_quantiles_are_spark_approx_quantiles_in_one_row(spark, airbnb):
+    """The bucket edges are exactly DataFrame.approxQuantile's (nulls and NaN ignored, [] for a column with
+    no value), read back in one row instead of one driver round trip per number."""
+    from pyspark.sql import functions as F
+
+    reference, spec = airbnb
+    holed = reference.withColumn(
+        "bedrooms",
+        F.when(F.rand(3) < 0.2, F.lit(None)).when(F.rand(4) < 0.1, F.lit(float("nan"))).otherwise(F.col("bedrooms")),
+    ).withColumn("empty", F.lit(None).cast("double"))
+    columns = [*spec.numeric_cols, "price", "empty"]
+    probabilities = [i / 100 for i in range(1, 100)]
+    cast = holed.select(*[F.col(c).cast("double") for c in columns])
+    expected = cast.approxQuantile(columns, probabilities, 0.01)
+    assert drift_statistics._quantiles(holed, columns, probabilities, 0.01) == expected
+    assert expected[-1] == [] and not any(math.isnan(v) for v in expected[columns.index("bedrooms")])
+
+
 def test_no_drift_on_a_fresh_sample_of_the_same_generator(spark, airbnb):
     from sparkmlops.data.generators import generate_airbnb
 
