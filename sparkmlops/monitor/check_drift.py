@@ -116,7 +116,8 @@ def scorable_predictions(spark_model, df, model):
     # SQL text: a Column object costs one driver round trip per call on each column.
     typed = {c: resolve.SPARK_TYPE.get(kind, "string") for c, kind in model.input_columns()}
     numeric = [sql_column(c) for c, kind in model.input_columns() if kind in _NUMERIC_KINDS]
-    infinite = [f"coalesce(abs({c}) = CAST('Infinity' AS DOUBLE), false)" for c in numeric]
+    # As double: abs() of an integer type's minimum overflows (an error under ANSI); no integer is infinite.
+    infinite = [f"coalesce(abs(CAST({c} AS DOUBLE)) = CAST('Infinity' AS DOUBLE), false)" for c in numeric]
     if model.imputes_missing:  # nulls and NaN are the model's to impute: only infinities cannot be scored
         bad = infinite
     else:

@@ -10,9 +10,9 @@ Per feature:
   empirical CDFs, evaluated at a grid made of both datasets' percentiles (exact up to the grid).
 - null-rate change, and for strings the share of current rows whose category is unseen.
 
-Nothing collects raw rows: quantiles come from ``approxQuantile`` and every count from one
-``groupBy`` over (feature, bucket), whose result has O(features x buckets) rows; two passes over each
-dataset in all.
+Nothing collects raw rows: quantiles come from one ``percentile_approx`` row (the summary behind
+``approxQuantile``) and every count from one ``groupBy`` over (feature, bucket), whose result has
+O(features x buckets) rows; two passes over each dataset in all.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def feature_drift(
     relative_error: float = 0.01,
 ) -> list[FeatureDrift]:
     """Drift of every column: numeric ones first, then string ones. Two passes over each dataset: one
-    for the quantiles (approxQuantile), one counting every column's buckets.
+    for the quantiles (percentile_approx), one counting every column's buckets.
 
     ``relative_error`` only moves the bucket edges (rank error); the counts in the buckets are exact.
     """
@@ -171,11 +171,12 @@ def _numeric_grids(reference, current, columns: list[str], bins: int, relative_e
 
 
 def _quantiles(df, columns: list[str], probabilities: list[float], relative_error: float) -> list[list[float]]:
-    """Each column's approximate quantiles as ``DataFrame.approxQuantile`` gives them (the same summary, so
-    the same values; null and NaN ignored, [] for a column with no value), in one row collected at once:
-    approxQuantile hands its result back one number per driver round trip."""
-    probabilities_sql = "array(" + ", ".join(repr(float(p)) for p in probabilities) + ")"
-    accuracy = int(round(1 / relative_error))
+    """Each column's approximate quantiles, computed as PySpark 4's ``DataFrame.approxQuantile`` computes them
+    (``percentile_approx`` of the column as double with NaN as null, at accuracy 1 / relative_error; [] for a
+    column with no value), in one row collected at once: approxQuantile hands its result back one number
+    per driver round trip."""
+    probabilities_sql = "array(" + ", ".join(f"{float(p)!r}D" for p in probabilities) + ")"
+    accuracy = _accuracy(relative_error)
 
     def quantiles(c: str) -> str:
         value = f"try_cast({sql_column(c)} AS DOUBLE)"
@@ -183,8 +184,17 @@ def _quantiles(df, columns: list[str], probabilities: list[float], relative_erro
             f"percentile_approx(CASE WHEN isnan({value}) THEN NULL ELSE {value} END, {probabilities_sql}, {accuracy})"
         )
 
-    row = df.selectExpr(*[f"{quantiles(c)} AS {sql_column(c)}" for c in columns]).first()
+    [row] = df.selectExpr(*[f"{quantiles(c)} AS {sql_column(c)}" for c in columns]).collect()
     return [list(value) if value is not None else [] for value in row]
+
+
+def _accuracy(relative_error: float) -> int:
+    """percentile_approx's accuracy for approxQuantile's relative error, by Spark 4's own rule (StatFunctions):
+    ceil(1 / error) up to 2^31 - 1, which is also what 0 (exact) gets."""
+    if not relative_error >= 0:
+        raise ValueError(f"relative_error must be >= 0, not {relative_error}")
+    largest = 2**31 - 1
+    return largest if relative_error == 0 else int(min(largest, math.ceil(1.0 / relative_error)))
 
 
 def _numeric_result(c: str, grid: list[float], edges: list[float], ref_counts: dict, cur_counts: dict) -> FeatureDrift:

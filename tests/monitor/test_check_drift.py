@@ -34,9 +34,11 @@ def airbnb(spark):
     return reference, infer_feature_spec(reference, "price")
 
 
-def test_quantiles_are_spark_approx_quantiles_in_one_row(spark, airbnb):
+@pytest.mark.parametrize("relative_error", [0.01, 0.015, 0.0])
+def test_quantiles_are_spark_approx_quantiles_in_one_collected_row(spark, airbnb, monkeypatch, relative_error):
     """The bucket edges are exactly DataFrame.approxQuantile's (nulls and NaN ignored, [] for a column with
-    no value), read back in one row instead of one driver round trip per number."""
+    no value, the same accuracy for any relative error), collected as one row instead of one driver round
+    trip per number."""
     from pyspark.sql import functions as F
 
     reference, spec = airbnb
@@ -45,10 +47,15 @@ def test_quantiles_are_spark_approx_quantiles_in_one_row(spark, airbnb):
         F.when(F.rand(3) < 0.2, F.lit(None)).when(F.rand(4) < 0.1, F.lit(float("nan"))).otherwise(F.col("bedrooms")),
     ).withColumn("empty", F.lit(None).cast("double"))
     columns = [*spec.numeric_cols, "price", "empty"]
-    probabilities = [i / 100 for i in range(1, 100)]
+    probabilities = [1 / 7, 2 / 7, *[i / 100 for i in range(1, 100)]]
     cast = holed.select(*[F.col(c).cast("double") for c in columns])
-    expected = cast.approxQuantile(columns, probabilities, 0.01)
-    assert drift_statistics._quantiles(holed, columns, probabilities, 0.01) == expected
+    expected = cast.approxQuantile(columns, probabilities, relative_error)
+    collected = []
+    frame_type = type(holed)  # the classic or Connect DataFrame, whose own collect is the one called
+    collect = frame_type.collect
+    monkeypatch.setattr(frame_type, "collect", lambda df: collected.append(collect(df)) or collected[-1])
+    assert drift_statistics._quantiles(holed, columns, probabilities, relative_error) == expected
+    assert [len(rows) for rows in collected] == [1]
     assert expected[-1] == [] and not any(math.isnan(v) for v in expected[columns.index("bedrooms")])
 
 
