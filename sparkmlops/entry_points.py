@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sparkmlops.data.generate_data import GENERATE_DATA
 from sparkmlops.monitor.check_drift import CHECK_DRIFT
+from sparkmlops.pipeline.pipeline import PIPELINE
 from sparkmlops.registry.promote import PROMOTE
 from sparkmlops.reproduce.reproduce import REPRODUCE
 from sparkmlops.score.score_batch import SCORE_BATCH
@@ -38,5 +39,6 @@ ENTRY_POINTS = (
     SCORE_PER_GROUP,
     CHECK_DRIFT,
     REPRODUCE,
+    PIPELINE,
 )
 MAIN = TRAIN

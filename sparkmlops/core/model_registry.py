@@ -164,6 +164,21 @@ def alias_target(name: str, alias: str) -> str | None:
         raise
 
 
+def version_exists(name: str, version: str) -> bool:
+    """Whether ``name`` still has ``version`` (a pipeline reuses a registration only while it does)."""
+    from mlflow.exceptions import MlflowException
+
+    if not name or not version:
+        return False
+    try:
+        _client().get_model_version(name, version)
+        return True
+    except MlflowException as exc:
+        if tracking.is_missing(exc):
+            return False
+        raise
+
+
 def alias_version(name: str, alias: str):
     """The version ``alias`` points at, or None."""
     aliases = dict(registered_model(name).aliases or {})

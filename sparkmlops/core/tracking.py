@@ -33,12 +33,27 @@ def tracked_run(run_name: str | None = None, tags: dict[str, str] | None = None)
     """
     resumed = bool(os.environ.get("MLFLOW_RUN_ID"))  # start_run takes the variable out of the environment
     run = mlflow.start_run(run_name=None if resumed else run_name)
-    try:
+    with _ended_by_outcome():
         if run_name and resumed and compat.is_generated_run_name(run.info.run_name or ""):
             mlflow.set_tag("mlflow.runName", run_name)
         if tags:
             mlflow.set_tags(tags)
         yield run
+
+
+@contextlib.contextmanager
+def nested_run(run_name: str, tags: dict[str, str]):
+    """A run nested under the active one (a pipeline's step), ended as ``tracked_run`` ends its run."""
+    run = mlflow.start_run(run_name=run_name, nested=True, tags=tags)
+    with _ended_by_outcome():
+        yield run
+
+
+@contextlib.contextmanager
+def _ended_by_outcome():
+    """End the active run with the status and exit_code tag of how the block ended."""
+    try:
+        yield
     except BaseException as exc:
         status = errors.run_status_of(exc)
         with contextlib.suppress(Exception):
@@ -352,6 +367,34 @@ def fail_unfinished_children(parent_run_id: str) -> int:
         client.set_tag(run.info.run_id, "error", "the trial's worker ended before the trial did")
         client.set_terminated(run.info.run_id, "FAILED")
     return len(stuck)
+
+
+def target_experiment_id() -> str:
+    """The experiment a run started now would go to (before any run is active): the run `mlflow run`
+    created, else MLFLOW_EXPERIMENT_ID, else MLFLOW_EXPERIMENT_NAME (created if new), else Default."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        experiment = client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else client.create_experiment(name)
+    return "0"
+
+
+def dataset_digests(run) -> dict[str, str]:
+    """{"train": digest, "test": digest} of the datasets the run logged as its training and testing inputs."""
+    roles = {"training": "train", "testing": "test"}
+    found = {}
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
+        context = next((t.value for t in dataset_input.tags if t.key == "mlflow.data.context"), "")
+        if context in roles:
+            found[roles[context]] = dataset_input.dataset.digest
+    return found
 
 
 def experiment_id() -> str:

@@ -345,6 +345,12 @@ def default_data_path(n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) ->
     return data_cache_dir() / f"sf-airbnb-synthetic-v{GENERATOR_VERSION}-n{n_rows}-seed{seed}.parquet"
 
 
+def default_data_identity(n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) -> str:
+    """What the embedded default data is, without generating it: the generator is deterministic, so its
+    version, size and seed are its identity."""
+    return f"generated-v{GENERATOR_VERSION}-n{n_rows}-seed{seed}"
+
+
 def ensure_default_data(spark, n_rows: int = DEFAULT_N_ROWS, seed: int = DEFAULT_SEED) -> str:
     """Path of the embedded default dataset, generated on first use and cached (git-ignored)."""
 

@@ -65,6 +65,7 @@ ENTRY_POINTS = [
     "export_onnx",
     "check_drift",
     "reproduce",
+    "pipeline",
 ]
 TRAINERS = ENTRY_POINTS[:7]
 SCORERS = ["score_batch", "score_stream", "score_pandas_udf", "score_per_group"]
@@ -77,6 +78,7 @@ READS = {
     "export_onnx": "parity_data_path",
     "check_drift": "current_path",
     "reproduce": "the original run's data_path_resolved",
+    "pipeline": "data_path",
 }
 
 _CORRUPT = refused("not readable parquet")
@@ -135,6 +137,7 @@ EXPECTED: dict[str, dict[str, str]] = {
 for _outcomes in EXPECTED.values():
     if _outcomes["train"] != NA:
         _outcomes["reproduce"] = OK if _outcomes["train"] == OK else _CHANGED
+    _outcomes["pipeline"] = _outcomes["train"]  # its first steps are train's checks and train itself
 
 
 def pairs(entry_points: list[str] | None = None) -> list[tuple[str, str]]:

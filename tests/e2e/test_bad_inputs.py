@@ -161,6 +161,8 @@ def _command(entry: str, path: str, output: str, models: dict, base_data: str, c
         return ["export_onnx.py", "--model_uri", models["spark"], "--parity_data_path", path]
     if entry == "check_drift":
         return ["check_drift.py", "--reference_path", base_data, "--current_path", path]
+    if entry == "pipeline":  # check, train, evaluate (nothing to register)
+        return ["pipeline.py", "--data_path", path, *SMALL_FOREST]
     if entry == "reproduce":
         raise KeyError("reproduce's pairs are test_bad_inputs_reproduce.py's")
     raise KeyError(entry)

@@ -55,6 +55,7 @@ REFUSALS = {
     "export_onnx": (["--model_uri", MISSING_RUN], "not found"),
     "check_drift": (["--reference_path", "/nonexistent/ref", "--current_path", "/nonexistent/cur"], "/nonexistent/cur"),
     "reproduce": (["--run_id", ""], "run_id is empty"),
+    "pipeline": (["--rerun", "tain"], "rerun names no step: tain"),
 }
 
 

@@ -1,0 +1,303 @@
+"""Entry point `pipeline`: the chain in one command, one process and one SparkSession - check the data, train,
+evaluate against thresholds, register, promote, score a batch, export to ONNX - each step a run nested
+under the pipeline's run, and reused when a FINISHED run of the step has the same key (step_keys).
+
+Which steps run is decided before Spark starts: a rerun with nothing changed links the earlier runs and
+starts no JVM. A step that runs makes every step after it run too (its outputs are new). A failed step
+ends the pipeline with its exit code and run status; the steps before it stay reusable, so the same
+command resumes after the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from sparkmlops.core import model_registry, tracking
+from sparkmlops.core.entry_points import EntryPoint, param
+from sparkmlops.core.errors import UserInputError
+from sparkmlops.data import splits, validation
+from sparkmlops.data.generators import default_data_identity, ensure_default_data
+from sparkmlops.inference import scoring
+from sparkmlops.pipeline import step_keys
+from sparkmlops.registry.promote import PromoteParams, promote_and_log
+from sparkmlops.score.score_batch import SCORE_BATCH, BatchParams, predict_batch
+from sparkmlops.serve.export_onnx import EXPORT_ONNX, ExportParams, export_and_log
+from sparkmlops.train.train import TRAIN, TrainParams, train_and_log
+
+STEPS = ("check_data", "train", "evaluate", "register", "promote", "score_batch", "export_onnx")
+NEEDS_SPARK = {"check_data", "train", "promote", "score_batch", "export_onnx"}
+
+
+@dataclass(frozen=True)
+class PipelineParams(TrainParams):
+    """`train`'s parameters (each passes through to the train step), and what the chain does after it."""
+
+    min_r2: float = param(0.0, "Regression: a model whose test r2 is below this is not registered.")
+    min_accuracy: float = param(0.0, "Classification: a model whose test accuracy is below this is not registered.")
+    min_improvement: float = param(0.0, "promote's gate: relative gain over @champion needed, in [0, 1).")
+    score_input_path: str = param("", "Parquet (or .csv) to score with the promoted model; empty = no scoring.")
+    score_output_path: str = param("", "Where the scores go (a new parquet folder); needed with score_input_path.")
+    export_onnx: bool = param(False, "Export the trained model to ONNX (with its parity check).")
+    rerun: str = param(
+        "", "Steps to run even when reusable, comma-separated (a step reruns every step after it), or all."
+    )
+
+    def validate(self) -> PipelinePlan:
+        """Every check that needs no Spark, then the plan: each step's key and the run it may reuse."""
+        self.train_params().validate()
+        steps = self.steps()
+        forced = {s.strip() for s in self.rerun.split(",") if s.strip()}
+        unknown = forced - set(STEPS) - {"all"}
+        if unknown:
+            raise UserInputError(
+                f"rerun names no step: {', '.join(sorted(unknown))}: name steps of {', '.join(STEPS)}, or all."
+            )
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise UserInputError(f"min_improvement is a relative gain in [0, 1), got {self.min_improvement}.")
+        if bool(self.score_input_path) != bool(self.score_output_path):
+            raise UserInputError("score_input_path and score_output_path go together: pass both, or neither.")
+        if self.score_input_path:  # the pipeline's own scores: each run that scores replaces them
+            scoring.check_batch_paths(self.score_input_path, self.score_output_path, "overwrite")
+        return plan_steps(self, steps, forced)
+
+    def steps(self) -> tuple[str, ...]:
+        wanted = {"check_data", "train", "evaluate"}
+        if self.register_as:
+            wanted |= {"register", "promote"}
+        if self.score_input_path:
+            wanted.add("score_batch")
+        if self.export_onnx:
+            wanted.add("export_onnx")
+        return tuple(s for s in STEPS if s in wanted)
+
+    def train_params(self) -> TrainParams:
+        """The train step's parameters: train's own, registration left to the register step."""
+        own = {f.name for f in fields(TrainParams)}
+        return TrainParams(**{k: v for k, v in asdict(self).items() if k in own and k != "register_as"})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    name: str
+    key: str | None
+    reused: object = None  # the FINISHED run standing in for this step, or None: the step runs
+
+
+@dataclass
+class PipelinePlan:
+    params: PipelineParams
+    steps: list[StepPlan]
+    outputs: dict[str, object] = field(default_factory=dict)  # step -> its run (reused or new)
+
+    @property
+    def needs_spark(self) -> bool:
+        return any(s.reused is None and s.name in NEEDS_SPARK for s in self.steps)
+
+
+def _step_inputs(params: PipelineParams, step: str) -> tuple[dict, dict]:
+    """(parameters, data identities) a step's result depends on, besides the code and the steps before it."""
+    if step == "check_data":
+        data = params.data_path or ""
+        identity = step_keys.data_identity(data) if data else default_data_identity()
+        choice = {k: getattr(params, k) for k in ("data_path", "label_col", "task", "features", "exclude")}
+        return choice, {"data_path": identity}
+    if step == "train":
+        return {k: str(v) for k, v in asdict(params.train_params()).items()}, {}
+    if step == "evaluate":
+        return {"min_r2": params.min_r2, "min_accuracy": params.min_accuracy}, {}
+    if step == "register":
+        return {"register_as": params.register_as}, {}
+    if step == "promote":
+        return {"register_as": params.register_as, "min_improvement": params.min_improvement}, {}
+    if step == "score_batch":
+        return {"output_path": params.score_output_path}, {
+            "input_path": step_keys.data_identity(params.score_input_path)
+        }
+    return {}, {}  # export_onnx: the model (train's key) is all
+
+
+def plan_steps(params: PipelineParams, steps: tuple[str, ...], forced: set[str]) -> PipelinePlan:
+    client, experiment = tracking.client(), tracking.target_experiment_id()
+    code = step_keys.code_identity()
+    planned, upstream, rerunning = [], {}, "all" in forced
+    for step in steps:
+        step_params, data = _step_inputs(params, step)
+        key = step_keys.step_key(step, code, step_params, data, dict(upstream))
+        rerunning = rerunning or step in forced
+        reused = None if rerunning else step_keys.reusable_run(client, experiment, step, key)
+        if reused is not None and not _still_valid(step, reused, params):
+            reused = None
+        rerunning = rerunning or reused is None
+        planned.append(StepPlan(step, key, reused))
+        upstream[step] = key or ""
+    return PipelinePlan(params, planned)
+
+
+def _still_valid(step: str, run, params: PipelineParams) -> bool:
+    """What a finished run left outside MLflow's run store is still there: the version it registered, the
+    @champion it left, the scores it wrote."""
+    tags = run.data.tags
+    if step == "register":
+        return model_registry.version_exists(params.register_as, tags.get("registered_model_version", ""))
+    if step == "promote":
+        return model_registry.alias_target(params.register_as, model_registry.CHAMPION) == tags.get("champion_version")
+    if step == "score_batch":
+        return step_keys.data_identity(params.score_output_path) == tags.get("output_identity")
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps: each runs in its own nested run and reads what the steps before it left in theirs.
+
+
+def _model_uri(runs: dict) -> str:
+    return f"runs:/{runs['train'].info.run_id}/model"
+
+
+def check_data(spark, params: PipelineParams, runs: dict) -> str:
+    data_path = validation.check_input_path(params.data_path) if params.data_path else ensure_default_data(spark)
+    data = splits.load_labelled(spark, data_path, params.label_col, params.column_choice(), imputes_missing=True)
+    try:
+        profile = data.profile
+        tracking.log_params({"data_path_resolved": data_path, "resolved_task": data.spec.task})
+        tracking.log_metrics({"rows": profile["rows"], "null_labels": profile["null_labels"]})
+        tracking.set_tags({"data_digest": data.digest, "features": ", ".join(data.spec.feature_cols)})
+        return f"{profile['rows']} rows, {len(data.spec.feature_cols)} features, task {data.spec.task}"
+    finally:
+        data.cached.unpersist()
+
+
+def train(spark, params: PipelineParams, runs: dict) -> str:
+    train_params = params.train_params()
+    return TRAIN.report(train_params, train_and_log(spark, train_params))
+
+
+GATED = {"regression": "r2", "classification": "accuracy"}
+
+
+def evaluate(spark, params: PipelineParams, runs: dict) -> str:
+    trained = runs["train"]
+    task = trained.data.params.get("resolved_task", "regression")
+    metric = GATED[task]
+    threshold = params.min_r2 if task == "regression" else params.min_accuracy
+    value = trained.data.metrics[metric]
+    passed = value >= threshold
+    tracking.set_tags({"gate_metric": metric, "gate_passed": str(passed).lower()})
+    tracking.log_metrics({metric: value, f"min_{metric}": threshold})
+    verdict = f"{metric} {value:.4g} {'>=' if passed else '<'} min_{metric} {threshold:g}"
+    return verdict if passed else f"not registered: {verdict}"
+
+
+def register(spark, params: PipelineParams, runs: dict) -> str:
+    trained = runs["train"]
+    digests = {"full": trained.data.tags.get("data_digest", ""), **tracking.dataset_digests(trained)}
+    version = model_registry.register_model(
+        _model_uri(runs),
+        params.register_as,
+        run_id=trained.info.run_id,
+        entry_point="train",
+        params=asdict(params.train_params()),
+        metrics=trained.data.metrics,
+        digests=digests,
+        data_path=trained.data.params.get("data_path_resolved", ""),
+    )
+    tracking.set_tags({"registered_model": params.register_as, "registered_model_version": str(version.version)})
+    return f"models:/{params.register_as}/{version.version}"
+
+
+def promote(spark, params: PipelineParams, runs: dict) -> str:
+    version = runs["register"].data.tags["registered_model_version"]
+    gate = PromoteParams(
+        model_name=params.register_as,
+        version=version,
+        data_path=params.data_path,
+        min_improvement=params.min_improvement,
+    )
+    gate = gate.validate()
+    return promote_and_log(spark, gate).line(gate.metric)
+
+
+def score_batch(spark, params: PipelineParams, runs: dict) -> str:
+    model_uri = f"models:/{params.register_as}@champion" if "promote" in runs else _model_uri(runs)
+    batch = BatchParams(model_uri, params.score_input_path, params.score_output_path, mode="overwrite")
+    summary = predict_batch(spark, batch, batch.validate())
+    tracking.set_tags({"output_identity": step_keys.data_identity(params.score_output_path) or ""})
+    return SCORE_BATCH.report(batch, summary)
+
+
+def export_onnx(spark, params: PipelineParams, runs: dict) -> str:
+    export = ExportParams(model_uri=_model_uri(runs), parity_data_path=params.data_path)
+    return EXPORT_ONNX.report(export, export_and_log(spark, export.validate()))
+
+
+STEP_JOBS = {
+    "check_data": check_data,
+    "train": train,
+    "evaluate": evaluate,
+    "register": register,
+    "promote": promote,
+    "score_batch": score_batch,
+    "export_onnx": export_onnx,
+}
+
+
+# Steps whose run is the entry point's own kind of run (its tags and parameters), so that every consumer
+# of such a run (reproduce, promote's held-out rows, the UI's filters) takes it as it takes that entry point's.
+ENTRY_POINT_OF = {"train": "train", "promote": "promote", "score_batch": "score_batch", "export_onnx": "export_onnx"}
+
+
+def _step_params(params: PipelineParams, step: str) -> dict:
+    return asdict(params.train_params()) if step == "train" else _step_inputs(params, step)[0]
+
+
+def run_pipeline(spark, plan: PipelinePlan) -> dict[str, str]:
+    """Run or reuse each planned step in order; returns {step: its line}. Stops after a failed gate."""
+    params, runs, lines = plan.params, {}, {}
+    for step in plan.steps:
+        if step.reused is not None:
+            run, lines[step.name] = step.reused, f"reused run {step.reused.info.run_id}"
+        else:
+            tags = {
+                **tracking.environment_tags(),
+                step_keys.STEP_KEY_TAG: step.key or "",
+                "pipeline_step": step.name,
+                "entry_point": ENTRY_POINT_OF.get(step.name, f"pipeline.{step.name}"),
+            }
+            with tracking.nested_run(step.name, tags) as nested:
+                tracking.log_params(_step_params(params, step.name))
+                lines[step.name] = STEP_JOBS[step.name](spark, params, runs)
+            run = tracking.get_run(nested.info.run_id)
+        runs[step.name] = run
+        reused = str(step.reused is not None).lower()
+        tracking.set_tags({f"step.{step.name}.run_id": run.info.run_id, f"step.{step.name}.reused": reused})
+        if step.reused is not None or step.name != "promote":  # promote prints its own line
+            print(f"pipeline: {step.name}: {lines[step.name]}", flush=True)
+        if run.data.tags.get("gate_passed") == "false":
+            tracking.set_tags({"stopped_at": step.name})
+            break
+    tracking.log_metrics(
+        {
+            "steps_run": sum(s.reused is None for s in plan.steps if s.name in runs),
+            "steps_reused": sum(s.reused is not None for s in plan.steps if s.name in runs),
+        }
+    )
+    return lines
+
+
+def _report(params: PipelineParams, lines: dict[str, str]) -> str:
+    return f"pipeline: {len(lines)} steps ({', '.join(lines)})"
+
+
+PIPELINE = EntryPoint(
+    name="pipeline",
+    script="pipeline.py",
+    summary="Check, train, evaluate, register, promote, score and export in one run; unchanged steps reused.",
+    params=PipelineParams,
+    job=lambda spark, params, plan: run_pipeline(spark, plan),
+    run_name=lambda p: "pipeline " + (p.register_as or p.model_type),
+    report=_report,
+    needs_spark=lambda plan: plan.needs_spark,
+)
