@@ -216,13 +216,15 @@ def promote(spark, params: PipelineParams, runs: dict) -> str:
         data_path=params.data_path,
         min_improvement=params.min_improvement,
     )
-    gate = gate.validate()
-    return promote_and_log(spark, gate).line(gate.metric)
+    tracking.log_params(gate.as_dict())
+    plan = gate.validate()
+    return promote_and_log(spark, plan).line(plan.metric)
 
 
 def score_batch(spark, params: PipelineParams, runs: dict) -> str:
     model_uri = f"models:/{params.register_as}@champion" if "promote" in runs else _model_uri(runs)
     batch = BatchParams(model_uri, params.score_input_path, params.score_output_path, mode="overwrite")
+    tracking.log_params(batch.as_dict())
     summary = predict_batch(spark, batch, batch.validate())
     tracking.set_tags({"output_identity": step_keys.data_identity(params.score_output_path) or ""})
     return SCORE_BATCH.report(batch, summary)
@@ -230,6 +232,7 @@ def score_batch(spark, params: PipelineParams, runs: dict) -> str:
 
 def export_onnx(spark, params: PipelineParams, runs: dict) -> str:
     export = ExportParams(model_uri=_model_uri(runs), parity_data_path=params.data_path)
+    tracking.log_params(export.as_dict())
     return EXPORT_ONNX.report(export, export_and_log(spark, export.validate()))
 
 
@@ -250,7 +253,11 @@ ENTRY_POINT_OF = {"train": "train", "promote": "promote", "score_batch": "score_
 
 
 def _step_params(params: PipelineParams, step: str) -> dict:
-    return asdict(params.train_params()) if step == "train" else _step_inputs(params, step)[0]
+    """The parameters a step's run logs: an entry point's own (its job's parameters object) for the steps
+    that are one, logged by the step itself; the key's parameters for the others."""
+    if step == "train":
+        return params.train_params().as_dict()
+    return {} if step in ENTRY_POINT_OF else _step_inputs(params, step)[0]
 
 
 def run_pipeline(spark, plan: PipelinePlan) -> dict[str, str]:
