@@ -387,13 +387,11 @@ def target_experiment_id() -> str:
 
 
 def dataset_digests(run) -> dict[str, str]:
-    """{"train": digest, "test": digest} of the datasets the run logged as its training and testing inputs."""
-    roles = {"training": "train", "testing": "test"}
+    """{context: digest} of the datasets the run logged as inputs ("training", "testing", ...)."""
     found = {}
     for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
         context = next((t.value for t in dataset_input.tags if t.key == "mlflow.data.context"), "")
-        if context in roles:
-            found[roles[context]] = dataset_input.dataset.digest
+        found[context] = dataset_input.dataset.digest
     return found
 
 

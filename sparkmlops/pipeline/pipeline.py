@@ -193,7 +193,12 @@ def evaluate(spark, params: PipelineParams, runs: dict) -> str:
 
 def register(spark, params: PipelineParams, runs: dict) -> str:
     trained = runs["train"]
-    digests = {"full": trained.data.tags.get("data_digest", ""), **tracking.dataset_digests(trained)}
+    logged = tracking.dataset_digests(trained)
+    digests = {
+        "full": trained.data.tags.get("data_digest", ""),
+        "train": logged.get("training", ""),
+        "test": logged.get("testing", ""),
+    }
     version = model_registry.register_model(
         _model_uri(runs),
         params.register_as,

@@ -3,6 +3,8 @@ step a nested run of one parent, and reused, or not, as its inputs say."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 import pytest
@@ -67,6 +69,10 @@ def test_a_second_run_reuses_every_step_and_starts_no_spark(client, data):
         assert child.info.status == "FINISHED" and child.data.tags["pipeline_step_key"], step
     version = client.get_model_version_by_alias(NAME, "champion")
     assert version.run_id == ran["train"][0]
+    trained = client.get_run(ran["train"][0])
+    assert trained.data.tags["entry_point"] == "train" and trained.data.params["num_trees"] == "3"
+    testing = [i.dataset.digest for i in trained.inputs.dataset_inputs if i.tags[0].value == "testing"]
+    assert version.tags["test_digest"] == testing[0] and version.tags["data_digest"] == trained.data.tags["data_digest"]
 
     # In a process of its own, as `python pipeline.py` runs it: every step reused, and no JVM.
     second = run_entry([sys.executable, str(PROJECT_ROOT / "pipeline.py"), *command], timeout=300)
@@ -78,6 +84,14 @@ def test_a_second_run_reuses_every_step_and_starts_no_spark(client, data):
     assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
     assert again.info.status == "FINISHED" and again.data.metrics["steps_reused"] == 6
     assert second.stdout.count("pipeline: ") == 7 and "reused run" in second.stdout
+
+    shutil.rmtree(scores)  # the scores the reused step wrote are gone: it runs again, nothing before it
+    rescored, fourth = pipeline(client, *command)
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    assert {step: reused for step, (_, reused) in steps_of(fourth).items()} == {
+        **{step: True for step in ran if step != "score_batch"},
+        "score_batch": False,
+    }
 
     changed, third = pipeline(client, *command, "--num_trees", "4")  # the last value of an option wins
     assert changed.returncode == 0, changed.stderr[-3000:]
@@ -127,6 +141,15 @@ def test_rerun_forces_a_step_and_every_step_after_it(client, data):
     was, now = steps_of(before), steps_of(after)
     assert now["check_data"] == (was["check_data"][0], True)
     assert not now["train"][1] and not now["evaluate"][1] and now["train"][0] != was["train"][0]
+
+    part = next(p for p in os.listdir(good) if p.endswith(".parquet"))
+    os.utime(os.path.join(good, part))  # the data touched: everything runs again
+    exported, touched = pipeline(client, *command, "--export_onnx", "true")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert not any(reused for _, reused in steps_of(touched).values())
+    export_run = client.get_run(steps_of(touched)["export_onnx"][0])
+    assert export_run.info.status == "FINISHED" and export_run.data.tags["entry_point"] == "export_onnx"
+    assert "export_onnx:" in exported.stdout and export_run.data.metrics["parity_rows"] > 0
     refused, _ = pipeline(client, *command, "--rerun", "tain")
     assert refused.returncode == 2 and "rerun names no step: tain" in last_line(refused.stderr)
     assert refused.spark_sessions == 0
