@@ -165,7 +165,7 @@ def check_data(spark, params: PipelineParams, runs: dict) -> str:
         tracking.log_params({"data_path_resolved": data_path, "resolved_task": data.spec.task})
         tracking.log_metrics({"rows": profile["rows"], "null_labels": profile["null_labels"]})
         tracking.set_tags({"data_digest": data.digest, "features": ", ".join(data.spec.feature_cols)})
-        return f"{profile['rows']} rows, {len(data.spec.feature_cols)} features, task {data.spec.task}"
+        return f"check_data: {profile['rows']} rows, {len(data.spec.feature_cols)} features, task {data.spec.task}"
     finally:
         data.cached.unpersist()
 
@@ -188,7 +188,7 @@ def evaluate(spark, params: PipelineParams, runs: dict) -> str:
     tracking.set_tags({"gate_metric": metric, "gate_passed": str(passed).lower()})
     tracking.log_metrics({metric: value, f"min_{metric}": threshold})
     verdict = f"{metric} {value:.4g} {'>=' if passed else '<'} min_{metric} {threshold:g}"
-    return verdict if passed else f"not registered: {verdict}"
+    return f"evaluate: {verdict}" if passed else f"evaluate: not registered: {verdict}"
 
 
 def register(spark, params: PipelineParams, runs: dict) -> str:
@@ -210,7 +210,7 @@ def register(spark, params: PipelineParams, runs: dict) -> str:
         data_path=trained.data.params.get("data_path_resolved", ""),
     )
     tracking.set_tags({"registered_model": params.register_as, "registered_model_version": str(version.version)})
-    return f"models:/{params.register_as}/{version.version}"
+    return f"register: models:/{params.register_as}/{version.version}"
 
 
 def promote(spark, params: PipelineParams, runs: dict) -> str:
@@ -270,7 +270,7 @@ def run_pipeline(spark, plan: PipelinePlan) -> dict[str, str]:
     params, runs, lines = plan.params, {}, {}
     for step in plan.steps:
         if step.reused is not None:
-            run, lines[step.name] = step.reused, f"reused run {step.reused.info.run_id}"
+            run, lines[step.name] = step.reused, f"{step.name}: reused run {step.reused.info.run_id}"
         else:
             tags = {
                 **tracking.environment_tags(),
@@ -286,7 +286,7 @@ def run_pipeline(spark, plan: PipelinePlan) -> dict[str, str]:
         reused = str(step.reused is not None).lower()
         tracking.set_tags({f"step.{step.name}.run_id": run.info.run_id, f"step.{step.name}.reused": reused})
         if step.reused is not None or step.name != "promote":  # promote prints its own line
-            print(f"pipeline: {step.name}: {lines[step.name]}", flush=True)
+            print(f"pipeline: {lines[step.name]}", flush=True)
         if run.data.tags.get("gate_passed") == "false":
             tracking.set_tags({"stopped_at": step.name})
             break
