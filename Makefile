@@ -21,7 +21,7 @@ TEST_WORKERS ?= 2
 PYTEST := python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
-.PHONY: setup run test test-fast lint format ui pins bench clean cluster-up cluster-down
+.PHONY: setup run test test-fast lint format ui pins bench clean cluster-up cluster-down spark-up spark-down
 
 setup: $(VENV)/.installed
 
@@ -69,6 +69,14 @@ cluster-up: setup
 
 cluster-down:
 	$(BIN)/python -m tools.local_cluster down --state-dir .cluster
+
+# A warm local Spark Connect server kept between commands (PySpark's SPARK_LOCAL_CONNECT_REUSE opt-in);
+# then export SPARK_REMOTE='local[*]' SPARK_LOCAL_CONNECT_REUSE=1 (docs/cluster.md#a-warm-local-spark).
+spark-up: setup
+	$(BIN)/python -m tools.warm_spark up
+
+spark-down:
+	$(BIN)/python -m tools.warm_spark down
 
 clean:
 	rm -rf $(VENV) data/generated spark-warehouse .pytest_cache

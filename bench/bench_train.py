@@ -6,8 +6,11 @@ test rmse (each on its own test rows: the book's pipeline drops rows with catego
 never saw, the project's keeps them) and the ratio project / reference (target: <= 0.5). Then one more
 `python train.py` under cProfile, whose
 per-step breakdown (wall seconds of the main thread in each step) says where the project's time goes.
+With --warm, a third arm: the same `mlflow run` over a warm local Spark (`make spark-up`: one Spark
+Connect server the runs reuse, started and warmed by one untimed run before the timings, stopped after);
+its rmse must equal the cold run's (target: <= 0.3x the book's script).
 
-    python bench/bench_train.py [--data PATH] [--repeat N]
+    python bench/bench_train.py [--data PATH] [--repeat N] [--warm]
 
 Without --data it uses ../shared/data/sf-airbnb/sf-airbnb-clean.parquet if present, else the generated
 default dataset.
@@ -78,10 +81,25 @@ def step_breakdown(profile_path: str) -> list[tuple[str, float]]:
     ]
 
 
+def train_metrics(env: dict) -> dict[str, set]:
+    """The project runs' (rmse, r2, mae), to full precision, from the store: {"cold": {...}, "warm": {...}}
+    (a run over the warm server has a Connect `spark_master` tag: "<remote> (server master ...)")."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"]).experiment_id
+    found: dict[str, set] = {"cold": set(), "warm": set()}
+    for run in client.search_runs([experiment], "tags.entry_point = 'train'", max_results=1000):
+        kind = "warm" if "server master" in run.data.tags.get("spark_master", "") else "cold"
+        found[kind].add(tuple(run.data.metrics[m] for m in ("rmse", "r2", "mae")))
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="")
     parser.add_argument("--repeat", type=int, default=3, help="alternating pairs; the medians are reported")
+    parser.add_argument("--warm", action="store_true", help="also time the project on a warm Spark (make spark-up)")
     args = parser.parse_args()
 
     bin_dir = str(Path(sys.executable).parent)
@@ -101,10 +119,22 @@ def main():
             "max_depth=5",
         ]
         book_cmd = [sys.executable, str(ROOT / "bench" / "book_train.py"), data]
-        project, book = [], []
-        for _ in range(args.repeat):
-            book.append(timed(book_cmd, env))
-            project.append(timed(project_cmd, env))
+        project, book, warm = [], [], []
+        warm_env = {**env, "SPARK_LOCAL_CONNECT_DISCOVERY": str(Path(tmp) / "connect-local.json")}
+        try:
+            if args.warm:
+                run_checked([sys.executable, "-m", "tools.warm_spark", "up"], warm_env)
+                warm_env.update(SPARK_REMOTE="local[*]", SPARK_LOCAL_CONNECT_REUSE="1")
+                timed(project_cmd, warm_env)  # the server's first job: its JIT warms up
+            for _ in range(args.repeat):
+                book.append(timed(book_cmd, env))
+                project.append(timed(project_cmd, env))
+                if args.warm:
+                    warm.append(timed(project_cmd, warm_env))
+        finally:
+            if args.warm:
+                run_checked([sys.executable, "-m", "tools.warm_spark", "down"], warm_env)
+        metrics = train_metrics(env) if args.warm else {}
         profile_path = str(Path(tmp) / "train.prof")
         timed([sys.executable, "-m", "cProfile", "-o", profile_path, str(ROOT / "train.py"), "--data_path", data], env)
         breakdown = step_breakdown(profile_path)
@@ -123,7 +153,17 @@ def main():
         f"| project (`mlflow run . --env-manager local`) | {project_s:.1f} | "
         f"{', '.join(f'{s:.1f}' for s, _ in project)} | {rmse(project[0][1]):.2f} (every test row) |"
     )
+    warm_s = statistics.median(s for s, _ in warm) if warm else None
+    if warm:
+        same = metrics["warm"] == metrics["cold"] and len(metrics["cold"]) == 1
+        print(
+            f"| project on a warm Spark (`make spark-up`, then the same `mlflow run`) | {warm_s:.1f} | "
+            f"{', '.join(f'{s:.1f}' for s, _ in warm)} | {rmse(warm[0][1]):.2f} "
+            f"({'the same as' if same else 'DIFFERENT FROM'} the cold runs') |"
+        )
     print(f"ratio project/reference: {project_s / book_s:.2f}x (target <= 0.50x)")
+    if warm:
+        print(f"ratio warm project/reference: {warm_s / book_s:.2f}x (target <= 0.30x)")
     print()
     print("| step of `python train.py` (one run under cProfile, main thread) | seconds | share |")
     print("|---|---|---|")

@@ -235,8 +235,13 @@ def temp_dir_checked(what: str, process_env: dict | None = None):
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = saved[1]
-        # onnxruntime writes one file there when it is imported (its telemetry session, rewritten each time)
-        left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*") if p.name != ".ses")
+        # onnxruntime writes one file there when it is imported (its telemetry session, rewritten each time);
+        # a pipeline's lock file is kept on purpose (pipeline/exclusive.py: removing it would race a waiter)
+        left = sorted(
+            str(p.relative_to(scratch))
+            for p in scratch.rglob("*")
+            if p.name != ".ses" and not (p.name.startswith("sparkmlops-pipeline-") and p.suffix == ".lock")
+        )
         shutil.rmtree(scratch, ignore_errors=True)
     assert not left, f"{what} left temporary files behind: {left[:20]}"
 

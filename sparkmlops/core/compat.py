@@ -96,6 +96,26 @@ def optuna_trial_run_id(trial) -> str:
     return trial._trial_id
 
 
+def warm_local_connect_server() -> dict | None:
+    """The warm local Spark Connect server PySpark's ``spark.local.connect.reuse`` opt-in recorded:
+    ``{"url", "pid"}``, or None when none is recorded. PySpark documents the opt-in and ``--stop`` but
+    keeps its discovery file (``pyspark.sql.connect.local_server.Discovery``) experimental."""
+    from pyspark.sql.connect.local_server import Discovery, LocalConnectServer
+
+    with Discovery() as discovery:
+        server = LocalConnectServer(discovery)
+        return {"url": server.url, "pid": server.pid} if server.pid is not None else None
+
+
+def stop_warm_local_connect_server() -> bool | None:
+    """PySpark's ``--stop`` of that server: True when it signalled the recorded PID, which it does only while
+    that PID is still the server; False when none was running; None when the process could not be
+    inspected."""
+    from pyspark.sql.connect.local_server import stop_local_connect_server
+
+    return stop_local_connect_server()
+
+
 # (module, attribute) of every private symbol above, for the test that imports each.
 PRIVATE_SYMBOLS = (
     ("pyspark.sql", "SparkSession._activeSession"),
@@ -112,4 +132,7 @@ PRIVATE_SYMBOLS = (
     ("mlflow.utils.name_utils", "_GENERATOR_NOUNS"),
     ("optuna.trial", "Trial._trial_id"),
     ("optuna.trial", "FrozenTrial._trial_id"),
+    ("pyspark.sql.connect.local_server", "Discovery"),
+    ("pyspark.sql.connect.local_server", "LocalConnectServer.url"),
+    ("pyspark.sql.connect.local_server", "stop_local_connect_server"),
 )

@@ -92,27 +92,29 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def git_output(path: Path, *args: str) -> bytes | None:
+    """``git -C path <args>``'s stdout, or None when git fails (not a repository, no git)."""
+    try:
+        result = subprocess.run(["git", "-C", str(path), *args], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 def git_state(path: Path = PROJECT_ROOT) -> dict[str, str]:
     """Commit and dirtiness of the git tree holding the project ('unknown' outside git)."""
-
-    def git(*args):
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30)
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        if commit.returncode != 0:
-            return {"git_commit": "unknown", "git_dirty": "unknown"}
-        # Run output and caches are git-ignored, so they do not make the tree dirty.
-        status = git("status", "--porcelain", "--untracked-files=normal")
-        # Where the project sits in its repository ("" at the top): a project in a subfolder of a
-        # larger repository (mlflow run <url>#<folder>) is re-run from that folder by reproduce.
-        prefix = git("rev-parse", "--show-prefix").stdout.strip().rstrip("/")
-    except (OSError, subprocess.TimeoutExpired):
+    commit = git_output(path, "rev-parse", "HEAD")
+    # Run output and caches are git-ignored, so they do not make the tree dirty.
+    status = git_output(path, "status", "--porcelain", "--untracked-files=normal")
+    # Where the project sits in its repository ("" at the top): a project in a subfolder of a
+    # larger repository (mlflow run <url>#<folder>) is re-run from that folder by reproduce.
+    prefix = git_output(path, "rev-parse", "--show-prefix")
+    if commit is None or status is None or prefix is None:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
     return {
-        "git_commit": commit.stdout.strip(),
-        "git_dirty": str(bool(status.stdout.strip())).lower(),
-        "git_subdirectory": prefix,
+        "git_commit": commit.decode().strip(),
+        "git_dirty": str(bool(status.strip())).lower(),
+        "git_subdirectory": prefix.decode().strip().rstrip("/"),
     }
 
 

@@ -164,18 +164,18 @@ def alias_target(name: str, alias: str) -> str | None:
         raise
 
 
-def version_exists(name: str, version: str) -> bool:
-    """Whether ``name`` still has ``version`` (a pipeline reuses a registration only while it does)."""
+def version_run_id(name: str, version: str) -> str | None:
+    """The run ``version`` of ``name`` was registered from, or None when there is no such version now (a
+    pipeline reuses a registration only while that version still holds its train run's model)."""
     from mlflow.exceptions import MlflowException
 
     if not name or not version:
-        return False
+        return None
     try:
-        _client().get_model_version(name, version)
-        return True
+        return _client().get_model_version(name, version).run_id
     except MlflowException as exc:
         if tracking.is_missing(exc):
-            return False
+            return None
         raise
 
 

@@ -26,8 +26,12 @@ from sparkmlops.core.errors import UserInputError
 
 
 def _launches_local_jvm(master: str | None = None) -> bool:
-    # Under spark-submit the JVM already runs (it passed us its gateway); over Spark Connect none is needed.
-    return not (os.environ.get("PYSPARK_GATEWAY_PORT") or connect_requested(master))
+    # Under spark-submit the JVM already runs (it passed us its gateway); over Spark Connect to a server
+    # none is needed here, except for a local one (SPARK_REMOTE=local[*]): this process starts its JVM,
+    # or, with SPARK_LOCAL_CONNECT_REUSE=1, the warm one it reuses (make spark-up).
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return False
+    return not connect_requested(master) or requested_master(master).startswith("local")
 
 
 def spark_defaults() -> dict[str, str]:
@@ -91,6 +95,11 @@ def declare_master(master: str) -> None:
 def will_use_connect() -> bool:
     """Whether the entry point's session will be a Spark Connect client (its parameter, else the environment)."""
     return connect_requested(_ENTRY_POINT_MASTER.get("master") or None)
+
+
+def declared_master() -> str:
+    """The master the declared entry point's session will get (its ``spark_master``, else the environment's)."""
+    return requested_master(_ENTRY_POINT_MASTER.get("master") or None)
 
 
 def connect_requested(master: str | None = None) -> bool:

@@ -3,29 +3,50 @@ evaluate against thresholds, register, promote, score a batch, export to ONNX - 
 under the pipeline's run, and reused when a FINISHED run of the step has the same key (step_keys).
 
 Which steps run is decided before Spark starts: a rerun with nothing changed links the earlier runs and
-starts no JVM. A step that runs makes every step after it run too (its outputs are new). A failed step
-ends the pipeline with its exit code and run status; the steps before it stay reusable, so the same
-command resumes after the fix.
+starts no JVM. A step that runs makes the steps that use its result run too (USES): a new threshold
+reruns evaluate alone, a new model everything after train. A failed step ends the pipeline with its exit
+code and run status; the steps before it stay reusable, so the same command resumes after the fix.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import importlib
+from dataclasses import asdict, dataclass, fields
 
 from sparkmlops.core import model_registry, tracking
 from sparkmlops.core.entry_points import EntryPoint, param
 from sparkmlops.core.errors import UserInputError
+from sparkmlops.core.spark import declared_master, will_use_connect
 from sparkmlops.data import splits, validation
 from sparkmlops.data.generators import default_data_identity, ensure_default_data
 from sparkmlops.inference import scoring
-from sparkmlops.pipeline import step_keys
+from sparkmlops.pipeline import exclusive, step_keys
 from sparkmlops.registry.promote import PromoteParams, promote_and_log
 from sparkmlops.score.score_batch import SCORE_BATCH, BatchParams, predict_batch
 from sparkmlops.serve.export_onnx import EXPORT_ONNX, ExportParams, export_and_log
 from sparkmlops.train.train import TRAIN, TrainParams, train_and_log
 
 STEPS = ("check_data", "train", "evaluate", "register", "promote", "score_batch", "export_onnx")
+# The steps whose results each step uses: its key includes theirs, and it runs whenever one of them runs.
+# (evaluate only gates register: a new threshold that still passes registers nothing new.)
+USES = {
+    "check_data": (),
+    "train": ("check_data",),
+    "evaluate": ("train",),
+    "register": ("train",),
+    "promote": ("register",),
+    "score_batch": ("promote", "train"),  # the champion when there is a registry, else the trained model
+    "export_onnx": ("train",),
+}
+SEARCHES = ("", "hyperopt", "optuna")
 NEEDS_SPARK = {"check_data", "train", "promote", "score_batch", "export_onnx"}
+
+
+def _tune_module(name: str):
+    """``sparkmlops.tune.<name>``, loaded by name when a search is asked for: the tuners bring scikit-learn
+    (2 s of imports) that a pipeline training with `train`, or reusing its steps, never needs. (The pipeline
+    is the top layer: nothing imports it, so this hides no import cycle.)"""
+    return importlib.import_module(f"sparkmlops.tune.{name}")
 
 
 @dataclass(frozen=True)
@@ -39,12 +60,28 @@ class PipelineParams(TrainParams):
     score_output_path: str = param("", "Where the scores go (a new parquet folder); needed with score_input_path.")
     export_onnx: bool = param(False, "Export the trained model to ONNX (with its parity check).")
     rerun: str = param(
-        "", "Steps to run even when reusable, comma-separated (a step reruns every step after it), or all."
+        "", "Steps to run even when reusable, comma-separated (with the steps that use their results), or all."
     )
+    search: str = param(
+        "", "The train step as a search instead: hyperopt or optuna (that tuner, engine mllib); empty = train."
+    )
+    max_evals: int = param(16, "With search: the number of trials.")
+    search_space: str = param("default", "With search: the tuner's search_space (default, wide or smoke).")
 
     def validate(self) -> PipelinePlan:
         """Every check that needs no Spark, then the plan: each step's key and the run it may reuse."""
         self.train_params().validate()
+        if self.search not in SEARCHES:
+            raise UserInputError(f"search is hyperopt, optuna or empty (train), got '{self.search}'.")
+        if self.search:
+            self.tune_params().validate()
+            if will_use_connect():
+                raise UserInputError(
+                    f"search={self.search} needs a classic Spark session (broadcasts and RDD partition counts), "
+                    "which Spark Connect does not provide: unset SPARK_REMOTE, or train without search."
+                )
+        if self.register_as:
+            model_registry.check_model_name(self.register_as)
         steps = self.steps()
         forced = {s.strip() for s in self.rerun.split(",") if s.strip()}
         unknown = forced - set(STEPS) - {"all"}
@@ -61,6 +98,7 @@ class PipelineParams(TrainParams):
         return plan_steps(self, steps, forced)
 
     def steps(self) -> tuple[str, ...]:
+        """The steps these parameters ask for, in order."""
         wanted = {"check_data", "train", "evaluate"}
         if self.register_as:
             wanted |= {"register", "promote"}
@@ -75,7 +113,23 @@ class PipelineParams(TrainParams):
         own = {f.name for f in fields(TrainParams)}
         return TrainParams(**{k: v for k, v in asdict(self).items() if k in own and k != "register_as"})
 
+    def tune_params(self):
+        """With search: the tuner's parameters, a tune.search.TuneParams (the data, task and split as
+        train's; registration left to the register step)."""
+        TuneParams = _tune_module("search").TuneParams  # noqa: N806 (a class)
+        same = {"data_path", "label_col", "task", "features", "exclude", "seed", "train_fraction"}
+        return TuneParams(
+            **{k: getattr(self, k) for k in same}, max_evals=self.max_evals, search_space=self.search_space
+        )
+
+    def trainer(self) -> tuple[str, dict]:
+        """(the entry point the train step is, its parameters)."""
+        if self.search:
+            return f"tune_{self.search}", self.tune_params().as_dict()
+        return "train", self.train_params().as_dict()
+
     def as_dict(self) -> dict:
+        """The parameters as the run logs them."""
         return asdict(self)
 
 
@@ -83,14 +137,14 @@ class PipelineParams(TrainParams):
 class StepPlan:
     name: str
     key: str | None
-    reused: object = None  # the FINISHED run standing in for this step, or None: the step runs
+    reused: object = None  # the FINISHED run (mlflow Run) standing in for this step, or None: the step runs
 
 
 @dataclass
 class PipelinePlan:
     params: PipelineParams
     steps: list[StepPlan]
-    outputs: dict[str, object] = field(default_factory=dict)  # step -> its run (reused or new)
+    lock: exclusive.Lease | None = None  # held from planning to the last step
 
     @property
     def needs_spark(self) -> bool:
@@ -105,7 +159,8 @@ def _step_inputs(params: PipelineParams, step: str) -> tuple[dict, dict]:
         choice = {k: getattr(params, k) for k in ("data_path", "label_col", "task", "features", "exclude")}
         return choice, {"data_path": identity}
     if step == "train":
-        return {k: str(v) for k, v in asdict(params.train_params()).items()}, {}
+        entry_point, own = params.trainer()
+        return {"entry_point": entry_point, **{k: str(v) for k, v in own.items()}}, {}
     if step == "evaluate":
         return {"min_r2": params.min_r2, "min_accuracy": params.min_accuracy}, {}
     if step == "register":
@@ -121,30 +176,46 @@ def _step_inputs(params: PipelineParams, step: str) -> tuple[dict, dict]:
 
 def plan_steps(params: PipelineParams, steps: tuple[str, ...], forced: set[str]) -> PipelinePlan:
     client, experiment = tracking.client(), tracking.target_experiment_id()
-    code = step_keys.code_identity()
-    planned, upstream, rerunning = [], {}, "all" in forced
+    lock = exclusive.hold(tracking.tracking_uri(), experiment, params.register_as)
+    try:
+        return PipelinePlan(params, _planned_steps(client, experiment, params, steps, forced), lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _planned_steps(client, experiment: str, params: PipelineParams, steps: tuple[str, ...], forced: set[str]):
+    # the code, and where it runs: the master's parallelism decides the partitions, hence the split
+    code = f"{step_keys.code_identity()}|{declared_master()}"
+    planned: dict[str, StepPlan] = {}
     for step in steps:
+        used = [planned[u] for u in USES[step] if u in planned]
         step_params, data = _step_inputs(params, step)
-        key = step_keys.step_key(step, code, step_params, data, dict(upstream))
-        rerunning = rerunning or step in forced
-        reused = None if rerunning else step_keys.reusable_run(client, experiment, step, key)
-        if reused is not None and not _still_valid(step, reused, params):
+        key = step_keys.step_key(step, code, step_params, data, {u.name: u.key or "" for u in used})
+        runs = step in forced or "all" in forced or any(u.reused is None for u in used)
+        reused = None if runs else step_keys.reusable_run(client, experiment, step, key)
+        if reused is not None and not _still_valid(step, reused, params, planned):
             reused = None
-        rerunning = rerunning or reused is None
-        planned.append(StepPlan(step, key, reused))
-        upstream[step] = key or ""
-    return PipelinePlan(params, planned)
+        planned[step] = StepPlan(step, key, reused)
+    return list(planned.values())
 
 
-def _still_valid(step: str, run, params: PipelineParams) -> bool:
-    """What a finished run left outside MLflow's run store is still there: the version it registered, the
-    @champion it left, the scores it wrote."""
+def _still_valid(step: str, run, params: PipelineParams, planned: dict[str, StepPlan]) -> bool:
+    """What a finished run left outside MLflow's run store is still as it left it: the version it registered
+    (still holding the train run's model), a @champion (promote's run stands even when the alias was moved
+    since: a rollback by hand is not undone), the scores it wrote with the version @champion names now."""
     tags = run.data.tags
     if step == "register":
-        return model_registry.version_exists(params.register_as, tags.get("registered_model_version", ""))
-    if step == "promote":
-        return model_registry.alias_target(params.register_as, model_registry.CHAMPION) == tags.get("champion_version")
+        trained = planned["train"].reused
+        version = tags.get("registered_model_version", "")
+        return trained is not None and model_registry.version_run_id(params.register_as, version) == trained.info.run_id
+    if step == "promote":  # a champion moved since stands; no champion at all (deleted) is promoted again
+        return model_registry.alias_target(params.register_as, model_registry.CHAMPION) is not None
     if step == "score_batch":
+        if params.register_as:  # scored with @champion: only while it names the version scored with
+            champion = model_registry.alias_target(params.register_as, model_registry.CHAMPION)
+            if champion != tags.get("model_version"):
+                return False
         return step_keys.data_identity(params.score_output_path) == tags.get("output_identity")
     return True
 
@@ -171,6 +242,10 @@ def check_data(spark, params: PipelineParams, runs: dict) -> str:
 
 
 def train(spark, params: PipelineParams, runs: dict) -> str:
+    if params.search:
+        tuner, tune_params = _tune_module(f"tune_{params.search}"), params.tune_params()
+        entry_point = getattr(tuner, f"TUNE_{params.search.upper()}")
+        return entry_point.report(tune_params, tuner.tune_and_log(spark, tune_params))
     train_params = params.train_params()
     return TRAIN.report(train_params, train_and_log(spark, train_params))
 
@@ -203,14 +278,22 @@ def register(spark, params: PipelineParams, runs: dict) -> str:
         _model_uri(runs),
         params.register_as,
         run_id=trained.info.run_id,
-        entry_point="train",
-        params=asdict(params.train_params()),
+        entry_point=params.trainer()[0],
+        params=_registered_params(params, trained),
         metrics=trained.data.metrics,
         digests=digests,
         data_path=trained.data.params.get("data_path_resolved", ""),
     )
     tracking.set_tags({"registered_model": params.register_as, "registered_model_version": str(version.version)})
     return f"register: models:/{params.register_as}/{version.version}"
+
+
+def _registered_params(params: PipelineParams, trained) -> dict:
+    """The version's ``param.<name>`` tags: train's parameters; for a search, as the tuner registers its own
+    best model, the search's settings and the refit's hyperparameters (logged ``best_<name>``)."""
+    own = params.trainer()[1]
+    best = {k[len("best_") :]: v for k, v in trained.data.params.items() if k.startswith("best_")}
+    return {**own, **best} if params.search else own
 
 
 def promote(spark, params: PipelineParams, runs: dict) -> str:
@@ -261,30 +344,43 @@ def _step_params(params: PipelineParams, step: str) -> dict:
     """The parameters a step's run logs: an entry point's own (its job's parameters object) for the steps
     that are one, logged by the step itself; the key's parameters for the others."""
     if step == "train":
-        return params.train_params().as_dict()
+        return params.trainer()[1]
     return {} if step in ENTRY_POINT_OF else _step_inputs(params, step)[0]
 
 
 def run_pipeline(spark, plan: PipelinePlan) -> dict[str, str]:
     """Run or reuse each planned step in order; returns {step: its line}. Stops after a failed gate."""
+    try:
+        return _run_steps(spark, plan)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _run_steps(spark, plan: PipelinePlan) -> dict[str, str]:
     params, runs, lines = plan.params, {}, {}
+    pipeline_run_id = tracking.active_run_id()
     for step in plan.steps:
         if step.reused is not None:
             run, lines[step.name] = step.reused, f"{step.name}: reused run {step.reused.info.run_id}"
+            tracking.set_tags({f"step.{step.name}.run_id": run.info.run_id, f"step.{step.name}.reused": "true"})
         else:
             tags = {
                 **tracking.environment_tags(),
                 step_keys.STEP_KEY_TAG: step.key or "",
                 "pipeline_step": step.name,
-                "entry_point": ENTRY_POINT_OF.get(step.name, f"pipeline.{step.name}"),
+                "entry_point": params.trainer()[0]
+                if step.name == "train"
+                else ENTRY_POINT_OF.get(step.name, f"pipeline.{step.name}"),
             }
             with tracking.nested_run(step.name, tags) as nested:
+                # linked before the step runs, so that a failed step's run is found from the pipeline's
+                step_tags = {f"step.{step.name}.run_id": nested.info.run_id, f"step.{step.name}.reused": "false"}
+                tracking.set_run_tags(pipeline_run_id, step_tags)
                 tracking.log_params(_step_params(params, step.name))
                 lines[step.name] = STEP_JOBS[step.name](spark, params, runs)
             run = tracking.get_run(nested.info.run_id)
         runs[step.name] = run
-        reused = str(step.reused is not None).lower()
-        tracking.set_tags({f"step.{step.name}.run_id": run.info.run_id, f"step.{step.name}.reused": reused})
         if step.reused is not None or step.name != "promote":  # promote prints its own line
             print(f"pipeline: {lines[step.name]}", flush=True)
         if run.data.tags.get("gate_passed") == "false":

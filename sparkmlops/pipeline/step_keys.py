@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
+import sys
 from pathlib import Path
 
-from sparkmlops.core.environment import PROJECT_ROOT
+from sparkmlops.core.environment import PROJECT_ROOT, git_output
 
 STEP_KEY_TAG = "pipeline_step_key"
 # Files Spark skips when it reads a folder (_SUCCESS, _spark_metadata, .crc checksums): not the data.
@@ -30,48 +30,80 @@ def _sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
+# What makes the code: Python sources (not the tests' or benches'), the project's declaration and its pins.
+# Anything else in the folder, a score output or a notebook written into the project, is not code.
+CODE_PATHSPECS = ("*.py", "MLproject", "conda.yaml", "python_env.yaml", "requirements*.txt")
+NOT_CODE_PATHSPECS = (":(exclude)tests/*", ":(exclude)bench/*")
+# The installed libraries a result depends on (an environment other than the pins gives other results).
+LIBRARIES = (
+    *("pyspark", "mlflow", "scikit-learn", "xgboost-cpu", "hyperopt", "optuna"),
+    *("onnx", "onnxruntime", "numpy", "pandas", "pyarrow"),
+)
+
+
+def library_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    return ",".join([f"python={sys.version.split()[0]}", *(f"{name}={installed(name)}" for name in LIBRARIES)])
+
+
 def code_identity(path: Path = PROJECT_ROOT) -> str:
-    """The commit of the tree holding the project, plus a digest of what differs from it (tracked changes,
-    staged or not, and untracked files git does not ignore); outside git, a digest of the package's and
-    the scripts' sources."""
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, timeout=60)
-
+    """The commit of the tree holding the project, plus a digest of what differs from it in the project's
+    code (tracked changes, staged or not, and untracked sources git does not ignore) and the installed
+    libraries' versions; outside git, a digest of the package's and the scripts' sources."""
+    libraries = library_versions().encode()
     try:
-        commit = git("rev-parse", "HEAD")
-        if commit.returncode == 0:
-            diff = git("diff", "HEAD", "--binary", "--no-ext-diff")
-            untracked = git("ls-files", "--others", "--exclude-standard", "-z").stdout.split(b"\0")
-            top = Path(git("rev-parse", "--show-toplevel").stdout.decode().strip())
-            contents = [name + b"\0" + (top / name.decode()).read_bytes() for name in sorted(n for n in untracked if n)]
-            changes = _sha256(diff.stdout, *contents) if diff.stdout or contents else ""
-            return commit.stdout.decode().strip() + (f"+{changes[:16]}" if changes else "")
-    except (OSError, subprocess.TimeoutExpired):
+        commit = git_output(path, "rev-parse", "HEAD")
+        if commit is not None:
+            pathspecs = ("--", *CODE_PATHSPECS, *NOT_CODE_PATHSPECS)
+            diff = git_output(path, "diff", "HEAD", "--binary", "--no-ext-diff", *pathspecs) or b""
+            listed = git_output(path, "ls-files", "--others", "--exclude-standard", "-z", *pathspecs) or b""
+            untracked = sorted(n for n in listed.decode().split("\0") if n)  # relative to ``path``
+            contents = [name.encode() + b"\0" + (path / name).read_bytes() for name in untracked]
+            return commit.decode().strip() + "+" + _sha256(diff, libraries, *contents)[:16]
+    except OSError:
         pass
     sources = sorted([*path.glob("*.py"), *path.glob("sparkmlops/**/*.py")])
-    return "nogit+" + _sha256(*(p.relative_to(path).as_posix().encode() + p.read_bytes() for p in sources))[:16]
+    return (
+        "nogit+" + _sha256(libraries, *(p.relative_to(path).as_posix().encode() + p.read_bytes() for p in sources))[:16]
+    )
+
+
+def _pyarrow_uri(uri: str) -> str:
+    """The URI pyarrow lists for a data path as the entry points take it: ``~`` expanded, ``file:/x`` as
+    ``/x``, Hadoop's ``s3a://``/``s3n://`` as pyarrow's ``s3://``; a bare path made absolute."""
+    if uri.startswith(("s3a://", "s3n://")):
+        return "s3://" + uri.split("://", 1)[1]
+    if uri.startswith("file:") and "://" not in uri:
+        uri = uri[len("file:") :]
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
 
 
 def data_identity(uri: str) -> str | None:
     """A digest of the data at ``uri`` (a file or a folder, local or any filesystem pyarrow opens): every
-    data file's path, size and modification time. None when it cannot be listed: such a step always reruns."""
+    data file's path, size and modification time. None when it cannot be listed (``dbfs:/``, a glob, a
+    filesystem pyarrow does not have): a step reading it always runs."""
     from pyarrow import fs
 
     try:
-        filesystem, root = fs.FileSystem.from_uri(uri if "://" in uri else os.path.abspath(uri))
+        filesystem, root = fs.FileSystem.from_uri(_pyarrow_uri(uri))
         info = filesystem.get_file_info(root)
         if info.type == fs.FileType.File:
-            files = [info]
-        elif info.type == fs.FileType.Directory:
-            files = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-        else:
+            return _sha256(f"{os.path.basename(root)}\0{info.size}\0{info.mtime_ns}".encode())[:32]
+        if info.type != fs.FileType.Directory:
             return None
+        files = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
     except (OSError, ValueError):
         return None
     entries = []
     for f in files:
-        relative = os.path.relpath(f.path, root) if f.path != root else os.path.basename(root)
+        relative = os.path.relpath(f.path, root)
         if f.type != fs.FileType.File or any(part.startswith(_NOT_DATA) for part in Path(relative).parts):
             continue
         entries.append(f"{relative}\0{f.size}\0{f.mtime_ns}".encode())

@@ -1,7 +1,8 @@
 """The README's own command sequence, through the `mlflow run` CLI on one tracking store, with the
-README's parameters: train with register_as -> promote -> score by alias -> export_onnx -> the export to
-its own @champion -> `mlflow run -e serve` of it, answering while a new version is promoted -> generate
-drifted data -> check_drift.
+README's parameters: the pipeline (check, train, evaluate, register, promote, score by alias), and the
+same command again, started while the first runs: it waits, then reuses every step without a JVM ->
+export_onnx -> the export to its own @champion -> `mlflow run -e serve` of it, answering while a new
+version is promoted -> generate drifted data -> check_drift.
 
 `mlflow run -e reproduce` of a run the CLI launched is tests/e2e/test_user_path.py's (from a git URL, the
 harder case); that a reproduction never registers is tests/reproduce/test_reproduce.py's."""
@@ -12,6 +13,7 @@ import json
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import commit_all, copy_project, entry_env, launched_run_id, run_entry
@@ -83,30 +85,43 @@ def project(tmp_path_factory):
 def test_readme_journey(client, spark, project, default_data, tmp_path):
     import mlflow
 
-    train = _mlflow_run(project, "-e", "train", "-P", "register_as=sf_price")
-    train_id = launched_run_id(train)
-    assert client.get_run(train_id).data.tags["registered_model_version"] == "1"
-
-    promote = _mlflow_run(project, "-e", "promote", "-P", "model_name=sf_price")
-    launched_run_id(promote)
-    assert str(client.get_model_version_by_alias("sf_price", "champion").version) == "1"
-
     scored = str(tmp_path / "scored.parquet")
-    score = _mlflow_run(
-        project,
-        "-e",
-        "score_batch",
-        "-P",
-        "model_uri=models:/sf_price@champion",
-        "-P",
-        f"input_path={default_data}",
-        "-P",
-        f"output_path={scored}",
+    chain = ["-e", "pipeline", "-P", "register_as=sf_price"]
+    chain += ["-P", f"score_input_path={default_data}", "-P", f"score_output_path={scored}"]
+    # The same command twice, the second started while the first runs: it waits for the first, then
+    # reuses every step (one model version, no second JVM).
+    with ThreadPoolExecutor(2) as launcher:
+        launched = [launcher.submit(_mlflow_run, project, *chain)]
+        time.sleep(5)
+        launched.append(launcher.submit(_mlflow_run, project, *chain))
+        results = [f.result() for f in launched]
+    parents = [client.get_run(launched_run_id(r)) for r in results]
+    assert sorted(r.data.metrics["steps_reused"] for r in parents) == [0, 6]
+    (first, first_out), (second, second_out) = sorted(
+        zip(parents, results), key=lambda pair: pair[0].data.metrics["steps_reused"]
     )
-    score_run = client.get_run(launched_run_id(score))
+    assert "waiting for another pipeline" in second_out.stderr and "waiting" not in first_out.stderr
+    steps = ["check_data", "train", "evaluate", "register", "promote", "score_batch"]
+    step_runs = {s: client.get_run(first.data.tags[f"step.{s}.run_id"]) for s in steps}
+    assert {s: r.data.tags["mlflow.parentRunId"] for s, r in step_runs.items()} == dict.fromkeys(
+        steps, first.info.run_id
+    )
+    assert {s: first.data.tags[f"step.{s}.reused"] for s in steps} == dict.fromkeys(steps, "false")
+    assert first.data.tags["spark_master"].startswith("local")
+    train_id = step_runs["train"].info.run_id
+    version = client.get_model_version("sf_price", "1")
+    assert version.run_id == train_id
+    assert str(client.get_model_version_by_alias("sf_price", "champion").version) == "1"
+    score_run = step_runs["score_batch"]
     assert score_run.data.tags["model_version"] == "1" and score_run.data.tags["model_run_id"] == train_id
     rows = spark.read.parquet(default_data).count()
     assert spark.read.parquet(scored).count() == score_run.data.metrics["rows_scored"] == rows
+
+    assert {s: second.data.tags[f"step.{s}.run_id"] for s in steps} == {s: r.info.run_id for s, r in step_runs.items()}
+    assert {s: second.data.tags[f"step.{s}.reused"] for s in steps} == dict.fromkeys(steps, "true")
+    assert second.data.metrics["steps_run"] == 0
+    assert [str(v.version) for v in client.search_model_versions("name='sf_price'")] == ["1"]
+    assert "spark_master" not in second.data.tags  # the tag every session that starts sets: no JVM started
 
     export = _mlflow_run(
         project, "-e", "export_onnx", "-P", "model_uri=models:/sf_price@champion", "-P", "register_as=sf_price_onnx"

@@ -26,14 +26,17 @@ def _repository(tmp_path):
     return repo
 
 
+def _commit(repo) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def test_the_code_identity_is_the_commit_plus_what_changed_since(tmp_path):
     repo = _repository(tmp_path)
     clean = step_keys.code_identity(repo)
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert clean == commit.strip()
+    assert clean.startswith(_commit(repo) + "+")
     (repo / "train.py").write_text("print('changed')\n")
     edited = step_keys.code_identity(repo)
-    assert edited.startswith(clean + "+")
+    assert edited.startswith(_commit(repo) + "+") and edited != clean
     (repo / "train.py").write_text("print('changed again')\n")
     assert step_keys.code_identity(repo) not in (clean, edited)  # the content counts, not only "dirty"
     (repo / "train.py").write_text("print('train')\n")
@@ -44,6 +47,45 @@ def test_the_code_identity_is_the_commit_plus_what_changed_since(tmp_path):
     (repo / "mlruns").mkdir()
     (repo / "mlruns" / "run.txt").write_text("output")  # ignored run output: not code
     assert step_keys.code_identity(repo) == clean
+
+
+def test_the_installed_libraries_are_part_of_the_code(tmp_path, monkeypatch):
+    import pyspark
+
+    assert f"pyspark={pyspark.__version__}" in step_keys.library_versions().split(",")
+    repo = _repository(tmp_path)
+    clean = step_keys.code_identity(repo)
+    monkeypatch.setattr(step_keys, "library_versions", lambda: "pyspark=9.9.9")  # another environment
+    assert step_keys.code_identity(repo) != clean
+
+
+def test_outputs_notes_and_tests_in_the_project_folder_are_not_code(tmp_path):
+    """`mlflow run . -P score_output_path=scores.parquet` writes into the project: the next run reuses."""
+    repo = _repository(tmp_path)
+    clean = step_keys.code_identity(repo)
+    (repo / "scores.parquet").mkdir()
+    (repo / "scores.parquet" / "part-0.parquet").write_bytes(b"rows")
+    (repo / "notes.ipynb").write_text("{}")
+    (repo / "README.md").write_text("# notes\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_more.py").write_text("def test(): pass\n")
+    assert step_keys.code_identity(repo) == clean
+
+
+def test_a_project_in_a_subfolder_of_a_repository_keeps_its_commit(tmp_path):
+    """`mlflow run <url>#<folder>`: untracked files are found relative to the project, not the repository."""
+    outer = tmp_path / "repo"
+    project = outer / "projects" / "price"
+    (project / "sparkmlops").mkdir(parents=True)
+    (project / "train.py").write_text("print('train')\n")
+    _git(outer, "init", "-q")
+    _git(outer, "add", "-A")
+    _git(outer, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    clean = step_keys.code_identity(project)
+    assert clean.startswith(_commit(outer) + "+")
+    (project / "sparkmlops" / "new.py").write_text("x = 1\n")
+    changed = step_keys.code_identity(project)
+    assert changed.startswith(_commit(outer) + "+") and changed != clean
 
 
 def test_outside_git_the_sources_are_the_code(tmp_path):
@@ -76,6 +118,20 @@ def test_the_data_identity_follows_files_sizes_and_times_not_spark_markers(tmp_p
         str(csv)
     )
     assert step_keys.data_identity(str(tmp_path / "missing.parquet")) is None
+
+
+def test_a_data_path_is_identified_as_the_entry_points_read_it(tmp_path, monkeypatch):
+    single = tmp_path / "_listings.parquet"  # a file named like a Spark marker, given on its own: the data
+    single.write_bytes(b"rows")
+    first = step_keys.data_identity(str(single))
+    assert first is not None
+    os.utime(single, ns=(1, 1))
+    assert step_keys.data_identity(str(single)) not in (None, first)
+    assert step_keys.data_identity(f"file:{single}") == step_keys.data_identity(str(single))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert step_keys.data_identity("~/_listings.parquet") == step_keys.data_identity(str(single))
+    assert step_keys.data_identity("dbfs:/mnt/listings") is None  # no identity: the step always runs
+    assert step_keys._pyarrow_uri("s3a://bucket/listings") == "s3://bucket/listings"  # Hadoop's name, pyarrow's
 
 
 def test_a_key_changes_with_any_input_and_is_none_without_a_data_identity():
