@@ -216,9 +216,9 @@ def training_split(version) -> TrainingSplit | None:
                 "data_digest": run.data.tags.get("data_digest"),
             }
         )
-        for dataset_input in run.inputs.dataset_inputs if run.inputs else []:
-            if any(t.key == "mlflow.data.context" and t.value == "testing" for t in dataset_input.tags):
-                known["test_digest"] = dataset_input.dataset.digest
+        logged = tracking.dataset_digests(run)
+        if "testing" in logged:
+            known["test_digest"] = logged["testing"]
     if None in (known["seed"], known["train_fraction"], known["data_digest"]):
         return None
     label_col = known["label_col"] or data_schema.DEFAULT_LABEL
