@@ -8,7 +8,8 @@ never saw, the project's keeps them) and the ratio project / reference (target: 
 per-step breakdown (wall seconds of the main thread in each step) says where the project's time goes.
 With --warm, a third arm: the same `mlflow run` over a warm local Spark (`make spark-up`: one Spark
 Connect server the runs reuse, started and warmed by one untimed run before the timings, stopped after);
-its rmse must equal the cold run's (target: <= 0.3x the book's script).
+its rmse must equal the cold run's (target: <= 0.3x the book's script). The cold project runs use the
+Spark class archive (`make spark-archive`, built first if missing); one more arm times them without it.
 
     python bench/bench_train.py [--data PATH] [--repeat N] [--warm]
 
@@ -119,7 +120,9 @@ def main():
             "max_depth=5",
         ]
         book_cmd = [sys.executable, str(ROOT / "bench" / "book_train.py"), data]
-        project, book, warm = [], [], []
+        run_checked([sys.executable, "-m", "sparkmlops.core.class_archive", "build"], env)
+        no_archive_env = {**env, "XDG_CACHE_HOME": str(Path(tmp) / "no-archive")}
+        project, book, warm, no_archive = [], [], [], []
         warm_env = {**env, "SPARK_LOCAL_CONNECT_DISCOVERY": str(Path(tmp) / "connect-local.json")}
         try:
             if args.warm:
@@ -129,6 +132,7 @@ def main():
             for _ in range(args.repeat):
                 book.append(timed(book_cmd, env))
                 project.append(timed(project_cmd, env))
+                no_archive.append(timed(project_cmd, no_archive_env))
                 if args.warm:
                     warm.append(timed(project_cmd, warm_env))
         finally:
@@ -153,6 +157,11 @@ def main():
         f"| project (`mlflow run . --env-manager local`) | {project_s:.1f} | "
         f"{', '.join(f'{s:.1f}' for s, _ in project)} | {rmse(project[0][1]):.2f} (every test row) |"
     )
+    no_archive_s = statistics.median(s for s, _ in no_archive)
+    print(
+        f"| project without the Spark class archive (`make spark-archive`) | {no_archive_s:.1f} | "
+        f"{', '.join(f'{s:.1f}' for s, _ in no_archive)} | {rmse(no_archive[0][1]):.2f} |"
+    )
     warm_s = statistics.median(s for s, _ in warm) if warm else None
     if warm:
         same = metrics["warm"] == metrics["cold"] and len(metrics["cold"]) == 1
@@ -162,6 +171,7 @@ def main():
             f"({'the same as' if same else 'DIFFERENT FROM'} the cold runs') |"
         )
     print(f"ratio project/reference: {project_s / book_s:.2f}x (target <= 0.50x)")
+    print(f"ratio project without the class archive/reference: {no_archive_s / book_s:.2f}x")
     if warm:
         print(f"ratio warm project/reference: {warm_s / book_s:.2f}x (target <= 0.30x)")
     print()

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import sparkmlops
+from sparkmlops.core import class_archive
 from sparkmlops.core.environment import check_java
 from sparkmlops.core.errors import UserInputError
 
@@ -153,6 +154,8 @@ def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | N
             os.environ.setdefault("PYSPARK_PYTHON", configured)
         elif requested_master(master).startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if not connect_requested(master):
+            class_archive.use_for_local_jvm()  # make setup's archive: seconds off the JVM's start
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)

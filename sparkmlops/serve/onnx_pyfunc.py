@@ -116,7 +116,9 @@ class OnnxPipelineModel(PythonModel):
             metadata = json.load(f)
         self.pipeline = OnnxPipeline(context.artifacts["onnx_model"], metadata)
 
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint: MLflow neither validates nor infers from it, and stops warning at import that
+    # predict has no hint (pipeline and export_onnx printed it on every run).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         outputs = self.pipeline.outputs(frame)
         if self.pipeline.classes is None:
