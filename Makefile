@@ -1,7 +1,7 @@
 # make run       : set up .venv (pinned) and train on the embedded generated data through `mlflow run`
 # make test      : set up, check formatting and lint, and run the whole test suite (what CI runs)
 # make test-fast : the inner loop: unit and in-process tests (no tests/e2e, nothing that starts a process)
-# make spark-archive : once per machine, about a minute: Spark's classes archived for a faster JVM start
+# make spark-archive : once per Java and Spark installation: Spark's classes archived for a faster JVM start
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -40,10 +40,10 @@ run: setup
 test: setup lint spark-archive
 	$(PYTEST) $(PYTEST_ARGS)
 
-# Each entry point's JVM then starts seconds sooner (docs/cluster.md#a-faster-jvm-start); kept in
-# ~/.cache/sparkmlops per Java and Spark, built only when missing. A failed build only costs that speed.
+# The JVM each entry point launches maps it (docs/cluster.md#a-faster-jvm-start); kept in
+# ~/.cache/sparkmlops per Java and Spark jars, built only when missing. A failed build only costs the speed.
 spark-archive: setup
-	-python -m sparkmlops.core.class_archive build
+	-python -m tools.class_archive build
 
 # The formatter and linter (configuration: pyproject.toml); `make format` rewrites the tree.
 lint: setup

@@ -9,7 +9,8 @@ per-step breakdown (wall seconds of the main thread in each step) says where the
 With --warm, a third arm: the same `mlflow run` over a warm local Spark (`make spark-up`: one Spark
 Connect server the runs reuse, started and warmed by one untimed run before the timings, stopped after);
 its rmse must equal the cold run's (target: <= 0.3x the book's script). The cold project runs use the
-Spark class archive (`make spark-archive`, built first if missing); one more arm times them without it.
+Spark class archive (`make spark-archive`, built first if missing); one more arm times them without it
+(SPARKMLOPS_CLASS_ARCHIVE=off).
 
     python bench/bench_train.py [--data PATH] [--repeat N] [--warm]
 
@@ -120,8 +121,8 @@ def main():
             "max_depth=5",
         ]
         book_cmd = [sys.executable, str(ROOT / "bench" / "book_train.py"), data]
-        run_checked([sys.executable, "-m", "sparkmlops.core.class_archive", "build"], env)
-        no_archive_env = {**env, "XDG_CACHE_HOME": str(Path(tmp) / "no-archive")}
+        run_checked([sys.executable, "-m", "tools.class_archive", "build"], env)
+        no_archive_env = {**env, "SPARKMLOPS_CLASS_ARCHIVE": "off"}
         project, book, warm, no_archive = [], [], [], []
         warm_env = {**env, "SPARK_LOCAL_CONNECT_DISCOVERY": str(Path(tmp) / "connect-local.json")}
         try:

@@ -35,6 +35,15 @@ def _launches_local_jvm(master: str | None = None) -> bool:
     return not connect_requested(master) or requested_master(master).startswith("local")
 
 
+def _user_java_options(conf: dict[str, str] | None) -> str:
+    """Every Java option the user gives the driver's JVM, wherever from (for class_archive)."""
+    keys = ("spark.driver.extraJavaOptions", "spark.driver.defaultJavaOptions")
+    variables = ("SPARK_SUBMIT_OPTS", "PYSPARK_SUBMIT_ARGS", "JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS")
+    given = [os.environ.get(name, "") for name in variables]
+    given += [settings.get(key, "") for settings in (spark_defaults(), conf or {}) for key in keys]
+    return " ".join(given)
+
+
 def spark_defaults() -> dict[str, str]:
     """spark-defaults.conf where spark-submit looks for it ($SPARK_CONF_DIR, else $SPARK_HOME/conf), read as
     Spark reads it: a Java properties file in UTF-8 (``=``, ``:`` or spaces between key and value, ``\\``
@@ -154,8 +163,6 @@ def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | N
             os.environ.setdefault("PYSPARK_PYTHON", configured)
         elif requested_master(master).startswith("local"):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        if not connect_requested(master):
-            class_archive.use_for_local_jvm()  # make setup's archive: seconds off the JVM's start
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -167,7 +174,9 @@ def get_spark(app_name: str, master: str | None = None, conf: dict[str, str] | N
         builder = builder.master(master)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    launching = _launches_local_jvm(master) and not connect_requested(master)
+    with class_archive.mapped_while_launching(_user_java_options(conf)) if launching else contextlib.nullcontext():
+        spark = builder.getOrCreate()
     if is_connect(spark):
         # PySpark 4.1's Connect ML objects release their server-side copy from __del__ with a gRPC call;
         # run by the cyclic garbage collector at an arbitrary point, that call can deadlock the client
