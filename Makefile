@@ -40,7 +40,7 @@ run: setup
 test: setup lint spark-archive
 	$(PYTEST) $(PYTEST_ARGS)
 
-# The JVM each entry point launches maps it (docs/cluster.md#a-faster-jvm-start); kept in
+# The local JVM each entry point launches maps it, not over Connect (docs/cluster.md#a-faster-jvm-start); in
 # ~/.cache/sparkmlops per Java and Spark jars, built only when missing. A failed build only costs the speed.
 spark-archive: setup
 	-python -m tools.class_archive build

@@ -9,6 +9,7 @@ that replaces the archive whole. Nothing is built when the archive for this Java
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -34,10 +35,15 @@ def build(force: bool = False) -> Path:
     target = class_archive.archive_path()
     if target.is_file() and not force:
         return target
+    conf = class_archive.spark_home() / "conf"
+    if conf.is_dir() and any(conf.iterdir()):
+        # spark-submit puts it first on the classpath, and the JVM archives no classpath led by a non-empty folder
+        raise click.ClickException(f"{conf} is not empty: Spark's classes cannot be archived for this SPARK_HOME")
     target.parent.mkdir(parents=True, exist_ok=True)
     for partial in target.parent.glob(".spark-classes-*"):  # left by a build that was killed
-        if time.time() - partial.stat().st_mtime > _STALE_PARTIAL_SECONDS:
-            partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # or removed by another build meanwhile
+            if time.time() - partial.stat().st_mtime > _STALE_PARTIAL_SECONDS:
+                partial.unlink()
     fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     os.unlink(partial)  # the JVM creates it as it exits
@@ -54,7 +60,7 @@ def build(force: bool = False) -> Path:
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         if result.returncode != 0 or not Path(partial).is_file():
             tail = "\n".join((result.stderr + result.stdout).strip().splitlines()[-20:])
-            raise click.ClickException(f"spark-submit exited {result.returncode} without an archive:\n{tail}")
+            raise click.ClickException(f"spark-submit exited {result.returncode}, archive written: no\n{tail}")
         os.replace(partial, target)
     finally:
         Path(partial).unlink(missing_ok=True)

@@ -24,8 +24,9 @@ OFF_SWITCH = "SPARKMLOPS_CLASS_ARCHIVE"  # =off: never map the archive
 QUIET = "-Xlog:cds*=off"
 # The user's own class-data sharing, which ours must not override (the JVM refuses some pairs).
 USER_CDS = ("SharedArchiveFile", "ArchiveClassesAtExit", "Xshare", "Xlog:cds")
-# Folders spark-submit puts first on the driver's classpath: with one, the archive's classpath never matches.
-CONF_DIRS = ("SPARK_CONF_DIR", "HADOOP_CONF_DIR", "YARN_CONF_DIR")
+# The folder spark-submit puts first on the driver's classpath (else $SPARK_HOME/conf): with another one
+# set, the archive's classpath never matches.
+CONF_DIRS = ("SPARK_CONF_DIR",)
 
 
 def spark_home() -> Path:
@@ -65,7 +66,7 @@ def launch_options(user_options: str) -> str:
         return ""
     try:
         path = archive_path()
-        if not path.is_file():
+        if not path.is_file() or ":" in str(path):  # the JVM reads a colon as two archives
             return ""
     except (OSError, RuntimeError):  # no home folder, an unreadable cache, no java: only the speed is lost
         return ""
@@ -75,8 +76,8 @@ def launch_options(user_options: str) -> str:
 @contextlib.contextmanager
 def mapped_while_launching(user_options: str):
     """Add the options to SPARK_SUBMIT_OPTS (which spark-submit's launcher puts on the driver's command line)
-    only while the JVM is launched: processes this one starts later see the user's value, and pick their
-    own archive."""
+    only while the session starts: processes this one starts afterwards see the user's value and pick their
+    own archive (one started meanwhile, from another thread, sees the options too)."""
     options = launch_options(user_options)
     saved = os.environ.get("SPARK_SUBMIT_OPTS")
     if options:

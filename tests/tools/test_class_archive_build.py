@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import sys
 
+import click
 import pytest
 from conftest import run_entry
+
+from tools import class_archive
 
 pytestmark = pytest.mark.process
 
@@ -22,9 +25,9 @@ print("after:", os.environ.get("SPARK_SUBMIT_OPTS"))
 """
 
 
-def start_session(cache, class_log):
+def start_session(cache, class_log, more_options=""):
     """A fresh process that starts a session through the factory, logging where each class came from."""
-    user_options = f"-Xlog:class+load=info:file={class_log}"
+    user_options = f"{more_options} -Xlog:class+load=info:file={class_log}".strip()
     env = {"XDG_CACHE_HOME": str(cache), "SPARK_SUBMIT_OPTS": user_options}
     result = run_entry([sys.executable, "-c", START], env=env, timeout=300)
     assert result.returncode == 0 and result.stdout.splitlines()[0] == "3", result.stderr[-3000:]
@@ -67,6 +70,8 @@ def test_the_factorys_jvm_maps_spark_from_the_archive_and_keeps_the_users_option
     assert class_source(tmp_path / "with.log") == "shared objects file (top)"  # the user's -Xlog still applied
     start_session(tmp_path / "no-cache", tmp_path / "without.log")
     assert class_source(tmp_path / "without.log").endswith(".jar")  # read from Spark's jar
+    start_session(cache, tmp_path / "own.log", more_options="-Xshare:auto")  # the user's own sharing setting
+    assert class_source(tmp_path / "own.log").endswith(".jar")
 
 
 def test_a_damaged_archive_does_not_stop_spark(built, tmp_path):
@@ -76,3 +81,14 @@ def test_a_damaged_archive_does_not_stop_spark(built, tmp_path):
     (cache / "sparkmlops" / archive.name).write_bytes(b"not an archive")
     start_session(cache, tmp_path / "damaged.log")
     assert class_source(tmp_path / "damaged.log").endswith(".jar")
+
+
+def test_a_spark_home_with_a_non_empty_conf_folder_is_refused_in_one_line(monkeypatch, tmp_path):
+    """The JVM archives no classpath that a non-empty folder leads, and spark-submit leads it with conf/."""
+    (tmp_path / "spark" / "conf").mkdir(parents=True)
+    (tmp_path / "spark" / "conf" / "spark-env.sh.template").write_text("")
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path / "spark"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(click.ClickException, match="conf is not empty"):
+        class_archive.build()
+    assert not (tmp_path / "cache" / "sparkmlops").exists()
