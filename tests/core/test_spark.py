@@ -80,7 +80,7 @@ def test_a_session_gets_the_master_spark_precedence_gives(tmp_path, defaults, su
     assert report == {"master": master, "pyspark_python": python}
 
 
-def test_a_master_parameter_that_cannot_apply_is_said_and_tagged(client, tmp_path):
+def test_a_master_parameter_that_cannot_apply_is_said_and_tagged(spark, client, tmp_path):
     """A process whose session already runs (as under spark-submit, where the JVM's --master wins; here the
     test process's local[2]) cannot take the spark_master parameter: one warning line says so, and the run
     is tagged with the master really used."""
